@@ -1,0 +1,62 @@
+/*
+ * Kernel entry points used by the model: number conversions, row quantization, dot products and
+ * matrix multiplication over every supported tensor type. Each call goes through the dispatch
+ * table (scalar reference or an ISA variant chosen once at start-up). Stateless: safe from any
+ * thread; quill__matmul splits its work over the pool it is given.
+ */
+#ifndef QUILL_KERNELS_H
+#define QUILL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/threadpool.h"
+#include "quill/status.h"
+#include "quill/tensor_type.h"
+
+/* IEEE half and bfloat16 conversions (round to nearest even on the way down). */
+float quill__fp16_to_fp32(uint16_t value);
+uint16_t quill__fp32_to_fp16(float value);
+float quill__bf16_to_fp32(uint16_t value);
+uint16_t quill__fp32_to_bf16(float value);
+
+/* Converts n elements of a row of `type` to f32. n must be a multiple of the block size.
+ * Returns QUILL_ERR_UNSUPPORTED for types without kernels. */
+quill_status quill__dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+
+/* Quantizes n f32 values (a multiple of the block size) into a row of `type`, choosing scales
+ * as llama.cpp's reference quantizers do. Supported for every type with kernels, including the
+ * activation types Q8_0, Q8_1 and Q8_K. */
+quill_status quill__quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* The type that activations are quantized to before a dot product with a weight row of
+ * weight_type: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for
+ * F32/F16/BF16 weights. */
+uint32_t quill__vec_dot_type(uint32_t weight_type);
+
+/* Dot product of n elements: one weight row of weight_type with one activation row already in
+ * quill__vec_dot_type(weight_type). */
+float quill__vec_dot(uint32_t weight_type, int64_t n, const void *weight_row,
+                     const void *activation_row);
+
+/* A weight matrix in the mapping: n_rows rows of n_cols elements, each row_bytes long. */
+typedef struct quill_matrix {
+    uint32_t type;     /* quill_type */
+    int64_t n_rows;    /* output features */
+    int64_t n_cols;    /* input features, a multiple of the type's block size */
+    const void *data;  /* [n_rows][row_bytes] */
+    size_t row_bytes;  /* bytes per row */
+} quill_matrix;
+
+/* Bytes of scratch that quill__matmul needs for n_tokens activation rows (their quantized
+ * copies). */
+size_t quill__matmul_scratch_bytes(const quill_matrix *weights, int64_t n_tokens);
+
+/* y[t][r] = dot(W[r], x[t]) for t < n_tokens, r < n_rows.
+ * x: f32 [n_tokens][x_stride], first n_cols used; y: f32 [n_tokens][y_stride], first n_rows
+ * written. scratch: quill__matmul_scratch_bytes bytes, 64-byte aligned.
+ * Batch-invariant: y[t] is bit-identical whatever n_tokens is and whichever thread computes it. */
+void quill__matmul(quill_threadpool *pool, const quill_matrix *weights, const float *x,
+                   int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride, void *scratch);
+
+#endif
