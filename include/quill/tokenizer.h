@@ -74,6 +74,24 @@ QUILL_API quill_status quill_tokenizer_encode(const quill_tokenizer *tokenizer, 
                                               int64_t *n_tokens);
 QUILL_API void quill_tokens_free(int32_t *tokens);
 
+/* A byte range of the input where special tokens may be matched. */
+typedef struct quill_special_range {
+    size_t offset;  /* into the text */
+    size_t n_bytes; /* length */
+} quill_special_range;
+
+/* Same as quill_tokenizer_encode with QUILL_TOKENIZE_PARSE_SPECIAL, except that special-token
+ * text is matched only when it lies wholly inside one of the ranges (sorted, disjoint). Text
+ * between matched special tokens is tokenized as one fragment whatever ranges it crosses. A chat
+ * server passes the template's own text as the ranges, so that a user who types "<|im_start|>"
+ * gets plain text tokens. */
+QUILL_API quill_status quill_tokenizer_encode_ranges(const quill_tokenizer *tokenizer,
+                                                     const char *text, size_t n_bytes,
+                                                     uint32_t flags,
+                                                     const quill_special_range *ranges,
+                                                     size_t n_ranges, int32_t **tokens,
+                                                     int64_t *n_tokens);
+
 /* Writes the bytes that one token stands for in a decoded text (▁ becomes a space, <0xNN> the
  * byte, byte-level BPE characters their bytes; control tokens give their text only when
  * render_special is set, else nothing). Returns the number of bytes the piece has, which may be
