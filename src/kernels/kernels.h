@@ -14,6 +14,18 @@
 #include "quill/status.h"
 #include "quill/tensor_type.h"
 
+/* Detects the CPU's features and selects the kernel variant, once per process (later calls
+ * only repeat the outcome). Returns QUILL_OK; or QUILL_ERR_UNSUPPORTED when QUILL_KERNELS forces
+ * a variant this CPU or build cannot run, or QUILL_ERR_INVALID_ARG for an unknown name, with a
+ * message listing the available variants. After a failure the kernels use the scalar reference,
+ * so callers may continue, but the CLI and server should report the error and stop. Safe from
+ * any thread. */
+quill_status quill__kernels_init(void);
+
+/* Returns the name of the selected variant: "ref", "avx2", "avx512" or "neon". Borrowed: static
+ * string. */
+const char *quill__kernels_variant_name(void);
+
 /* IEEE half and bfloat16 conversions (round to nearest even on the way down). */
 float quill__fp16_to_fp32(uint16_t value);
 uint16_t quill__fp32_to_fp16(float value);

@@ -1,0 +1,146 @@
+/*
+ * quill__matmul: y[t][r] = dot(W[r], x[t]) over a thread pool. Activation rows are quantized
+ * once each into scratch (split by token), then weight rows are split by thread and walked in
+ * tiles: each tile of weight rows is multiplied with every token before the next tile is read,
+ * so a weight row leaves memory once per group of tokens. Each (row, token) result comes from
+ * the same kernel call sequence whatever n_tokens, the tile or the thread count, so results
+ * are batch-invariant bit for bit.
+ */
+#include "kernels/kernels.h"
+
+#include "kernels/dispatch.h"
+
+/* Weight rows per tile and tokens per tile: a tile of 16 rows of a 4096-wide Q8_0 matrix is
+ * 70 KB, and 32 activation rows of it 139 KB, so a tile pair stays in a 1-2 MB L2 cache. */
+enum { QUILL_MATMUL_TILE_ROWS = 16, QUILL_MATMUL_TILE_TOKENS = 32 };
+
+/* Activation rows in scratch start on 64-byte boundaries. */
+enum { QUILL_MATMUL_ROW_ALIGN = 64 };
+
+typedef struct matmul_job {
+    const quill_kernel_type_ops *ops;       /* the weight type's kernels */
+    const quill_kernel_type_ops *activation_ops; /* the activation type's kernels */
+    const quill_matrix *weights;
+    const float *x;             /* f32 [n_tokens][x_stride] */
+    int64_t x_stride;           /* floats between activation rows */
+    int64_t n_tokens;
+    float *y;                   /* f32 [n_tokens][y_stride] */
+    int64_t y_stride;           /* floats between output rows */
+    const void *activations;    /* the rows vec_dot reads: x itself or scratch */
+    void *scratch;              /* quantized activations [n_tokens][activation_row_bytes] */
+    size_t activation_row_bytes; /* bytes between activation rows */
+} matmul_job;
+
+/* Returns the scratch row stride for the activation type, or 0 when activations stay f32. */
+static size_t activation_row_stride(const quill_kernel_table *table,
+                                    const quill_matrix *weights) {
+    uint32_t activation_type = table->types[weights->type].vec_dot_type;
+    size_t row_bytes = 0;
+    if (activation_type == QUILL_TYPE_F32 ||
+        !quill_type_row_bytes(activation_type, weights->n_cols, &row_bytes)) {
+        return 0;
+    }
+    return (row_bytes + QUILL_MATMUL_ROW_ALIGN - 1) / QUILL_MATMUL_ROW_ALIGN *
+           QUILL_MATMUL_ROW_ALIGN;
+}
+
+size_t quill__matmul_scratch_bytes(const quill_matrix *weights, int64_t n_tokens) {
+    if (weights == NULL || n_tokens <= 0 || quill_type_traits_get(weights->type) == NULL) {
+        return 0;
+    }
+    return activation_row_stride(quill__kernels_table(), weights) * (size_t)n_tokens;
+}
+
+/* Quantizes this thread's share of the activation rows into scratch. */
+static void quantize_task(void *context, int thread_index, int n_threads) {
+    matmul_job *job = context;
+    int64_t begin;
+    int64_t end;
+    quill__threadpool_split(job->n_tokens, thread_index, n_threads, &begin, &end);
+    for (int64_t t = begin; t < end; t++) {
+        job->activation_ops->quantize_row(job->x + t * job->x_stride,
+                                          (char *)job->scratch + (size_t)t * job->activation_row_bytes,
+                                          job->weights->n_cols);
+    }
+}
+
+/* Computes one tile of rows x tokens with the type's vec_dot, row by row. */
+static void tile_by_vec_dot(const matmul_job *job, int64_t row_begin, int64_t n_rows,
+                            int64_t token_begin, int64_t n_tokens) {
+    const quill_matrix *w = job->weights;
+    for (int64_t r = row_begin; r < row_begin + n_rows; r++) {
+        const char *weight_row = (const char *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t = token_begin; t < token_begin + n_tokens; t++) {
+            const char *activation_row =
+                (const char *)job->activations + (size_t)t * job->activation_row_bytes;
+            job->y[t * job->y_stride + r] = job->ops->vec_dot(w->n_cols, weight_row,
+                                                              activation_row);
+        }
+    }
+}
+
+/* Multiplies this thread's rows of W with every token, one tile of rows at a time. */
+static void multiply_task(void *context, int thread_index, int n_threads) {
+    matmul_job *job = context;
+    const quill_matrix *w = job->weights;
+    int64_t begin;
+    int64_t end;
+    quill__threadpool_split(w->n_rows, thread_index, n_threads, &begin, &end);
+
+    for (int64_t row = begin; row < end; row += QUILL_MATMUL_TILE_ROWS) {
+        int64_t n_rows = end - row < QUILL_MATMUL_TILE_ROWS ? end - row : QUILL_MATMUL_TILE_ROWS;
+        for (int64_t token = 0; token < job->n_tokens; token += QUILL_MATMUL_TILE_TOKENS) {
+            int64_t n_tokens = job->n_tokens - token < QUILL_MATMUL_TILE_TOKENS
+                                   ? job->n_tokens - token
+                                   : QUILL_MATMUL_TILE_TOKENS;
+            if (job->ops->gemm == NULL) {
+                tile_by_vec_dot(job, row, n_rows, token, n_tokens);
+                continue;
+            }
+            const char *weight_tile = (const char *)w->data + (size_t)row * w->row_bytes;
+            const char *activation_tile =
+                (const char *)job->activations + (size_t)token * job->activation_row_bytes;
+            job->ops->gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
+                           job->activation_row_bytes, n_tokens, job->y + token * job->y_stride + row,
+                           job->y_stride);
+        }
+    }
+}
+
+void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool *pool,
+                              const quill_matrix *weights, const float *x, int64_t x_stride,
+                              int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
+    matmul_job job = {
+        .ops = &table->types[weights->type],
+        .weights = weights,
+        .x = x,
+        .x_stride = x_stride,
+        .n_tokens = n_tokens,
+        .y = y,
+        .y_stride = y_stride,
+        .scratch = scratch,
+    };
+    if (n_tokens <= 0 || weights->n_rows <= 0) {
+        return;
+    }
+
+    /* F32 activations are read in place; the others are quantized once per row. */
+    size_t stride = activation_row_stride(table, weights);
+    if (stride == 0) {
+        job.activations = x;
+        job.activation_row_bytes = (size_t)x_stride * sizeof(float);
+    } else {
+        job.activation_ops = &table->types[job.ops->vec_dot_type];
+        job.activations = scratch;
+        job.activation_row_bytes = stride;
+        quill__threadpool_run(pool, quantize_task, &job);
+    }
+
+    quill__threadpool_run(pool, multiply_task, &job);
+}
+
+void quill__matmul(quill_threadpool *pool, const quill_matrix *weights, const float *x,
+                   int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
+    quill__matmul_with_table(quill__kernels_table(), pool, weights, x, x_stride, n_tokens, y,
+                             y_stride, scratch);
+}
