@@ -26,7 +26,7 @@
 #include "base/strbuf.h"
 
 enum {
-    HUB_MAX_NAME_BYTES = 96,                    /* OWNER and REPO; a bound above real Hub names */
+    HUB_MAX_NAME_BYTES = 96,                    /* length bound for OWNER and REPO */
     HUB_MAX_FILE_BYTES = 255,                   /* FILE; NAME_MAX on Linux file systems */
     HUB_MAX_LISTING_BYTES = 16 * 1024 * 1024,   /* repository listing JSON */
     HUB_MAX_ERROR_BODY_BYTES = 200,             /* start of an error reply kept for messages */
