@@ -1,0 +1,116 @@
+/*
+ * Attention of one query head over a paged K/V history, with an online softmax: keys are
+ * visited in position order in chunks (at most QUILL_ATTENTION_CHUNK keys, never crossing a
+ * block boundary); each chunk's scores go to a small buffer, and the running max, sum and output
+ * are rescaled when the max grows. All sums are f32 in position order, so the result does not
+ * depend on the batch the query came in. F16 rows are widened through a table built once.
+ */
+#include "kernels/ops.h"
+
+#include <math.h>
+#include <pthread.h>
+
+#include "kernels/kernels.h"
+#include "quill/tensor_type.h"
+
+static float fp16_table[1 << 16]; /* f32 value of each half bit pattern; written once */
+static pthread_once_t fp16_table_once = PTHREAD_ONCE_INIT;
+
+static void build_fp16_table(void) {
+    for (uint32_t bits = 0; bits < (1u << 16); bits++) {
+        fp16_table[bits] = quill__fp16_to_fp32((uint16_t)bits);
+    }
+}
+
+/* Dot product of q with one stored row, in index order. */
+static float dot_row(const float *q, const uint8_t *row, uint32_t type, int32_t head_dim) {
+    float sum = 0.0f;
+    if (type == QUILL_TYPE_F32) {
+        const float *k = (const float *)row;
+        for (int32_t i = 0; i < head_dim; i++) {
+            sum += q[i] * k[i];
+        }
+        return sum;
+    }
+    const uint16_t *k = (const uint16_t *)row;
+    for (int32_t i = 0; i < head_dim; i++) {
+        sum += q[i] * fp16_table[k[i]];
+    }
+    return sum;
+}
+
+/* out[i] += weight * v[i]. */
+static void add_scaled_row(float *out, float weight, const uint8_t *row, uint32_t type,
+                           int32_t head_dim) {
+    if (type == QUILL_TYPE_F32) {
+        const float *v = (const float *)row;
+        for (int32_t i = 0; i < head_dim; i++) {
+            out[i] += weight * v[i];
+        }
+        return;
+    }
+    const uint16_t *v = (const uint16_t *)row;
+    for (int32_t i = 0; i < head_dim; i++) {
+        out[i] += weight * fp16_table[v[i]];
+    }
+}
+
+void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                           int64_t n_keys, float scale, float *scores, float *out) {
+    pthread_once(&fp16_table_once, build_fp16_table);
+    for (int32_t i = 0; i < head_dim; i++) {
+        out[i] = 0.0f;
+    }
+    float running_max = -INFINITY;
+    float running_sum = 0.0f;
+
+    int64_t position = 0;
+    while (position < n_keys) {
+        /* The chunk: keys [position, end) inside one block. */
+        int64_t block_index = position / keys->block_tokens;
+        int64_t slot = position % keys->block_tokens;
+        int64_t end = (block_index + 1) * keys->block_tokens;
+        if (end > position + QUILL_ATTENTION_CHUNK) {
+            end = position + QUILL_ATTENTION_CHUNK;
+        }
+        if (end > n_keys) {
+            end = n_keys;
+        }
+        int64_t n_chunk = end - position;
+        size_t block_offset = (size_t)keys->blocks[block_index] * keys->block_stride_bytes;
+        const uint8_t *k_row = keys->k_data + block_offset + (size_t)slot * keys->row_bytes;
+        const uint8_t *v_row = keys->v_data + block_offset + (size_t)slot * keys->row_bytes;
+
+        /* Scaled scores and their max. */
+        float chunk_max = -INFINITY;
+        for (int64_t j = 0; j < n_chunk; j++) {
+            scores[j] = scale * dot_row(q, k_row + (size_t)j * keys->row_bytes, keys->type,
+                                        head_dim);
+            chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
+        }
+
+        /* Rescale what was accumulated under the old max, then add this chunk. */
+        if (chunk_max > running_max) {
+            float correction = expf(running_max - chunk_max);
+            running_sum *= correction;
+            for (int32_t i = 0; i < head_dim; i++) {
+                out[i] *= correction;
+            }
+            running_max = chunk_max;
+        }
+        for (int64_t j = 0; j < n_chunk; j++) {
+            float weight = expf(scores[j] - running_max);
+            running_sum += weight;
+            add_scaled_row(out, weight, v_row + (size_t)j * keys->row_bytes, keys->type,
+                           head_dim);
+        }
+        position = end;
+    }
+
+    if (running_sum > 0.0f) {
+        float inverse = 1.0f / running_sum;
+        for (int32_t i = 0; i < head_dim; i++) {
+            out[i] *= inverse;
+        }
+    }
+}

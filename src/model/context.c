@@ -1,0 +1,575 @@
+/*
+ * The forward pass over a batch of entries from one or more sequences. Every matrix product
+ * runs over all of the batch's tokens at once through quill__matmul; attention runs per
+ * (entry, query head) on the compute pool, each entry over its own sequence's positions
+ * [0, position] in the paged KV cache. All scratch is allocated in quill_context_create for
+ * n_batch_max tokens, so a forward pass allocates nothing.
+ *
+ * Batch invariance: every step is either per token (norms, RoPE, activations), a matmul whose
+ * per-row result does not depend on the other rows, or attention whose reduction order depends
+ * only on the sequence's positions. So an entry's K/V and logits are the same bits whatever else
+ * shares the batch and however a prompt is split into chunks.
+ *
+ * One thread at a time drives a context; the pool's workers only run its tasks.
+ */
+#include "quill/model.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/threadpool.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "model/kv_cache_internal.h"
+#include "model/model_internal.h"
+
+enum {
+    DEFAULT_BATCH_MAX = 512,
+    SCRATCH_ALIGNMENT = 64,
+};
+
+struct quill_context {
+    const quill_model *model;      /* borrowed; outlives the context */
+    quill_threadpool *pool;        /* compute threads, the driver included */
+    int n_threads;                 /* threads in pool */
+    int32_t n_batch_max;           /* entries one pass takes */
+    float *residual;               /* f32 [n_batch_max][n_embd] */
+    float *normed;                 /* f32 [n_batch_max][n_embd] */
+    float *projected;              /* f32 [n_batch_max][n_embd] */
+    float *q;                      /* f32 [n_batch_max][n_heads][head_dim] */
+    float *k;                      /* f32 [n_batch_max][n_kv_heads][head_dim] */
+    float *v;                      /* f32 [n_batch_max][n_kv_heads][head_dim] */
+    float *attention;              /* f32 [n_batch_max][n_heads][head_dim] */
+    float *gate;                   /* f32 [n_batch_max][n_ff] */
+    float *up;                     /* f32 [n_batch_max][n_ff] */
+    float *rope;                   /* f32 [n_batch_max][n_rot / 2][2]: cos, sin */
+    float *scores;                 /* f32 [n_threads][QUILL_ATTENTION_CHUNK] */
+    void *matmul_scratch;          /* quill__matmul's activation copies */
+    float *logits;                 /* f32 [n_batch_max][n_vocab]; rows in use: n_logits */
+    int32_t *logits_rows;          /* [n_batch_max] logits row of each entry, or -1 */
+    int32_t *logits_entries;       /* [n_batch_max] entry of each logits row */
+    int32_t n_logits;              /* logits rows of the last pass */
+    int32_t n_entries_last;        /* entries of the last pass */
+    int32_t *seq_ids;              /* [n_batch_max] distinct sequences of the current batch */
+    int64_t *seq_ends;             /* [n_batch_max] their lengths after the current batch */
+    const int32_t **entry_blocks;  /* [n_batch_max] block table of each entry's sequence */
+};
+
+/* What the attention task reads: one layer's K/V in the cache and the current batch. */
+typedef struct attention_task {
+    quill_context *context;            /* scratch and shapes */
+    const quill_kv_layer_view *view;   /* the layer's K/V */
+    const quill_batch *batch;          /* positions */
+} attention_task;
+
+quill_context_params quill_context_params_default(void) {
+    long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    quill_context_params params = {
+        .n_threads = n_cpus > 0 ? (int)n_cpus : 1,
+        .n_batch_max = DEFAULT_BATCH_MAX,
+        .use_pinning = false,
+    };
+    return params;
+}
+
+/* Allocates f32 [n_rows][n_cols] of scratch, aligned for vector loads. */
+static float *allocate_rows(int64_t n_rows, int64_t n_cols) {
+    size_t n_bytes = 0;
+    if (!quill__size_mul((size_t)n_rows, (size_t)n_cols * sizeof(float), &n_bytes)) {
+        return NULL;
+    }
+    n_bytes = (n_bytes + SCRATCH_ALIGNMENT - 1) / SCRATCH_ALIGNMENT * SCRATCH_ALIGNMENT;
+    return quill__aligned_alloc(SCRATCH_ALIGNMENT, n_bytes > 0 ? n_bytes : SCRATCH_ALIGNMENT);
+}
+
+/* Scratch bytes of the largest matmul a pass runs. */
+static size_t matmul_scratch_bytes(const quill_model *model, int64_t n_tokens) {
+    size_t n_max = quill__matmul_scratch_bytes(&model->output, n_tokens);
+    for (int32_t i = 0; i < model->info.n_layers; i++) {
+        const quill_layer_weights *layer = &model->layers[i];
+        const quill_matrix *matrices[] = {&layer->attn_q,   &layer->attn_k,  &layer->attn_v,
+                                          &layer->attn_output, &layer->ffn_gate, &layer->ffn_up,
+                                          &layer->ffn_down};
+        for (size_t j = 0; j < sizeof(matrices) / sizeof(matrices[0]); j++) {
+            size_t n_bytes = quill__matmul_scratch_bytes(matrices[j], n_tokens);
+            n_max = n_bytes > n_max ? n_bytes : n_max;
+        }
+    }
+    return n_max;
+}
+
+static quill_status allocate_scratch(quill_context *context) {
+    const quill_model_info *info = &context->model->info;
+    const int64_t n = context->n_batch_max;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
+    context->residual = allocate_rows(n, info->n_embd);
+    context->normed = allocate_rows(n, info->n_embd);
+    context->projected = allocate_rows(n, info->n_embd);
+    context->q = allocate_rows(n, q_dim);
+    context->k = allocate_rows(n, kv_dim);
+    context->v = allocate_rows(n, kv_dim);
+    context->attention = allocate_rows(n, q_dim);
+    context->gate = allocate_rows(n, info->n_ff);
+    context->up = allocate_rows(n, info->n_ff);
+    context->rope = allocate_rows(n, info->n_rot > 0 ? info->n_rot : 1);
+    context->scores = allocate_rows(context->n_threads, QUILL_ATTENTION_CHUNK);
+    /* NOTE: the logits buffer is sized for every entry wanting logits; for large vocabularies
+     * that is a large reservation, but pages that no pass writes are never touched. */
+    context->logits = allocate_rows(n, info->n_vocab);
+    size_t scratch_bytes = matmul_scratch_bytes(context->model, n);
+    context->matmul_scratch = quill__aligned_alloc(
+        SCRATCH_ALIGNMENT,
+        (scratch_bytes + SCRATCH_ALIGNMENT - 1) / SCRATCH_ALIGNMENT * SCRATCH_ALIGNMENT +
+            SCRATCH_ALIGNMENT);
+    context->logits_rows = quill__malloc_array((size_t)n, sizeof(int32_t));
+    context->logits_entries = quill__malloc_array((size_t)n, sizeof(int32_t));
+    context->seq_ids = quill__malloc_array((size_t)n, sizeof(int32_t));
+    context->seq_ends = quill__malloc_array((size_t)n, sizeof(int64_t));
+    context->entry_blocks = quill__malloc_array((size_t)n, sizeof(const int32_t *));
+    if (context->residual == NULL || context->normed == NULL || context->projected == NULL ||
+        context->q == NULL || context->k == NULL || context->v == NULL ||
+        context->attention == NULL || context->gate == NULL || context->up == NULL ||
+        context->rope == NULL || context->scores == NULL || context->logits == NULL ||
+        context->matmul_scratch == NULL || context->logits_rows == NULL ||
+        context->logits_entries == NULL || context->seq_ids == NULL ||
+        context->seq_ends == NULL || context->entry_blocks == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM,
+                               "context: out of memory for the scratch of %d batch entries; "
+                               "lower n_batch_max",
+                               context->n_batch_max);
+    }
+    return QUILL_OK;
+}
+
+quill_status quill_context_create(const quill_model *model, const quill_context_params *params,
+                                  quill_context **out) {
+    quill_status status = QUILL_OK;
+    quill_context *context = NULL;
+    if (out == NULL || model == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "context: model and out must not be NULL");
+    }
+    *out = NULL;
+    quill_context_params defaults = quill_context_params_default();
+    if (params == NULL) {
+        params = &defaults;
+    }
+    if (params->n_threads < 1 || params->n_threads > 1024) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: n_threads=%d is out of range [1, 1024]",
+                               params->n_threads);
+    }
+    if (params->n_batch_max < 1 || params->n_batch_max > (1 << 20)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: n_batch_max=%d is out of range [1, %d]",
+                               params->n_batch_max, 1 << 20);
+    }
+
+    context = quill__calloc(1, sizeof(*context));
+    if (context == NULL) {
+        status = quill_error_set(QUILL_ERR_NOMEM, "context: out of memory");
+        goto cleanup;
+    }
+    context->model = model;
+    context->n_batch_max = params->n_batch_max;
+    quill_threadpool_params pool_params = quill__threadpool_params_default();
+    pool_params.n_threads = params->n_threads;
+    pool_params.use_pinning = params->use_pinning;
+    status = quill__threadpool_create(&pool_params, &context->pool);
+    if (status != QUILL_OK) {
+        goto cleanup;
+    }
+    context->n_threads = quill__threadpool_size(context->pool);
+    status = allocate_scratch(context);
+    if (status != QUILL_OK) {
+        goto cleanup;
+    }
+    *out = context;
+    context = NULL;
+
+cleanup:
+    quill_context_destroy(context);
+    return status;
+}
+
+void quill_context_destroy(quill_context *context) {
+    if (context == NULL) {
+        return;
+    }
+    quill__threadpool_destroy(context->pool);
+    quill__free(context->residual);
+    quill__free(context->normed);
+    quill__free(context->projected);
+    quill__free(context->q);
+    quill__free(context->k);
+    quill__free(context->v);
+    quill__free(context->attention);
+    quill__free(context->gate);
+    quill__free(context->up);
+    quill__free(context->rope);
+    quill__free(context->scores);
+    quill__free(context->logits);
+    quill__free(context->matmul_scratch);
+    quill__free(context->logits_rows);
+    quill__free(context->logits_entries);
+    quill__free(context->seq_ids);
+    quill__free(context->seq_ends);
+    quill__free(context->entry_blocks);
+    quill__free(context);
+}
+
+/* Checks one entry's token, sequence id and position ranges. */
+static quill_status validate_entry(const quill_context *context, const quill_kv_cache *cache,
+                                   const quill_batch *batch, int32_t index) {
+    const quill_model_info *info = &context->model->info;
+    int32_t token = batch->tokens[index];
+    int32_t seq_id = batch->seq_ids[index];
+    if (token < 0 || token >= info->n_vocab) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: batch entry %d has token %d, outside the vocabulary "
+                               "[0, %d)",
+                               index, token, info->n_vocab);
+    }
+    if (seq_id < 0 || seq_id >= quill_kv_cache_n_seq_max(cache)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: batch entry %d has sequence id %d, outside the cache's "
+                               "[0, %d)",
+                               index, seq_id, quill_kv_cache_n_seq_max(cache));
+    }
+    if (batch->positions[index] < 0) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: batch entry %d has negative position %d", index,
+                               batch->positions[index]);
+    }
+    return QUILL_OK;
+}
+
+/* Checks that entries continue their sequences with consecutive positions, and records the
+ * distinct sequences and their lengths after the pass in seq_ids/seq_ends. */
+static quill_status validate_positions(quill_context *context, const quill_kv_cache *cache,
+                                       const quill_batch *batch, int32_t *n_seqs) {
+    *n_seqs = 0;
+    for (int32_t index = 0; index < batch->n_tokens; index++) {
+        quill_status status = validate_entry(context, cache, batch, index);
+        if (status != QUILL_OK) {
+            return status;
+        }
+        int32_t seq_id = batch->seq_ids[index];
+        int32_t slot = 0;
+        while (slot < *n_seqs && context->seq_ids[slot] != seq_id) {
+            slot++;
+        }
+        if (slot == *n_seqs) {
+            context->seq_ids[slot] = seq_id;
+            context->seq_ends[slot] = quill_kv_cache_seq_length(cache, seq_id);
+            (*n_seqs)++;
+        }
+        if (batch->positions[index] != context->seq_ends[slot]) {
+            return quill_error_set(QUILL_ERR_INVALID_ARG,
+                                   "context: batch entry %d has position %d but sequence %d "
+                                   "continues at position %lld; positions of a sequence must be "
+                                   "consecutive and follow its cached tokens",
+                                   index, batch->positions[index], seq_id,
+                                   (long long)context->seq_ends[slot]);
+        }
+        context->seq_ends[slot]++;
+        context->entry_blocks[index] = quill_kv_cache_seq_blocks(cache, seq_id);
+    }
+    return QUILL_OK;
+}
+
+/* Checks that each sequence owns writable blocks for the positions the pass writes. */
+static quill_status validate_blocks(const quill_context *context, const quill_kv_cache *cache,
+                                    int32_t n_seqs) {
+    const int32_t block_tokens = quill_kv_cache_block_tokens(cache);
+    for (int32_t slot = 0; slot < n_seqs; slot++) {
+        int32_t seq_id = context->seq_ids[slot];
+        int64_t begin = quill_kv_cache_seq_length(cache, seq_id);
+        int64_t end = context->seq_ends[slot];
+        int64_t n_blocks = quill_kv_cache_seq_n_blocks(cache, seq_id);
+        if (n_blocks * block_tokens < end) {
+            return quill_error_set(QUILL_ERR_INVALID_ARG,
+                                   "context: sequence %d has blocks for %lld tokens but the batch "
+                                   "takes it to %lld; call quill_kv_cache_seq_prepare first",
+                                   seq_id, (long long)(n_blocks * block_tokens), (long long)end);
+        }
+        const int32_t *blocks = quill_kv_cache_seq_blocks(cache, seq_id);
+        for (int64_t block = begin / block_tokens; block <= (end - 1) / block_tokens; block++) {
+            if (quill_kv_cache_block_refcount(cache, blocks[block]) != 1) {
+                return quill_error_set(QUILL_ERR_INVALID_ARG,
+                                       "context: sequence %d would write into block %d, which is "
+                                       "shared; call quill_kv_cache_seq_prepare first so that "
+                                       "it is copied",
+                                       seq_id, blocks[block]);
+            }
+        }
+    }
+    return QUILL_OK;
+}
+
+static quill_status validate_batch(quill_context *context, const quill_kv_cache *cache,
+                                   const quill_batch *batch, int32_t *n_seqs) {
+    const quill_model_info *info = &context->model->info;
+    if (cache == NULL || batch == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "context: cache and batch must not be NULL");
+    }
+    if (quill__kv_cache_n_layers(cache) != info->n_layers ||
+        quill__kv_cache_kv_dim(cache) != info->n_kv_heads * info->head_dim) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: the KV cache has %d layers of %d K elements per token "
+                               "but the model needs %d of %d; create the cache for this model",
+                               quill__kv_cache_n_layers(cache), quill__kv_cache_kv_dim(cache),
+                               info->n_layers, info->n_kv_heads * info->head_dim);
+    }
+    if (batch->n_tokens < 0 || batch->n_tokens > context->n_batch_max) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "context: the batch has %d entries but the context takes at most "
+                               "%d; split it or raise n_batch_max",
+                               batch->n_tokens, context->n_batch_max);
+    }
+    quill_status status = validate_positions(context, cache, batch, n_seqs);
+    if (status == QUILL_OK) {
+        status = validate_blocks(context, cache, *n_seqs);
+    }
+    return status;
+}
+
+/* Looks up each entry's embedding row into residual and computes its RoPE angles. */
+static quill_status embed_tokens(quill_context *context, const quill_batch *batch) {
+    const quill_model *model = context->model;
+    const quill_model_info *info = &model->info;
+    for (int32_t t = 0; t < batch->n_tokens; t++) {
+        const uint8_t *row = (const uint8_t *)model->token_embd.data +
+                             (size_t)batch->tokens[t] * model->token_embd.row_bytes;
+        quill_status status = quill__dequantize_row(model->token_embd.type, row,
+                                                    context->residual + (int64_t)t * info->n_embd,
+                                                    info->n_embd);
+        if (status != QUILL_OK) {
+            return status;
+        }
+        quill__rope_angles(batch->positions[t], info->n_rot, info->rope_freq_base,
+                           model->rope_freqs, context->rope + (int64_t)t * info->n_rot);
+    }
+    return QUILL_OK;
+}
+
+/* normed[t] = RMSNorm(residual[t]) * weight for every entry. */
+static void norm_rows(quill_context *context, int32_t n_tokens, const float *weight) {
+    const quill_model_info *info = &context->model->info;
+    for (int32_t t = 0; t < n_tokens; t++) {
+        int64_t offset = (int64_t)t * info->n_embd;
+        quill__rms_norm(context->residual + offset, weight, context->normed + offset, info->n_embd,
+                        info->rms_eps);
+    }
+}
+
+/* Adds an f32 bias (or nothing when NULL) to each of n_tokens rows of n elements. */
+static void add_bias(float *rows, const float *bias, int32_t n_tokens, int64_t n) {
+    if (bias == NULL) {
+        return;
+    }
+    for (int32_t t = 0; t < n_tokens; t++) {
+        quill__vec_add(rows + (int64_t)t * n, bias, n);
+    }
+}
+
+/* Per-head RMSNorm (qwen3) of n_tokens rows of n_heads heads, when weight is not NULL. */
+static void norm_heads(float *rows, const float *weight, int32_t n_tokens, int32_t n_heads,
+                       int32_t head_dim, float eps) {
+    if (weight == NULL) {
+        return;
+    }
+    for (int64_t head = 0; head < (int64_t)n_tokens * n_heads; head++) {
+        float *x = rows + head * head_dim;
+        quill__rms_norm(x, weight, x, head_dim, eps);
+    }
+}
+
+/* Projects normed into Q, K and V, then applies biases, Q/K norms and RoPE. */
+static void project_qkv(quill_context *context, const quill_layer_weights *layer,
+                        int32_t n_tokens) {
+    const quill_model_info *info = &context->model->info;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
+    quill__matmul(context->pool, &layer->attn_q, context->normed, info->n_embd, n_tokens,
+                  context->q, q_dim, context->matmul_scratch);
+    quill__matmul(context->pool, &layer->attn_k, context->normed, info->n_embd, n_tokens,
+                  context->k, kv_dim, context->matmul_scratch);
+    quill__matmul(context->pool, &layer->attn_v, context->normed, info->n_embd, n_tokens,
+                  context->v, kv_dim, context->matmul_scratch);
+
+    add_bias(context->q, layer->q_bias, n_tokens, q_dim);
+    add_bias(context->k, layer->k_bias, n_tokens, kv_dim);
+    add_bias(context->v, layer->v_bias, n_tokens, kv_dim);
+    norm_heads(context->q, layer->q_norm, n_tokens, info->n_heads, info->head_dim, info->rms_eps);
+    norm_heads(context->k, layer->k_norm, n_tokens, info->n_kv_heads, info->head_dim,
+               info->rms_eps);
+
+    quill_rope_mode mode =
+        info->rope_layout == QUILL_ROPE_NEOX ? QUILL_ROPE_MODE_NEOX : QUILL_ROPE_MODE_NORMAL;
+    for (int32_t t = 0; t < n_tokens; t++) {
+        const float *angles = context->rope + (int64_t)t * info->n_rot;
+        quill__rope_apply(context->q + t * q_dim, info->n_heads, info->head_dim, info->n_rot, mode,
+                          angles);
+        quill__rope_apply(context->k + t * kv_dim, info->n_kv_heads, info->head_dim, info->n_rot,
+                          mode, angles);
+    }
+}
+
+/* Stores each entry's K and V rows in its sequence's block at its position. */
+static void store_kv(quill_context *context, const quill_kv_layer_view *view,
+                     const quill_batch *batch) {
+    const int32_t kv_dim = view->kv_dim;
+    for (int32_t t = 0; t < batch->n_tokens; t++) {
+        int32_t position = batch->positions[t];
+        int32_t block = context->entry_blocks[t][position / view->block_tokens];
+        size_t offset = (size_t)block * view->block_stride_bytes +
+                        (size_t)(position % view->block_tokens) * view->row_bytes;
+        const float *k = context->k + (int64_t)t * kv_dim;
+        const float *v = context->v + (int64_t)t * kv_dim;
+        if (view->type == QUILL_TYPE_F32) {
+            memcpy(view->k_data + offset, k, (size_t)kv_dim * sizeof(float));
+            memcpy(view->v_data + offset, v, (size_t)kv_dim * sizeof(float));
+            continue;
+        }
+        uint16_t *k_row = (uint16_t *)(view->k_data + offset);
+        uint16_t *v_row = (uint16_t *)(view->v_data + offset);
+        for (int32_t i = 0; i < kv_dim; i++) {
+            k_row[i] = quill__fp32_to_fp16(k[i]);
+            v_row[i] = quill__fp32_to_fp16(v[i]);
+        }
+    }
+}
+
+/* Pool task: attention for this thread's share of the (entry, query head) pairs. */
+static void attention_worker(void *task_context, int thread_index, int n_threads) {
+    const attention_task *task = task_context;
+    const quill_context *context = task->context;
+    const quill_model_info *info = &context->model->info;
+    const quill_kv_layer_view *view = task->view;
+    const int32_t group = info->n_heads / info->n_kv_heads;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    const size_t element_bytes = view->type == QUILL_TYPE_F32 ? 4 : 2;
+    const float scale = 1.0f / sqrtf((float)info->head_dim);
+    float *scores = context->scores + (int64_t)thread_index * QUILL_ATTENTION_CHUNK;
+
+    int64_t begin = 0;
+    int64_t end = 0;
+    quill__threadpool_split((int64_t)task->batch->n_tokens * info->n_heads, thread_index,
+                            n_threads, &begin, &end);
+    for (int64_t item = begin; item < end; item++) {
+        int32_t t = (int32_t)(item / info->n_heads);
+        int32_t head = (int32_t)(item % info->n_heads);
+        size_t head_offset = (size_t)(head / group) * (size_t)info->head_dim * element_bytes;
+        quill_attention_keys keys = {
+            .type = view->type,
+            .k_data = view->k_data + head_offset,
+            .v_data = view->v_data + head_offset,
+            .block_stride_bytes = view->block_stride_bytes,
+            .row_bytes = view->row_bytes,
+            .block_tokens = view->block_tokens,
+            .blocks = context->entry_blocks[t],
+        };
+        int64_t offset = t * q_dim + (int64_t)head * info->head_dim;
+        quill__attention_head(context->q + offset, info->head_dim, &keys,
+                              (int64_t)task->batch->positions[t] + 1, scale, scores,
+                              context->attention + offset);
+    }
+}
+
+/* One transformer block over the batch: attention then the SwiGLU feed-forward, each added to
+ * the residual stream. */
+static void run_layer(quill_context *context, quill_kv_cache *cache, const quill_batch *batch,
+                      int32_t index) {
+    const quill_model_info *info = &context->model->info;
+    const quill_layer_weights *layer = &context->model->layers[index];
+    const int32_t n_tokens = batch->n_tokens;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    quill_kv_layer_view view;
+    quill__kv_cache_layer_view(cache, index, &view);
+
+    /* Attention: every entry's K/V is stored before any entry attends, so an entry sees the
+     * earlier entries of its own sequence in this batch. */
+    norm_rows(context, n_tokens, layer->attn_norm);
+    project_qkv(context, layer, n_tokens);
+    store_kv(context, &view, batch);
+    attention_task task = {.context = context, .view = &view, .batch = batch};
+    quill__threadpool_run(context->pool, attention_worker, &task);
+    quill__matmul(context->pool, &layer->attn_output, context->attention, q_dim, n_tokens,
+                  context->projected, info->n_embd, context->matmul_scratch);
+    quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
+
+    /* Feed-forward: down(silu(gate(x)) * up(x)). */
+    norm_rows(context, n_tokens, layer->ffn_norm);
+    quill__matmul(context->pool, &layer->ffn_gate, context->normed, info->n_embd, n_tokens,
+                  context->gate, info->n_ff, context->matmul_scratch);
+    quill__matmul(context->pool, &layer->ffn_up, context->normed, info->n_embd, n_tokens,
+                  context->up, info->n_ff, context->matmul_scratch);
+    quill__silu_mul(context->gate, context->up, context->gate, (int64_t)n_tokens * info->n_ff);
+    quill__matmul(context->pool, &layer->ffn_down, context->gate, info->n_ff, n_tokens,
+                  context->projected, info->n_embd, context->matmul_scratch);
+    quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
+}
+
+/* Final norm and output projection for the entries that want logits, gathered into
+ * consecutive rows first so the matmul runs over those rows only. */
+static void compute_logits(quill_context *context, const quill_batch *batch) {
+    const quill_model *model = context->model;
+    const quill_model_info *info = &model->info;
+    int32_t n_rows = 0;
+    for (int32_t t = 0; t < batch->n_tokens; t++) {
+        context->logits_rows[t] = -1;
+        if (!batch->wants_logits[t]) {
+            continue;
+        }
+        quill__rms_norm(context->residual + (int64_t)t * info->n_embd, model->output_norm,
+                        context->normed + (int64_t)n_rows * info->n_embd, info->n_embd,
+                        info->rms_eps);
+        context->logits_rows[t] = n_rows;
+        context->logits_entries[n_rows] = t;
+        n_rows++;
+    }
+    if (n_rows > 0) {
+        quill__matmul(context->pool, &model->output, context->normed, info->n_embd, n_rows,
+                      context->logits, info->n_vocab, context->matmul_scratch);
+    }
+    context->n_logits = n_rows;
+}
+
+quill_status quill_context_forward(quill_context *context, quill_kv_cache *cache,
+                                   const quill_batch *batch) {
+    if (context == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "context: context is NULL");
+    }
+    context->n_logits = 0;
+    context->n_entries_last = 0;
+    int32_t n_seqs = 0;
+    quill_status status = validate_batch(context, cache, batch, &n_seqs);
+    if (status != QUILL_OK || batch->n_tokens == 0) {
+        return status;
+    }
+    status = embed_tokens(context, batch);
+    if (status != QUILL_OK) {
+        return status;
+    }
+
+    for (int32_t index = 0; index < context->model->info.n_layers; index++) {
+        run_layer(context, cache, batch, index);
+    }
+    for (int32_t slot = 0; slot < n_seqs; slot++) {
+        quill__kv_cache_seq_set_length(cache, context->seq_ids[slot], context->seq_ends[slot]);
+    }
+    compute_logits(context, batch);
+    context->n_entries_last = batch->n_tokens;
+    return QUILL_OK;
+}
+
+const float *quill_context_logits(const quill_context *context, int32_t index) {
+    if (context == NULL || index < 0 || index >= context->n_entries_last ||
+        context->logits_rows[index] < 0) {
+        return NULL;
+    }
+    return context->logits + (int64_t)context->logits_rows[index] * context->model->info.n_vocab;
+}

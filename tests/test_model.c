@@ -1,0 +1,655 @@
+/*
+ * Tests of the model module on tiny generated models: loading (hyper-parameters, tied output,
+ * and errors for an unsupported architecture, a missing tensor, a wrong shape or a missing
+ * key), the batch, the op kernels against naive versions, batch validation errors, and batch
+ * invariance of the forward pass: logits must be bit-identical whether a prompt runs in one
+ * batch, in chunks, token by token, interleaved with another sequence, or after sharing a
+ * cached prefix.
+ */
+#include "test_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "model/kv_cache_internal.h"
+#include "quill/model.h"
+#include "quill/tensor_type.h"
+#include "tiny_model.h"
+
+enum { PROMPT_TOKENS = 37, OTHER_TOKENS = 23 };
+
+/* A loaded tiny model with a context and a cache. */
+typedef struct fixture {
+    char *path;
+    quill_model *model;
+    quill_context *context;
+    quill_kv_cache *cache;
+    quill_batch batch;
+    int32_t n_vocab;
+} fixture;
+
+static char *write_model(const char *name, const quill_test_tiny_model_params *params) {
+    char *path = quill_test_tmp_path(name);
+    assert_non_null(path);
+    int status = quill_test_write_tiny_model(path, params);
+    if (status != 0) {
+        fail_msg("writing %s failed: %s", name, quill_error_message());
+    }
+    return path;
+}
+
+static void fixture_open(fixture *f, const char *name, const quill_test_tiny_model_params *params,
+                         int n_threads, int32_t block_tokens) {
+    memset(f, 0, sizeof(*f));
+    f->path = write_model(name, params);
+    if (quill_model_load(f->path, NULL, &f->model) != QUILL_OK) {
+        fail_msg("load failed: %s", quill_error_message());
+    }
+    quill_context_params context_params = quill_context_params_default();
+    context_params.n_threads = n_threads;
+    context_params.n_batch_max = 64;
+    assert_int_equal(quill_context_create(f->model, &context_params, &f->context), QUILL_OK);
+    quill_kv_cache_params cache_params = quill_kv_cache_params_default();
+    cache_params.memory_bytes = 4 << 20;
+    cache_params.block_tokens = block_tokens;
+    cache_params.n_seq_max = 8;
+    assert_int_equal(quill_kv_cache_create(f->model, &cache_params, &f->cache), QUILL_OK);
+    assert_int_equal(quill_batch_init(&f->batch, 64), QUILL_OK);
+    f->n_vocab = quill_model_get_info(f->model)->n_vocab;
+}
+
+static void fixture_close(fixture *f) {
+    quill_batch_release(&f->batch);
+    quill_kv_cache_destroy(f->cache);
+    quill_context_destroy(f->context);
+    quill_model_destroy(f->model);
+    remove(f->path);
+    free(f->path);
+}
+
+/* A deterministic prompt of n tokens from the vocabulary, starting with BOS. */
+static int32_t prompt_token(int32_t index, int32_t n_vocab) {
+    return index == 0 ? 1 : (int32_t)((index * 7919 + 13) % (n_vocab - 3)) + 3;
+}
+
+/* Runs entries [begin, end) of the prompt of sequence seq_id in one batch, storing the logits
+ * of each entry in logits[position][n_vocab]. */
+static void run_chunk(fixture *f, int32_t seq_id, int32_t begin, int32_t end, float *logits) {
+    assert_int_equal(quill_kv_cache_seq_prepare(f->cache, seq_id, end), QUILL_OK);
+    quill_batch_clear(&f->batch);
+    for (int32_t i = begin; i < end; i++) {
+        assert_int_equal(quill_batch_add(&f->batch, prompt_token(i, f->n_vocab), i, seq_id, true),
+                         QUILL_OK);
+    }
+    if (quill_context_forward(f->context, f->cache, &f->batch) != QUILL_OK) {
+        fail_msg("forward failed: %s", quill_error_message());
+    }
+    for (int32_t i = begin; i < end; i++) {
+        const float *row = quill_context_logits(f->context, i - begin);
+        assert_non_null(row);
+        memcpy(logits + (size_t)i * f->n_vocab, row, (size_t)f->n_vocab * sizeof(float));
+    }
+}
+
+static float *allocate_logits(const fixture *f, int32_t n_tokens) {
+    float *logits = calloc((size_t)n_tokens * f->n_vocab, sizeof(float));
+    assert_non_null(logits);
+    return logits;
+}
+
+/* Checks the batch-invariance cases on one model. */
+static void check_batch_invariance(const char *name, const quill_test_tiny_model_params *params,
+                                   int32_t block_tokens) {
+    fixture f;
+    fixture_open(&f, name, params, 3, block_tokens);
+    size_t n_bytes = (size_t)PROMPT_TOKENS * f.n_vocab * sizeof(float);
+    float *one_shot = allocate_logits(&f, PROMPT_TOKENS);
+    float *chunked = allocate_logits(&f, PROMPT_TOKENS);
+    float *single = allocate_logits(&f, PROMPT_TOKENS);
+    float *mixed = allocate_logits(&f, PROMPT_TOKENS);
+    float *attached = allocate_logits(&f, PROMPT_TOKENS);
+
+    /* One batch of 37. */
+    run_chunk(&f, 0, 0, PROMPT_TOKENS, one_shot);
+    for (size_t i = 0; i < (size_t)PROMPT_TOKENS * f.n_vocab; i++) {
+        assert_true(isfinite(one_shot[i]));
+    }
+
+    /* Chunks of 5 and 32. */
+    run_chunk(&f, 1, 0, 5, chunked);
+    run_chunk(&f, 1, 5, PROMPT_TOKENS, chunked);
+    assert_memory_equal(one_shot, chunked, n_bytes);
+
+    /* One token per pass. */
+    for (int32_t i = 0; i < PROMPT_TOKENS; i++) {
+        run_chunk(&f, 2, i, i + 1, single);
+    }
+    assert_memory_equal(one_shot, single, n_bytes);
+
+    /* Interleaved with another sequence of another prompt offset, in one batch. */
+    assert_int_equal(quill_kv_cache_seq_prepare(f.cache, 3, PROMPT_TOKENS), QUILL_OK);
+    assert_int_equal(quill_kv_cache_seq_prepare(f.cache, 4, OTHER_TOKENS), QUILL_OK);
+    quill_batch_clear(&f.batch);
+    int32_t n_other = 0;
+    for (int32_t i = 0; i < PROMPT_TOKENS; i++) {
+        assert_int_equal(quill_batch_add(&f.batch, prompt_token(i, f.n_vocab), i, 3, true),
+                         QUILL_OK);
+        if (n_other < OTHER_TOKENS && i % 3 != 2) {
+            assert_int_equal(quill_batch_add(&f.batch, prompt_token(n_other + 50, f.n_vocab),
+                                             n_other, 4, true),
+                             QUILL_OK);
+            n_other++;
+        }
+    }
+    assert_int_equal(quill_context_forward(f.context, f.cache, &f.batch), QUILL_OK);
+    int32_t entry = 0;
+    n_other = 0;
+    for (int32_t i = 0; i < PROMPT_TOKENS; i++) {
+        memcpy(mixed + (size_t)i * f.n_vocab, quill_context_logits(f.context, entry),
+               (size_t)f.n_vocab * sizeof(float));
+        entry++;
+        if (n_other < OTHER_TOKENS && i % 3 != 2) {
+            entry++;
+            n_other++;
+        }
+    }
+    assert_memory_equal(one_shot, mixed, n_bytes);
+
+    /* Prefix reuse: sequence 5 shares sequence 0's blocks for the first 21 tokens (ending inside
+     * a block, so the shared last block is copied on write) and computes the rest. */
+    const int32_t n_shared = 21;
+    const int32_t n_shared_blocks = (n_shared + block_tokens - 1) / block_tokens;
+    assert_int_equal(quill_kv_cache_seq_attach(f.cache, 5, quill_kv_cache_seq_blocks(f.cache, 0),
+                                               n_shared_blocks, n_shared),
+                     QUILL_OK);
+    run_chunk(&f, 5, n_shared, PROMPT_TOKENS, attached);
+    assert_memory_equal(one_shot + (size_t)n_shared * f.n_vocab,
+                        attached + (size_t)n_shared * f.n_vocab,
+                        (size_t)(PROMPT_TOKENS - n_shared) * f.n_vocab * sizeof(float));
+
+    /* Sequence 0 is unchanged by sequence 5's writes: one more token gives the same logits as a
+     * fresh sequence that ran the same 38 tokens token by token would, and equals sequence 2. */
+    float next0[1024];
+    float next2[1024];
+    assert_true(f.n_vocab <= 1024);
+    for (int32_t seq_id = 0; seq_id <= 2; seq_id += 2) {
+        assert_int_equal(quill_kv_cache_seq_prepare(f.cache, seq_id, PROMPT_TOKENS + 1), QUILL_OK);
+        quill_batch_clear(&f.batch);
+        assert_int_equal(quill_batch_add(&f.batch, 7, PROMPT_TOKENS, seq_id, true), QUILL_OK);
+        assert_int_equal(quill_context_forward(f.context, f.cache, &f.batch), QUILL_OK);
+        memcpy(seq_id == 0 ? next0 : next2, quill_context_logits(f.context, 0),
+               (size_t)f.n_vocab * sizeof(float));
+    }
+    assert_memory_equal(next0, next2, (size_t)f.n_vocab * sizeof(float));
+
+    free(attached);
+    free(mixed);
+    free(single);
+    free(chunked);
+    free(one_shot);
+    fixture_close(&f);
+}
+
+static void test_forward_batch_invariance_llama(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    check_batch_invariance("invariance-llama.gguf", &params, 16);
+}
+
+static void test_forward_batch_invariance_qwen2_q8_0(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen2";
+    params.type = QUILL_TYPE_Q8_0;
+    check_batch_invariance("invariance-qwen2.gguf", &params, 8);
+}
+
+static void test_forward_batch_invariance_qwen3_q4_0(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen3";
+    params.type = QUILL_TYPE_Q4_0;
+    params.head_dim = 32; /* differs from n_embd / n_heads = 16 */
+    params.has_output = false;
+    params.has_rope_freqs = true;
+    check_batch_invariance("invariance-qwen3.gguf", &params, 5);
+}
+
+static void test_load_reads_hparams(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.chat_template = "{{ messages }}";
+    char *path = write_model("hparams.gguf", &params);
+    quill_model *model = NULL;
+    assert_int_equal(quill_model_load(path, NULL, &model), QUILL_OK);
+    const quill_model_info *info = quill_model_get_info(model);
+    assert_int_equal(info->arch, QUILL_ARCH_LLAMA);
+    assert_string_equal(info->arch_name, "llama");
+    assert_string_equal(info->name, "tiny-llama");
+    assert_int_equal(info->n_layers, 2);
+    assert_int_equal(info->n_embd, 64);
+    assert_int_equal(info->n_heads, 4);
+    assert_int_equal(info->n_kv_heads, 2);
+    assert_int_equal(info->head_dim, 16);
+    assert_int_equal(info->n_rot, 16);
+    assert_int_equal(info->n_ff, 128);
+    assert_int_equal(info->n_vocab, 320);
+    assert_int_equal(info->n_ctx_train, 256);
+    assert_int_equal(info->rope_layout, QUILL_ROPE_NORMAL);
+    assert_false(info->has_tied_output);
+    assert_false(info->has_rope_freqs);
+    assert_true(info->has_chat_template);
+    assert_string_equal(quill_model_chat_template(model), "{{ messages }}");
+    assert_non_null(quill_model_tokenizer(model));
+    assert_non_null(quill_model_gguf(model));
+    assert_true(info->n_params > 0);
+    /* 2 layers * 2 (K and V) * 2 KV heads * 16 elements * 2 bytes. */
+    assert_int_equal(quill_kv_cache_bytes_per_token(model, QUILL_TYPE_F16), 256);
+    quill_model_destroy(model);
+    remove(path);
+    free(path);
+}
+
+static void test_load_tied_output(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.has_output = false;
+    params.arch = "qwen2";
+    char *path = write_model("tied.gguf", &params);
+    quill_model *model = NULL;
+    assert_int_equal(quill_model_load(path, NULL, &model), QUILL_OK);
+    assert_true(quill_model_get_info(model)->has_tied_output);
+    assert_int_equal(quill_model_get_info(model)->rope_layout, QUILL_ROPE_NEOX);
+    assert_null(quill_model_chat_template(model));
+    quill_model_destroy(model);
+    remove(path);
+    free(path);
+}
+
+/* Writes a model with params, expects the load to fail with status and a message containing
+ * each of the texts. */
+static void expect_load_failure(const char *name, const quill_test_tiny_model_params *params,
+                                quill_status status, const char *text, const char *other_text) {
+    char *path = write_model(name, params);
+    quill_model *model = NULL;
+    assert_int_equal(quill_model_load(path, NULL, &model), status);
+    assert_null(model);
+    const char *message = quill_error_message();
+    if (strstr(message, text) == NULL || (other_text != NULL && strstr(message, other_text) == NULL)) {
+        fail_msg("message '%s' lacks '%s' or '%s'", message, text,
+                 other_text == NULL ? "" : other_text);
+    }
+    remove(path);
+    free(path);
+}
+
+static void test_load_unsupported_architecture(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "gemma2";
+    expect_load_failure("gemma2.gguf", &params, QUILL_ERR_UNSUPPORTED,
+                        "model: architecture 'gemma2' is not supported; supported: llama, qwen2, "
+                        "qwen3",
+                        NULL);
+}
+
+static void test_load_missing_tensor(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.omit_tensor = "blk.1.ffn_up.weight";
+    expect_load_failure("missing.gguf", &params, QUILL_ERR_FORMAT,
+                        "tensor 'blk.1.ffn_up.weight' is missing", "missing.gguf");
+}
+
+static void test_load_missing_qwen2_bias(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen2";
+    params.omit_tensor = "blk.0.attn_k.bias";
+    expect_load_failure("nobias.gguf", &params, QUILL_ERR_FORMAT,
+                        "tensor 'blk.0.attn_k.bias' is missing", "qwen2");
+}
+
+static void test_load_missing_qwen3_norm(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen3";
+    params.omit_tensor = "blk.1.attn_q_norm.weight";
+    expect_load_failure("nonorm.gguf", &params, QUILL_ERR_FORMAT,
+                        "tensor 'blk.1.attn_q_norm.weight' is missing", NULL);
+}
+
+static void test_load_wrong_matrix_shape(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.misshape_tensor = "blk.0.attn_k.weight";
+    expect_load_failure("shape.gguf", &params, QUILL_ERR_FORMAT,
+                        "tensor 'blk.0.attn_k.weight' has shape [64, 33, 1]",
+                        "but [64, 32] was expected");
+}
+
+static void test_load_wrong_vector_shape(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.misshape_tensor = "output_norm.weight";
+    expect_load_failure("vector.gguf", &params, QUILL_ERR_FORMAT,
+                        "tensor 'output_norm.weight' has shape [65, 1]", "but [64] was expected");
+}
+
+static void test_load_missing_key(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.omit_key = "llama.block_count";
+    expect_load_failure("key.gguf", &params, QUILL_ERR_FORMAT,
+                        "metadata key 'llama.block_count' is missing", "key.gguf");
+}
+
+static void test_load_absent_file(void **state) {
+    (void)state;
+    quill_model *model = NULL;
+    assert_int_not_equal(quill_model_load("/nonexistent/model.gguf", NULL, &model), QUILL_OK);
+    assert_null(model);
+}
+
+static void test_batch_add_until_full(void **state) {
+    (void)state;
+    quill_batch batch;
+    assert_int_equal(quill_batch_init(&batch, 2), QUILL_OK);
+    assert_int_equal(quill_batch_add(&batch, 5, 0, 0, false), QUILL_OK);
+    assert_int_equal(quill_batch_add(&batch, 6, 1, 0, true), QUILL_OK);
+    assert_int_equal(quill_batch_add(&batch, 7, 2, 0, true), QUILL_ERR_INVALID_ARG);
+    assert_non_null(strstr(quill_error_message(), "full at 2 entries"));
+    assert_int_equal(batch.n_tokens, 2);
+    assert_int_equal(batch.tokens[1], 6);
+    assert_true(batch.wants_logits[1]);
+    quill_batch_clear(&batch);
+    assert_int_equal(batch.n_tokens, 0);
+    quill_batch_release(&batch);
+    assert_int_equal(quill_batch_init(&batch, 0), QUILL_ERR_INVALID_ARG);
+}
+
+/* Runs the fixture's batch and expects an INVALID_ARG whose message contains text. */
+static void expect_forward_failure(fixture *f, const char *text) {
+    assert_int_equal(quill_context_forward(f->context, f->cache, &f->batch),
+                     QUILL_ERR_INVALID_ARG);
+    if (strstr(quill_error_message(), text) == NULL) {
+        fail_msg("message '%s' lacks '%s'", quill_error_message(), text);
+    }
+}
+
+static void test_forward_rejects_bad_batches(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    fixture f;
+    fixture_open(&f, "validate.gguf", &params, 1, 16);
+
+    /* Blocks not prepared. */
+    quill_batch_add(&f.batch, 1, 0, 0, true);
+    expect_forward_failure(&f, "call quill_kv_cache_seq_prepare first");
+
+    /* A gap in positions. */
+    assert_int_equal(quill_kv_cache_seq_prepare(f.cache, 0, 8), QUILL_OK);
+    quill_batch_clear(&f.batch);
+    quill_batch_add(&f.batch, 1, 0, 0, true);
+    quill_batch_add(&f.batch, 9, 2, 0, true);
+    expect_forward_failure(&f, "continues at position 1");
+
+    /* A token outside the vocabulary, a sequence outside the cache. */
+    quill_batch_clear(&f.batch);
+    quill_batch_add(&f.batch, 320, 0, 0, true);
+    expect_forward_failure(&f, "token 320");
+    quill_batch_clear(&f.batch);
+    quill_batch_add(&f.batch, 1, 0, 8, true);
+    expect_forward_failure(&f, "sequence id 8");
+    assert_int_equal(quill_kv_cache_seq_length(f.cache, 0), 0);
+
+    /* A valid pass, then a shared partly filled block that was not copied. */
+    quill_batch_clear(&f.batch);
+    quill_batch_add(&f.batch, 1, 0, 0, false);
+    quill_batch_add(&f.batch, 9, 1, 0, true);
+    assert_int_equal(quill_context_forward(f.context, f.cache, &f.batch), QUILL_OK);
+    assert_null(quill_context_logits(f.context, 0));
+    assert_non_null(quill_context_logits(f.context, 1));
+    assert_null(quill_context_logits(f.context, 2));
+    assert_int_equal(quill_kv_cache_seq_length(f.cache, 0), 2);
+    assert_int_equal(quill_kv_cache_seq_attach(f.cache, 1, quill_kv_cache_seq_blocks(f.cache, 0),
+                                               1, 2),
+                     QUILL_OK);
+    quill_batch_clear(&f.batch);
+    quill_batch_add(&f.batch, 4, 2, 1, true);
+    expect_forward_failure(&f, "which is shared");
+
+    /* More entries than n_batch_max. */
+    quill_batch big;
+    assert_int_equal(quill_batch_init(&big, 65), QUILL_OK);
+    for (int32_t i = 0; i < 65; i++) {
+        quill_batch_add(&big, 5, i, 2, false);
+    }
+    assert_int_equal(quill_context_forward(f.context, f.cache, &big), QUILL_ERR_INVALID_ARG);
+    assert_non_null(strstr(quill_error_message(), "at most 64"));
+    quill_batch_release(&big);
+    fixture_close(&f);
+}
+
+static void test_forward_rejects_other_model_cache(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    fixture f;
+    fixture_open(&f, "mismatch.gguf", &params, 1, 16);
+    quill_kv_cache *other = NULL;
+    quill_kv_cache_params cache_params = quill_kv_cache_params_default();
+    cache_params.memory_bytes = 1 << 20;
+    assert_int_equal(quill__kv_cache_create_shape(3, 32, &cache_params, &other), QUILL_OK);
+    quill_batch_add(&f.batch, 1, 0, 0, true);
+    assert_int_equal(quill_context_forward(f.context, other, &f.batch), QUILL_ERR_INVALID_ARG);
+    assert_non_null(strstr(quill_error_message(), "create the cache for this model"));
+    quill_kv_cache_destroy(other);
+    fixture_close(&f);
+}
+
+static void test_context_create_invalid_params(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    char *path = write_model("context.gguf", &params);
+    quill_model *model = NULL;
+    assert_int_equal(quill_model_load(path, NULL, &model), QUILL_OK);
+    quill_context_params context_params = quill_context_params_default();
+    context_params.n_batch_max = 0;
+    quill_context *context = NULL;
+    assert_int_equal(quill_context_create(model, &context_params, &context),
+                     QUILL_ERR_INVALID_ARG);
+    assert_non_null(strstr(quill_error_message(), "n_batch_max=0"));
+    assert_null(context);
+    quill_model_destroy(model);
+    remove(path);
+    free(path);
+}
+
+static void test_ops_rms_norm(void **state) {
+    (void)state;
+    float x[4] = {1.0f, -2.0f, 3.0f, -4.0f};
+    float weight[4] = {1.0f, 2.0f, 0.5f, 1.0f};
+    float y[4];
+    quill__rms_norm(x, weight, y, 4, 0.0f);
+    float scale = 1.0f / sqrtf(7.5f); /* mean of squares (1 + 4 + 9 + 16) / 4 */
+    assert_float_equal(y[0], 1.0f * scale, 1e-6);
+    assert_float_equal(y[1], -4.0f * scale, 1e-6);
+    assert_float_equal(y[2], 1.5f * scale, 1e-6);
+    assert_float_equal(y[3], -4.0f * scale, 1e-6);
+}
+
+static void test_ops_rope_layouts(void **state) {
+    (void)state;
+    /* One head of 6 with n_rot 4: pairs turn by position * 100^(-i/2)... base 100, n_rot 4:
+     * pair 0 by 3 rad, pair 1 by 3 / 10 rad; elements 4 and 5 are not rotated. */
+    float angles[4];
+    quill__rope_angles(3, 4, 100.0f, NULL, angles);
+    assert_float_equal(angles[0], cosf(3.0f), 1e-6);
+    assert_float_equal(angles[1], sinf(3.0f), 1e-6);
+    assert_float_equal(angles[2], cosf(0.3f), 1e-6);
+    assert_float_equal(angles[3], sinf(0.3f), 1e-6);
+
+    float normal[6] = {1, 2, 3, 4, 5, 6};
+    quill__rope_apply(normal, 1, 6, 4, QUILL_ROPE_MODE_NORMAL, angles);
+    assert_float_equal(normal[0], cosf(3.0f) - 2 * sinf(3.0f), 1e-5);
+    assert_float_equal(normal[1], sinf(3.0f) + 2 * cosf(3.0f), 1e-5);
+    assert_float_equal(normal[2], 3 * cosf(0.3f) - 4 * sinf(0.3f), 1e-5);
+    assert_float_equal(normal[5], 6.0f, 0.0);
+
+    float neox[6] = {1, 2, 3, 4, 5, 6};
+    quill__rope_apply(neox, 1, 6, 4, QUILL_ROPE_MODE_NEOX, angles);
+    assert_float_equal(neox[0], cosf(3.0f) - 3 * sinf(3.0f), 1e-5);
+    assert_float_equal(neox[2], sinf(3.0f) + 3 * cosf(3.0f), 1e-5);
+    assert_float_equal(neox[1], 2 * cosf(0.3f) - 4 * sinf(0.3f), 1e-5);
+    assert_float_equal(neox[4], 5.0f, 0.0);
+
+    /* Frequency factors divide the angle. */
+    float factors[2] = {2.0f, 3.0f};
+    quill__rope_angles(3, 4, 100.0f, factors, angles);
+    assert_float_equal(angles[1], sinf(1.5f), 1e-6);
+    assert_float_equal(angles[3], sinf(0.1f), 1e-6);
+}
+
+static void test_ops_softmax_and_swiglu(void **state) {
+    (void)state;
+    float x[3] = {1.0f, 2.0f, 3.0f};
+    quill__softmax(x, 3);
+    double sum = exp(1.0) + exp(2.0) + exp(3.0);
+    assert_float_equal(x[0], exp(1.0) / sum, 1e-6);
+    assert_float_equal(x[2], exp(3.0) / sum, 1e-6);
+
+    float gate[2] = {0.0f, 2.0f};
+    float up[2] = {5.0f, 3.0f};
+    float out[2];
+    quill__silu_mul(gate, up, out, 2);
+    assert_float_equal(out[0], 0.0f, 1e-7);
+    assert_float_equal(out[1], 2.0f / (1.0f + expf(-2.0f)) * 3.0f, 1e-5);
+    quill__vec_add(out, up, 2);
+    assert_float_equal(out[0], 5.0f, 1e-7);
+}
+
+/* Compares quill__attention_head with a naive softmax over keys laid out in shuffled blocks,
+ * for F32 storage (tight) and F16 storage (keys rounded to half precision). */
+static void check_attention(uint32_t type, int32_t n_keys, int32_t block_tokens) {
+    enum { HEAD_DIM = 8, MAX_KEYS = 600 };
+    const size_t element_bytes = type == QUILL_TYPE_F32 ? 4 : 2;
+    const int32_t n_blocks = (n_keys + block_tokens - 1) / block_tokens;
+    const size_t row_bytes = HEAD_DIM * element_bytes * 2; /* two heads per row; use head 1 */
+    const size_t block_bytes = row_bytes * (size_t)block_tokens * 2;
+    uint8_t *storage = calloc((size_t)n_blocks, block_bytes);
+    int32_t *blocks = malloc((size_t)n_blocks * sizeof(int32_t));
+    static float k[MAX_KEYS][HEAD_DIM];
+    static float v[MAX_KEYS][HEAD_DIM];
+    float q[HEAD_DIM];
+    assert_non_null(storage);
+    for (int32_t b = 0; b < n_blocks; b++) {
+        blocks[b] = n_blocks - 1 - b; /* reversed, so block order differs from position order */
+    }
+    uint32_t seed = 12345;
+    for (int32_t i = 0; i < HEAD_DIM; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        q[i] = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f;
+    }
+    for (int32_t p = 0; p < n_keys; p++) {
+        uint8_t *k_row = storage + (size_t)blocks[p / block_tokens] * block_bytes +
+                         (size_t)(p % block_tokens) * row_bytes + HEAD_DIM * element_bytes;
+        uint8_t *v_row = k_row + (size_t)block_tokens * row_bytes;
+        for (int32_t i = 0; i < HEAD_DIM; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            float key = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f;
+            seed = seed * 1664525u + 1013904223u;
+            float value = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
+            if (type == QUILL_TYPE_F32) {
+                memcpy(k_row + i * 4, &key, 4);
+                memcpy(v_row + i * 4, &value, 4);
+            } else {
+                uint16_t key_half = quill__fp32_to_fp16(key);
+                uint16_t value_half = quill__fp32_to_fp16(value);
+                memcpy(k_row + i * 2, &key_half, 2);
+                memcpy(v_row + i * 2, &value_half, 2);
+                key = quill__fp16_to_fp32(key_half);
+                value = quill__fp16_to_fp32(value_half);
+            }
+            k[p][i] = key;
+            v[p][i] = value;
+        }
+    }
+    quill_attention_keys keys = {
+        .type = type,
+        .k_data = storage + HEAD_DIM * element_bytes,
+        .v_data = storage + HEAD_DIM * element_bytes + (size_t)block_tokens * row_bytes,
+        .block_stride_bytes = block_bytes,
+        .row_bytes = row_bytes,
+        .block_tokens = block_tokens,
+        .blocks = blocks,
+    };
+    float scores[QUILL_ATTENTION_CHUNK];
+    float out[HEAD_DIM];
+    quill__attention_head(q, HEAD_DIM, &keys, n_keys, 0.5f, scores, out);
+
+    double weights[MAX_KEYS];
+    double max = -INFINITY;
+    for (int32_t p = 0; p < n_keys; p++) {
+        double dot = 0.0;
+        for (int32_t i = 0; i < HEAD_DIM; i++) {
+            dot += (double)q[i] * k[p][i];
+        }
+        weights[p] = 0.5 * dot;
+        max = weights[p] > max ? weights[p] : max;
+    }
+    double sum = 0.0;
+    for (int32_t p = 0; p < n_keys; p++) {
+        weights[p] = exp(weights[p] - max);
+        sum += weights[p];
+    }
+    for (int32_t i = 0; i < HEAD_DIM; i++) {
+        double expected = 0.0;
+        for (int32_t p = 0; p < n_keys; p++) {
+            expected += weights[p] / sum * v[p][i];
+        }
+        /* f32 sums over up to 600 terms of magnitude <= 1: relative error ~1e-6 per term. */
+        assert_float_equal(out[i], expected, 1e-4);
+    }
+    free(blocks);
+    free(storage);
+}
+
+static void test_ops_attention_matches_naive(void **state) {
+    (void)state;
+    check_attention(QUILL_TYPE_F32, 1, 16);
+    check_attention(QUILL_TYPE_F32, 37, 16);
+    check_attention(QUILL_TYPE_F32, 600, 300); /* chunks split inside a block */
+    check_attention(QUILL_TYPE_F16, 45, 4);
+    check_attention(QUILL_TYPE_F16, 513, 7);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_reads_hparams),
+        cmocka_unit_test(test_load_tied_output),
+        cmocka_unit_test(test_load_unsupported_architecture),
+        cmocka_unit_test(test_load_missing_tensor),
+        cmocka_unit_test(test_load_missing_qwen2_bias),
+        cmocka_unit_test(test_load_missing_qwen3_norm),
+        cmocka_unit_test(test_load_wrong_matrix_shape),
+        cmocka_unit_test(test_load_wrong_vector_shape),
+        cmocka_unit_test(test_load_missing_key),
+        cmocka_unit_test(test_load_absent_file),
+        cmocka_unit_test(test_batch_add_until_full),
+        cmocka_unit_test(test_context_create_invalid_params),
+        cmocka_unit_test(test_ops_rms_norm),
+        cmocka_unit_test(test_ops_rope_layouts),
+        cmocka_unit_test(test_ops_softmax_and_swiglu),
+        cmocka_unit_test(test_ops_attention_matches_naive),
+        cmocka_unit_test(test_forward_rejects_bad_batches),
+        cmocka_unit_test(test_forward_rejects_other_model_cache),
+        cmocka_unit_test(test_forward_batch_invariance_llama),
+        cmocka_unit_test(test_forward_batch_invariance_qwen2_q8_0),
+        cmocka_unit_test(test_forward_batch_invariance_qwen3_q4_0),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
