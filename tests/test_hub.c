@@ -12,7 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "gguf/gguf_writer.h"
@@ -33,6 +38,7 @@ typedef struct test_server {
     atomic_long cut_after_bytes; /* >= 0: the next file reply stops after this many bytes */
     atomic_bool use_wrong_total; /* 206 replies announce a total 100 bytes too large */
     atomic_bool use_redirect;   /* /resolve/ replies redirect to /cdn/ */
+    atomic_bool is_range_ignored; /* file replies are 200 with the whole file, as without Range */
     char last_range[64];        /* Range header of the last file request */
     char last_authorization[128]; /* Authorization header of the last request */
     int last_status;            /* status of the last file reply */
@@ -73,6 +79,9 @@ static enum MHD_Result queue_text(struct MHD_Connection *connection, unsigned st
 static enum MHD_Result serve_file(struct MHD_Connection *connection) {
     const char *range = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Range");
     snprintf(server.last_range, sizeof(server.last_range), "%s", range != NULL ? range : "");
+    if (atomic_load(&server.is_range_ignored)) {
+        range = NULL;
+    }
     size_t start = 0;
     if (range != NULL && sscanf(range, "bytes=%zu-", &start) != 1) {
         start = 0;
@@ -122,6 +131,9 @@ static enum MHD_Result handle_request(void *context, struct MHD_Connection *conn
     char cdn_path[256];
     snprintf(resolve_path, sizeof(resolve_path), "/owner/repo/resolve/main/%s", server.file_name);
     snprintf(cdn_path, sizeof(cdn_path), "/cdn/%s", server.file_name);
+    if (strcmp(url, "/owner/repo/resolve/main/private.gguf") == 0) {
+        return queue_text(connection, MHD_HTTP_UNAUTHORIZED, "Unauthorized");
+    }
     if (strcmp(url, "/api/models/owner/repo") == 0 && server.listing_json != NULL) {
         return queue_text(connection, MHD_HTTP_OK, server.listing_json);
     }
@@ -204,6 +216,7 @@ static int setup(void **state) {
     atomic_store(&server.cut_after_bytes, -1);
     atomic_store(&server.use_wrong_total, false);
     atomic_store(&server.use_redirect, false);
+    atomic_store(&server.is_range_ignored, false);
     server_start();
     return 0;
 }
@@ -405,6 +418,72 @@ static void test_hub_sends_token(void **state) {
     unsetenv("HF_TOKEN");
 }
 
+static void test_hub_restart_when_range_ignored(void **state) {
+    (void)state;
+    atomic_store(&server.cut_after_bytes, 25000);
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_ERR_IO);
+    atomic_store(&server.is_range_ignored, true);
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_OK);
+    assert_int_equal(strncmp(server.last_range, "bytes=", 6), 0);
+    assert_int_equal(server.last_status, 200);
+    assert_file_matches_served(path);
+    quill_hub_path_free(path);
+}
+
+static void test_hub_unauthorized(void **state) {
+    (void)state;
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:private.gguf", &path), QUILL_ERR_UPSTREAM);
+    assert_non_null(strstr(quill_error_message(), "returned HTTP 401"));
+    assert_non_null(strstr(quill_error_message(), "set HF_TOKEN"));
+}
+
+static void test_hub_network_failure(void **state) {
+    (void)state;
+    server_stop();
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_ERR_IO);
+    assert_null(path);
+    assert_non_null(strstr(quill_error_message(), server.base_url));
+    assert_non_null(strstr(quill_error_message(), "check the network connection"));
+}
+
+static void test_hub_busy_when_locked(void **state) {
+    (void)state;
+    char command[700];
+    snprintf(command, sizeof(command), "mkdir -p '%s/hub/owner/repo'", cache_dir_path);
+    assert_int_equal(system(command), 0);
+    char *part_path = cached_path("model-Q4_K_M.gguf.part");
+    int fd = open(part_path, O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_ERR_BUSY);
+    assert_non_null(strstr(quill_error_message(), "being downloaded by another process"));
+    assert_int_equal(atomic_load(&server.n_requests), 0);
+    close(fd);
+    free(part_path);
+}
+
+/* A file size limit makes write() fail with EFBIG, standing in for a full disk. */
+static void test_hub_write_failure(void **state) {
+    (void)state;
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    struct rlimit limited = saved;
+    limited.rlim_cur = 10000;
+    void (*saved_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &limited), 0);
+    char *path = NULL;
+    quill_status status = quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, saved_handler);
+    assert_int_equal(status, QUILL_ERR_IO);
+    assert_non_null(strstr(quill_error_message(), "model-Q4_K_M.gguf.part' failed"));
+    assert_non_null(strstr(quill_error_message(), "free disk space"));
+}
+
 static void test_hub_invalid_references(void **state) {
     (void)state;
     const char *invalid[] = {
@@ -480,6 +559,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_hub_listing_without_gguf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_follows_redirect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_sends_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_restart_when_range_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_unauthorized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_network_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_busy_when_locked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_write_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_invalid_references, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_missing_cache_location, setup, teardown),
     };
