@@ -1,0 +1,269 @@
+/*
+ * Public entry points of the chat template engine: parse once, render many times. A parsed
+ * template owns an arena with its syntax tree and is never modified afterwards, so renders on
+ * several threads may share it. Each render runs in its own context and arena and returns a
+ * copy of the output allocated with quill__malloc.
+ */
+#include "quill/chat.h"
+
+#include <json-c/json.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "chat/interpreter.h"
+#include "chat/parser.h"
+
+enum {
+    PARSE_ARENA_LIMIT_BYTES = 64 << 20,   /* syntax tree of one template */
+    RENDER_ARENA_MIN_BYTES = 256 << 20,   /* values of one render */
+    DEFAULT_MAX_OUTPUT_BYTES = 4 << 20
+};
+
+struct quill_chat_template {
+    quill_chat_arena arena;        /* owns the tree */
+    quill_chat_node_list statements;
+    bool uses_content_parts;
+};
+
+static const char default_template[] =
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+const char *quill_chat_default_template(void) {
+    return default_template;
+}
+
+/* True when node reads an attribute or item named "content". */
+static bool mentions_content(const quill_chat_node *node, int depth) {
+    if (node == NULL || depth > QUILL_CHAT_MAX_PARSE_DEPTH) {
+        return false;
+    }
+    if (node->kind == QUILL_CHAT_NODE_ATTRIBUTE && strcmp(node->name, "content") == 0) {
+        return true;
+    }
+    if (node->kind == QUILL_CHAT_NODE_NAME && strcmp(node->name, "content") == 0) {
+        return true;
+    }
+    if (node->kind == QUILL_CHAT_NODE_ITEM && node->b != NULL &&
+        node->b->kind == QUILL_CHAT_NODE_LITERAL && node->b->value.kind == QUILL_CHAT_STRING &&
+        strcmp(node->b->value.as.string->bytes, "content") == 0) {
+        return true;
+    }
+    return mentions_content(node->a, depth + 1) ||
+           (node->kind == QUILL_CHAT_NODE_ITEM ? false : mentions_content(node->b, depth + 1));
+}
+
+static bool scan_content_parts(const quill_chat_node_list *statements, int depth);
+
+/* Looks for `for part in message.content` or a selectattr/map/select over the content. */
+static bool node_uses_content_parts(const quill_chat_node *node, int depth) {
+    if (node == NULL || depth > QUILL_CHAT_MAX_PARSE_DEPTH) {
+        return false;
+    }
+    if (node->kind == QUILL_CHAT_NODE_FOR && mentions_content(node->a, 0)) {
+        return true;
+    }
+    if (node->kind == QUILL_CHAT_NODE_FILTER &&
+        (strcmp(node->name, "selectattr") == 0 || strcmp(node->name, "rejectattr") == 0 ||
+         strcmp(node->name, "map") == 0 || strcmp(node->name, "select") == 0) &&
+        mentions_content(node->a, 0)) {
+        return true;
+    }
+    const quill_chat_node *children[] = {node->a, node->b, node->c, node->d};
+    for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
+        if (node_uses_content_parts(children[i], depth + 1)) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < node->args.n_items; i++) {
+        if (node_uses_content_parts(node->args.items[i], depth + 1)) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < node->keyword_values.n_items; i++) {
+        if (node_uses_content_parts(node->keyword_values.items[i], depth + 1)) {
+            return true;
+        }
+    }
+    return scan_content_parts(&node->body, depth + 1) ||
+           scan_content_parts(&node->else_body, depth + 1);
+}
+
+static bool scan_content_parts(const quill_chat_node_list *statements, int depth) {
+    for (size_t i = 0; i < statements->n_items; i++) {
+        if (node_uses_content_parts(statements->items[i], depth)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+quill_status quill_chat_template_create(const char *source, size_t n_bytes,
+                                        quill_chat_template **out) {
+    if (out == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "chat template: out must not be NULL");
+    }
+    *out = NULL;
+    if (source == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "chat template: source must not be NULL");
+    }
+    quill_chat_template *chat_template = quill__calloc(1, sizeof(*chat_template));
+    if (chat_template == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM, "chat template: out of memory");
+    }
+    jmp_buf recovery;
+    quill__chat_arena_init(&chat_template->arena, PARSE_ARENA_LIMIT_BYTES, &recovery);
+    int jumped = setjmp(recovery);
+    if (jumped != 0) {
+        quill__chat_arena_release(&chat_template->arena);
+        quill__free(chat_template);
+        return (quill_status)jumped;
+    }
+    chat_template->statements = quill__chat_parse(&chat_template->arena, source, n_bytes);
+    chat_template->uses_content_parts = scan_content_parts(&chat_template->statements, 0);
+    chat_template->arena.recovery = NULL;
+    *out = chat_template;
+    return QUILL_OK;
+}
+
+void quill_chat_template_destroy(quill_chat_template *chat_template) {
+    if (chat_template == NULL) {
+        return;
+    }
+    quill__chat_arena_release(&chat_template->arena);
+    quill__free(chat_template);
+}
+
+bool quill_chat_template_uses_content_parts(const quill_chat_template *chat_template) {
+    return chat_template != NULL && chat_template->uses_content_parts;
+}
+
+quill_chat_render_params quill_chat_render_params_default(void) {
+    quill_chat_render_params params;
+    memset(&params, 0, sizeof(params));
+    params.now_unix_seconds = -1;
+    return params;
+}
+
+static void set_json_variable(quill_chat_context *context, const char *name,
+                              struct json_object *json) {
+    quill__chat_frame_set(context, context->globals, name,
+                          quill__chat_from_json(&context->arena, json, false));
+}
+
+static void set_token_variable(quill_chat_context *context, const char *name, const char *text) {
+    if (text == NULL) {
+        return;
+    }
+    /* Special-token texts come from the model, so the tokenizer may match them. */
+    quill__chat_frame_set(context, context->globals, name,
+                          quill__chat_string_new(&context->arena, text, strlen(text), true));
+}
+
+/* Runs the render inside the context; failures jump to context->recovery. */
+static void render_into(quill_chat_context *context, const quill_chat_template *chat_template,
+                        const quill_chat_render_params *params, quill_chat_builder *output) {
+    context->globals = quill__chat_arena_alloc(&context->arena, sizeof(quill_chat_frame));
+    context->frame = context->globals;
+    context->output = output;
+
+    /* Variables in the order transformers passes them; later ones replace earlier ones. */
+    set_json_variable(context, "messages", params->messages);
+    if (params->tools != NULL) {
+        set_json_variable(context, "tools", params->tools);
+    } else {
+        quill__chat_frame_set(context, context->globals, "tools", quill__chat_none());
+    }
+    quill__chat_frame_set(context, context->globals, "documents", quill__chat_none());
+    quill__chat_frame_set(context, context->globals, "add_generation_prompt",
+                          quill__chat_bool(params->add_generation_prompt));
+    set_token_variable(context, "bos_token", params->bos_token);
+    set_token_variable(context, "eos_token", params->eos_token);
+    if (params->extra_vars != NULL) {
+        json_object_object_foreach(params->extra_vars, key, value) {
+            char *name = quill__chat_arena_strndup(&context->arena, key, strlen(key));
+            set_json_variable(context, name, value);
+        }
+    }
+
+    quill__chat_execute(context, &chat_template->statements);
+}
+
+quill_status quill_chat_template_render(const quill_chat_template *chat_template,
+                                        const quill_chat_render_params *params,
+                                        quill_chat_rendered *out) {
+    if (out == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "chat template: out must not be NULL");
+    }
+    memset(out, 0, sizeof(*out));
+    if (chat_template == NULL || params == NULL) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "chat template: template and params must not be NULL");
+    }
+    if (params->messages == NULL || !json_object_is_type(params->messages, json_type_array)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "chat template: messages must be a JSON array");
+    }
+    if (params->extra_vars != NULL && !json_object_is_type(params->extra_vars, json_type_object)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "chat template: extra_vars must be a JSON object or NULL");
+    }
+
+    quill_chat_context *context = quill__calloc(1, sizeof(*context));
+    if (context == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM, "chat template: out of memory");
+    }
+    size_t max_output_bytes =
+        params->max_output_bytes != 0 ? params->max_output_bytes : DEFAULT_MAX_OUTPUT_BYTES;
+    size_t arena_limit = RENDER_ARENA_MIN_BYTES;
+    if (max_output_bytes < SIZE_MAX / 16 && max_output_bytes * 16 > arena_limit) {
+        arena_limit = max_output_bytes * 16;
+    }
+    quill__chat_arena_init(&context->arena, arena_limit, &context->recovery);
+    context->arena.limit_string_bytes = max_output_bytes;
+    context->now_unix_seconds = params->now_unix_seconds;
+    quill_chat_builder output = {0};
+
+    quill_status status = QUILL_OK;
+    int jumped = setjmp(context->recovery);
+    if (jumped != 0) {
+        status = (quill_status)jumped;
+        goto cleanup;
+    }
+    render_into(context, chat_template, params, &output);
+
+    /* Copy the result out of the arena. */
+    out->text = quill__malloc(output.n_bytes + 1);
+    out->segments = quill__malloc_array(output.n_segments + 1, sizeof(*out->segments));
+    if (out->text == NULL || out->segments == NULL) {
+        quill__free(out->text);
+        quill__free(out->segments);
+        memset(out, 0, sizeof(*out));
+        status = quill_error_set(QUILL_ERR_NOMEM, "chat template: out of memory copying %zu bytes",
+                                 output.n_bytes);
+        goto cleanup;
+    }
+    if (output.n_bytes > 0) {
+        memcpy(out->text, output.bytes, output.n_bytes);
+        memcpy(out->segments, output.segments, output.n_segments * sizeof(*out->segments));
+    }
+    out->text[output.n_bytes] = '\0';
+    out->n_bytes = output.n_bytes;
+    out->n_segments = output.n_segments;
+
+cleanup:
+    quill__chat_arena_release(&context->arena);
+    quill__free(context);
+    return status;
+}
+
+void quill_chat_rendered_release(quill_chat_rendered *rendered) {
+    if (rendered == NULL) {
+        return;
+    }
+    quill__free(rendered->text);
+    quill__free(rendered->segments);
+    memset(rendered, 0, sizeof(*rendered));
+}
