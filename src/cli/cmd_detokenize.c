@@ -1,10 +1,159 @@
-/* Placeholder until the subcommand lands; replaced by its implementation. */
+/*
+ * `quill detokenize`: prints the text that a list of token ids decodes to with a model's
+ * vocabulary. Ids may be separate arguments or one argument with ids separated by spaces or
+ * commas, so the output of `quill tokenize --ids` can be pasted back.
+ */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "base/alloc.h"
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "quill/gguf.h"
+#include "quill/tokenizer.h"
+
+static const char *const command = "detokenize";
+
+static void print_usage(FILE *stream) {
+    fprintf(stream,
+            "usage: quill detokenize -m MODEL [--special] IDS...\n"
+            "\n"
+            "Prints the text of token ids (separate arguments, or one argument with ids\n"
+            "separated by spaces or commas).\n"
+            "\n"
+            "options:\n"
+            "  -m, --model PATH        GGUF file whose vocabulary is used\n"
+            "  --special               print the text of control tokens such as <s>\n"
+            "  -h, --help              print this help\n");
+}
+
+/* Appends the ids found in one argument. Returns false after printing an error. */
+static bool parse_ids(const char *arg, int32_t n_vocab, int32_t **ids, int64_t *n_ids,
+                      int64_t *capacity) {
+    const char *cursor = arg;
+    for (;;) {
+        while (*cursor == ' ' || *cursor == ',' || *cursor == '\t' || *cursor == '\n') {
+            cursor++;
+        }
+        if (*cursor == '\0') {
+            return true;
+        }
+        char *end = NULL;
+        errno = 0;
+        long long value = strtoll(cursor, &end, 10);
+        if (end == cursor || errno != 0 ||
+            (*end != '\0' && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
+            fprintf(stderr, "quill %s: '%s' is not a token id; ids are integers\n", command, arg);
+            return false;
+        }
+        if (value < 0 || value >= n_vocab) {
+            fprintf(stderr, "quill %s: token id %lld is out of range; the vocabulary has %d "
+                            "tokens (ids 0 to %d)\n", command, value, (int)n_vocab,
+                    (int)n_vocab - 1);
+            return false;
+        }
+        if (*n_ids == *capacity) {
+            int64_t bigger = *capacity > 0 ? *capacity * 2 : 64;
+            int32_t *grown = quill__realloc_array(*ids, (size_t)bigger, sizeof(int32_t));
+            if (grown == NULL) {
+                fprintf(stderr, "quill %s: out of memory\n", command);
+                return false;
+            }
+            *ids = grown;
+            *capacity = bigger;
+        }
+        (*ids)[(*n_ids)++] = (int32_t)value;
+        cursor = end;
+    }
+}
+
+static quill_status load_tokenizer(const char *path, quill_tokenizer **tokenizer) {
+    quill_gguf *file = NULL;
+    quill_status status = quill_gguf_open(path, &file);
+    if (status == QUILL_OK) {
+        status = quill_tokenizer_load(file, tokenizer);
+    }
+    quill_gguf_close(file);
+    return status;
+}
 
 int quill_cli_detokenize(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "quill %s: not built yet\n", argv[0]);
-    return 1;
+    const char *model_path = NULL;
+    bool render_special = false;
+    int first_id_arg = argc;
+    quill_tokenizer *tokenizer = NULL;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    int64_t capacity = 0;
+    char *text = NULL;
+    size_t n_bytes = 0;
+    bool *is_id_arg = quill__calloc((size_t)argc + 1, sizeof(bool));
+    int exit_code = 2;
+
+    if (is_id_arg == NULL) {
+        fprintf(stderr, "quill %s: out of memory\n", command);
+        return 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            print_usage(stdout);
+            exit_code = 0;
+            goto cleanup;
+        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
+            model_path = quill_cli_take_value(command, argc, argv, &i);
+            if (model_path == NULL) {
+                goto cleanup;
+            }
+        } else if (strcmp(arg, "--special") == 0) {
+            render_special = true;
+        } else if (arg[0] == '-' && arg[1] != '\0' && (arg[1] < '0' || arg[1] > '9')) {
+            quill_cli_unknown_option(command, arg);
+            goto cleanup;
+        } else {
+            is_id_arg[i] = true;
+            first_id_arg = i < first_id_arg ? i : first_id_arg;
+        }
+    }
+    if (model_path == NULL) {
+        fprintf(stderr, "quill %s: -m MODEL is required; see 'quill %s --help'\n", command,
+                command);
+        goto cleanup;
+    }
+    if (first_id_arg == argc) {
+        fprintf(stderr, "quill %s: no token ids given; see 'quill %s --help'\n", command,
+                command);
+        goto cleanup;
+    }
+
+    exit_code = 1;
+    if (load_tokenizer(model_path, &tokenizer) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot load the vocabulary");
+        goto cleanup;
+    }
+    exit_code = 2;
+    for (int i = first_id_arg; i < argc; i++) {
+        if (is_id_arg[i] &&
+            !parse_ids(argv[i], quill_tokenizer_n_vocab(tokenizer), &ids, &n_ids, &capacity)) {
+            goto cleanup;
+        }
+    }
+    exit_code = 1;
+    if (quill_tokenizer_decode(tokenizer, ids, n_ids, render_special, &text, &n_bytes) !=
+        QUILL_OK) {
+        quill_cli_report_error(command, "cannot decode the ids");
+        goto cleanup;
+    }
+    fwrite(text, 1, n_bytes, stdout);
+    putchar('\n');
+    exit_code = 0;
+
+cleanup:
+    quill_text_free(text);
+    quill__free(ids);
+    quill_tokenizer_destroy(tokenizer);
+    quill__free(is_id_arg);
+    return exit_code;
 }

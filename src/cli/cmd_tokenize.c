@@ -1,10 +1,247 @@
-/* Placeholder until the subcommand lands; replaced by its implementation. */
+/*
+ * `quill tokenize`: prints the token ids of a text with a model's vocabulary, one
+ * `id<TAB>"piece"` line per token, or all ids on one line with --ids. Only the vocabulary is
+ * read (quill_gguf_open + quill_tokenizer_load), so it works for any GGUF with a tokenizer.
+ */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "base/alloc.h"
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "quill/gguf.h"
+#include "quill/tokenizer.h"
+
+static const char *const command = "tokenize";
+
+/* Parsed command line. */
+typedef struct tokenize_options {
+    const char *model_path;  /* -m */
+    const char *file_path;   /* --file, or NULL */
+    const char *text;        /* positional TEXT, or NULL */
+    bool use_ids;            /* --ids */
+    bool add_special;        /* false with --no-bos */
+    bool parse_special;      /* --parse-special */
+} tokenize_options;
+
+static void print_usage(FILE *stream) {
+    fprintf(stream,
+            "usage: quill tokenize -m MODEL [--no-bos] [--parse-special] [--ids] (--file FILE | "
+            "TEXT)\n"
+            "\n"
+            "Prints the tokens of a text, one 'id<TAB>piece' line per token with the piece as a\n"
+            "JSON string (bytes that are not valid UTF-8 shown as \\xNN), or the ids alone.\n"
+            "\n"
+            "options:\n"
+            "  -m, --model PATH        GGUF file whose vocabulary is used\n"
+            "  --file PATH             tokenize the contents of this file instead of TEXT\n"
+            "  --no-bos                do not add the BOS/EOS (CLS/SEP) tokens the vocabulary adds\n"
+            "  --parse-special         match control-token text such as <|im_start|> in the text\n"
+            "  --ids                   print only the ids, separated by spaces, on one line\n"
+            "  -h, --help              print this help\n");
+}
+
+/* Returns -1 to continue, or the exit code (0 after --help, 2 on misuse). */
+static int parse_flags(int argc, char **argv, tokenize_options *options) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            print_usage(stdout);
+            return 0;
+        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
+            options->model_path = quill_cli_take_value(command, argc, argv, &i);
+            if (options->model_path == NULL) {
+                return 2;
+            }
+        } else if (strcmp(arg, "--file") == 0) {
+            options->file_path = quill_cli_take_value(command, argc, argv, &i);
+            if (options->file_path == NULL) {
+                return 2;
+            }
+        } else if (strcmp(arg, "--no-bos") == 0) {
+            options->add_special = false;
+        } else if (strcmp(arg, "--parse-special") == 0) {
+            options->parse_special = true;
+        } else if (strcmp(arg, "--ids") == 0) {
+            options->use_ids = true;
+        } else if (arg[0] == '-' && arg[1] != '\0') {
+            quill_cli_unknown_option(command, arg);
+            return 2;
+        } else if (options->text != NULL) {
+            fprintf(stderr, "quill %s: more than one TEXT given ('%s'); quote the text as one "
+                            "argument\n", command, arg);
+            return 2;
+        } else {
+            options->text = arg;
+        }
+    }
+    if (options->model_path == NULL) {
+        fprintf(stderr, "quill %s: -m MODEL is required; see 'quill %s --help'\n", command,
+                command);
+        return 2;
+    }
+    if (options->text == NULL && options->file_path == NULL) {
+        fprintf(stderr, "quill %s: no text given; pass TEXT or --file FILE\n", command);
+        return 2;
+    }
+    if (options->text != NULL && options->file_path != NULL) {
+        fprintf(stderr, "quill %s: both TEXT and --file given; pass only one\n", command);
+        return 2;
+    }
+    return -1;
+}
+
+static char *read_whole_file(const char *path, size_t *n_bytes) {
+    FILE *stream = fopen(path, "rb");
+    if (stream == NULL) {
+        int saved_errno = errno;
+        fprintf(stderr, "quill %s: cannot open --file '%s': %s\n", command, path,
+                strerror(saved_errno));
+        return NULL;
+    }
+    size_t capacity = 4096;
+    size_t length = 0;
+    char *data = quill__malloc(capacity);
+    while (data != NULL) {
+        size_t n_read = fread(data + length, 1, capacity - length, stream);
+        length += n_read;
+        if (length < capacity) {
+            break;
+        }
+        char *bigger = quill__realloc(data, capacity * 2);
+        if (bigger == NULL) {
+            quill__free(data);
+            data = NULL;
+            break;
+        }
+        data = bigger;
+        capacity *= 2;
+    }
+    bool has_error = ferror(stream) != 0;
+    fclose(stream);
+    if (data == NULL || has_error) {
+        fprintf(stderr, "quill %s: cannot read --file '%s'\n", command, path);
+        quill__free(data);
+        return NULL;
+    }
+    *n_bytes = length;
+    return data;
+}
+
+/* Prints bytes as a JSON string; bytes that are not valid UTF-8 appear as \xNN. */
+static void print_piece(const char *piece, size_t n_bytes) {
+    putchar('"');
+    for (size_t i = 0; i < n_bytes;) {
+        unsigned char c = (unsigned char)piece[i];
+        if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+            i++;
+        } else if (c == '\n') {
+            fputs("\\n", stdout);
+            i++;
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+            i++;
+        } else if (c == '\r') {
+            fputs("\\r", stdout);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            printf("\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            putchar(c);
+            i++;
+        } else {
+            size_t length = c >= 0xF0 ? 4 : (c >= 0xE0 ? 3 : (c >= 0xC0 ? 2 : 1));
+            bool is_valid = length > 1 && c >= 0xC2 && c <= 0xF4 && length <= n_bytes - i;
+            for (size_t k = 1; is_valid && k < length; k++) {
+                is_valid = ((unsigned char)piece[i + k] & 0xC0) == 0x80;
+            }
+            if (is_valid) {
+                fwrite(piece + i, 1, length, stdout);
+                i += length;
+            } else {
+                printf("\\x%02x", c);
+                i++;
+            }
+        }
+    }
+    putchar('"');
+}
+
+static int print_tokens(const quill_tokenizer *tokenizer, const int32_t *tokens,
+                        int64_t n_tokens, bool use_ids) {
+    size_t capacity = quill_detokenizer_max_bytes(tokenizer);
+    char *piece = quill__malloc(capacity > 0 ? capacity : 1);
+    if (piece == NULL) {
+        fprintf(stderr, "quill %s: out of memory\n", command);
+        return 1;
+    }
+    for (int64_t i = 0; i < n_tokens; i++) {
+        if (use_ids) {
+            printf(i == 0 ? "%d" : " %d", (int)tokens[i]);
+            continue;
+        }
+        int64_t n_piece = quill_tokenizer_token_bytes(tokenizer, tokens[i], true, piece, capacity);
+        printf("%d\t", (int)tokens[i]);
+        print_piece(piece, n_piece > 0 ? (size_t)n_piece : 0);
+        putchar('\n');
+    }
+    if (use_ids) {
+        putchar('\n');
+    }
+    quill__free(piece);
+    return 0;
+}
+
+static quill_status load_tokenizer(const char *path, quill_tokenizer **tokenizer) {
+    quill_gguf *file = NULL;
+    quill_status status = quill_gguf_open(path, &file);
+    if (status == QUILL_OK) {
+        status = quill_tokenizer_load(file, tokenizer);
+    }
+    quill_gguf_close(file);
+    return status;
+}
 
 int quill_cli_tokenize(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "quill %s: not built yet\n", argv[0]);
-    return 1;
+    tokenize_options options = {.add_special = true};
+    quill_tokenizer *tokenizer = NULL;
+    char *file_text = NULL;
+    int32_t *tokens = NULL;
+    int64_t n_tokens = 0;
+    int exit_code = parse_flags(argc, argv, &options);
+    if (exit_code >= 0) {
+        return exit_code;
+    }
+
+    exit_code = 1;
+    const char *text = options.text;
+    size_t n_bytes = text != NULL ? strlen(text) : 0;
+    if (options.file_path != NULL) {
+        file_text = read_whole_file(options.file_path, &n_bytes);
+        if (file_text == NULL) {
+            goto cleanup;
+        }
+        text = file_text;
+    }
+    if (load_tokenizer(options.model_path, &tokenizer) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot load the vocabulary");
+        goto cleanup;
+    }
+    uint32_t flags = (options.add_special ? QUILL_TOKENIZE_ADD_SPECIAL : 0) |
+                     (options.parse_special ? QUILL_TOKENIZE_PARSE_SPECIAL : 0);
+    if (quill_tokenizer_encode(tokenizer, text, n_bytes, flags, &tokens, &n_tokens) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot tokenize the text");
+        goto cleanup;
+    }
+    exit_code = print_tokens(tokenizer, tokens, n_tokens, options.use_ids);
+
+cleanup:
+    quill_tokens_free(tokens);
+    quill_tokenizer_destroy(tokenizer);
+    quill__free(file_text);
+    return exit_code;
 }

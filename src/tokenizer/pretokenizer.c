@@ -65,7 +65,7 @@ enum { MAX_EXPRESSIONS = 6 };
 
 /* One family of names that share expressions and settings. */
 typedef struct pretokenizer_family {
-    const char *names[12];                     /* tokenizer.ggml.pre values, NULL-terminated */
+    const char *names[16];                     /* tokenizer.ggml.pre values, NULL-terminated */
     const char *expressions[MAX_EXPRESSIONS];  /* applied in order, NULL-terminated */
     bool ignore_merges;                        /* a pre-token in the vocabulary is one token */
     bool add_bos;                              /* default of tokenizer.ggml.add_bos_token */
