@@ -511,7 +511,7 @@ static bool run_requests(bench_run *run) {
     int64_t n_started = 0;
     int64_t n_finished = 0;
 
-    while (is_ok && n_finished < run->options.n_requests) {
+    while (is_ok && !run->is_out_of_memory && n_finished < run->options.n_requests) {
         /* Top up the requests in flight. */
         while (is_ok && n_started - n_finished < run->options.concurrency &&
                n_started < run->options.n_requests) {

@@ -110,6 +110,8 @@ static json_object *new_period(const quill__metrics_model *model, int64_t now_us
     return period;
 }
 
+/* NOTE: the prefix cache hit rate covers the engine's whole life, with no 5-minute figure,
+ * because the server reports only cumulative lookup and hit counts. */
 static json_object *new_engine(const quill__metrics_model *model) {
     const quill_metrics_gauges *gauges = &model->gauges;
     json_object *engine = json_object_new_object();
