@@ -1,0 +1,796 @@
+/*
+ * A completion's life: prompt, submission, events, output. See completion.h.
+ *
+ * Usage of a request with n choices is the sum over its choices, because each choice is its own
+ * engine request. Its prompt therefore counts once per choice. The choices after the first
+ * usually find the prompt in the prefix cache, so it shows up as cached_tokens and is priced
+ * as such.
+ */
+#include "server/completion.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "quill/tokenizer.h"
+#include "server/openai_response.h"
+#include "server/sse.h"
+
+typedef struct completion_choice {
+    quill_request *request;          /* NULL once destroyed */
+    bool is_finished;                /* the final event was read */
+    quill_finish_reason finish_reason;
+    quill_status status;             /* QUILL_OK unless the engine failed the choice */
+    char error_message[256];
+    quill_usage usage;               /* from the final event */
+    quill_strbuf text;               /* non-streamed: every released byte */
+    quill_generated_token *tokens;   /* logprobs not yet written: all (non-streamed) or since
+                                        the last chunk with text (streamed) */
+    int32_t n_tokens;
+    int32_t tokens_capacity;
+    bool has_sent_role;              /* streamed chat: the role chunk went out */
+    int64_t text_offset_bytes;       /* completions logprobs: bytes of text before tokens */
+} completion_choice;
+
+struct quill_completion {
+    quill_server *server;
+    quill_openai_request request;    /* owned */
+    const quill_tokenizer *tokenizer;
+    char id[48];                     /* "chatcmpl-..." or "cmpl-..." */
+    int64_t created_unix_seconds;
+    int64_t arrival_us;              /* monotonic */
+    int64_t first_content_us;        /* monotonic; 0 until the first content byte is written */
+    size_t pending_content_offset;   /* see quill__completion_pending_content_offset */
+    int32_t n_choices;
+    int32_t n_finished;
+    completion_choice *choices;      /* [n_choices] */
+    bool has_written_end;            /* streams: usage and [DONE] are written */
+    bool has_reserved;               /* n_choices slots are counted as in flight */
+    bool has_failed;                 /* a choice finished with an error */
+};
+
+static const char *finish_reason_text(quill_finish_reason reason) {
+    return reason == QUILL_FINISH_LENGTH ? "length" : "stop";
+}
+
+static quill_status add_special_range(quill_special_range **ranges, size_t *n_ranges,
+                                      const quill_chat_segment *segment) {
+    /* Adjacent template segments merge, so a special token split across two literals matches. */
+    if (*n_ranges > 0) {
+        quill_special_range *last = &(*ranges)[*n_ranges - 1];
+        if (last->offset + last->n_bytes == segment->offset) {
+            last->n_bytes += segment->n_bytes;
+            return QUILL_OK;
+        }
+    }
+    (*ranges)[*n_ranges].offset = segment->offset;
+    (*ranges)[*n_ranges].n_bytes = segment->n_bytes;
+    (*n_ranges)++;
+    return QUILL_OK;
+}
+
+/* Tokenizes the rendered prompt; a leading BOS is added when the vocabulary wants one and the
+ * template did not write it. */
+static quill_status tokenize_rendered(const quill_tokenizer *tokenizer,
+                                      const quill_chat_rendered *rendered, int32_t **tokens,
+                                      int64_t *n_tokens) {
+    quill_special_range *ranges = NULL;
+    size_t n_ranges = 0;
+    int32_t *encoded = NULL;
+    int64_t n_encoded = 0;
+    quill_status status = QUILL_OK;
+
+    ranges = quill__malloc_array(rendered->n_segments > 0 ? rendered->n_segments : 1,
+                                 sizeof(*ranges));
+    if (ranges == NULL) {
+        status = quill_error_set(QUILL_ERR_NOMEM, "server: out of memory for %zu segments",
+                                 rendered->n_segments);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < rendered->n_segments; i++) {
+        if (rendered->segments[i].is_template_text && rendered->segments[i].n_bytes > 0) {
+            add_special_range(&ranges, &n_ranges, &rendered->segments[i]);
+        }
+    }
+    status = quill_tokenizer_encode_ranges(tokenizer, rendered->text, rendered->n_bytes, 0, ranges,
+                                           n_ranges, &encoded, &n_encoded);
+    if (status != QUILL_OK) {
+        goto cleanup;
+    }
+
+    int32_t bos = quill_tokenizer_bos(tokenizer);
+    bool needs_bos = quill_tokenizer_adds_bos(tokenizer) && bos >= 0 &&
+                     (n_encoded == 0 || encoded[0] != bos);
+    *tokens = quill__malloc_array((size_t)n_encoded + 1, sizeof(int32_t));
+    if (*tokens == NULL) {
+        status = quill_error_set(QUILL_ERR_NOMEM, "server: out of memory for %lld tokens",
+                                 (long long)n_encoded);
+        goto cleanup;
+    }
+    if (needs_bos) {
+        (*tokens)[0] = bos;
+    }
+    memcpy(*tokens + (needs_bos ? 1 : 0), encoded, (size_t)n_encoded * sizeof(int32_t));
+    *n_tokens = n_encoded + (needs_bos ? 1 : 0);
+
+cleanup:
+    quill_tokens_free(encoded);
+    quill__free(ranges);
+    return status;
+}
+
+/* Builds the extra template variables tool_choice and parallel_tool_calls, or NULL. */
+static struct json_object *template_extra_vars(const quill_openai_request *request) {
+    if (request->tool_choice == NULL && request->parallel_tool_calls < 0) {
+        return NULL;
+    }
+    struct json_object *vars = json_object_new_object();
+    if (vars == NULL) {
+        return NULL;
+    }
+    if (request->tool_choice != NULL) {
+        json_object_object_add(vars, "tool_choice", json_object_get(request->tool_choice));
+    }
+    if (request->parallel_tool_calls >= 0) {
+        json_object_object_add(vars, "parallel_tool_calls",
+                               json_object_new_boolean(request->parallel_tool_calls == 1));
+    }
+    return vars;
+}
+
+quill_status quill__completion_render_chat(quill_server *server,
+                                           const quill_openai_request *request,
+                                           int32_t **tokens, int64_t *n_tokens,
+                                           char **rendered_text, quill_http_error *error) {
+    *tokens = NULL;
+    *n_tokens = 0;
+    if (rendered_text != NULL) {
+        *rendered_text = NULL;
+    }
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(server->model);
+    struct json_object *messages = NULL;
+    struct json_object *extra_vars = NULL;
+    quill_chat_rendered rendered = {0};
+
+    /* Normalize: developer becomes system, parts are joined, tool-call arguments parsed. */
+    bool keep_parts = quill_chat_template_uses_content_parts(server->chat_template);
+    quill_status status = quill_chat_messages_normalize(request->messages, keep_parts, &messages);
+    if (status != QUILL_OK) {
+        quill__http_error_from_status(error, status, "messages");
+        goto cleanup;
+    }
+
+    /* Render with the vocabulary's BOS and EOS texts, ending with the assistant's header. */
+    quill_chat_render_params params = quill_chat_render_params_default();
+    int32_t bos = quill_tokenizer_bos(tokenizer);
+    int32_t eos = quill_tokenizer_eos(tokenizer);
+    extra_vars = template_extra_vars(request);
+    params.messages = messages;
+    params.tools = request->tools;
+    params.extra_vars = extra_vars;
+    params.bos_token = bos >= 0 ? quill_tokenizer_token_text(tokenizer, bos) : NULL;
+    params.eos_token = eos >= 0 ? quill_tokenizer_token_text(tokenizer, eos) : NULL;
+    params.add_generation_prompt = true;
+    params.now_unix_seconds = -1;
+    status = quill_chat_template_render(server->chat_template, &params, &rendered);
+    if (status != QUILL_OK) {
+        /* raise_exception and exceeded limits both come from what the request sent. */
+        quill__http_error_set(error, 400, "messages", NULL, "the chat template failed: %s",
+                              quill_error_message());
+        status = QUILL_ERR_INVALID_ARG;
+        goto cleanup;
+    }
+
+    status = tokenize_rendered(tokenizer, &rendered, tokens, n_tokens);
+    if (status != QUILL_OK) {
+        quill__http_error_from_status(error, status, "messages");
+        goto cleanup;
+    }
+    if (rendered_text != NULL) {
+        *rendered_text = quill__strndup(rendered.text, rendered.n_bytes);
+        if (*rendered_text == NULL) {
+            quill__http_error_set(error, 500, NULL, NULL, "out of memory for the prompt");
+            status = QUILL_ERR_NOMEM;
+            quill_tokens_free(*tokens);
+            *tokens = NULL;
+            *n_tokens = 0;
+        }
+    }
+
+cleanup:
+    quill_chat_rendered_release(&rendered);
+    json_object_put(extra_vars);
+    json_object_put(messages);
+    return status;
+}
+
+/* Produces the prompt's token ids for either kind of request. */
+static quill_status prepare_prompt(quill_completion *completion, int32_t **tokens,
+                                   int64_t *n_tokens, quill_http_error *error) {
+    quill_openai_request *request = &completion->request;
+    if (request->kind == QUILL_OPENAI_CHAT) {
+        return quill__completion_render_chat(completion->server, request, tokens, n_tokens, NULL,
+                                             error);
+    }
+    if (request->prompt_tokens != NULL) {
+        *tokens = quill__malloc_array((size_t)request->n_prompt_tokens, sizeof(int32_t));
+        if (*tokens == NULL) {
+            quill__http_error_set(error, 500, NULL, NULL, "out of memory for the prompt");
+            return QUILL_ERR_NOMEM;
+        }
+        memcpy(*tokens, request->prompt_tokens, (size_t)request->n_prompt_tokens * sizeof(int32_t));
+        *n_tokens = request->n_prompt_tokens;
+        return QUILL_OK;
+    }
+
+    /* A raw prompt is the user's own text, control tokens included, as in llama.cpp. */
+    int32_t *encoded = NULL;
+    int64_t n_encoded = 0;
+    quill_status status = quill_tokenizer_encode(
+        completion->tokenizer, request->prompt_text, request->n_prompt_text_bytes,
+        QUILL_TOKENIZE_ADD_SPECIAL | QUILL_TOKENIZE_PARSE_SPECIAL, &encoded, &n_encoded);
+    if (status != QUILL_OK) {
+        quill__http_error_from_status(error, status, "prompt");
+        return status;
+    }
+    if (n_encoded == 0) {
+        quill_tokens_free(encoded);
+        quill__http_error_set(error, 400, "prompt", NULL, "'prompt' is empty after tokenizing");
+        return QUILL_ERR_INVALID_ARG;
+    }
+    *tokens = quill__malloc_array((size_t)n_encoded, sizeof(int32_t));
+    if (*tokens == NULL) {
+        quill_tokens_free(encoded);
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for the prompt");
+        return QUILL_ERR_NOMEM;
+    }
+    memcpy(*tokens, encoded, (size_t)n_encoded * sizeof(int32_t));
+    quill_tokens_free(encoded);
+    *n_tokens = n_encoded;
+    return QUILL_OK;
+}
+
+/* Rejects prompts that leave no room for max_tokens within the context, and fills in the
+ * default max_tokens (up to the context). */
+static quill_status check_context(quill_completion *completion, int64_t n_prompt_tokens,
+                                  quill_http_error *error) {
+    int64_t n_ctx = quill_engine_n_ctx(completion->server->engine);
+    int64_t max_tokens = completion->request.max_tokens;
+    const char *param = completion->request.kind == QUILL_OPENAI_CHAT ? "messages" : "prompt";
+    bool is_too_long = max_tokens > 0 ? n_prompt_tokens + max_tokens > n_ctx
+                                      : n_prompt_tokens >= n_ctx;
+    if (is_too_long) {
+        quill__http_error_set(error, 400, param, "context_length_exceeded",
+                              "this model's maximum context length is %lld tokens, but the "
+                              "prompt has %lld tokens and max_tokens is %lld; shorten the "
+                              "prompt or lower max_tokens",
+                              (long long)n_ctx, (long long)n_prompt_tokens,
+                              (long long)(max_tokens > 0 ? max_tokens : 0));
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (max_tokens <= 0) {
+        completion->request.max_tokens = n_ctx - n_prompt_tokens;
+    }
+    return QUILL_OK;
+}
+
+/* Reserves n engine slots under the server-side limit; 429 beyond it. */
+static quill_status reserve_slots(quill_server *server, int32_t n_slots, quill_http_error *error) {
+    pthread_mutex_lock(&server->mutex);
+    int64_t in_flight = server->stats.n_generations_in_flight;
+    bool is_full = server->max_requests_in_flight > 0 &&
+                   in_flight + n_slots > server->max_requests_in_flight;
+    if (!is_full) {
+        server->stats.n_generations_in_flight += n_slots;
+        server->stats.n_generations_started += n_slots;
+    }
+    pthread_mutex_unlock(&server->mutex);
+    if (is_full) {
+        quill__http_error_set(error, 429, NULL, "rate_limit_exceeded",
+                              "all %d generation slots and queue places are busy (%lld in "
+                              "flight, %d requested); retry after the Retry-After delay",
+                              server->max_requests_in_flight, (long long)in_flight, n_slots);
+        error->retry_after_s = 1;
+        return QUILL_ERR_BUSY;
+    }
+    return QUILL_OK;
+}
+
+static quill_status submit_choices(quill_completion *completion, const int32_t *tokens,
+                                   int64_t n_tokens, quill_waker *waker,
+                                   quill_http_error *error) {
+    quill_openai_request *request = &completion->request;
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        quill_request_params params = quill_request_params_default();
+        params.prompt_tokens = tokens;
+        params.n_prompt_tokens = n_tokens;
+        params.max_tokens = request->max_tokens;
+        params.sampling = request->sampling;
+        /* Choices with a fixed seed still differ from each other, reproducibly. */
+        params.sampling.seed = request->sampling.seed + (uint64_t)i;
+        for (int32_t s = 0; s < request->n_stop; s++) {
+            params.stop_strings[s] = request->stop[s];
+        }
+        params.n_stop_strings = request->n_stop;
+        params.wants_logprobs = request->wants_logprobs;
+        params.n_top_logprobs = request->n_top_logprobs;
+        params.arrival_us = completion->arrival_us;
+        params.on_event = quill__waker_on_event;
+        params.user_data = waker;
+
+        quill_status status = quill_engine_submit(completion->server->engine, &params,
+                                                  &completion->choices[i].request);
+        if (status != QUILL_OK) {
+            quill__http_error_from_status(error, status, NULL);
+            if (status == QUILL_ERR_CANCELLED) {
+                quill__http_error_set(error, 503, NULL, "shutting_down",
+                                      "the server is shutting down; retry on another server");
+            }
+            return status;
+        }
+    }
+    return QUILL_OK;
+}
+
+static void format_id(quill_completion *completion) {
+    uint64_t counter = atomic_fetch_add(&completion->server->next_id, 1);
+    uint64_t stamp = (uint64_t)quill__clock_monotonic_ns();
+    snprintf(completion->id, sizeof(completion->id), "%s-%016" PRIx64 "%08" PRIx64,
+             completion->request.kind == QUILL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
+             stamp ^ (counter << 40), counter);
+}
+
+quill_status quill__completion_start(quill_server *server, quill_openai_request *request,
+                                     int64_t arrival_us, quill_waker *waker,
+                                     quill_completion **out, quill_http_error *error) {
+    *out = NULL;
+    int32_t *tokens = NULL;
+    int64_t n_tokens = 0;
+    quill_status status = QUILL_OK;
+    quill_completion *completion = quill__calloc(1, sizeof(*completion));
+    if (completion == NULL) {
+        quill__openai_request_release(request);
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for a completion");
+        return QUILL_ERR_NOMEM;
+    }
+    completion->server = server;
+    completion->request = *request;
+    memset(request, 0, sizeof(*request));
+    completion->tokenizer = quill_model_tokenizer(server->model);
+    completion->arrival_us = arrival_us;
+    completion->created_unix_seconds = quill__clock_unix_seconds();
+    completion->pending_content_offset = SIZE_MAX;
+    completion->n_choices = completion->request.n_choices;
+    format_id(completion);
+
+    completion->choices = quill__calloc((size_t)completion->n_choices, sizeof(completion_choice));
+    if (completion->choices == NULL) {
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for %d choices",
+                              completion->n_choices);
+        status = QUILL_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        quill__strbuf_init(&completion->choices[i].text);
+    }
+
+    status = prepare_prompt(completion, &tokens, &n_tokens, error);
+    if (status == QUILL_OK) {
+        status = check_context(completion, n_tokens, error);
+    }
+    if (status == QUILL_OK) {
+        status = reserve_slots(server, completion->n_choices, error);
+    }
+    if (status != QUILL_OK) {
+        goto cleanup;
+    }
+    completion->has_reserved = true;
+    status = submit_choices(completion, tokens, n_tokens, waker, error);
+
+cleanup:
+    quill__free(tokens);
+    if (status != QUILL_OK) {
+        quill__completion_destroy(completion, false);
+        return status;
+    }
+    *out = completion;
+    return QUILL_OK;
+}
+
+bool quill__completion_is_stream(const quill_completion *completion) {
+    return completion->request.is_stream;
+}
+
+size_t quill__completion_pending_content_offset(const quill_completion *completion) {
+    return completion->pending_content_offset;
+}
+
+void quill__completion_mark_content_sent(quill_completion *completion, int64_t now_us) {
+    if (completion->first_content_us == 0) {
+        completion->first_content_us = now_us;
+    }
+    completion->pending_content_offset = SIZE_MAX;
+}
+
+static quill_status keep_tokens(completion_choice *choice, const quill_generated_token *tokens,
+                                int32_t n_tokens) {
+    if (n_tokens == 0) {
+        return QUILL_OK;
+    }
+    if (choice->n_tokens + n_tokens > choice->tokens_capacity) {
+        int32_t capacity = choice->tokens_capacity > 0 ? choice->tokens_capacity * 2 : 16;
+        while (capacity < choice->n_tokens + n_tokens) {
+            capacity *= 2;
+        }
+        quill_generated_token *grown = quill__realloc_array(choice->tokens, (size_t)capacity,
+                                                            sizeof(*grown));
+        if (grown == NULL) {
+            return quill_error_set(QUILL_ERR_NOMEM, "server: out of memory for %d logprobs",
+                                   capacity);
+        }
+        choice->tokens = grown;
+        choice->tokens_capacity = capacity;
+    }
+    memcpy(choice->tokens + choice->n_tokens, tokens, (size_t)n_tokens * sizeof(*tokens));
+    choice->n_tokens += n_tokens;
+    return QUILL_OK;
+}
+
+/* Appends the chunk header up to and including "choices":[ */
+static void append_chunk_head(quill_completion *completion, quill_strbuf *json) {
+    bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
+    quill__strbuf_appendf(json, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
+                          completion->id, is_chat ? "chat.completion.chunk" : "text_completion",
+                          (long long)completion->created_unix_seconds);
+    quill__openai_append_text(json, completion->server->model_id,
+                              strlen(completion->server->model_id));
+    quill__strbuf_append_cstr(json, ",\"choices\":[");
+}
+
+static void append_logprobs(quill_completion *completion, completion_choice *choice,
+                            quill_strbuf *json) {
+    if (!completion->request.wants_logprobs) {
+        quill__strbuf_append_cstr(json, "null");
+        return;
+    }
+    if (completion->request.kind == QUILL_OPENAI_CHAT) {
+        quill__strbuf_append_cstr(json, "{\"content\":[");
+        quill__openai_append_chat_logprobs(json, completion->tokenizer, choice->tokens,
+                                           choice->n_tokens, 0);
+        quill__strbuf_append_cstr(json, "],\"refusal\":null}");
+    } else {
+        quill__openai_append_completion_logprobs(json, completion->tokenizer, choice->tokens,
+                                                 choice->n_tokens, &choice->text_offset_bytes);
+    }
+    choice->n_tokens = 0;
+}
+
+/* Writes one SSE chunk for a choice: text (may be empty) and, when final, the finish reason. */
+static void write_chunk(quill_completion *completion, int32_t index, const char *text,
+                        size_t n_text_bytes, const char *finish_reason, quill_strbuf *stream) {
+    completion_choice *choice = &completion->choices[index];
+    bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
+    quill_strbuf json;
+    quill__strbuf_init(&json);
+    append_chunk_head(completion, &json);
+    quill__strbuf_appendf(&json, "{\"index\":%d,", index);
+    if (is_chat) {
+        quill__strbuf_append_cstr(&json, "\"delta\":{");
+        if (!choice->has_sent_role) {
+            quill__strbuf_append_cstr(&json, "\"role\":\"assistant\"");
+            choice->has_sent_role = true;
+            if (finish_reason == NULL || n_text_bytes > 0) {
+                quill__strbuf_append_char(&json, ',');
+            }
+        }
+        if (finish_reason == NULL || n_text_bytes > 0) {
+            quill__strbuf_append_cstr(&json, "\"content\":");
+            quill__openai_append_text(&json, text, n_text_bytes);
+        }
+        quill__strbuf_append_char(&json, '}');
+    } else {
+        quill__strbuf_append_cstr(&json, "\"text\":");
+        quill__openai_append_text(&json, text, n_text_bytes);
+    }
+    quill__strbuf_append_cstr(&json, ",\"logprobs\":");
+    append_logprobs(completion, choice, &json);
+    if (finish_reason != NULL) {
+        quill__strbuf_appendf(&json, ",\"finish_reason\":\"%s\"}]}", finish_reason);
+    } else {
+        quill__strbuf_append_cstr(&json, ",\"finish_reason\":null}]}");
+    }
+
+    if (n_text_bytes > 0 && completion->first_content_us == 0 &&
+        completion->pending_content_offset == SIZE_MAX) {
+        completion->pending_content_offset = stream->length;
+    }
+    quill__sse_append_event(stream, json.data, json.length);
+    quill__strbuf_release(&json);
+}
+
+static void write_error_event(const char *message, quill_strbuf *stream) {
+    quill_http_error error;
+    quill_strbuf json;
+    quill__strbuf_init(&json);
+    quill__http_error_set(&error, 500, NULL, NULL, "%s", message);
+    quill__http_error_write_json(&error, &json);
+    /* The error writer ends with a newline meant for plain bodies; SSE frames its own lines. */
+    if (json.length > 0 && json.data[json.length - 1] == '\n') {
+        json.length--;
+    }
+    quill__sse_append_event(stream, json.data, json.length);
+    quill__strbuf_release(&json);
+}
+
+/* Sums the usage of every choice and prices it. */
+static void total_usage(quill_completion *completion, quill_usage *total, quill_cost *cost,
+                        quill_timings *timings) {
+    memset(total, 0, sizeof(*total));
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        total->n_prompt_tokens += completion->choices[i].usage.n_prompt_tokens;
+        total->n_cached_tokens += completion->choices[i].usage.n_cached_tokens;
+        total->n_completion_tokens += completion->choices[i].usage.n_completion_tokens;
+    }
+    if (quill__cost_compute(&completion->server->prices, total->n_prompt_tokens,
+                            total->n_cached_tokens, total->n_completion_tokens,
+                            cost) != QUILL_OK) {
+        memset(cost, 0, sizeof(*cost));
+    }
+
+    /* Timings describe the first choice; with n > 1 the others ran alongside it. */
+    quill_usage first = completion->choices[0].usage;
+    quill__openai_timings_compute(&first, completion->arrival_us, completion->first_content_us,
+                                  timings);
+}
+
+static void write_stream_end(quill_completion *completion, quill_strbuf *stream) {
+    if (completion->request.wants_stream_usage) {
+        /* Content already produced but not yet written is about to be: stamp it now. */
+        if (completion->first_content_us == 0 &&
+            completion->pending_content_offset != SIZE_MAX) {
+            completion->first_content_us = quill__clock_monotonic_us();
+        }
+        quill_usage total;
+        quill_cost cost;
+        quill_timings timings;
+        total_usage(completion, &total, &cost, &timings);
+        quill_strbuf json;
+        quill__strbuf_init(&json);
+        append_chunk_head(completion, &json);
+        quill__strbuf_append_cstr(&json, "],");
+        quill__openai_append_usage(&json, total.n_prompt_tokens, total.n_cached_tokens,
+                                   total.n_completion_tokens, &cost, &timings);
+        quill__strbuf_append_char(&json, '}');
+        quill__sse_append_event(stream, json.data, json.length);
+        quill__strbuf_release(&json);
+    }
+    quill__sse_append_done(stream);
+    completion->has_written_end = true;
+}
+
+static void record_final(quill_completion *completion, completion_choice *choice,
+                         const quill_request_event *event) {
+    choice->is_finished = true;
+    choice->finish_reason = event->finish_reason;
+    choice->status = event->status;
+    choice->usage = event->usage;
+    if (event->finish_reason == QUILL_FINISH_CANCELLED && event->status == QUILL_OK) {
+        choice->status = QUILL_ERR_CANCELLED;
+        snprintf(choice->error_message, sizeof(choice->error_message),
+                 "the engine cancelled the request (it is shutting down)");
+    } else if (event->status != QUILL_OK) {
+        snprintf(choice->error_message, sizeof(choice->error_message), "%s",
+                 event->error_message);
+    }
+    completion->has_failed = completion->has_failed || choice->status != QUILL_OK;
+    completion->n_finished++;
+}
+
+static quill_status handle_event(quill_completion *completion, int32_t index,
+                                 const quill_request_event *event, quill_strbuf *stream) {
+    completion_choice *choice = &completion->choices[index];
+    quill_status status = QUILL_OK;
+    if (completion->request.wants_logprobs) {
+        status = keep_tokens(choice, event->tokens, event->n_tokens);
+    }
+    if (status != QUILL_OK) {
+        return status;
+    }
+
+    if (!completion->request.is_stream) {
+        if (event->n_text_bytes > 0) {
+            status = quill__strbuf_append(&choice->text, event->text, event->n_text_bytes);
+        }
+        if (event->is_final) {
+            record_final(completion, choice, event);
+        }
+        return status;
+    }
+
+    /* Streams: text (or a pending role) makes a chunk; the final event makes another. */
+    bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
+    if (event->n_text_bytes > 0 || (is_chat && !choice->has_sent_role)) {
+        write_chunk(completion, index, event->text, event->n_text_bytes, NULL, stream);
+    }
+    if (event->is_final) {
+        record_final(completion, choice, event);
+        if (choice->status != QUILL_OK) {
+            write_error_event(choice->error_message, stream);
+        } else {
+            write_chunk(completion, index, "", 0, finish_reason_text(choice->finish_reason),
+                        stream);
+        }
+    }
+    return stream->is_failed ? QUILL_ERR_NOMEM : QUILL_OK;
+}
+
+quill_status quill__completion_poll(quill_completion *completion, quill_strbuf *stream,
+                                    bool *is_finished) {
+    quill_status status = QUILL_OK;
+    for (int32_t i = 0; i < completion->n_choices && status == QUILL_OK; i++) {
+        completion_choice *choice = &completion->choices[i];
+        while (!choice->is_finished && status == QUILL_OK) {
+            quill_request_event event;
+            memset(&event, 0, sizeof(event));
+            quill_status next = quill_request_next_event(choice->request, false, &event);
+            if (next != QUILL_OK) {
+                break; /* QUILL_ERR_BUSY: nothing pending */
+            }
+            status = handle_event(completion, i, &event, stream);
+            quill_request_event_release(&event);
+        }
+    }
+
+    bool is_done = completion->n_finished == completion->n_choices;
+    if (is_done && completion->request.is_stream && !completion->has_written_end) {
+        write_stream_end(completion, stream);
+    }
+    *is_finished = is_done;
+    return status;
+}
+
+static void write_choice(quill_completion *completion, int32_t index, quill_strbuf *body) {
+    completion_choice *choice = &completion->choices[index];
+    quill__strbuf_appendf(body, "%s{\"index\":%d,", index > 0 ? "," : "", index);
+    if (completion->request.kind == QUILL_OPENAI_CHAT) {
+        quill__strbuf_append_cstr(body, "\"message\":{\"role\":\"assistant\",\"content\":");
+        quill__openai_append_text(body, choice->text.data != NULL ? choice->text.data : "",
+                                  choice->text.length);
+        quill__strbuf_append_cstr(body, ",\"refusal\":null}");
+    } else {
+        quill__strbuf_append_cstr(body, "\"text\":");
+        quill__openai_append_text(body, choice->text.data != NULL ? choice->text.data : "",
+                                  choice->text.length);
+    }
+    quill__strbuf_append_cstr(body, ",\"logprobs\":");
+    append_logprobs(completion, choice, body);
+    quill__strbuf_appendf(body, ",\"finish_reason\":\"%s\"}",
+                          finish_reason_text(choice->finish_reason));
+}
+
+void quill__completion_write_response(quill_completion *completion, int *http_status,
+                                      quill_strbuf *body) {
+    if (completion->has_failed) {
+        const char *message = "the engine failed the request";
+        for (int32_t i = 0; i < completion->n_choices; i++) {
+            if (completion->choices[i].status != QUILL_OK) {
+                message = completion->choices[i].error_message;
+                break;
+            }
+        }
+        quill_http_error error;
+        quill__http_error_set(&error, 500, NULL, NULL, "%s", message);
+        quill__http_error_write_json(&error, body);
+        *http_status = 500;
+        return;
+    }
+
+    /* The body goes out right after this, so now is when its first content byte is written. */
+    completion->first_content_us = quill__clock_monotonic_us();
+    bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
+    quill__strbuf_appendf(body, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
+                          completion->id, is_chat ? "chat.completion" : "text_completion",
+                          (long long)completion->created_unix_seconds);
+    quill__openai_append_text(body, completion->server->model_id,
+                              strlen(completion->server->model_id));
+    quill__strbuf_append_cstr(body, ",\"choices\":[");
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        write_choice(completion, i, body);
+    }
+    quill__strbuf_append_cstr(body, "],");
+
+    quill_usage total;
+    quill_cost cost;
+    quill_timings timings;
+    total_usage(completion, &total, &cost, &timings);
+    quill__openai_append_usage(body, total.n_prompt_tokens, total.n_cached_tokens,
+                               total.n_completion_tokens, &cost, &timings);
+    quill__strbuf_append_cstr(body, "}\n");
+    *http_status = 200;
+}
+
+/* Logs the accounting line of a request that reached the engine. */
+static void log_accounting(quill_completion *completion, bool is_disconnect) {
+    quill_usage total;
+    quill_cost cost;
+    quill_timings timings;
+    total_usage(completion, &total, &cost, &timings);
+    char usd[QUILL_COST_USD_TEXT_BYTES];
+    char user[96];
+    char feature[96];
+    QUILL_LOG_INFO("server", "completion finished",
+                   "id=%s model=%s n_choices=%d prompt_tokens=%lld cached_tokens=%lld "
+                   "completion_tokens=%lld cost_usd=%s ttft_ms=%.3f user=%s feature=%s "
+                   "outcome=%s",
+                   completion->id, completion->server->model_id, completion->n_choices,
+                   (long long)total.n_prompt_tokens, (long long)total.n_cached_tokens,
+                   (long long)total.n_completion_tokens,
+                   quill__cost_format_usd(cost.total_picousd, usd, sizeof(usd)),
+                   (double)timings.ttft_us / 1000.0,
+                   quill__log_quote(completion->request.user != NULL ? completion->request.user
+                                                                     : "",
+                                    user, (int)sizeof(user)),
+                   quill__log_quote(completion->request.feature != NULL
+                                        ? completion->request.feature
+                                        : "",
+                                    feature, (int)sizeof(feature)),
+                   is_disconnect ? "client_disconnected"
+                                 : (completion->has_failed ? "error" : "ok"));
+}
+
+/* Cancels a running choice and waits for its final event, which the engine queues at its next
+ * step, so that the accounting line has the tokens the choice really used. */
+static void cancel_choice(completion_choice *choice) {
+    quill_request_cancel(choice->request);
+    while (!choice->is_finished) {
+        quill_request_event event;
+        memset(&event, 0, sizeof(event));
+        if (quill_request_next_event(choice->request, true, &event) != QUILL_OK) {
+            break;
+        }
+        if (event.is_final) {
+            choice->is_finished = true;
+            choice->finish_reason = event.finish_reason;
+            choice->usage = event.usage;
+        }
+        quill_request_event_release(&event);
+    }
+}
+
+void quill__completion_destroy(quill_completion *completion, bool is_disconnect) {
+    if (completion == NULL) {
+        return;
+    }
+
+    /* Choices still running stop now; their final events carry the tokens they used. */
+    bool was_submitted = false;
+    for (int32_t i = 0; completion->choices != NULL && i < completion->n_choices; i++) {
+        completion_choice *choice = &completion->choices[i];
+        was_submitted = was_submitted || choice->request != NULL;
+        if (choice->request != NULL && !choice->is_finished) {
+            cancel_choice(choice);
+        }
+    }
+    if (completion->has_reserved) {
+        quill__server_count_generation_end(completion->server, completion->n_choices,
+                                           is_disconnect);
+    }
+    if (was_submitted) {
+        log_accounting(completion, is_disconnect);
+    }
+
+    for (int32_t i = 0; completion->choices != NULL && i < completion->n_choices; i++) {
+        completion_choice *choice = &completion->choices[i];
+        quill_request_destroy(choice->request);
+        quill__strbuf_release(&choice->text);
+        quill__free(choice->tokens);
+    }
+    quill__free(completion->choices);
+    quill__openai_request_release(&completion->request);
+    quill__free(completion);
+}

@@ -1,0 +1,27 @@
+/*
+ * The HTTP transport: a libmicrohttpd daemon with an internal thread pool, the access handler
+ * that collects request bodies and queues the responses, the SSE content reader, and the suspension of
+ * connections while they wait for engine events.
+ *
+ * libmicrohttpd (0.9.75) rules this file follows: the response is queued on a later call of the
+ * access handler, never the first, because queueing on the first call makes it send
+ * "Connection: close"; suspend/resume needs MHD_ALLOW_SUSPEND_RESUME and is called only from
+ * the handler or the reader; the reader never returns 0 without suspending, because that makes
+ * it spin; and every connection is resumed before MHD_stop_daemon.
+ */
+#ifndef QUILL_SERVER_HTTP_SERVER_H
+#define QUILL_SERVER_HTTP_SERVER_H
+
+#include "server/server_internal.h"
+
+/* Starts the daemon on server->host:server->port with n_threads workers and stores the bound
+ * port in server->port. */
+quill_status quill__http_server_start(quill_server *server, int n_threads);
+
+/* Stops accepting new connections; connections already open keep being served. */
+void quill__http_server_quiesce(quill_server *server);
+
+/* Resumes every suspended connection, then stops the daemon and joins its threads. */
+void quill__http_server_stop(quill_server *server);
+
+#endif

@@ -1,0 +1,653 @@
+/*
+ * OpenAI request parsing; see openai_request.h. Each field has its own small parser that checks
+ * the JSON type and the range and names the field on failure. A JSON null counts as absent,
+ * because SDKs send null for unset optional fields.
+ */
+#include "server/openai_request.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "base/alloc.h"
+
+/* Fields Quill honours, per endpoint. */
+static const char *const chat_fields[] = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
+    "logprobs", "top_logprobs", "logit_bias", "stream", "stream_options", "user", "metadata",
+    "tools", "tool_choice", "parallel_tool_calls", NULL,
+};
+static const char *const completion_fields[] = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p",
+    "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
+    "logprobs", "logit_bias", "stream", "stream_options", "user", "metadata", "echo", "suffix",
+    "best_of", NULL,
+};
+
+/* Fields accepted and ignored because they only hint at how OpenAI's service should handle the
+ * request and cannot change the generated text: store (keeping the completion for OpenAI's
+ * dashboard; Quill stores nothing), service_tier (OpenAI's capacity class), prompt_cache_key
+ * (a routing hint for OpenAI's prompt cache; Quill's prefix cache needs none) and
+ * safety_identifier (an end-user id for abuse reports). Every other unknown field, such as
+ * response_format or reasoning_effort, changes the output, so it is rejected by name. */
+static const char *const ignored_hint_fields[] = {
+    "store", "service_tier", "prompt_cache_key", "safety_identifier", NULL,
+};
+
+static const char *const message_roles[] = {"system", "developer", "user", "assistant", "tool",
+                                            NULL};
+
+static bool is_listed(const char *const *list, const char *name) {
+    for (size_t i = 0; list[i] != NULL; i++) {
+        if (strcmp(list[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static quill_status reject(quill_http_error *error, const char *param, const char *fmt,
+                           const char *detail) {
+    quill__http_error_set(error, 400, param, NULL, fmt, param, detail);
+    return QUILL_ERR_INVALID_ARG;
+}
+
+static struct json_object *field(const quill_openai_request *request, const char *name) {
+    struct json_object *value = NULL;
+    if (!json_object_object_get_ex(request->root, name, &value)) {
+        return NULL;
+    }
+    return value; /* NULL for a JSON null */
+}
+
+static quill_status parse_double(const quill_openai_request *request, const char *name,
+                                 double min, double max, bool is_min_open, double *out,
+                                 quill_http_error *error) {
+    struct json_object *value = field(request, name);
+    if (value == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(value, json_type_double) &&
+        !json_object_is_type(value, json_type_int)) {
+        return reject(error, name, "'%s' must be a number%s", "");
+    }
+    double number = json_object_get_double(value);
+    bool is_below = is_min_open ? !(number > min) : !(number >= min);
+    if (!isfinite(number) || is_below || number > max) {
+        quill__http_error_set(error, 400, name, NULL, "'%s' is %g but must be in %s%g, %g]", name,
+                              number, is_min_open ? "(" : "[", min, max);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    *out = number;
+    return QUILL_OK;
+}
+
+static quill_status parse_int(const quill_openai_request *request, const char *name, int64_t min,
+                              int64_t max, int64_t *out, quill_http_error *error) {
+    struct json_object *value = field(request, name);
+    if (value == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(value, json_type_int)) {
+        return reject(error, name, "'%s' must be an integer%s", "");
+    }
+    errno = 0;
+    int64_t number = json_object_get_int64(value);
+    if (errno != 0 || number < min || number > max) {
+        quill__http_error_set(error, 400, name, NULL,
+                              "'%s' is %lld but must be between %lld and %lld", name,
+                              (long long)number, (long long)min, (long long)max);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    *out = number;
+    return QUILL_OK;
+}
+
+static quill_status parse_bool(const quill_openai_request *request, const char *name, bool *out,
+                               quill_http_error *error) {
+    struct json_object *value = field(request, name);
+    if (value == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(value, json_type_boolean)) {
+        return reject(error, name, "'%s' must be true or false%s", "");
+    }
+    *out = json_object_get_boolean(value);
+    return QUILL_OK;
+}
+
+static quill_status parse_string(const quill_openai_request *request, const char *name,
+                                 const char **out, quill_http_error *error) {
+    struct json_object *value = field(request, name);
+    if (value == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(value, json_type_string)) {
+        return reject(error, name, "'%s' must be a string%s", "");
+    }
+    *out = json_object_get_string(value);
+    return QUILL_OK;
+}
+
+/* Rejects fields that are neither honoured nor ignorable hints. */
+static quill_status check_known_fields(const quill_openai_request *request,
+                                       quill_http_error *error) {
+    const char *const *known = request->kind == QUILL_OPENAI_CHAT ? chat_fields
+                                                                  : completion_fields;
+    json_object_object_foreach(request->root, key, value) {
+        (void)value;
+        if (!is_listed(known, key) && !is_listed(ignored_hint_fields, key)) {
+            quill__http_error_set(error, 400, key, "unsupported_parameter",
+                                  "'%s' is not supported by Quill; remove it from the request",
+                                  key);
+            return QUILL_ERR_INVALID_ARG;
+        }
+    }
+    return QUILL_OK;
+}
+
+static quill_status parse_message(struct json_object *message, size_t index,
+                                  quill_http_error *error) {
+    char param[64];
+    snprintf(param, sizeof(param), "messages[%zu]", index);
+    if (!json_object_is_type(message, json_type_object)) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' must be an object", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+
+    struct json_object *role = NULL;
+    snprintf(param, sizeof(param), "messages[%zu].role", index);
+    if (!json_object_object_get_ex(message, "role", &role) ||
+        !json_object_is_type(role, json_type_string)) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' is missing or not a string", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (!is_listed(message_roles, json_object_get_string(role))) {
+        quill__http_error_set(error, 400, param, NULL,
+                              "'%s' is '%.64s', which is not a known role; use system, "
+                              "developer, user, assistant or tool",
+                              param, json_object_get_string(role));
+        return QUILL_ERR_INVALID_ARG;
+    }
+
+    /* Content: a string, an array of parts, or null/absent only beside assistant tool calls. */
+    struct json_object *content = NULL;
+    struct json_object *tool_calls = NULL;
+    bool has_content = json_object_object_get_ex(message, "content", &content) && content != NULL;
+    bool has_tool_calls = json_object_object_get_ex(message, "tool_calls", &tool_calls) &&
+                          tool_calls != NULL;
+    snprintf(param, sizeof(param), "messages[%zu].content", index);
+    if (!has_content && !has_tool_calls) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' is missing", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (has_content && !json_object_is_type(content, json_type_string) &&
+        !json_object_is_type(content, json_type_array)) {
+        quill__http_error_set(error, 400, param, NULL,
+                              "'%s' must be a string or an array of text parts", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (has_content && json_object_is_type(content, json_type_array)) {
+        size_t n_parts = json_object_array_length(content);
+        for (size_t i = 0; i < n_parts; i++) {
+            struct json_object *part = json_object_array_get_idx(content, i);
+            struct json_object *type = NULL;
+            struct json_object *text = NULL;
+            bool is_text_part = json_object_is_type(part, json_type_object) &&
+                                json_object_object_get_ex(part, "type", &type) &&
+                                json_object_is_type(type, json_type_string) &&
+                                strcmp(json_object_get_string(type), "text") == 0 &&
+                                json_object_object_get_ex(part, "text", &text) &&
+                                json_object_is_type(text, json_type_string);
+            if (!is_text_part) {
+                snprintf(param, sizeof(param), "messages[%zu].content[%zu]", index, i);
+                quill__http_error_set(error, 400, param, NULL,
+                                      "'%s' must be a text part {\"type\": \"text\", \"text\": "
+                                      "...}; Quill does not support other content types",
+                                      param);
+                return QUILL_ERR_INVALID_ARG;
+            }
+        }
+    }
+    return QUILL_OK;
+}
+
+static quill_status parse_messages(quill_openai_request *request, quill_http_error *error) {
+    struct json_object *messages = field(request, "messages");
+    if (messages == NULL) {
+        return reject(error, "messages", "'%s' is required%s", "");
+    }
+    if (!json_object_is_type(messages, json_type_array)) {
+        return reject(error, "messages", "'%s' must be an array of messages%s", "");
+    }
+    size_t n_messages = json_object_array_length(messages);
+    if (n_messages == 0) {
+        return reject(error, "messages", "'%s' is empty; send at least one message%s", "");
+    }
+    for (size_t i = 0; i < n_messages; i++) {
+        quill_status status = parse_message(json_object_array_get_idx(messages, i), i, error);
+        if (status != QUILL_OK) {
+            return status;
+        }
+    }
+    request->messages = messages;
+    return QUILL_OK;
+}
+
+static quill_status parse_prompt_tokens(quill_openai_request *request, struct json_object *prompt,
+                                        int32_t n_vocab, quill_http_error *error) {
+    size_t n_tokens = json_object_array_length(prompt);
+    request->prompt_tokens = quill__malloc_array(n_tokens, sizeof(int32_t));
+    if (request->prompt_tokens == NULL) {
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for %zu prompt tokens",
+                              n_tokens);
+        return QUILL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n_tokens; i++) {
+        struct json_object *item = json_object_array_get_idx(prompt, i);
+        int64_t token = json_object_get_int64(item);
+        int64_t limit = n_vocab > 0 ? n_vocab : INT32_MAX;
+        if (!json_object_is_type(item, json_type_int) || token < 0 || token >= limit) {
+            quill__http_error_set(error, 400, "prompt", NULL,
+                                  "'prompt[%zu]' is not a token id in [0, %lld)", i,
+                                  (long long)limit);
+            return QUILL_ERR_INVALID_ARG;
+        }
+        request->prompt_tokens[i] = (int32_t)token;
+    }
+    request->n_prompt_tokens = (int64_t)n_tokens;
+    return QUILL_OK;
+}
+
+/* prompt: a string, an array of one string, or an array of token ids. */
+static quill_status parse_prompt(quill_openai_request *request, int32_t n_vocab,
+                                 quill_http_error *error) {
+    struct json_object *prompt = field(request, "prompt");
+    if (prompt == NULL) {
+        return reject(error, "prompt", "'%s' is required%s", "");
+    }
+    if (json_object_is_type(prompt, json_type_array) && json_object_array_length(prompt) == 1 &&
+        json_object_is_type(json_object_array_get_idx(prompt, 0), json_type_string)) {
+        prompt = json_object_array_get_idx(prompt, 0);
+    }
+    if (json_object_is_type(prompt, json_type_string)) {
+        request->prompt_text = json_object_get_string(prompt);
+        request->n_prompt_text_bytes = (size_t)json_object_get_string_len(prompt);
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(prompt, json_type_array) || json_object_array_length(prompt) == 0 ||
+        !json_object_is_type(json_object_array_get_idx(prompt, 0), json_type_int)) {
+        return reject(error, "prompt",
+                      "'%s' must be a string or a non-empty array of token ids; Quill takes one "
+                      "prompt per request%s",
+                      "");
+    }
+    return parse_prompt_tokens(request, prompt, n_vocab, error);
+}
+
+static quill_status parse_stop(quill_openai_request *request, quill_http_error *error) {
+    struct json_object *stop = field(request, "stop");
+    if (stop == NULL) {
+        return QUILL_OK;
+    }
+    if (json_object_is_type(stop, json_type_string)) {
+        if (json_object_get_string_len(stop) > 0) {
+            request->stop[request->n_stop++] = json_object_get_string(stop);
+        }
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(stop, json_type_array) ||
+        json_object_array_length(stop) > QUILL_OPENAI_MAX_STOP) {
+        return reject(error, "stop", "'%s' must be a string or an array of up to 4 strings%s",
+                      "");
+    }
+    for (size_t i = 0; i < json_object_array_length(stop); i++) {
+        struct json_object *item = json_object_array_get_idx(stop, i);
+        if (!json_object_is_type(item, json_type_string) ||
+            json_object_get_string_len(item) == 0) {
+            return reject(error, "stop", "'%s' entries must be non-empty strings%s", "");
+        }
+        request->stop[request->n_stop++] = json_object_get_string(item);
+    }
+    return QUILL_OK;
+}
+
+static quill_status parse_logit_bias(quill_openai_request *request, int32_t n_vocab,
+                                     quill_http_error *error) {
+    struct json_object *biases = field(request, "logit_bias");
+    if (biases == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(biases, json_type_object) ||
+        json_object_object_length(biases) > QUILL_OPENAI_MAX_LOGIT_BIAS) {
+        return reject(error, "logit_bias",
+                      "'%s' must be an object of at most 1024 token ids to biases%s", "");
+    }
+    size_t n_biases = (size_t)json_object_object_length(biases);
+    request->logit_biases = quill__calloc(n_biases > 0 ? n_biases : 1, sizeof(quill_logit_bias));
+    if (request->logit_biases == NULL) {
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for logit_bias");
+        return QUILL_ERR_NOMEM;
+    }
+
+    json_object_object_foreach(biases, key, value) {
+        char *end = NULL;
+        errno = 0;
+        long token = strtol(key, &end, 10);
+        int64_t limit = n_vocab > 0 ? n_vocab : INT32_MAX;
+        bool is_number = json_object_is_type(value, json_type_int) ||
+                         json_object_is_type(value, json_type_double);
+        double bias = is_number ? json_object_get_double(value) : NAN;
+        if (errno != 0 || end == key || *end != '\0' || token < 0 || token >= limit) {
+            quill__http_error_set(error, 400, "logit_bias", NULL,
+                                  "'logit_bias' key '%.32s' is not a token id in [0, %lld)", key,
+                                  (long long)limit);
+            return QUILL_ERR_INVALID_ARG;
+        }
+        if (!(bias >= -100.0 && bias <= 100.0)) {
+            quill__http_error_set(error, 400, "logit_bias", NULL,
+                                  "'logit_bias' value for token %ld must be a number in [-100, "
+                                  "100]",
+                                  token);
+            return QUILL_ERR_INVALID_ARG;
+        }
+
+        /* -100 bans the token, as in OpenAI's API. */
+        quill_logit_bias *entry = &request->logit_biases[request->sampling.n_logit_biases++];
+        entry->token = (int32_t)token;
+        entry->bias = bias <= -100.0 ? -INFINITY : (float)bias;
+    }
+    request->sampling.logit_biases = request->logit_biases;
+    return QUILL_OK;
+}
+
+static quill_status parse_logprobs(quill_openai_request *request, quill_http_error *error) {
+    int64_t n_top = 0;
+    quill_status status = QUILL_OK;
+    if (request->kind == QUILL_OPENAI_CHAT) {
+        status = parse_bool(request, "logprobs", &request->wants_logprobs, error);
+        if (status == QUILL_OK) {
+            status = parse_int(request, "top_logprobs", 0, QUILL_MAX_TOP_LOGPROBS, &n_top, error);
+        }
+        if (status == QUILL_OK && field(request, "top_logprobs") != NULL &&
+            !request->wants_logprobs) {
+            return reject(error, "top_logprobs", "'%s' needs 'logprobs': true%s", "");
+        }
+    } else {
+        /* Completions: logprobs is the number of alternatives to report per token. */
+        request->wants_logprobs = field(request, "logprobs") != NULL;
+        status = parse_int(request, "logprobs", 0, QUILL_MAX_TOP_LOGPROBS, &n_top, error);
+    }
+    request->n_top_logprobs = (int32_t)n_top;
+    return status;
+}
+
+static quill_status parse_stream(quill_openai_request *request, quill_http_error *error) {
+    quill_status status = parse_bool(request, "stream", &request->is_stream, error);
+    struct json_object *options = field(request, "stream_options");
+    if (status != QUILL_OK || options == NULL) {
+        return status;
+    }
+    if (!request->is_stream) {
+        return reject(error, "stream_options", "'%s' is only allowed with 'stream': true%s", "");
+    }
+    struct json_object *include_usage = NULL;
+    if (!json_object_is_type(options, json_type_object)) {
+        return reject(error, "stream_options", "'%s' must be an object%s", "");
+    }
+    if (json_object_object_get_ex(options, "include_usage", &include_usage) &&
+        include_usage != NULL) {
+        if (!json_object_is_type(include_usage, json_type_boolean)) {
+            return reject(error, "stream_options", "'%s.include_usage' must be true or false%s",
+                          "");
+        }
+        request->wants_stream_usage = json_object_get_boolean(include_usage);
+    }
+    return QUILL_OK;
+}
+
+static quill_status parse_metadata(quill_openai_request *request, quill_http_error *error) {
+    struct json_object *metadata = field(request, "metadata");
+    if (metadata == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(metadata, json_type_object)) {
+        return reject(error, "metadata", "'%s' must be an object of string values%s", "");
+    }
+    json_object_object_foreach(metadata, key, value) {
+        if (!json_object_is_type(value, json_type_string)) {
+            quill__http_error_set(error, 400, "metadata", NULL,
+                                  "'metadata.%.64s' must be a string", key);
+            return QUILL_ERR_INVALID_ARG;
+        }
+        if (strcmp(key, "feature") == 0) {
+            request->feature = json_object_get_string(value);
+        }
+    }
+    return QUILL_OK;
+}
+
+static quill_status parse_tools(quill_openai_request *request, quill_http_error *error) {
+    request->tools = field(request, "tools");
+    request->tool_choice = field(request, "tool_choice");
+    if (request->tools != NULL && !json_object_is_type(request->tools, json_type_array)) {
+        return reject(error, "tools", "'%s' must be an array of tool definitions%s", "");
+    }
+    if (request->tool_choice != NULL &&
+        !json_object_is_type(request->tool_choice, json_type_string) &&
+        !json_object_is_type(request->tool_choice, json_type_object)) {
+        return reject(error, "tool_choice", "'%s' must be a string or an object%s", "");
+    }
+    bool parallel = false;
+    quill_status status = parse_bool(request, "parallel_tool_calls", &parallel, error);
+    if (status == QUILL_OK && field(request, "parallel_tool_calls") != NULL) {
+        request->parallel_tool_calls = parallel ? 1 : 0;
+    }
+    return status;
+}
+
+/* Completion-only fields that Quill accepts only at their neutral value. */
+static quill_status check_completion_neutral_fields(quill_openai_request *request,
+                                                    quill_http_error *error) {
+    bool echo = false;
+    quill_status status = parse_bool(request, "echo", &echo, error);
+    if (status == QUILL_OK && echo) {
+        return reject(error, "echo", "'%s': true is not supported by Quill%s", "");
+    }
+    if (status == QUILL_OK && field(request, "suffix") != NULL) {
+        return reject(error, "suffix", "'%s' is not supported by Quill%s", "");
+    }
+    int64_t best_of = 1;
+    if (status == QUILL_OK) {
+        status = parse_int(request, "best_of", 1, 1, &best_of, error);
+    }
+    return status;
+}
+
+static quill_status parse_sampling(quill_openai_request *request, int32_t n_vocab,
+                                   quill_http_error *error) {
+    quill_sampling_params *sampling = &request->sampling;
+    double temperature = 1.0; /* OpenAI's default */
+    double top_p = 1.0;
+    double min_p = 0.0;
+    double presence = 0.0;
+    double frequency = 0.0;
+    double repetition = 1.0;
+    int64_t top_k = 0;
+    int64_t seed = 0;
+    quill_status status = parse_double(request, "temperature", 0.0, 2.0, false, &temperature,
+                                       error);
+    if (status == QUILL_OK) {
+        status = parse_double(request, "top_p", 0.0, 1.0, true, &top_p, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_double(request, "min_p", 0.0, 1.0, false, &min_p, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_double(request, "presence_penalty", -2.0, 2.0, false, &presence, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_double(request, "frequency_penalty", -2.0, 2.0, false, &frequency, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_double(request, "repetition_penalty", 0.0, 10.0, true, &repetition, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_int(request, "top_k", 0, n_vocab > 0 ? n_vocab : INT32_MAX, &top_k, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_int(request, "seed", INT64_MIN, INT64_MAX, &seed, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_logit_bias(request, n_vocab, error);
+    }
+    if (status != QUILL_OK) {
+        return status;
+    }
+
+    sampling->temperature = (float)temperature;
+    sampling->top_p = (float)top_p;
+    sampling->min_p = (float)min_p;
+    sampling->presence_penalty = (float)presence;
+    sampling->frequency_penalty = (float)frequency;
+    sampling->repetition_penalty = (float)repetition;
+    sampling->top_k = (int32_t)top_k;
+    sampling->has_seed = field(request, "seed") != NULL;
+    sampling->seed = (uint64_t)seed;
+    return QUILL_OK;
+}
+
+static quill_status parse_limits(quill_openai_request *request, quill_http_error *error) {
+    int64_t n_choices = 1;
+    quill_status status = parse_int(request, "max_tokens", 1, INT32_MAX, &request->max_tokens,
+                                    error);
+    if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
+        /* max_completion_tokens is the newer name; it wins when both are given. */
+        status = parse_int(request, "max_completion_tokens", 1, INT32_MAX, &request->max_tokens,
+                           error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_int(request, "n", 1, QUILL_OPENAI_MAX_CHOICES, &n_choices, error);
+    }
+    request->n_choices = (int32_t)n_choices;
+    return status;
+}
+
+static quill_status parse_fields(quill_openai_request *request, int32_t n_vocab,
+                                 quill_http_error *error) {
+    quill_status status = check_known_fields(request, error);
+    if (status == QUILL_OK) {
+        status = parse_string(request, "model", &request->model, error);
+    }
+    if (status == QUILL_OK) {
+        status = request->kind == QUILL_OPENAI_CHAT ? parse_messages(request, error)
+                                                    : parse_prompt(request, n_vocab, error);
+    }
+    if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
+        status = parse_tools(request, error);
+    }
+    if (status == QUILL_OK && request->kind == QUILL_OPENAI_COMPLETION) {
+        status = check_completion_neutral_fields(request, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_limits(request, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_sampling(request, n_vocab, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_stop(request, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_logprobs(request, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_stream(request, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_string(request, "user", &request->user, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_metadata(request, error);
+    }
+    return status;
+}
+
+quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
+                                             struct json_object **out, quill_http_error *error) {
+    *out = NULL;
+    if (n_bytes > INT32_MAX) {
+        quill__http_error_set(error, 413, NULL, "request_too_large",
+                              "the request body of %zu bytes is too large", n_bytes);
+        return QUILL_ERR_INVALID_ARG;
+    }
+
+    /* Strict parsing with UTF-8 validation, so every string handed on is valid UTF-8. */
+    json_tokener *tokener = json_tokener_new();
+    if (tokener == NULL) {
+        quill__http_error_set(error, 500, NULL, NULL, "out of memory for the JSON parser");
+        return QUILL_ERR_NOMEM;
+    }
+    json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    struct json_object *root = json_tokener_parse_ex(tokener, body, (int)n_bytes);
+    enum json_tokener_error parse_error = json_tokener_get_error(tokener);
+    size_t n_parsed = json_tokener_get_parse_end(tokener);
+    json_tokener_free(tokener);
+
+    bool has_trailing = false;
+    for (size_t i = n_parsed; root != NULL && i < n_bytes; i++) {
+        has_trailing = has_trailing || (body[i] != ' ' && body[i] != '\n' && body[i] != '\r' &&
+                                        body[i] != '\t');
+    }
+    if (root == NULL || parse_error != json_tokener_success || has_trailing) {
+        quill__http_error_set(error, 400, NULL, "invalid_json",
+                              "the request body is not valid JSON (%s at byte %zu); send one JSON "
+                              "object",
+                              parse_error != json_tokener_success
+                                  ? json_tokener_error_desc(parse_error)
+                                  : "unexpected data after the value",
+                              n_parsed);
+        json_object_put(root);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        quill__http_error_set(error, 400, NULL, "invalid_json",
+                              "the request body must be a JSON object");
+        json_object_put(root);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    *out = root;
+    return QUILL_OK;
+}
+
+quill_status quill__openai_request_parse(const char *body, size_t n_bytes, quill_openai_kind kind,
+                                         int32_t n_vocab, quill_openai_request *out,
+                                         quill_http_error *error) {
+    memset(out, 0, sizeof(*out));
+    out->kind = kind;
+    out->max_tokens = -1;
+    out->parallel_tool_calls = -1;
+    out->n_choices = 1;
+    out->sampling = quill_sampling_params_default();
+
+    quill_status status = quill__openai_parse_json_object(body, n_bytes, &out->root, error);
+    if (status == QUILL_OK) {
+        status = parse_fields(out, n_vocab, error);
+    }
+    if (status != QUILL_OK) {
+        quill__openai_request_release(out);
+    }
+    return status;
+}
+
+void quill__openai_request_release(quill_openai_request *request) {
+    json_object_put(request->root);
+    quill__free(request->prompt_tokens);
+    quill__free(request->logit_biases);
+    memset(request, 0, sizeof(*request));
+}

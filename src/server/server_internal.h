@@ -1,0 +1,124 @@
+/*
+ * The server's shared state and the pieces its files pass between them: the server struct, the
+ * wakers that let the engine thread resume a suspended connection, and the exchange (one HTTP
+ * request and its response).
+ *
+ * Locks, in the order they may be taken: server->mutex, then a waker's mutex. Neither is held
+ * across I/O, model work or a callback into the engine, with one exception kept on purpose:
+ * a waker's mutex is held across MHD_suspend_connection and MHD_resume_connection, which only
+ * flip flags under MHD's own mutex and write to its wake-up pipe, so that a suspension and a
+ * resumption of the same connection can never cross.
+ */
+#ifndef QUILL_SERVER_INTERNAL_H
+#define QUILL_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/strbuf.h"
+#include "quill/chat.h"
+#include "quill/engine.h"
+#include "quill/server.h"
+#include "server/cost.h"
+#include "server/errors.h"
+#include "server/router.h"
+
+struct MHD_Daemon;
+struct MHD_Connection;
+typedef struct quill_completion quill_completion;
+
+/* Wakes one connection from the engine thread. Wakers are pooled by the server and freed only
+ * when it is destroyed, so an event that arrives after its connection closed finds a valid
+ * waker with no connection and does nothing. A reused waker may see one stray wake-up, which
+ * costs its new connection an empty poll. */
+typedef struct quill_waker {
+    pthread_mutex_t mutex;              /* guards the fields below */
+    struct MHD_Connection *connection;  /* NULL while the waker is unused or closed */
+    bool is_suspended;                  /* the connection is suspended and waits for an event */
+    bool has_pending;                   /* an event arrived while not suspended */
+    struct quill_waker *next_free;      /* free list; guarded by server->mutex */
+    struct quill_waker *next_all;       /* every waker; guarded by server->mutex */
+} quill_waker;
+
+struct quill_server {
+    /* Settings, fixed after create. */
+    char *host;
+    uint16_t port;
+    char *api_key;                 /* NULL: no authentication */
+    char *model_alias;             /* NULL: the model's name */
+    char *chat_template_source;    /* NULL: the model's own or ChatML */
+    quill_prices prices;
+    int32_t max_requests_in_flight;
+    size_t max_body_bytes;
+
+    struct MHD_Daemon *daemon;
+
+    /* Set once by quill_server_set_engine before is_ready is stored; read-only afterwards. */
+    quill_engine *engine;
+    const quill_model *model;
+    quill_chat_template *chat_template;
+    char *model_id;                /* id in /v1/models and responses */
+    atomic_bool is_ready;
+    atomic_bool is_stopping;       /* destroy started: nothing suspends any more */
+
+    pthread_mutex_t mutex;         /* guards what follows */
+    pthread_cond_t idle_cond;      /* signalled when n_exchanges drops to zero */
+    int64_t n_exchanges;           /* HTTP requests between first call and completion */
+    quill_server_stats stats;
+    quill_waker *wakers_all;
+    quill_waker *wakers_free;
+    atomic_uint_fast64_t next_id;  /* response id counter */
+};
+
+/* One HTTP request from its first byte to its completion. Owned by its MHD connection: only the
+ * thread MHD calls for that connection touches it. */
+typedef enum quill_exchange_state {
+    QUILL_EXCHANGE_READING = 0,   /* receiving the body */
+    QUILL_EXCHANGE_WAITING = 1,   /* non-streamed generation running; suspended between events */
+    QUILL_EXCHANGE_STREAMING = 2, /* SSE response queued; the reader pulls events */
+    QUILL_EXCHANGE_ANSWERED = 3,  /* a response is queued */
+} quill_exchange_state;
+
+typedef struct quill_exchange {
+    quill_server *server;
+    struct MHD_Connection *connection;
+    quill_endpoint endpoint;
+    quill_exchange_state state;
+    int64_t arrival_us;            /* monotonic stamp of the first handler call */
+    quill_strbuf body;             /* request body (limit: server->max_body_bytes) */
+    quill_http_error error;        /* set when the request fails before generation */
+    quill_completion *completion;  /* generation state, or NULL */
+    quill_waker *waker;            /* while a generation runs */
+    quill_strbuf stream;           /* SSE bytes produced but not yet handed to MHD */
+    size_t stream_offset;          /* bytes of stream already handed to MHD */
+    bool is_stream_finished;       /* [DONE] is in stream; end after it drains */
+} quill_exchange;
+
+/* Takes a waker from the pool (or allocates one) bound to connection; NULL on NOMEM. */
+quill_waker *quill__waker_acquire(quill_server *server, struct MHD_Connection *connection);
+
+/* Unbinds the waker from its connection and returns it to the pool. Accepts NULL. */
+void quill__waker_release(quill_server *server, quill_waker *waker);
+
+/* The engine's on_event callback: resumes the connection if it is suspended, else remembers
+ * that an event is pending. user_data is a quill_waker. */
+void quill__waker_on_event(void *user_data);
+
+/* Suspends the waker's connection unless an event is pending (which it then consumes) or the
+ * server is stopping. Returns true when the connection was suspended. Call only from an MHD
+ * callback of that connection. */
+bool quill__waker_suspend(quill_server *server, quill_waker *waker);
+
+/* Handles a complete request body: serves simple endpoints and errors by returning an HTTP
+ * status and a body in *http_status and body, or starts a generation (exchange->completion set,
+ * *http_status 0). Runs on an MHD worker thread. */
+void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strbuf *body);
+
+/* Releases n_generations slots of one finished request from the in-flight count, and counts a
+ * client disconnect when is_disconnect. */
+void quill__server_count_generation_end(quill_server *server, int64_t n_generations,
+                                        bool is_disconnect);
+
+#endif
