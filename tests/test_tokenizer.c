@@ -1,8 +1,8 @@
 /*
- * Unit tests of the tokenizers on tiny vocabularies built with the GGUF writer: SentencePiece
- * merges and byte fallback, special-token matching (flags and byte ranges), end-of-generation
- * ids, byte-level BPE with its pre-tokenizers, WordPiece normalization, whole-sequence and
- * streaming decoding, load errors, and the tokenize/detokenize commands. No data folder needed.
+ * Unit tests of the tokenizers on tiny vocabularies built with the GGUF writer, so no data folder
+ * is needed. They cover SentencePiece merges and byte fallback, special-token matching (flags
+ * and byte ranges), end-of-generation ids, byte-level BPE, WordPiece normalization, decoding
+ * (whole and streaming), load errors, and the tokenize/detokenize commands.
  */
 #include "test_support.h"
 
@@ -15,6 +15,7 @@
 #include "quill/gguf.h"
 #include "quill/status.h"
 #include "quill/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* Extra tokens of the tiny SPM vocabulary, after <unk>, <s>, </s> and the 256 byte tokens. */
 static const char *const spm_words[] = {
@@ -287,7 +288,7 @@ static void test_token_bytes_pieces(void **state) {
     assert_int_equal(quill_tokenizer_token_bytes(tokenizer, 1, false, buffer, 16), 0);
     assert_int_equal(quill_tokenizer_token_bytes(tokenizer, 1, true, buffer, 16), 3);
     assert_memory_equal(buffer, "<s>", 3);
-    /* A short buffer holds a truncated copy; the full length is returned. */
+    /* A short buffer gets a truncated copy, and the full length is returned. */
     assert_int_equal(quill_tokenizer_token_bytes(tokenizer, spm_id("\xe2\x96\x81hello"), false,
                                                  buffer, 3),
                      6);
@@ -564,6 +565,26 @@ static void test_bpe_invalid_utf8_input(void **state) {
     quill_tokenizer_destroy(tokenizer);
 }
 
+static void test_pretokenizer_every_name_compiles(void **state) {
+    (void)state;
+    const char *names[] = {
+        "default",      "llama3",     "llama-bpe",   "falcon3",      "dbrx",       "smaug-bpe",
+        "chatglm-bpe",  "deepseek-llm", "deepseek-v3", "deepseek-coder", "falcon",   "starcoder",
+        "refact",       "command-r",  "smollm",      "codeshell",    "exaone",     "minerva-7b",
+        "gpt-2",        "phi-2",      "roberta-bpe", "mpt",          "olmo",       "jais",
+        "qwen2",        "deepseek-r1-qwen", "megrez", "stablelm2",   "poro-chat",  "bloom",
+        "gpt3-finnish", "viking",     "tekken",      "chameleon",    "jina-v2-code",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        quill__pretokenizer *pretokenizer = NULL;
+        quill_status status = quill__pretokenizer_create(names[i], &pretokenizer);
+        if (status != QUILL_OK) {
+            fail_msg("pre-tokenizer %s: %s", names[i], quill_error_message());
+        }
+        quill__pretokenizer_destroy(pretokenizer);
+    }
+}
+
 static quill_tokenizer *wordpiece_tokenizer(void) {
     const char *texts[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "\xe2\x96\x81hello",
                            "\xe2\x96\x81" "cafe", "\xe2\x96\x81,", "ing", "\xe2\x96\x81sing",
@@ -596,8 +617,8 @@ static quill_tokenizer *wordpiece_tokenizer(void) {
 static void test_wordpiece_normalizes_and_splits(void **state) {
     (void)state;
     quill_tokenizer *tokenizer = wordpiece_tokenizer();
-    /* Lowercase, accents stripped, punctuation and CJK split off, "##ing" continuation, an
-     * uncoverable word becomes [UNK], [CLS]/[SEP] around it all. */
+    /* Expected: lowercase, accents stripped, punctuation and CJK split off, and "##ing" as a
+     * continuation. A word no token covers becomes [UNK], and [CLS]/[SEP] surround it all. */
     int32_t expected[] = {2, 4, 6, 5, 8, 7, 9, 1, 3};
     expect_tokens(tokenizer, "HeLLo, Caf\xc3\xa9 singing\xe4\xb8\xad xyz",
                   QUILL_TOKENIZE_ADD_SPECIAL, expected, 9);
@@ -766,6 +787,7 @@ int main(void) {
         cmocka_unit_test(test_bpe_ignore_merges_llama3),
         cmocka_unit_test(test_bpe_unknown_pre_rejected),
         cmocka_unit_test(test_bpe_invalid_utf8_input),
+        cmocka_unit_test(test_pretokenizer_every_name_compiles),
         cmocka_unit_test(test_wordpiece_normalizes_and_splits),
         cmocka_unit_test(test_load_rejects_bad_vocab),
         cmocka_unit_test(test_load_survives_alloc_failures),

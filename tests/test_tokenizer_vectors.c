@@ -4,7 +4,7 @@
  * Llama 2 vectors, from QUILL_TEST_DATA_DIR. The test skips (exit 77) when the folder is absent.
  *
  * `test_tokenizer_vectors --bench` instead times encoding of about 1 MB of text with the Llama 2
- * (SPM) and Llama 3 (BPE) vocabularies and prints MB/s; it is run by hand, never by CTest.
+ * (SPM) and Llama 3 (BPE) vocabularies and prints MB/s. It is run by hand, never by CTest.
  */
 #include "test_support.h"
 

@@ -37,7 +37,7 @@ static void print_usage(FILE *stream) {
             "options:\n"
             "  -m, --model PATH        GGUF file whose vocabulary is used\n"
             "  --file PATH             tokenize the contents of this file instead of TEXT\n"
-            "  --no-bos                do not add the BOS/EOS (CLS/SEP) tokens the vocabulary adds\n"
+            "  --no-bos                do not add the BOS/EOS (CLS/SEP) tokens of the vocabulary\n"
             "  --parse-special         match control-token text such as <|im_start|> in the text\n"
             "  --ids                   print only the ids, separated by spaces, on one line\n"
             "  -h, --help              print this help\n");

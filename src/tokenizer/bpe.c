@@ -285,8 +285,8 @@ static quill_status merge_symbols(bpe_session *session, int32_t n_symbols) {
     return status;
 }
 
-/* Emits a final symbol's token; a symbol that is no token falls back to single-byte tokens
- * of its encoded bytes where they exist, as llama.cpp does. */
+/* Emits a final symbol's token. A symbol that is no token falls back to the single-byte
+ * tokens of its encoded bytes where they exist, as llama.cpp does. */
 static quill_status emit_symbol(bpe_session *session, const symbol *item) {
     const char *text = session->word + item->offset;
     int32_t id = quill__tokenizer_lookup(session->tokenizer, text, item->n_bytes);

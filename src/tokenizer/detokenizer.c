@@ -153,7 +153,7 @@ quill_status quill_tokenizer_decode(const quill_tokenizer *tokenizer, const int3
     char stack[PIECE_STACK_BYTES];
     /* SentencePiece's dummy prefix: the first piece after an optional leading BOS loses one
      * leading space. NOTE: llama.cpp's llama_detokenize keeps that space when the sequence
-     * starts with BOS; Quill removes it so that decode(encode(text)) gives text back. */
+     * starts with BOS. Quill removes it, so decode(encode(text)) gives the text back. */
     bool strip_space = tokenizer->type == QUILL_VOCAB_SPM && tokenizer->add_space_prefix;
 
     *text = NULL;

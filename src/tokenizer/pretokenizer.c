@@ -36,7 +36,8 @@ enum { MAX_EXPRESSIONS = 6 };
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 /* Han, Hiragana/Katakana ranges and Hangul of the DeepSeek expressions. */
-#define DEEPSEEK_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+"
+#define DEEPSEEK_CJK                                                                        \
+    "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+"
 
 /* DeepSeek LLM's letter class: Latin, Greek, Cyrillic, Armenian, Georgian and other cased
  * scripts, exactly as in its tokenizer.json. */
@@ -63,6 +64,10 @@ enum { MAX_EXPRESSIONS = 6 };
     "\xf0\x90\x93\xbb\xf0\x90\xb2\x80-\xf0\x90\xb2\xb2\xf0\x90\xb3\x80-\xf0\x90\xb3\xb2"        \
     "\xf0\x91\xa2\xa0-\xf0\x91\xa3\x9f\xf0\x9e\xa4\x80-\xf0\x9e\xa5\x83]+"
 
+/* Poro, BLOOM and GPT-3 Finnish: runs of anything but whitespace and these punctuation marks. */
+#define PORO_WORDS                                                                          \
+    " ?[^(\\s|.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c)]+"
+
 /* One family of names that share expressions and settings. */
 typedef struct pretokenizer_family {
     const char *names[16];                     /* tokenizer.ggml.pre values, NULL-terminated */
@@ -88,7 +93,8 @@ static const pretokenizer_family families[] = {
      false,
      false},
     {{"deepseek-v3"},
-     {"\\p{N}{1,3}", "[\xe4\xb8\x80-\xe9\xbe\xa5\xe3\x81\x80-\xe3\x82\x9f\xe3\x82\xa0-\xe3\x83\xbf]+",
+     {"\\p{N}{1,3}",
+      "[\xe4\xb8\x80-\xe9\xbe\xa5\xe3\x81\x80-\xe3\x82\x9f\xe3\x82\xa0-\xe3\x83\xbf]+",
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?"
       "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"},
      false,
@@ -113,11 +119,11 @@ static const pretokenizer_family families[] = {
     {{"jais"}, {GPT2_WORDS}, false, false},
     {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"}, {QWEN2_WORDS}, false, false},
     {{"poro-chat", "bloom", "gpt3-finnish"},
-     {" ?[^(\\s|.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c)]+"},
+     {PORO_WORDS},
      false,
      false},
     {{"viking"},
-     {" ?[^(\\s|.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c)]+",
+     {PORO_WORDS,
       "\\p{N}"},
      false,
      false},
@@ -380,7 +386,7 @@ quill_status quill__pretokenizer_split(const quill__pretokenizer *pretokenizer, 
         return quill_error_set(QUILL_ERR_NOMEM, "tokenizer: out of memory for regex match data");
     }
 
-    /* NOTE: a byte that is not part of valid UTF-8 becomes a pre-token of its own; llama.cpp
+    /* NOTE: a byte that is not part of valid UTF-8 becomes a pre-token of its own. llama.cpp
      * replaces it with U+FFFD before splitting, so pieces next to invalid bytes may differ. */
     size_t offset = 0;
     while (status == QUILL_OK && offset < n_bytes) {

@@ -80,8 +80,8 @@ struct quill_tokenizer {
     int32_t byte_tokens[256];       /* SPM: id of <0xNN>; -1 when absent */
     int32_t *special_ids;           /* control, user-defined and unknown tokens, longest first */
     int32_t n_special;              /* entries in special_ids */
-    uint32_t max_token_bytes;       /* longest token text */
-    uint32_t max_piece_bytes;       /* longest decoded piece */
+    uint32_t max_token_bytes;       /* maximum token text length in bytes */
+    uint32_t max_piece_bytes;       /* maximum decoded piece length in bytes */
     /* BPE */
     char *merge_storage;            /* "leftright" keys of the merge map */
     quill__string_map merge_ranks;  /* key "leftright" with tag = left length -> rank */

@@ -1,8 +1,8 @@
 /*
  * The token table of a tokenizer: texts, scores and kinds by id, a hash map from text to id, the
- * special ids and the flags that say which ones encoding adds. quill__tokenizer_create builds it
- * from a quill__vocab_spec and applies llama.cpp's defaults for each vocabulary type; the result
- * is immutable, so lookups are safe from any thread.
+ * special ids and the flags that select which ones encoding adds. quill__tokenizer_create builds
+ * it from a quill__vocab_spec and applies llama.cpp's defaults for each vocabulary type. The
+ * result is immutable, so lookups are safe from any thread.
  */
 #include "tokenizer/tokenizer_internal.h"
 

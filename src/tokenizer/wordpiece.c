@@ -138,8 +138,8 @@ quill_status quill__wordpiece_encode(const quill_tokenizer *tokenizer, const cha
             continue;
         }
         char encoded[4];
-        size_t n_encoded = quill__utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)codepoint),
-                                              encoded);
+        uint32_t lower = (uint32_t)utf8proc_tolower((utf8proc_int32_t)codepoint);
+        size_t n_encoded = quill__utf8_encode(lower, encoded);
         if (kind == CHAR_ALONE) {
             status = finish_word(tokenizer, &word, out);
             if (status == QUILL_OK) {
