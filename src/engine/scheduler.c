@@ -1,0 +1,567 @@
+/*
+ * One engine step: drop cancelled requests, admit waiting ones (reusing cached prompt prefixes),
+ * build one batch of a decode token per running sequence plus prefill chunks up to the step
+ * token budget, run the forward pass, then sample, detokenize, match stop strings and publish.
+ *
+ * KV admission: each request reserves blocks for its longest possible run (prompt plus
+ * max_tokens, plus one block for a copy-on-write), and the reservations of running requests
+ * never exceed the cache. Blocks that only the prefix index holds are evicted on demand, so a
+ * running sequence always finds its next block and no request is preempted.
+ * NOTE: reserving the longest run is conservative. Requests with a large max_tokens lower how
+ * many run at once even when their real outputs are short.
+ *
+ * Engine thread only.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "engine/engine_internal.h"
+
+static int32_t blocks_for_tokens(const quill_engine *engine, int64_t n_tokens) {
+    return (int32_t)((n_tokens + engine->block_tokens - 1) / engine->block_tokens);
+}
+
+bool quill__scheduler_has_work(const quill_engine *engine) {
+    return engine->waiting_head != NULL || engine->n_running > 0;
+}
+
+/* ---- Finishing ---- */
+
+static void fill_usage(const quill_request *request, quill_usage *usage) {
+    memset(usage, 0, sizeof(*usage));
+    usage->n_prompt_tokens = request->n_prompt_tokens;
+    usage->n_cached_tokens = request->n_cached_tokens;
+    usage->n_completion_tokens = request->n_generated;
+    usage->arrival_us = request->arrival_us;
+    usage->scheduled_us = request->scheduled_us;
+    usage->first_token_us = request->first_token_us;
+    usage->first_text_us = request->first_text_us;
+    usage->finished_us = quill__clock_monotonic_us();
+    int64_t scheduled_us = request->scheduled_us > 0 ? request->scheduled_us : usage->finished_us;
+    usage->queue_us = scheduled_us - request->arrival_us;
+    if (request->first_token_us > 0) {
+        usage->prefill_us = request->first_token_us - request->scheduled_us;
+        usage->generation_us = usage->finished_us - request->first_token_us;
+    }
+}
+
+/* Indexes the sequence's whole blocks, then drops its KV and its reservation. */
+static void release_sequence(quill_engine *engine, quill_request *request, bool is_kv_valid) {
+    if (request->seq_id < 0) {
+        return;
+    }
+    if (engine->prefix != NULL && is_kv_valid) {
+        const int32_t *blocks = quill_kv_cache_seq_blocks(engine->cache, request->seq_id);
+        /* NOTE: a failure to index (out of memory) only loses cache hits, so it is ignored. */
+        (void)quill__prefix_cache_insert(engine->prefix, request->tokens, request->n_computed,
+                                         blocks);
+    }
+    quill_kv_cache_seq_reset(engine->cache, request->seq_id);
+    engine->is_seq_used[request->seq_id] = false;
+    engine->n_claimed_blocks -= request->claim_blocks;
+    request->seq_id = -1;
+}
+
+/* Releases everything the request holds on the engine side and queues its final event. The
+ * caller removes it from its list and drops the engine's reference. */
+static void finish_request(quill_engine *engine, quill_request *request,
+                           quill_finish_reason reason, quill_status status, const char *message) {
+    release_sequence(engine, request, reason != QUILL_FINISH_ERROR);
+    engine->n_finished++;
+    quill_sampler_destroy(request->sampler);
+    request->sampler = NULL;
+    request->phase = QUILL_REQUEST_DONE;
+
+    quill_usage usage;
+    fill_usage(request, &usage);
+    if (reason == QUILL_FINISH_ERROR) {
+        QUILL_LOG_ERROR("engine", "request failed", "status=%s n_prompt_tokens=%lld error=%s",
+                        quill_status_name(status), (long long)request->n_prompt_tokens,
+                        message != NULL ? message : "");
+    } else {
+        QUILL_LOG_DEBUG("engine", "request finished",
+                        "reason=%s n_prompt_tokens=%lld n_cached_tokens=%lld "
+                        "n_completion_tokens=%lld queue_us=%lld prefill_us=%lld "
+                        "generation_us=%lld",
+                        quill_finish_reason_name(reason), (long long)usage.n_prompt_tokens,
+                        (long long)usage.n_cached_tokens, (long long)usage.n_completion_tokens,
+                        (long long)usage.queue_us, (long long)usage.prefill_us,
+                        (long long)usage.generation_us);
+    }
+    quill__request_publish(request, reason, status, message, &usage);
+}
+
+/* Fails a request with the thread's current error message. */
+static void fail_request(quill_engine *engine, quill_request *request, quill_status status) {
+    char message[256];
+    snprintf(message, sizeof(message), "%s", quill_error_message());
+    finish_request(engine, request, QUILL_FINISH_ERROR, status, message);
+}
+
+static void set_waiting_count(quill_engine *engine, int32_t delta) {
+    pthread_mutex_lock(&engine->mutex);
+    engine->n_waiting += delta;
+    pthread_mutex_unlock(&engine->mutex);
+}
+
+/* Removes requests marked done from the running set, keeping admission order. */
+static void compact_running(quill_engine *engine) {
+    int32_t n_kept = 0;
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        quill_request *request = engine->running[i];
+        if (request->phase == QUILL_REQUEST_DONE) {
+            quill__request_unref(request);
+        } else {
+            engine->running[n_kept++] = request;
+        }
+    }
+    engine->n_running = n_kept;
+}
+
+/* Finishes cancelled requests, waiting or running, or all of them when is_all. */
+static void sweep_cancelled(quill_engine *engine, bool is_all) {
+    quill_request *previous = NULL;
+    quill_request *request = engine->waiting_head;
+    while (request != NULL) {
+        quill_request *next = request->next;
+        if (is_all || atomic_load(&request->is_cancel_requested)) {
+            if (previous != NULL) {
+                previous->next = next;
+            } else {
+                engine->waiting_head = next;
+            }
+            if (engine->waiting_tail == request) {
+                engine->waiting_tail = previous;
+            }
+            set_waiting_count(engine, -1);
+            finish_request(engine, request, QUILL_FINISH_CANCELLED, QUILL_OK, NULL);
+            quill__request_unref(request);
+        } else {
+            previous = request;
+        }
+        request = next;
+    }
+
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        quill_request *running = engine->running[i];
+        if (is_all || atomic_load(&running->is_cancel_requested)) {
+            finish_request(engine, running, QUILL_FINISH_CANCELLED, QUILL_OK, NULL);
+        }
+    }
+    compact_running(engine);
+}
+
+void quill__scheduler_cancel_all(quill_engine *engine) {
+    sweep_cancelled(engine, true);
+}
+
+/* ---- Admission ---- */
+
+/* True when a running request is still prefilling whole prompt blocks that this one shares
+ * beyond what the index already holds: waiting for them beats computing them twice. */
+static bool should_wait_for_prefill(const quill_engine *engine, const quill_request *request) {
+    if (engine->prefix == NULL) {
+        return false;
+    }
+    int32_t n_indexed = quill__prefix_cache_count_matching(engine->prefix, request->tokens,
+                                                           request->n_prompt_tokens);
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        const quill_request *other = engine->running[i];
+        if (other->phase != QUILL_REQUEST_PREFILL) {
+            continue;
+        }
+        int64_t limit = request->n_prompt_tokens < other->n_prompt_tokens
+                            ? request->n_prompt_tokens
+                            : other->n_prompt_tokens;
+        int64_t n_same = 0;
+        while (n_same < limit && request->tokens[n_same] == other->tokens[n_same]) {
+            n_same++;
+        }
+        if (n_same / engine->block_tokens > n_indexed) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Attaches the longest cached prefix of the prompt to the request's sequence. At least the
+ * last prompt token is always computed, because its logits give the first output token. */
+static void attach_cached_prefix(quill_engine *engine, quill_request *request) {
+    quill_engine_stats *stats = &engine->step_stats;
+    stats->n_prefix_queries++;
+    int32_t n_found = quill__prefix_cache_lookup(engine->prefix, request->tokens,
+                                                 request->n_prompt_tokens, engine->lookup_blocks,
+                                                 engine->n_blocks_total);
+    int64_t n_cached = (int64_t)n_found * engine->block_tokens;
+    if (n_cached > request->n_prompt_tokens - 1) {
+        n_cached = request->n_prompt_tokens - 1;
+    }
+    if (n_cached <= 0) {
+        return;
+    }
+    int32_t n_attach = blocks_for_tokens(engine, n_cached);
+    quill_status status = quill_kv_cache_seq_attach(engine->cache, request->seq_id,
+                                                    engine->lookup_blocks, n_attach, n_cached);
+    if (status != QUILL_OK) {
+        QUILL_LOG_WARN("engine", "prefix reuse skipped", "error=%s", quill_error_message());
+        return;
+    }
+    request->n_computed = n_cached;
+    request->n_cached_tokens = n_cached;
+    stats->n_prefix_hits++;
+    stats->n_prefix_tokens_reused += n_cached;
+}
+
+/* Gives an admitted request its sequence, cached prefix, sampler and text state. */
+static quill_status start_request(quill_engine *engine, quill_request *request) {
+    int32_t seq_id = 0;
+    while (engine->is_seq_used[seq_id]) {
+        seq_id++;
+    }
+    engine->is_seq_used[seq_id] = true;
+    request->seq_id = seq_id;
+    engine->n_claimed_blocks += request->claim_blocks;
+    request->phase = QUILL_REQUEST_PREFILL;
+    if (engine->prefix != NULL) {
+        attach_cached_prefix(engine, request);
+    }
+
+    quill_status status =
+        quill_sampler_create(&request->sampling, engine->n_vocab, &request->sampler);
+    if (status != QUILL_OK) {
+        return status;
+    }
+    for (int64_t i = 0; i < request->n_prompt_tokens; i++) {
+        quill_sampler_accept(request->sampler, request->tokens[i]);
+    }
+
+    /* SentencePiece drops the leading space of the first piece after BOS, as llama.cpp and
+     * llama2.c print it; after any other prompt the space separates words. */
+    quill_detokenizer_init(&request->detokenizer, engine->tokenizer);
+    request->detokenizer.replace_invalid = true;
+    request->detokenizer.render_special = request->render_special;
+    int32_t last_prompt_token = request->tokens[request->n_prompt_tokens - 1];
+    request->detokenizer.skip_leading_space =
+        quill_tokenizer_type(engine->tokenizer) == QUILL_VOCAB_SPM &&
+        last_prompt_token == quill_tokenizer_bos(engine->tokenizer);
+
+    status = quill__stop_matcher_init(&request->stop_matcher,
+                                      (const char *const *)request->stop_strings,
+                                      request->n_stop_strings);
+    request->has_stop_matcher = true;
+    return status;
+}
+
+/* Removes request from the waiting list, given its predecessor. */
+static void unlink_waiting(quill_engine *engine, quill_request *previous, quill_request *request) {
+    if (previous != NULL) {
+        previous->next = request->next;
+    } else {
+        engine->waiting_head = request->next;
+    }
+    if (engine->waiting_tail == request) {
+        engine->waiting_tail = previous;
+    }
+    request->next = NULL;
+}
+
+/* Admits waiting requests in arrival order while sequences and KV reservations allow. Returns
+ * true when any request left the waiting list. */
+static bool admit_requests(quill_engine *engine) {
+    bool has_progress = false;
+    quill_request *previous = NULL;
+    quill_request *request = engine->waiting_head;
+    while (request != NULL && engine->n_running < engine->params.n_parallel) {
+        quill_request *next = request->next;
+        if (engine->n_claimed_blocks + request->claim_blocks > engine->n_blocks_total) {
+            break; /* first come, first served: later requests wait behind this one */
+        }
+        if (should_wait_for_prefill(engine, request)) {
+            previous = request;
+            request = next;
+            continue;
+        }
+
+        unlink_waiting(engine, previous, request);
+        set_waiting_count(engine, -1);
+        has_progress = true;
+        quill_status status = start_request(engine, request);
+        if (status != QUILL_OK) {
+            fail_request(engine, request, status);
+            quill__request_unref(request);
+        } else {
+            engine->running[engine->n_running++] = request;
+        }
+        request = next;
+    }
+    return has_progress;
+}
+
+/* ---- Batch ---- */
+
+/* Makes sure the sequence has blocks for n_tokens_total tokens, evicting cached blocks when the
+ * free list is short. Fails the request and returns false when that is impossible. */
+static bool prepare_blocks(quill_engine *engine, quill_request *request, int64_t n_tokens_total) {
+    quill_status status =
+        quill_kv_cache_seq_prepare(engine->cache, request->seq_id, n_tokens_total);
+    if (status == QUILL_ERR_BUSY && engine->prefix != NULL) {
+        int32_t n_needed =
+            quill_kv_cache_seq_blocks_needed(engine->cache, request->seq_id, n_tokens_total) -
+            quill_kv_cache_n_blocks_free(engine->cache);
+        quill__prefix_cache_evict(engine->prefix, n_needed);
+        status = quill_kv_cache_seq_prepare(engine->cache, request->seq_id, n_tokens_total);
+    }
+    if (status != QUILL_OK) {
+        fail_request(engine, request, status);
+        return false;
+    }
+    return true;
+}
+
+/* Adds entries [from, to) of the request's tokens; only the entry of the last token wants
+ * logits. Returns that entry's batch index, or -1. */
+static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t from,
+                           int64_t to, int64_t logits_at) {
+    int32_t logits_index = -1;
+    for (int64_t position = from; position < to; position++) {
+        bool wants_logits = position == logits_at;
+        if (wants_logits) {
+            logits_index = engine->batch.n_tokens;
+        }
+        /* Capacity is step_tokens and the budget never exceeds it, so this cannot fail. */
+        (void)quill_batch_add(&engine->batch, request->tokens[position], (int32_t)position,
+                              request->seq_id, wants_logits);
+    }
+    return logits_index;
+}
+
+/* Fills the batch: one decode token per generating sequence, then prefill chunks in admission
+ * order until the step's token budget is spent. */
+static void build_batch(quill_engine *engine) {
+    quill_batch_clear(&engine->batch);
+    int64_t budget = engine->params.step_tokens;
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        quill_request *request = engine->running[i];
+        request->logits_index = -1;
+        if (request->phase != QUILL_REQUEST_DECODE ||
+            !prepare_blocks(engine, request, request->n_computed + 1)) {
+            continue;
+        }
+        request->logits_index = add_entries(engine, request, request->n_computed,
+                                            request->n_computed + 1, request->n_computed);
+        budget--;
+    }
+
+    int64_t now_us = quill__clock_monotonic_us();
+    for (int32_t i = 0; i < engine->n_running && budget > 0; i++) {
+        quill_request *request = engine->running[i];
+        if (request->phase != QUILL_REQUEST_PREFILL) {
+            continue;
+        }
+        int64_t n_remaining = request->n_prompt_tokens - request->n_computed;
+        int64_t n_chunk = n_remaining < budget ? n_remaining : budget;
+        if (!prepare_blocks(engine, request, request->n_computed + n_chunk)) {
+            continue;
+        }
+        if (request->scheduled_us == 0) {
+            request->scheduled_us = now_us;
+        }
+        request->logits_index =
+            add_entries(engine, request, request->n_computed, request->n_computed + n_chunk,
+                        request->n_prompt_tokens - 1);
+        budget -= n_chunk;
+    }
+}
+
+/* ---- Output ---- */
+
+/* Passes text through the stop matcher into the step's text. Returns true when a stop string
+ * completed. */
+static quill_status release_text(quill_request *request, const char *bytes, size_t n_bytes,
+                                 bool *is_stopped) {
+    *is_stopped = false;
+    if (n_bytes == 0) {
+        return QUILL_OK;
+    }
+    quill_status status = quill__stop_matcher_feed(&request->stop_matcher, bytes, n_bytes,
+                                                   &request->step_text, is_stopped);
+    if (request->first_text_us == 0 && request->step_text.length > 0) {
+        request->first_text_us = quill__clock_monotonic_us();
+    }
+    return status;
+}
+
+/* Releases what the detokenizer and the stop matcher still hold, at the end of a request that
+ * did not end on a stop string. */
+static quill_status flush_text(quill_engine *engine, quill_request *request) {
+    size_t n_bytes = 0;
+    bool is_stopped = false;
+    quill_status status = quill_detokenizer_flush(&request->detokenizer, engine->text_scratch,
+                                                  engine->detokenizer_bytes, &n_bytes);
+    if (status == QUILL_OK) {
+        status = release_text(request, engine->text_scratch, n_bytes, &is_stopped);
+    }
+    if (status == QUILL_OK && !is_stopped) {
+        status = quill__stop_matcher_flush(&request->stop_matcher, &request->step_text);
+        if (request->first_text_us == 0 && request->step_text.length > 0) {
+            request->first_text_us = quill__clock_monotonic_us();
+        }
+    }
+    return status;
+}
+
+/* Records a sampled token in the step's output, with log-probabilities when requested. */
+static quill_status record_token(quill_request *request, int32_t token, const float *logits,
+                                 int32_t n_vocab) {
+    if (request->n_step_tokens == request->step_capacity) {
+        int32_t capacity = request->step_capacity > 0 ? request->step_capacity * 2 : 1;
+        quill_generated_token *grown = quill__realloc_array(
+            request->step_tokens, (size_t)capacity, sizeof(quill_generated_token));
+        if (grown == NULL) {
+            return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for a token event");
+        }
+        request->step_tokens = grown;
+        request->step_capacity = capacity;
+    }
+    quill_generated_token *entry = &request->step_tokens[request->n_step_tokens++];
+    memset(entry, 0, sizeof(*entry));
+    entry->token = token;
+    if (request->wants_logprobs) {
+        quill_logprobs_compute(logits, n_vocab, token, request->n_top_logprobs, &entry->logprob,
+                               entry->top);
+        entry->n_top = request->n_top_logprobs;
+    }
+    request->tokens[request->n_tokens++] = token;
+    request->n_generated++;
+    return QUILL_OK;
+}
+
+/* Samples the request's next token from logits, releases its text and finishes the request
+ * on an end-of-generation token, a stop string or its length limit. */
+static void sample_next(quill_engine *engine, quill_request *request, const float *logits) {
+    int32_t token = quill_sampler_sample(request->sampler, logits);
+    quill_sampler_accept(request->sampler, token);
+    if (request->first_token_us == 0) {
+        request->first_token_us = quill__clock_monotonic_us();
+    }
+    quill_status status = record_token(request, token, logits, engine->n_vocab);
+    bool is_stopped = false;
+    bool is_eog = !request->ignore_eos && quill_tokenizer_is_eog(engine->tokenizer, token);
+
+    /* The end-of-generation token counts as output but adds no text. */
+    if (status == QUILL_OK && !is_eog) {
+        size_t n_bytes = 0;
+        status = quill_detokenizer_feed(&request->detokenizer, token, engine->text_scratch,
+                                        engine->detokenizer_bytes, &n_bytes);
+        if (status == QUILL_OK) {
+            status = release_text(request, engine->text_scratch, n_bytes, &is_stopped);
+        }
+    }
+
+    quill_finish_reason reason = QUILL_FINISH_NONE;
+    if (is_stopped || is_eog) {
+        reason = QUILL_FINISH_STOP;
+    } else if (request->n_generated >= request->max_tokens) {
+        reason = QUILL_FINISH_LENGTH;
+    }
+    if (status == QUILL_OK && reason != QUILL_FINISH_NONE && !is_stopped) {
+        status = flush_text(engine, request);
+    }
+    if (status != QUILL_OK) {
+        fail_request(engine, request, status);
+    } else if (reason != QUILL_FINISH_NONE) {
+        finish_request(engine, request, reason, QUILL_OK, NULL);
+    } else {
+        quill__request_publish(request, QUILL_FINISH_NONE, QUILL_OK, NULL, NULL);
+    }
+}
+
+/* After the forward pass: advance each sequence, index newly computed prompt blocks, and
+ * sample where logits were computed. */
+static void process_outputs(quill_engine *engine) {
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        quill_request *request = engine->running[i];
+        if (request->phase == QUILL_REQUEST_DONE || request->seq_id < 0) {
+            continue;
+        }
+        int64_t n_computed = quill_kv_cache_seq_length(engine->cache, request->seq_id);
+        bool has_advanced = n_computed > request->n_computed;
+        request->n_computed = n_computed;
+        if (request->phase == QUILL_REQUEST_PREFILL && has_advanced && engine->prefix != NULL) {
+            /* Index prompt blocks as soon as they exist, so that a request with the same
+             * prefix arriving now can share them. */
+            (void)quill__prefix_cache_insert(
+                engine->prefix, request->tokens, n_computed,
+                quill_kv_cache_seq_blocks(engine->cache, request->seq_id));
+        }
+        if (request->logits_index < 0) {
+            continue;
+        }
+        request->phase = QUILL_REQUEST_DECODE;
+        const float *logits = quill_context_logits(engine->context, request->logits_index);
+        request->logits_index = -1;
+        if (logits == NULL) {
+            fail_request(engine, request,
+                         quill_error_set(QUILL_ERR_FORMAT,
+                                         "engine: the forward pass returned no logits for a "
+                                         "sequence that needed them"));
+            continue;
+        }
+        sample_next(engine, request, logits);
+    }
+}
+
+/* Fails every request that had entries in a failed forward pass. */
+static void fail_batch(quill_engine *engine, quill_status status) {
+    char message[256];
+    snprintf(message, sizeof(message), "%s", quill_error_message());
+    QUILL_LOG_ERROR("engine", "forward pass failed", "status=%s n_tokens=%d error=%s",
+                    quill_status_name(status), engine->batch.n_tokens, message);
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        quill_request *request = engine->running[i];
+        bool is_in_batch = false;
+        for (int32_t j = 0; j < engine->batch.n_tokens && !is_in_batch; j++) {
+            is_in_batch = engine->batch.seq_ids[j] == request->seq_id;
+        }
+        if (is_in_batch && request->phase != QUILL_REQUEST_DONE) {
+            finish_request(engine, request, QUILL_FINISH_ERROR, status, message);
+        }
+    }
+}
+
+/* Copies the step's counters and gauges to the shared stats. */
+static void publish_stats(quill_engine *engine) {
+    quill_engine_stats *stats = &engine->step_stats;
+    stats->n_running = engine->n_running;
+    stats->n_blocks_total = engine->n_blocks_total;
+    stats->n_blocks_cached = quill__prefix_cache_n_evictable(engine->prefix);
+    stats->n_blocks_used = engine->n_blocks_total -
+                           quill_kv_cache_n_blocks_free(engine->cache) - stats->n_blocks_cached;
+    pthread_mutex_lock(&engine->mutex);
+    engine->stats = *stats;
+    pthread_mutex_unlock(&engine->mutex);
+}
+
+bool quill__scheduler_step(quill_engine *engine) {
+    int64_t n_finished_before = engine->n_finished;
+    sweep_cancelled(engine, false);
+    bool has_progress = admit_requests(engine);
+
+    build_batch(engine);
+    if (engine->batch.n_tokens > 0) {
+        quill_status status = quill_context_forward(engine->context, engine->cache, &engine->batch);
+        engine->step_stats.n_steps++;
+        if (status != QUILL_OK) {
+            fail_batch(engine, status);
+        } else {
+            process_outputs(engine);
+        }
+        has_progress = true;
+    }
+    compact_running(engine);
+    publish_stats(engine);
+    return has_progress || engine->n_finished != n_finished_before;
+}

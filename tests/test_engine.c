@@ -1,0 +1,714 @@
+/*
+ * Tests of the engine on a tiny generated model: batch-independent results (greedy and seeded),
+ * prefix reuse with exact cached-token counts and unchanged output, eviction under a small
+ * cache, cancellation releasing KV blocks, the queue limit, stop strings across tokens, whole
+ * UTF-8 characters in events, length limits, submit validation, drain and destroy.
+ */
+#include "test_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quill/engine.h"
+#include "quill/model.h"
+#include "quill/tokenizer.h"
+#include "tiny_model.h"
+
+enum {
+    MAX_OUTPUT_TOKENS = 256,
+    MAX_TEXT_BYTES = 8192,
+    N_LETTER_BANS = QUILL_TEST_TINY_FIRST_PIECE,
+};
+
+typedef struct completion {
+    int32_t tokens[MAX_OUTPUT_TOKENS]; /* generated ids from the events */
+    int32_t n_tokens;
+    char text[MAX_TEXT_BYTES];         /* concatenated event text */
+    size_t n_text_bytes;
+    int n_events;
+    bool is_each_event_utf8;           /* every event's text was whole UTF-8 characters */
+    quill_finish_reason reason;
+    quill_status status;
+    quill_usage usage;
+    float logprobs[MAX_OUTPUT_TOKENS];
+    int32_t n_top[MAX_OUTPUT_TOKENS];
+    int32_t top_first[MAX_OUTPUT_TOKENS];
+} completion;
+
+static quill_model *model;
+static char *model_path;
+/* Bans every byte and control token, so that outputs are letters and spaces only. */
+static quill_logit_bias letter_bans[N_LETTER_BANS];
+
+static int group_setup(void **state) {
+    (void)state;
+    model_path = quill_test_tmp_path("engine-tiny.gguf");
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.seed = 7;
+    if (quill_test_write_tiny_model(model_path, &params) != 0) {
+        fprintf(stderr, "cannot write the tiny model: %s\n", quill_error_message());
+        return -1;
+    }
+    if (quill_model_load(model_path, NULL, &model) != QUILL_OK) {
+        fprintf(stderr, "cannot load the tiny model: %s\n", quill_error_message());
+        return -1;
+    }
+    for (int32_t i = 0; i < N_LETTER_BANS; i++) {
+        letter_bans[i].token = i;
+        letter_bans[i].bias = -INFINITY;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    quill_model_destroy(model);
+    remove(model_path);
+    free(model_path);
+    return 0;
+}
+
+static quill_engine_params small_engine_params(void) {
+    quill_engine_params params = quill_engine_params_default();
+    params.n_threads = 2;
+    params.n_parallel = 4;
+    params.step_tokens = 32;
+    params.queue_limit = 16;
+    return params;
+}
+
+static quill_engine *engine_new(const quill_engine_params *params) {
+    quill_engine *engine = NULL;
+    assert_int_equal(quill_engine_create(model, params, &engine), QUILL_OK);
+    assert_non_null(engine);
+    return engine;
+}
+
+/* Fills prompt with n tokens from a simple generator over the piece tokens; BOS first. */
+static void make_prompt(int32_t *prompt, int64_t n, uint32_t seed) {
+    prompt[0] = 1;
+    uint32_t x = seed;
+    for (int64_t i = 1; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        prompt[i] = QUILL_TEST_TINY_FIRST_PIECE + (int32_t)((x >> 16) % 60);
+    }
+}
+
+static quill_request_params greedy_request(const int32_t *prompt, int64_t n_prompt,
+                                           int64_t max_tokens) {
+    quill_request_params params = quill_request_params_default();
+    params.prompt_tokens = prompt;
+    params.n_prompt_tokens = n_prompt;
+    params.max_tokens = max_tokens;
+    params.sampling.temperature = 0.0f;
+    params.ignore_eos = true;
+    return params;
+}
+
+static bool is_valid_utf8(const char *text, size_t n_bytes) {
+    size_t i = 0;
+    while (i < n_bytes) {
+        unsigned char lead = (unsigned char)text[i];
+        size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
+                                                              : (lead >> 3) == 0x1E ? 4 : 0;
+        if (length == 0 || i + length > n_bytes) {
+            return false;
+        }
+        for (size_t k = 1; k < length; k++) {
+            if (((unsigned char)text[i + k] & 0xC0) != 0x80) {
+                return false;
+            }
+        }
+        i += length;
+    }
+    return true;
+}
+
+/* Reads events until the final one. */
+static void collect(quill_request *request, completion *out) {
+    memset(out, 0, sizeof(*out));
+    out->is_each_event_utf8 = true;
+    for (;;) {
+        quill_request_event event;
+        assert_int_equal(quill_request_next_event(request, true, &event), QUILL_OK);
+        out->n_events++;
+        out->is_each_event_utf8 =
+            out->is_each_event_utf8 && is_valid_utf8(event.text, event.n_text_bytes);
+        assert_true(out->n_text_bytes + event.n_text_bytes < MAX_TEXT_BYTES);
+        memcpy(out->text + out->n_text_bytes, event.text, event.n_text_bytes);
+        out->n_text_bytes += event.n_text_bytes;
+        for (int32_t i = 0; i < event.n_tokens; i++) {
+            assert_true(out->n_tokens < MAX_OUTPUT_TOKENS);
+            out->logprobs[out->n_tokens] = event.tokens[i].logprob;
+            out->n_top[out->n_tokens] = event.tokens[i].n_top;
+            out->top_first[out->n_tokens] = event.tokens[i].top[0].token;
+            out->tokens[out->n_tokens++] = event.tokens[i].token;
+        }
+        bool is_final = event.is_final;
+        if (is_final) {
+            out->reason = event.finish_reason;
+            out->status = event.status;
+            out->usage = event.usage;
+        }
+        quill_request_event_release(&event);
+        if (is_final) {
+            break;
+        }
+    }
+    quill_request_event after;
+    assert_int_equal(quill_request_next_event(request, false, &after), QUILL_ERR_NOT_FOUND);
+}
+
+static void run_one(quill_engine *engine, const quill_request_params *params, completion *out) {
+    quill_request *request = NULL;
+    assert_int_equal(quill_engine_submit(engine, params, &request), QUILL_OK);
+    collect(request, out);
+    quill_request_destroy(request);
+}
+
+static void assert_same_tokens(const completion *a, const completion *b) {
+    assert_int_equal(a->n_tokens, b->n_tokens);
+    for (int32_t i = 0; i < a->n_tokens; i++) {
+        assert_int_equal(a->tokens[i], b->tokens[i]);
+    }
+    assert_int_equal(a->n_text_bytes, b->n_text_bytes);
+    assert_memory_equal(a->text, b->text, a->n_text_bytes);
+}
+
+/* Runs the prompts one at a time on a fresh engine without prefix cache, then all at once on a
+ * fresh engine with it, and checks equal outputs. */
+static void check_batch_independent(quill_request_params *params, int n_requests) {
+    completion *alone = calloc((size_t)n_requests, sizeof(completion));
+    completion *together = calloc((size_t)n_requests, sizeof(completion));
+    assert_non_null(alone);
+    assert_non_null(together);
+
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    for (int i = 0; i < n_requests; i++) {
+        run_one(engine, &params[i], &alone[i]);
+    }
+    quill_engine_destroy(engine);
+
+    engine_params.use_prefix_cache = true;
+    engine = engine_new(&engine_params);
+    quill_request *requests[8] = {NULL};
+    for (int i = 0; i < n_requests; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
+    }
+    for (int i = 0; i < n_requests; i++) {
+        collect(requests[i], &together[i]);
+        quill_request_destroy(requests[i]);
+        assert_int_equal(together[i].reason, QUILL_FINISH_LENGTH);
+        assert_same_tokens(&alone[i], &together[i]);
+    }
+    quill_engine_destroy(engine);
+    free(alone);
+    free(together);
+}
+
+static void test_engine_greedy_batch_independent(void **state) {
+    (void)state;
+    static int32_t prompts[6][80];
+    const int64_t lengths[6] = {5, 17, 70, 3, 33, 48};
+    quill_request_params params[6];
+    for (int i = 0; i < 6; i++) {
+        make_prompt(prompts[i], lengths[i], (uint32_t)(i + 1));
+        params[i] = greedy_request(prompts[i], lengths[i], 20 + i);
+    }
+    check_batch_independent(params, 6);
+}
+
+static void test_engine_seeded_batch_independent(void **state) {
+    (void)state;
+    static int32_t prompts[5][64];
+    const int64_t lengths[5] = {9, 40, 2, 21, 60};
+    quill_request_params params[5];
+    for (int i = 0; i < 5; i++) {
+        make_prompt(prompts[i], lengths[i], (uint32_t)(100 + i));
+        params[i] = greedy_request(prompts[i], lengths[i], 24);
+        params[i].sampling.temperature = 0.9f;
+        params[i].sampling.top_k = 0;
+        params[i].sampling.top_p = 0.95f;
+        params[i].sampling.min_p = 0.0f;
+        params[i].sampling.has_seed = true;
+        params[i].sampling.seed = 1000 + (uint64_t)i;
+    }
+    check_batch_independent(params, 5);
+}
+
+static void test_engine_prefix_reuse_exact(void **state) {
+    (void)state;
+    int32_t first[64];
+    int32_t second[64];
+    make_prompt(first, 40, 11);
+    memcpy(second, first, sizeof(first));
+    make_prompt(second + 35, 15, 99);
+
+    /* References from an engine without prefix cache. */
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    quill_request_params params = greedy_request(second, 50, 16);
+    completion reference;
+    run_one(engine, &params, &reference);
+    quill_request_params block_params = greedy_request(first, 32, 16);
+    completion block_reference;
+    run_one(engine, &block_params, &block_reference);
+    quill_engine_destroy(engine);
+    assert_int_equal(reference.usage.n_cached_tokens, 0);
+
+    engine_params.use_prefix_cache = true;
+    engine = engine_new(&engine_params);
+    quill_request_params first_params = greedy_request(first, 40, 16);
+    completion result;
+    run_one(engine, &first_params, &result);
+    assert_int_equal(result.usage.n_cached_tokens, 0);
+
+    /* 35 shared tokens hold two whole blocks of 16. */
+    run_one(engine, &params, &result);
+    assert_int_equal(result.usage.n_cached_tokens, 32);
+    assert_int_equal(result.usage.n_prompt_tokens, 50);
+    assert_same_tokens(&reference, &result);
+
+    /* A prompt made of exactly two cached blocks reuses all but its last token. */
+    run_one(engine, &block_params, &result);
+    assert_int_equal(result.usage.n_cached_tokens, 31);
+    assert_same_tokens(&block_reference, &result);
+
+    quill_engine_stats stats;
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_prefix_queries, 3);
+    assert_int_equal(stats.n_prefix_hits, 2);
+    assert_int_equal(stats.n_prefix_tokens_reused, 63);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_identical_prompts_share(void **state) {
+    (void)state;
+    int32_t prompt[80];
+    make_prompt(prompt, 70, 5);
+    quill_request_params params = greedy_request(prompt, 70, 8);
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+
+    /* Submitted together: the second waits for the first's prompt blocks instead of computing
+     * them again, so it reuses all four whole blocks. */
+    quill_request *first = NULL;
+    quill_request *second = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &first), QUILL_OK);
+    assert_int_equal(quill_engine_submit(engine, &params, &second), QUILL_OK);
+    completion first_result;
+    completion second_result;
+    collect(first, &first_result);
+    collect(second, &second_result);
+    assert_int_equal(second_result.usage.n_cached_tokens, 64);
+    assert_same_tokens(&first_result, &second_result);
+    quill_request_destroy(first);
+    quill_request_destroy(second);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_eviction_stays_correct(void **state) {
+    (void)state;
+    enum { N_PROMPTS = 6 };
+    static int32_t prompts[N_PROMPTS][48];
+    completion references[N_PROMPTS];
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        make_prompt(prompts[i], 40, (uint32_t)(300 + i));
+        quill_request_params params = greedy_request(prompts[i], 40, 20);
+        run_one(engine, &params, &references[i]);
+    }
+    quill_engine_destroy(engine);
+
+    /* Twelve blocks of 16 tokens (256 bytes per token in F16): each request reserves five, and
+     * the cached blocks of earlier prompts must be evicted to run later ones. */
+    engine_params.use_prefix_cache = true;
+    engine_params.cache_bytes = 12 * 16 * 256;
+    engine_params.n_parallel = 2;
+    engine = engine_new(&engine_params);
+    assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
+    completion result;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N_PROMPTS; i++) {
+            quill_request_params params = greedy_request(prompts[i], 40, 20);
+            run_one(engine, &params, &result);
+            assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+            assert_same_tokens(&references[i], &result);
+        }
+    }
+    /* The last prompt is still cached right after it ran. */
+    quill_request_params params = greedy_request(prompts[N_PROMPTS - 1], 40, 20);
+    run_one(engine, &params, &result);
+    assert_int_equal(result.usage.n_cached_tokens, 32);
+    assert_same_tokens(&references[N_PROMPTS - 1], &result);
+
+    quill_engine_stats stats;
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_blocks_total, 12);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_true(stats.n_blocks_cached <= 12);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_cancel_releases_blocks(void **state) {
+    (void)state;
+    int32_t prompt[64];
+    make_prompt(prompt, 50, 77);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+
+    quill_request_params params = greedy_request(prompt, 50, 200);
+    quill_request *request = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &request), QUILL_OK);
+    quill_request_event event;
+    assert_int_equal(quill_request_next_event(request, true, &event), QUILL_OK);
+    quill_request_event_release(&event);
+    quill_request_cancel(request);
+    completion result;
+    collect(request, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+    quill_request_destroy(request);
+
+    /* A request destroyed without reading is cancelled too. */
+    assert_int_equal(quill_engine_submit(engine, &params, &request), QUILL_OK);
+    quill_request_destroy(request);
+
+    quill_engine_drain(engine);
+    quill_engine_stats stats;
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_int_equal(stats.n_blocks_cached, 0);
+    assert_int_equal(stats.n_running, 0);
+    assert_int_equal(stats.n_waiting, 0);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_queue_limit_busy(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 8, 3);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 1;
+    engine_params.queue_limit = 1;
+    quill_engine *engine = engine_new(&engine_params);
+
+    /* The first request runs (its first event proves it left the queue), the second waits
+     * behind it, and the third finds the queue full. */
+    quill_request_params params = greedy_request(prompt, 8, 240);
+    quill_request *running = NULL;
+    quill_request *waiting = NULL;
+    quill_request *rejected = (quill_request *)&params;
+    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
+    quill_request_event event;
+    assert_int_equal(quill_request_next_event(running, true, &event), QUILL_OK);
+    quill_request_event_release(&event);
+    assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
+    assert_int_equal(quill_engine_submit(engine, &params, &rejected), QUILL_ERR_BUSY);
+    assert_null(rejected);
+    assert_non_null(strstr(quill_error_message(), "queue limit"));
+
+    quill_request_destroy(running);
+    quill_request_destroy(waiting);
+    quill_engine_destroy(engine);
+}
+
+/* Returns the bytes that token stands for (letters and spaces under letter_bans). */
+static size_t piece_of(int32_t token, char *buffer, size_t capacity) {
+    int64_t n_bytes = quill_tokenizer_token_bytes(quill_model_tokenizer(model), token, false,
+                                                  buffer, capacity);
+    assert_true(n_bytes >= 0 && (size_t)n_bytes < capacity);
+    return (size_t)n_bytes;
+}
+
+static void test_engine_stop_string_spans_tokens(void **state) {
+    (void)state;
+    int32_t prompt[16];
+    make_prompt(prompt, 12, 21);
+    quill_request_params params = greedy_request(prompt, 12, 40);
+    params.sampling.logit_biases = letter_bans;
+    params.sampling.n_logit_biases = N_LETTER_BANS;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion reference;
+    run_one(engine, &params, &reference);
+    assert_int_equal(reference.n_tokens, 40);
+
+    /* Build a stop string from the last byte of token 5's piece and the first of token 6's. */
+    char piece[64];
+    size_t offset = 0;
+    for (int i = 0; i < 6; i++) {
+        offset += piece_of(reference.tokens[i], piece, sizeof(piece));
+    }
+    size_t next_bytes = piece_of(reference.tokens[6], piece, sizeof(piece));
+    assert_true(offset > 0);
+    assert_true(next_bytes > 0);
+    char stop[3] = {reference.text[offset - 1], piece[0], '\0'};
+    const char *first_hit = strstr(reference.text, stop);
+    assert_non_null(first_hit);
+    size_t n_expected = (size_t)(first_hit - reference.text);
+
+    params.stop_strings[0] = "zzzz";
+    params.stop_strings[1] = stop;
+    params.n_stop_strings = 2;
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_STOP);
+    assert_int_equal(result.n_text_bytes, n_expected);
+    assert_memory_equal(result.text, reference.text, n_expected);
+    assert_true(result.n_tokens <= 7);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_utf8_never_split(void **state) {
+    (void)state;
+    /* Only the byte tokens <0xC3> and <0xA9> may be drawn: "é" is C3 A9, and any other
+     * sequence is invalid and becomes U+FFFD. No event may end inside a character. */
+    static quill_logit_bias bans[320];
+    int32_t n_bans = 0;
+    for (int32_t token = 0; token < 320; token++) {
+        if (token != 3 + 0xC3 && token != 3 + 0xA9) {
+            bans[n_bans].token = token;
+            bans[n_bans].bias = -INFINITY;
+            n_bans++;
+        }
+    }
+    int32_t prompt[8];
+    make_prompt(prompt, 6, 8);
+    quill_request_params params = greedy_request(prompt, 6, 120);
+    params.sampling.temperature = 1.0f;
+    params.sampling.top_k = 0;
+    params.sampling.top_p = 1.0f;
+    params.sampling.min_p = 0.0f;
+    params.sampling.has_seed = true;
+    params.sampling.seed = 5;
+    params.sampling.logit_biases = bans;
+    params.sampling.n_logit_biases = n_bans;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.n_tokens, 120);
+    assert_true(result.is_each_event_utf8);
+    assert_true(is_valid_utf8(result.text, result.n_text_bytes));
+    result.text[result.n_text_bytes] = '\0';
+    assert_non_null(strstr(result.text, "\xC3\xA9"));
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_max_tokens_length(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 4, 2);
+    quill_request_params params = greedy_request(prompt, 4, 5);
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    assert_int_equal(result.status, QUILL_OK);
+    assert_int_equal(result.n_tokens, 5);
+    assert_int_equal(result.usage.n_completion_tokens, 5);
+    assert_int_equal(result.usage.n_prompt_tokens, 4);
+    assert_true(result.usage.arrival_us <= result.usage.scheduled_us);
+    assert_true(result.usage.scheduled_us <= result.usage.first_token_us);
+    assert_true(result.usage.first_token_us <= result.usage.finished_us);
+    assert_int_equal(result.usage.queue_us, result.usage.scheduled_us - result.usage.arrival_us);
+    assert_int_equal(result.usage.generation_us,
+                     result.usage.finished_us - result.usage.first_token_us);
+
+    /* max_tokens 0 runs up to the context: 256 - 4 tokens. */
+    params.max_tokens = 0;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    assert_int_equal(result.n_tokens, 252);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_eos_stops(void **state) {
+    (void)state;
+    const quill_logit_bias force_eos = {.token = 2, .bias = 1000.0f};
+    int32_t prompt[8];
+    make_prompt(prompt, 5, 4);
+    quill_request_params params = greedy_request(prompt, 5, 10);
+    params.ignore_eos = false;
+    params.sampling.logit_biases = &force_eos;
+    params.sampling.n_logit_biases = 1;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_STOP);
+    assert_int_equal(result.n_tokens, 1);
+    assert_int_equal(result.tokens[0], 2);
+    assert_int_equal(result.n_text_bytes, 0);
+
+    /* With ignore_eos the same request runs to its limit. */
+    params.ignore_eos = true;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    assert_int_equal(result.n_tokens, 10);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_logprobs_reported(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 6, 9);
+    quill_request_params params = greedy_request(prompt, 6, 6);
+    params.wants_logprobs = true;
+    params.n_top_logprobs = 3;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion result;
+    run_one(engine, &params, &result);
+    for (int32_t i = 0; i < result.n_tokens; i++) {
+        assert_int_equal(result.n_top[i], 3);
+        assert_int_equal(result.top_first[i], result.tokens[i]);
+        assert_true(result.logprobs[i] <= 0.0f);
+    }
+    quill_engine_destroy(engine);
+}
+
+/* Checks that submit fails with INVALID_ARG and a message containing text. */
+static void expect_rejected(quill_engine *engine, const quill_request_params *params,
+                            const char *text) {
+    quill_request *request = NULL;
+    assert_int_equal(quill_engine_submit(engine, params, &request), QUILL_ERR_INVALID_ARG);
+    assert_null(request);
+    assert_non_null(strstr(quill_error_message(), text));
+}
+
+static void test_engine_submit_validation(void **state) {
+    (void)state;
+    static int32_t prompt[300];
+    make_prompt(prompt, 300, 1);
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    assert_int_equal(quill_engine_n_ctx(engine), 256);
+
+    quill_request_params params = greedy_request(prompt, 256, 0);
+    expect_rejected(engine, &params, "leaving no room");
+    params = greedy_request(prompt, 200, 57);
+    expect_rejected(engine, &params, "max_tokens 57");
+    params = greedy_request(prompt, 0, 4);
+    expect_rejected(engine, &params, "at least 1");
+
+    int32_t bad_token[2] = {1, 320};
+    params = greedy_request(bad_token, 2, 4);
+    expect_rejected(engine, &params, "prompt token 1 is 320");
+
+    params = greedy_request(prompt, 10, 4);
+    params.sampling.temperature = -1.0f;
+    expect_rejected(engine, &params, "temperature");
+
+    params = greedy_request(prompt, 10, 4);
+    params.stop_strings[0] = "";
+    params.n_stop_strings = 1;
+    expect_rejected(engine, &params, "stop string 0 is empty");
+
+    params = greedy_request(prompt, 10, 4);
+    params.n_top_logprobs = 21;
+    expect_rejected(engine, &params, "n_top_logprobs");
+
+    /* The largest request that fits is accepted. */
+    params = greedy_request(prompt, 200, 56);
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.n_tokens, 56);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_create_validation(void **state) {
+    (void)state;
+    quill_engine_params params = small_engine_params();
+    params.step_tokens = 2;
+    quill_engine *engine = (quill_engine *)&params;
+    assert_int_equal(quill_engine_create(model, &params, &engine), QUILL_ERR_INVALID_ARG);
+    assert_null(engine);
+    assert_non_null(strstr(quill_error_message(), "step_tokens"));
+
+    params = small_engine_params();
+    params.cache_bytes = 1;
+    assert_int_equal(quill_engine_create(model, &params, &engine), QUILL_ERR_INVALID_ARG);
+    assert_null(engine);
+}
+
+static void test_engine_drain_finishes_work(void **state) {
+    (void)state;
+    int32_t prompt[16];
+    make_prompt(prompt, 10, 6);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 2;
+    quill_engine *engine = engine_new(&engine_params);
+    quill_request_params params = greedy_request(prompt, 10, 12);
+    quill_request *requests[5] = {NULL};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
+    }
+    quill_engine_drain(engine);
+    quill_request *late = (quill_request *)&params;
+    assert_int_equal(quill_engine_submit(engine, &params, &late), QUILL_ERR_CANCELLED);
+    assert_null(late);
+    for (int i = 0; i < 5; i++) {
+        completion result;
+        collect(requests[i], &result);
+        assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+        assert_int_equal(result.n_tokens, 12);
+        quill_request_destroy(requests[i]);
+    }
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_destroy_cancels(void **state) {
+    (void)state;
+    int32_t prompt[16];
+    make_prompt(prompt, 10, 6);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 1;
+    quill_engine *engine = engine_new(&engine_params);
+    quill_request_params params = greedy_request(prompt, 10, 240);
+    quill_request *requests[3] = {NULL};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
+    }
+    quill_engine_destroy(engine);
+    /* The handles outlive the engine and end with a cancelled final event. */
+    for (int i = 0; i < 3; i++) {
+        completion result;
+        collect(requests[i], &result);
+        assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+        quill_request_destroy(requests[i]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_engine_greedy_batch_independent),
+        cmocka_unit_test(test_engine_seeded_batch_independent),
+        cmocka_unit_test(test_engine_prefix_reuse_exact),
+        cmocka_unit_test(test_engine_identical_prompts_share),
+        cmocka_unit_test(test_engine_eviction_stays_correct),
+        cmocka_unit_test(test_engine_cancel_releases_blocks),
+        cmocka_unit_test(test_engine_queue_limit_busy),
+        cmocka_unit_test(test_engine_stop_string_spans_tokens),
+        cmocka_unit_test(test_engine_utf8_never_split),
+        cmocka_unit_test(test_engine_max_tokens_length),
+        cmocka_unit_test(test_engine_eos_stops),
+        cmocka_unit_test(test_engine_logprobs_reported),
+        cmocka_unit_test(test_engine_submit_validation),
+        cmocka_unit_test(test_engine_create_validation),
+        cmocka_unit_test(test_engine_drain_finishes_work),
+        cmocka_unit_test(test_engine_destroy_cancels),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
