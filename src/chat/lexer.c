@@ -220,7 +220,10 @@ static void lex_number(lexer *lex) {
     while (end < lex->n_bytes && (is_digit(lex->source[end]) || lex->source[end] == '_')) {
         end++;
     }
-    if (end + 1 < lex->n_bytes && lex->source[end] == '.' && is_digit(lex->source[end + 1])) {
+    /* After a dot (`items.0.1`) digits are an index, not the start of a float, as in Jinja. */
+    bool follows_dot = start > 0 && lex->source[start - 1] == '.';
+    if (!follows_dot && end + 1 < lex->n_bytes && lex->source[end] == '.' &&
+        is_digit(lex->source[end + 1])) {
         is_float = true;
         end++;
         while (end < lex->n_bytes && (is_digit(lex->source[end]) || lex->source[end] == '_')) {

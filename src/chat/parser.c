@@ -7,6 +7,7 @@
  */
 #include "chat/parser.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "chat/lexer.h"
@@ -853,18 +854,14 @@ static quill_chat_node_list parse_statements(parser *p, const char *const *end_n
         const quill_chat_token *token = current(p);
         if (token->kind == QUILL_CHAT_TOKEN_END) {
             if (end_names != NULL) {
-                char expected[64];
-                size_t n = 0;
-                expected[n++] = '\'';
-                size_t n_name = strlen(end_names[0]);
-                if (n_name > sizeof(expected) - 4) {
-                    n_name = sizeof(expected) - 4;
+                /* The last name closes the block: endif, endfor, endset ... */
+                size_t last = 0;
+                while (end_names[last + 1] != NULL) {
+                    last++;
                 }
-                memcpy(expected + n, end_names[0], n_name);
-                n += n_name;
-                expected[n++] = '\'';
-                expected[n] = '\0';
-                parse_fail(p, end_names[1] == NULL ? expected : "the end of the open block");
+                char expected[64];
+                snprintf(expected, sizeof(expected), "'%s'", end_names[last]);
+                parse_fail(p, expected);
             }
             break;
         }
