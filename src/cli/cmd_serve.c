@@ -1,10 +1,300 @@
-/* Placeholder until the subcommand lands; replaced by its implementation. */
+/*
+ * `quill serve`: loads a model into the engine and serves the OpenAI-compatible HTTP API. The
+ * port is bound before the model loads, so /health reports 503 while loading. SIGINT and
+ * SIGTERM stop new connections, let requests in flight finish, and exit with status 0. Signals
+ * are blocked in every thread and taken synchronously with sigwait on the main thread.
+ */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "base/alloc.h"
+#include "base/log.h"
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "quill/engine.h"
+#include "quill/hub.h"
+#include "quill/model.h"
+#include "quill/server.h"
+#include "server/cost.h"
+
+static const char *const command = "serve";
+
+/* Largest accepted --cache-mem, in MiB (1 TiB). */
+#define CACHE_MEM_MAX_MIB ((int64_t)1 << 20)
+
+typedef struct serve_options {
+    const char *model_path;          /* -m */
+    const char *hub_reference;       /* -hf */
+    const char *chat_template_path;  /* --chat-template-file */
+    const char *price_cached_text;   /* --price-cached-input; NULL: the input price */
+    quill_server_params server;      /* host, port, key, alias, prices, body limit */
+    quill_engine_params engine;      /* ctx, parallel, threads, queue limit, cache bytes */
+} serve_options;
+
+static void print_usage(FILE *stream) {
+    fprintf(stream,
+            "usage: quill serve (-m MODEL | -hf OWNER/REPO[:FILE]) [options]\n"
+            "\n"
+            "Serves an OpenAI-compatible API: POST /v1/chat/completions, POST /v1/completions,\n"
+            "GET /v1/models, GET /health, POST /tokenize, POST /detokenize, POST "
+            "/apply-template.\n"
+            "\n"
+            "options:\n"
+            "  -m, --model PATH            GGUF model file\n"
+            "  -hf, --hf-repo REF          Hugging Face reference OWNER/REPO[:FILE], downloaded "
+            "once\n"
+            "  --host ADDRESS              IPv4 address to listen on (default 127.0.0.1)\n"
+            "  --port N                    TCP port (default 8080; 0 picks a free port)\n"
+            "  --ctx TOKENS                max tokens per sequence, prompt plus completion\n"
+            "                              (default: the model's trained context)\n"
+            "  --parallel N                max sequences decoding at once (default 4)\n"
+            "  --threads N                 compute threads (default: all CPUs)\n"
+            "  --cache-mem MIB             KV cache memory for all sequences, in MiB\n"
+            "                              (default: enough for --parallel full contexts)\n"
+            "  --queue-limit N             max requests waiting for a slot (default 64); more get "
+            "429\n"
+            "  --api-key KEY               require 'Authorization: Bearer KEY'\n"
+            "  --model-alias NAME          model id shown in /v1/models and accepted in requests\n"
+            "  --chat-template-file PATH   Jinja chat template replacing the model's own\n"
+            "  --price-input USD           price per million uncached prompt tokens (default 0)\n"
+            "  --price-cached-input USD    price per million cached prompt tokens\n"
+            "                              (default: --price-input)\n"
+            "  --price-output USD          price per million completion tokens (default 0)\n"
+            "  --max-body-bytes N          largest request body; larger ones get 413 (default "
+            "8388608)\n"
+            "  -h, --help                  print this help\n");
+}
+
+static bool parse_price(const char *text, const char *flag, int64_t *out) {
+    if (quill__cost_parse_price(text, out) != QUILL_OK) {
+        fprintf(stderr, "quill %s: invalid %s: %s\n", command, flag, quill_error_message());
+        return false;
+    }
+    return true;
+}
+
+/* Parses one flag that takes a value; returns false on misuse. */
+static bool parse_valued_flag(const char *flag, const char *value, serve_options *options) {
+    quill_server_params *server = &options->server;
+    quill_engine_params *engine = &options->engine;
+    int64_t number = 0;
+    bool is_ok = true;
+    if (strcmp(flag, "-m") == 0 || strcmp(flag, "--model") == 0) {
+        options->model_path = value;
+    } else if (strcmp(flag, "-hf") == 0 || strcmp(flag, "--hf-repo") == 0) {
+        options->hub_reference = value;
+    } else if (strcmp(flag, "--host") == 0) {
+        server->host = value;
+    } else if (strcmp(flag, "--port") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 0, 65535, &number);
+        server->port = (uint16_t)number;
+    } else if (strcmp(flag, "--ctx") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 1, INT32_MAX, &engine->n_ctx);
+    } else if (strcmp(flag, "--parallel") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 1, 1024, &number);
+        engine->n_parallel = (int32_t)number;
+    } else if (strcmp(flag, "--threads") == 0) {
+        is_ok = quill_cli_parse_int(command, flag, value, 1, 1024, &engine->n_threads);
+    } else if (strcmp(flag, "--cache-mem") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 1, CACHE_MEM_MAX_MIB, &number);
+        engine->cache_bytes = (size_t)number << 20;
+    } else if (strcmp(flag, "--queue-limit") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 0, 1000000, &number);
+        engine->queue_limit = (int32_t)number;
+    } else if (strcmp(flag, "--api-key") == 0) {
+        server->api_key = value;
+    } else if (strcmp(flag, "--model-alias") == 0) {
+        server->model_alias = value;
+    } else if (strcmp(flag, "--chat-template-file") == 0) {
+        options->chat_template_path = value;
+    } else if (strcmp(flag, "--price-input") == 0) {
+        is_ok = parse_price(value, flag, &server->price_input_picousd);
+    } else if (strcmp(flag, "--price-cached-input") == 0) {
+        options->price_cached_text = value;
+        is_ok = parse_price(value, flag, &server->price_cached_input_picousd);
+    } else if (strcmp(flag, "--price-output") == 0) {
+        is_ok = parse_price(value, flag, &server->price_output_picousd);
+    } else if (strcmp(flag, "--max-body-bytes") == 0) {
+        is_ok = quill_cli_parse_int64(command, flag, value, 1, INT32_MAX, &number);
+        server->max_body_bytes = (size_t)number;
+    } else {
+        quill_cli_unknown_option(command, flag);
+        is_ok = false;
+    }
+    return is_ok;
+}
+
+/* Returns -1 to continue, or the exit code (0 after --help, 2 on misuse). */
+static int parse_flags(int argc, char **argv, serve_options *options) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (arg[0] != '-') {
+            fprintf(stderr, "quill %s: unexpected argument '%s'; see 'quill %s --help'\n",
+                    command, arg, command);
+            return 2;
+        }
+        const char *value = quill_cli_take_value(command, argc, argv, &i);
+        if (value == NULL || !parse_valued_flag(arg, value, options)) {
+            return 2;
+        }
+    }
+    if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
+        fprintf(stderr, "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
+                        "'quill %s --help'\n",
+                command, command);
+        return 2;
+    }
+    if (options->price_cached_text == NULL) {
+        options->server.price_cached_input_picousd = options->server.price_input_picousd;
+    }
+
+    /* The server admits what the engine can run or queue, and answers 429 beyond it. */
+    options->server.max_requests_in_flight = options->engine.n_parallel +
+                                             options->engine.queue_limit;
+    return -1;
+}
+
+static char *read_template_file(const char *path) {
+    FILE *stream = fopen(path, "rb");
+    if (stream == NULL) {
+        int saved_errno = errno;
+        fprintf(stderr, "quill %s: cannot open --chat-template-file '%s': %s\n", command, path,
+                strerror(saved_errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t n_bytes = 0;
+    size_t capacity = 0;
+    bool is_ok = true;
+    for (;;) {
+        if (n_bytes + 4096 + 1 > capacity) {
+            capacity = capacity > 0 ? capacity * 2 : 8192;
+            char *grown = quill__realloc(text, capacity);
+            if (grown == NULL) {
+                is_ok = false;
+                break;
+            }
+            text = grown;
+        }
+        size_t n_read = fread(text + n_bytes, 1, 4096, stream);
+        n_bytes += n_read;
+        if (n_read < 4096) {
+            is_ok = !ferror(stream);
+            break;
+        }
+    }
+    fclose(stream);
+    if (!is_ok) {
+        fprintf(stderr, "quill %s: cannot read --chat-template-file '%s'\n", command, path);
+        quill__free(text);
+        return NULL;
+    }
+    text[n_bytes] = '\0';
+    return text;
+}
+
+/* Waits for SIGINT or SIGTERM; they were blocked before any thread started. */
+static int wait_for_stop_signal(const sigset_t *signals) {
+    int signal_number = 0;
+    while (sigwait(signals, &signal_number) != 0) {
+    }
+    return signal_number;
+}
 
 int quill_cli_serve(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "quill %s: not built yet\n", argv[0]);
-    return 1;
+    serve_options options;
+    memset(&options, 0, sizeof(options));
+    options.server = quill_server_params_default();
+    options.engine = quill_engine_params_default();
+    int exit_code = parse_flags(argc, argv, &options);
+    if (exit_code >= 0) {
+        return exit_code;
+    }
+
+    char *template_text = NULL;
+    char *downloaded_path = NULL;
+    quill_server *server = NULL;
+    quill_model *model = NULL;
+    quill_engine *engine = NULL;
+    exit_code = 1;
+
+    /* Every thread inherits this mask, so only sigwait below sees the stop signals. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (options.chat_template_path != NULL) {
+        template_text = read_template_file(options.chat_template_path);
+        if (template_text == NULL) {
+            goto cleanup;
+        }
+        options.server.chat_template = template_text;
+    }
+    if (quill_server_create(&options.server, &server) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot start the HTTP server");
+        goto cleanup;
+    }
+    QUILL_LOG_INFO("server", "loading model", "address=http://%s:%u", options.server.host,
+                   (unsigned)quill_server_port(server));
+
+    /* Load the model (downloading it first for -hf), then start the engine on it. */
+    const char *model_path = options.model_path;
+    if (options.hub_reference != NULL) {
+        if (quill_hub_resolve(options.hub_reference, &downloaded_path) != QUILL_OK) {
+            quill_cli_report_error(command, "cannot download the model");
+            goto cleanup;
+        }
+        model_path = downloaded_path;
+    }
+    quill_model_params model_params = quill_model_params_default();
+    if (quill_model_load(model_path, &model_params, &model) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot load the model");
+        goto cleanup;
+    }
+    if (quill_engine_create(model, &options.engine, &engine) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot start the engine");
+        goto cleanup;
+    }
+    if (quill_server_set_engine(server, engine) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot serve the model");
+        goto cleanup;
+    }
+
+    char quoted_path[512];
+    QUILL_LOG_INFO("server", "listening",
+                   "address=http://%s:%u model=%s path=%s n_ctx=%lld n_parallel=%d "
+                   "queue_limit=%d",
+                   options.server.host, (unsigned)quill_server_port(server),
+                   options.server.model_alias != NULL ? options.server.model_alias
+                                                      : quill_model_get_info(model)->name,
+                   quill__log_quote(model_path, quoted_path, (int)sizeof(quoted_path)),
+                   (long long)quill_engine_n_ctx(engine), options.engine.n_parallel,
+                   options.engine.queue_limit);
+
+    int signal_number = wait_for_stop_signal(&signals);
+    QUILL_LOG_INFO("server", "shutting down; finishing requests in flight", "signal=%s",
+                   signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+    quill_server_drain(server, -1);
+    exit_code = 0;
+
+cleanup:
+    quill_server_destroy(server);
+    quill_engine_destroy(engine);
+    quill_model_destroy(model);
+    quill_hub_path_free(downloaded_path);
+    quill__free(template_text);
+    if (exit_code == 0) {
+        QUILL_LOG_INFO("server", "stopped", NULL);
+    }
+    return exit_code;
 }

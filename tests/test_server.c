@@ -1,0 +1,967 @@
+/*
+ * Tests of the HTTP server: a tiny random model is written to the scratch folder, loaded into an
+ * engine, and served on 127.0.0.1 with port 0; libcurl (and, where a test must stop reading or
+ * drop the connection mid-stream, a raw socket) drives it. Covers chat and completions, streamed
+ * and not, usage and cost against the tokenizer and the configured prices, every error shape,
+ * UTF-8 split across byte tokens, stop strings across tokens, client disconnects, special-token
+ * text typed by a user, and the ChatML default template.
+ */
+#include "test_support.h"
+#include "tiny_model.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+
+#include "base/alloc.h"
+#include "quill/engine.h"
+#include "quill/model.h"
+#include "quill/server.h"
+#include "quill/tokenizer.h"
+#include "server/completion.h"
+#include "server/cost.h"
+#include "server/openai_request.h"
+#include "server/server_internal.h"
+
+#define API_KEY "test-key"
+#define MAX_BODY_BYTES 65536
+
+/* Prices: $0.15, $0.075 and $0.60 per million tokens. */
+#define PRICE_INPUT_PICOUSD 150000
+#define PRICE_CACHED_PICOUSD 75000
+#define PRICE_OUTPUT_PICOUSD 600000
+
+typedef struct fixture {
+    char *model_path;
+    quill_model *model;
+    quill_engine *engine;
+    quill_server *server;
+} fixture;
+
+static fixture the_fixture;
+
+typedef struct http_reply {
+    long status;
+    char *body;           /* NUL-terminated */
+    size_t n_body_bytes;
+    char retry_after[32]; /* Retry-After header value, "" when absent */
+    char content_type[64];
+} http_reply;
+
+static size_t collect_body(char *data, size_t size, size_t count, void *user_data) {
+    http_reply *reply = user_data;
+    size_t n_bytes = size * count;
+    char *grown = realloc(reply->body, reply->n_body_bytes + n_bytes + 1);
+    if (grown == NULL) {
+        return 0;
+    }
+    memcpy(grown + reply->n_body_bytes, data, n_bytes);
+    reply->n_body_bytes += n_bytes;
+    grown[reply->n_body_bytes] = '\0';
+    reply->body = grown;
+    return n_bytes;
+}
+
+static size_t collect_header(char *data, size_t size, size_t count, void *user_data) {
+    http_reply *reply = user_data;
+    size_t n_bytes = size * count;
+    char line[256];
+    size_t n_line = n_bytes < sizeof(line) - 1 ? n_bytes : sizeof(line) - 1;
+    memcpy(line, data, n_line);
+    line[n_line] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    if (strncasecmp(line, "Retry-After: ", 13) == 0) {
+        snprintf(reply->retry_after, sizeof(reply->retry_after), "%.31s", line + 13);
+    }
+    if (strncasecmp(line, "Content-Type: ", 14) == 0) {
+        snprintf(reply->content_type, sizeof(reply->content_type), "%.63s", line + 14);
+    }
+    return n_bytes;
+}
+
+/* Sends one request. content_type NULL sends none; api_key NULL sends no Authorization. */
+static void http_send(uint16_t port, const char *method, const char *path,
+                      const char *content_type, const char *api_key, const char *body,
+                      size_t n_body_bytes, http_reply *reply) {
+    memset(reply, 0, sizeof(*reply));
+    CURL *curl = curl_easy_init();
+    assert_non_null(curl);
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)port, path);
+    struct curl_slist *headers = NULL;
+    char header[256];
+    if (content_type != NULL) {
+        snprintf(header, sizeof(header), "Content-Type: %s", content_type);
+    } else {
+        snprintf(header, sizeof(header), "Content-Type:");
+    }
+    headers = curl_slist_append(headers, header);
+    if (api_key != NULL) {
+        snprintf(header, sizeof(header), "Authorization: Bearer %s", api_key);
+        headers = curl_slist_append(headers, header);
+    }
+    headers = curl_slist_append(headers, "Expect:");
+
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)n_body_bytes);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, reply);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, reply);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+    CURLcode code = curl_easy_perform(curl);
+    assert_int_equal(code, CURLE_OK);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
+    if (reply->body == NULL) {
+        reply->body = calloc(1, 1);
+    }
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+}
+
+static void http_post(const char *path, const char *body, http_reply *reply) {
+    http_send(quill_server_port(the_fixture.server), "POST", path, "application/json", API_KEY,
+              body, strlen(body), reply);
+}
+
+static void http_reply_release(http_reply *reply) {
+    free(reply->body);
+    memset(reply, 0, sizeof(*reply));
+}
+
+static struct json_object *parse_json(const char *text) {
+    struct json_object *root = json_tokener_parse(text);
+    assert_non_null(root);
+    return root;
+}
+
+/* Returns the value at a dotted path ("usage.prompt_tokens", "choices.0.text"), or NULL. */
+static struct json_object *json_at(struct json_object *root, const char *path) {
+    char copy[256];
+    snprintf(copy, sizeof(copy), "%s", path);
+    struct json_object *node = root;
+    char *saveptr = NULL;
+    for (char *part = strtok_r(copy, ".", &saveptr); part != NULL && node != NULL;
+         part = strtok_r(NULL, ".", &saveptr)) {
+        if (json_object_is_type(node, json_type_array)) {
+            node = json_object_array_get_idx(node, (size_t)strtol(part, NULL, 10));
+        } else if (!json_object_object_get_ex(node, part, &node)) {
+            node = NULL;
+        }
+    }
+    return node;
+}
+
+static const char *json_string_at(struct json_object *root, const char *path) {
+    struct json_object *node = json_at(root, path);
+    return node != NULL ? json_object_get_string(node) : NULL;
+}
+
+static int64_t json_int_at(struct json_object *root, const char *path) {
+    struct json_object *node = json_at(root, path);
+    assert_non_null(node);
+    return json_object_get_int64(node);
+}
+
+/* Checks an OpenAI error body: status, param (NULL for JSON null) and code (NULL: any). */
+static void assert_error(const http_reply *reply, long status, const char *param,
+                         const char *code) {
+    assert_int_equal(reply->status, status);
+    struct json_object *root = parse_json(reply->body);
+    assert_non_null(json_string_at(root, "error.message"));
+    assert_non_null(json_string_at(root, "error.type"));
+    if (param != NULL) {
+        assert_non_null(json_string_at(root, "error.param"));
+        assert_string_equal(json_string_at(root, "error.param"), param);
+    } else {
+        assert_null(json_at(root, "error.param"));
+    }
+    if (code != NULL) {
+        assert_non_null(json_string_at(root, "error.code"));
+        assert_string_equal(json_string_at(root, "error.code"), code);
+    }
+    json_object_put(root);
+}
+
+/* Splits an SSE body into its data payloads; returns how many (at most max_events). */
+static int split_sse(char *body, char **events, int max_events) {
+    int n_events = 0;
+    char *cursor = body;
+    while (cursor != NULL && *cursor != '\0' && n_events < max_events) {
+        char *end = strstr(cursor, "\n\n");
+        if (end == NULL) {
+            break;
+        }
+        *end = '\0';
+        assert_true(strncmp(cursor, "data: ", 6) == 0);
+        events[n_events++] = cursor + 6;
+        cursor = end + 2;
+    }
+    return n_events;
+}
+
+/* Appends every content delta of a streamed chat (or text of a completion) to out. */
+static void join_stream_text(char **events, int n_events, bool is_chat, char *out,
+                             size_t out_bytes, const char **finish_reason_out,
+                             struct json_object **usage_root) {
+    out[0] = '\0';
+    static char finish_reason[32];
+    finish_reason[0] = '\0';
+    for (int i = 0; i < n_events - 1; i++) {
+        struct json_object *root = parse_json(events[i]);
+        struct json_object *choices = json_at(root, "choices");
+        assert_non_null(choices);
+        if (json_object_array_length(choices) == 0) {
+            *usage_root = root;
+            continue;
+        }
+        const char *text = json_string_at(root, is_chat ? "choices.0.delta.content"
+                                                        : "choices.0.text");
+        if (text != NULL) {
+            strncat(out, text, out_bytes - strlen(out) - 1);
+        }
+        const char *reason = json_string_at(root, "choices.0.finish_reason");
+        if (reason != NULL) {
+            snprintf(finish_reason, sizeof(finish_reason), "%s", reason);
+        }
+        json_object_put(root);
+    }
+    *finish_reason_out = finish_reason;
+}
+
+/* A logit_bias object banning ids [0, QUILL_TEST_TINY_FIRST_PIECE): <unk>, <s>, </s> and the
+ * byte tokens, so generation runs to max_tokens over letter pieces only. */
+static char *ban_special_and_bytes(void) {
+    size_t capacity = 16 * QUILL_TEST_TINY_FIRST_PIECE + 16;
+    char *json = malloc(capacity);
+    assert_non_null(json);
+    size_t length = (size_t)snprintf(json, capacity, "{");
+    for (int id = 0; id < QUILL_TEST_TINY_FIRST_PIECE; id++) {
+        length += (size_t)snprintf(json + length, capacity - length, "%s\"%d\":-100",
+                                   id > 0 ? "," : "", id);
+    }
+    snprintf(json + length, capacity - length, "}");
+    return json;
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    the_fixture.model_path = quill_test_tmp_path("server-tiny.gguf");
+    quill_test_tiny_model_params model_params = quill_test_tiny_model_params_default();
+    if (quill_test_write_tiny_model(the_fixture.model_path, &model_params) != 0) {
+        return -1;
+    }
+    quill_model_params load_params = quill_model_params_default();
+    if (quill_model_load(the_fixture.model_path, &load_params, &the_fixture.model) != QUILL_OK) {
+        return -1;
+    }
+
+    quill_engine_params engine_params = quill_engine_params_default();
+    engine_params.n_threads = 1;
+    engine_params.n_parallel = 4;
+    engine_params.queue_limit = 16;
+    if (quill_engine_create(the_fixture.model, &engine_params, &the_fixture.engine) !=
+        QUILL_OK) {
+        return -1;
+    }
+
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 2;
+    params.api_key = API_KEY;
+    params.model_alias = "tiny";
+    params.price_input_picousd = PRICE_INPUT_PICOUSD;
+    params.price_cached_input_picousd = PRICE_CACHED_PICOUSD;
+    params.price_output_picousd = PRICE_OUTPUT_PICOUSD;
+    params.max_body_bytes = MAX_BODY_BYTES;
+    if (quill_server_create(&params, &the_fixture.server) != QUILL_OK) {
+        return -1;
+    }
+    return quill_server_set_engine(the_fixture.server, the_fixture.engine) == QUILL_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    quill_server_destroy(the_fixture.server);
+    quill_engine_destroy(the_fixture.engine);
+    quill_model_destroy(the_fixture.model);
+    if (the_fixture.model_path != NULL) {
+        remove(the_fixture.model_path);
+    }
+    free(the_fixture.model_path);
+    curl_global_cleanup();
+    return 0;
+}
+
+static void test_health_loading_then_ready(void **state) {
+    (void)state;
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 1;
+    quill_server *loading = NULL;
+    assert_int_equal(quill_server_create(&params, &loading), QUILL_OK);
+    http_reply reply;
+    http_send(quill_server_port(loading), "GET", "/health", NULL, NULL, NULL, 0, &reply);
+    assert_int_equal(reply.status, 503);
+    http_reply_release(&reply);
+    http_send(quill_server_port(loading), "POST", "/v1/completions", "application/json", NULL,
+              "{\"prompt\":\"a\"}", 14, &reply);
+    assert_error(&reply, 503, NULL, "model_loading");
+    assert_string_equal(reply.retry_after, "1");
+    http_reply_release(&reply);
+    quill_server_destroy(loading);
+
+    http_send(quill_server_port(the_fixture.server), "GET", "/health", NULL, NULL, NULL, 0,
+              &reply);
+    assert_int_equal(reply.status, 200);
+    assert_non_null(strstr(reply.body, "\"ok\""));
+    http_reply_release(&reply);
+}
+
+static void test_models_lists_alias(void **state) {
+    (void)state;
+    http_reply reply;
+    http_send(quill_server_port(the_fixture.server), "GET", "/v1/models", NULL, API_KEY, NULL, 0,
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "object"), "list");
+    assert_string_equal(json_string_at(root, "data.0.id"), "tiny");
+    assert_int_equal(json_int_at(root, "data.0.context_length"), 256);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static int64_t count_prompt_tokens(const char *text, uint32_t flags) {
+    int32_t *tokens = NULL;
+    int64_t n_tokens = 0;
+    assert_int_equal(quill_tokenizer_encode(quill_model_tokenizer(the_fixture.model), text,
+                                            strlen(text), flags, &tokens, &n_tokens),
+                     QUILL_OK);
+    quill_tokens_free(tokens);
+    return n_tokens;
+}
+
+/* Checks usage against the token counts and the configured prices, exactly. */
+static void assert_usage_and_cost(const char *body, struct json_object *root,
+                                  int64_t n_prompt_expected) {
+    int64_t n_prompt = json_int_at(root, "usage.prompt_tokens");
+    int64_t n_completion = json_int_at(root, "usage.completion_tokens");
+    int64_t n_cached = json_int_at(root, "usage.prompt_tokens_details.cached_tokens");
+    assert_int_equal(n_prompt, n_prompt_expected);
+    assert_int_equal(json_int_at(root, "usage.total_tokens"), n_prompt + n_completion);
+    assert_true(n_cached >= 0);
+    assert_true(n_cached <= n_prompt);
+
+    quill_prices prices = {PRICE_INPUT_PICOUSD, PRICE_CACHED_PICOUSD, PRICE_OUTPUT_PICOUSD};
+    quill_cost cost;
+    assert_int_equal(quill__cost_compute(&prices, n_prompt, n_cached, n_completion, &cost),
+                     QUILL_OK);
+    char usd[QUILL_COST_USD_TEXT_BYTES];
+    char expected[160];
+    snprintf(expected, sizeof(expected), "\"cost\":{\"input\":%s,",
+             quill__cost_format_usd(cost.input_picousd, usd, sizeof(usd)));
+    assert_non_null(strstr(body, expected));
+    snprintf(expected, sizeof(expected), "\"output\":%s,",
+             quill__cost_format_usd(cost.output_picousd, usd, sizeof(usd)));
+    assert_non_null(strstr(body, expected));
+    snprintf(expected, sizeof(expected), "\"total\":%s,",
+             quill__cost_format_usd(cost.total_picousd, usd, sizeof(usd)));
+    assert_non_null(strstr(body, expected));
+    assert_non_null(json_at(root, "usage.timings.ttft_ms"));
+    assert_non_null(json_at(root, "usage.timings.decode_tokens_per_second"));
+}
+
+static void test_completion_usage_and_cost(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions",
+              "{\"model\":\"tiny\",\"prompt\":\"hello world\",\"max_tokens\":8,"
+              "\"temperature\":0}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "object"), "text_completion");
+    assert_non_null(json_string_at(root, "choices.0.text"));
+    assert_non_null(json_string_at(root, "choices.0.finish_reason"));
+    assert_true(json_int_at(root, "usage.completion_tokens") <= 8);
+    int64_t n_prompt = count_prompt_tokens("hello world", QUILL_TOKENIZE_ADD_SPECIAL |
+                                                              QUILL_TOKENIZE_PARSE_SPECIAL);
+    assert_usage_and_cost(reply.body, root, n_prompt);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_chat_usage_and_cost(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
+              "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}],"
+              "\"max_completion_tokens\":6,\"temperature\":0,\"metadata\":{\"feature\":\"t\"}}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "object"), "chat.completion");
+    assert_string_equal(json_string_at(root, "model"), "tiny");
+    assert_string_equal(json_string_at(root, "choices.0.message.role"), "assistant");
+    assert_non_null(json_string_at(root, "choices.0.message.content"));
+
+    /* The prompt is the ChatML rendering (developer as system), tokenized without specials in
+     * the user's text; the model has no BOS flag, so the count is the rendering's. */
+    int64_t n_prompt = count_prompt_tokens(
+        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        0);
+    int64_t n_with_bos = n_prompt + 1;
+    int64_t n_reported = json_int_at(root, "usage.prompt_tokens");
+    assert_true(n_reported == n_prompt || n_reported == n_with_bos);
+    assert_usage_and_cost(reply.body, root, n_reported);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_chat_stream_matches_plain(void **state) {
+    (void)state;
+    const char *request_plain =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"tell\"}],\"max_tokens\":10,"
+        "\"temperature\":0}";
+    http_reply plain;
+    http_post("/v1/chat/completions", request_plain, &plain);
+    assert_int_equal(plain.status, 200);
+    struct json_object *plain_root = parse_json(plain.body);
+
+    http_reply streamed;
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"tell\"}],\"max_tokens\":10,"
+              "\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+              &streamed);
+    assert_int_equal(streamed.status, 200);
+    assert_non_null(strstr(streamed.content_type, "text/event-stream"));
+
+    char *events[256];
+    int n_events = split_sse(streamed.body, events, 256);
+    assert_true(n_events >= 3);
+    assert_string_equal(events[n_events - 1], "[DONE]");
+    struct json_object *first = parse_json(events[0]);
+    assert_string_equal(json_string_at(first, "object"), "chat.completion.chunk");
+    assert_string_equal(json_string_at(first, "choices.0.delta.role"), "assistant");
+    json_object_put(first);
+
+    char text[4096];
+    const char *finish_reason = NULL;
+    struct json_object *usage_root = NULL;
+    join_stream_text(events, n_events, true, text, sizeof(text), &finish_reason, &usage_root);
+    assert_string_equal(text, json_string_at(plain_root, "choices.0.message.content"));
+    assert_string_equal(finish_reason, json_string_at(plain_root, "choices.0.finish_reason"));
+    assert_non_null(usage_root);
+    assert_int_equal(json_int_at(usage_root, "usage.prompt_tokens"),
+                     json_int_at(plain_root, "usage.prompt_tokens"));
+    assert_int_equal(json_int_at(usage_root, "usage.completion_tokens"),
+                     json_int_at(plain_root, "usage.completion_tokens"));
+    assert_non_null(json_at(usage_root, "usage.cost.total"));
+    json_object_put(usage_root);
+    json_object_put(plain_root);
+    http_reply_release(&streamed);
+    http_reply_release(&plain);
+}
+
+static void test_completion_stream_n_choices(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions",
+              "{\"prompt\":\"abc\",\"max_tokens\":4,\"n\":2,\"seed\":7,\"stream\":true}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    char *events[256];
+    int n_events = split_sse(reply.body, events, 256);
+    assert_string_equal(events[n_events - 1], "[DONE]");
+    int n_finished[2] = {0, 0};
+    for (int i = 0; i < n_events - 1; i++) {
+        struct json_object *root = parse_json(events[i]);
+        assert_string_equal(json_string_at(root, "object"), "text_completion");
+        int64_t index = json_int_at(root, "choices.0.index");
+        assert_true(index == 0 || index == 1);
+        if (json_string_at(root, "choices.0.finish_reason") != NULL) {
+            n_finished[index]++;
+        }
+        json_object_put(root);
+    }
+    assert_int_equal(n_finished[0], 1);
+    assert_int_equal(n_finished[1], 1);
+    http_reply_release(&reply);
+}
+
+static void test_errors_bad_json_and_content_type(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/chat/completions", "{\"messages\": [", &reply);
+    assert_error(&reply, 400, NULL, "invalid_json");
+    http_reply_release(&reply);
+
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    http_send(quill_server_port(the_fixture.server), "POST", "/v1/chat/completions",
+              "text/plain", API_KEY, body, strlen(body), &reply);
+    assert_error(&reply, 400, NULL, "invalid_content_type");
+    http_reply_release(&reply);
+}
+
+static void test_errors_name_the_parameter(void **state) {
+    (void)state;
+    static const struct {
+        const char *path;
+        const char *body;
+        const char *param;
+    } cases[] = {
+        {"/v1/chat/completions", "{}", "messages"},
+        {"/v1/chat/completions", "{\"messages\":[]}", "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
+         "messages[0].role"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"}]}",
+         "messages[0].content"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}",
+         "temperature"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":0}", "top_p"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", "n"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}",
+         "max_tokens"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\","
+         "\"d\",\"e\"]}",
+         "stop"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"99999\":1}}",
+         "logit_bias"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}",
+         "top_logprobs"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":"
+         "\"json_object\"}}",
+         "response_format"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
+        {"/v1/completions", "{\"prompt\":[1,2,99999]}", "prompt"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}",
+         "stream_options"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        http_reply reply;
+        http_post(cases[i].path, cases[i].body, &reply);
+        assert_error(&reply, 400, cases[i].param, NULL);
+        http_reply_release(&reply);
+    }
+}
+
+static void test_errors_ignored_hints_accepted(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions",
+              "{\"prompt\":\"x\",\"max_tokens\":1,\"store\":false,\"service_tier\":\"auto\","
+              "\"user\":\"u1\",\"suffix\":null}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+}
+
+static void test_errors_api_key(void **state) {
+    (void)state;
+    const char *body = "{\"prompt\":\"x\",\"max_tokens\":1}";
+    http_reply reply;
+    http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+              "application/json", NULL, body, strlen(body), &reply);
+    assert_error(&reply, 401, NULL, "invalid_api_key");
+    http_reply_release(&reply);
+    http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+              "application/json", "wrong-key", body, strlen(body), &reply);
+    assert_error(&reply, 401, NULL, "invalid_api_key");
+    http_reply_release(&reply);
+}
+
+static void test_errors_unknown_model_and_path(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions", "{\"model\":\"gpt-9\",\"prompt\":\"x\"}", &reply);
+    assert_error(&reply, 404, "model", "model_not_found");
+    http_reply_release(&reply);
+    http_post("/v1/embeddings", "{}", &reply);
+    assert_error(&reply, 404, NULL, "not_found");
+    http_reply_release(&reply);
+}
+
+static void test_errors_body_too_large(void **state) {
+    (void)state;
+    size_t n_bytes = MAX_BODY_BYTES + 100;
+    char *body = malloc(n_bytes + 1);
+    assert_non_null(body);
+    memset(body, ' ', n_bytes);
+    body[n_bytes] = '\0';
+    http_reply reply;
+    http_post("/v1/completions", body, &reply);
+    assert_error(&reply, 413, NULL, "request_too_large");
+    http_reply_release(&reply);
+    free(body);
+}
+
+static void test_errors_context_length_exceeded(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":300}", &reply);
+    assert_error(&reply, 400, "prompt", "context_length_exceeded");
+    http_reply_release(&reply);
+
+    /* Streamed requests fail the same way, before any chunk. */
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":300,"
+              "\"stream\":true}",
+              &reply);
+    assert_error(&reply, 400, "messages", "context_length_exceeded");
+    assert_null(strstr(reply.body, "data:"));
+    http_reply_release(&reply);
+}
+
+/* Opens a raw connection with a tiny receive buffer, sends a streamed request and reads until
+ * the first SSE event arrived. Returns the socket; the caller stops reading or closes it. */
+static int open_stalled_stream(uint16_t port, const char *body) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    int receive_bytes = 2048;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_bytes, sizeof(receive_bytes));
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+
+    char request[16384];
+    int n_request = snprintf(request, sizeof(request),
+                             "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             "Authorization: Bearer " API_KEY "\r\n"
+                             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                             strlen(body), body);
+    assert_true(n_request > 0 && (size_t)n_request < sizeof(request));
+    assert_int_equal(send(fd, request, (size_t)n_request, 0), n_request);
+
+    char received[4096];
+    size_t n_received = 0;
+    while (n_received < sizeof(received) - 1) {
+        ssize_t n_read = recv(fd, received + n_received, sizeof(received) - 1 - n_received, 0);
+        assert_true(n_read > 0);
+        n_received += (size_t)n_read;
+        received[n_received] = '\0';
+        if (strstr(received, "data: ") != NULL) {
+            break;
+        }
+    }
+    assert_non_null(strstr(received, "200 OK"));
+    return fd;
+}
+
+static char *long_stream_body(void) {
+    char *ban = ban_special_and_bytes();
+    size_t capacity = strlen(ban) + 256;
+    char *body = malloc(capacity);
+    assert_non_null(body);
+    snprintf(body, capacity,
+             "{\"prompt\":\"go\",\"max_tokens\":200,\"stream\":true,\"logprobs\":20,"
+             "\"logit_bias\":%s}",
+             ban);
+    free(ban);
+    return body;
+}
+
+static void wait_until_idle(void) {
+    /* Bounded wait for the engine to drop the cancelled sequence (no timing is asserted). */
+    for (int i = 0; i < 1000; i++) {
+        quill_engine_stats engine_stats;
+        quill_server_stats server_stats;
+        quill_engine_get_stats(the_fixture.engine, &engine_stats);
+        quill_server_get_stats(the_fixture.server, &server_stats);
+        if (engine_stats.n_running == 0 && engine_stats.n_waiting == 0 &&
+            server_stats.n_generations_in_flight == 0) {
+            return;
+        }
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void test_disconnect_frees_slot(void **state) {
+    (void)state;
+    quill_server_stats before;
+    quill_server_get_stats(the_fixture.server, &before);
+    char *body = long_stream_body();
+    int fd = open_stalled_stream(quill_server_port(the_fixture.server), body);
+    free(body);
+
+    /* Drop the connection mid-stream, with unread data, so the kernel resets it. */
+    struct linger reset = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    close(fd);
+    wait_until_idle();
+
+    quill_engine_stats engine_stats;
+    quill_server_stats after;
+    quill_engine_get_stats(the_fixture.engine, &engine_stats);
+    quill_server_get_stats(the_fixture.server, &after);
+    assert_int_equal(engine_stats.n_running, 0);
+    assert_int_equal(after.n_generations_in_flight, 0);
+    assert_int_equal(after.n_client_disconnects, before.n_client_disconnects + 1);
+}
+
+static void test_busy_answers_429(void **state) {
+    (void)state;
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 2;
+    params.api_key = API_KEY;
+    params.max_requests_in_flight = 1;
+    quill_server *server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+
+    /* The stalled stream keeps its one slot: the server cannot finish writing it. */
+    char *body = long_stream_body();
+    int fd = open_stalled_stream(quill_server_port(server), body);
+    free(body);
+    const char *second = "{\"prompt\":\"x\",\"max_tokens\":1}";
+    http_reply reply;
+    http_send(quill_server_port(server), "POST", "/v1/completions", "application/json",
+              API_KEY, second, strlen(second), &reply);
+    assert_error(&reply, 429, NULL, "rate_limit_exceeded");
+    assert_string_equal(reply.retry_after, "1");
+    http_reply_release(&reply);
+
+    close(fd);
+    quill_server_destroy(server);
+    wait_until_idle();
+}
+
+static void test_utf8_split_across_byte_tokens(void **state) {
+    (void)state;
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(the_fixture.model);
+    int32_t e2 = quill_tokenizer_find_token(tokenizer, "<0xE2>");
+    int32_t x82 = quill_tokenizer_find_token(tokenizer, "<0x82>");
+    int32_t xac = quill_tokenizer_find_token(tokenizer, "<0xAC>");
+    assert_true(e2 >= 0 && x82 >= 0 && xac >= 0);
+
+    /* Biases 30 > 20 > 10 pick E2 first; the repetition penalty (divide by 10) then lets 82
+     * win, then AC: the three byte tokens of U+20AC, one character split over three tokens. */
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"prompt\":\"a\",\"max_tokens\":3,\"temperature\":0,\"stream\":true,"
+             "\"repetition_penalty\":10,\"logit_bias\":{\"%d\":30,\"%d\":20,\"%d\":10}}",
+             e2, x82, xac);
+    http_reply reply;
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    char *events[64];
+    int n_events = split_sse(reply.body, events, 64);
+    char text[256];
+    const char *finish_reason = NULL;
+    struct json_object *usage_root = NULL;
+    join_stream_text(events, n_events, false, text, sizeof(text), &finish_reason, &usage_root);
+    assert_string_equal(text, "\xe2\x82\xac");
+    assert_string_equal(finish_reason, "length");
+    http_reply_release(&reply);
+}
+
+static void test_invalid_utf8_becomes_replacement(void **state) {
+    (void)state;
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(the_fixture.model);
+    int32_t x82 = quill_tokenizer_find_token(tokenizer, "<0x82>");
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"prompt\":\"a\",\"max_tokens\":2,\"temperature\":0,\"logit_bias\":{\"%d\":100}}",
+             x82);
+    http_reply reply;
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    const char *text = json_string_at(root, "choices.0.text");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\xef\xbf\xbd"));
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_stop_string_across_tokens(void **state) {
+    (void)state;
+    char *ban = ban_special_and_bytes();
+    size_t capacity = strlen(ban) + 512;
+    char *body = malloc(capacity);
+    assert_non_null(body);
+    snprintf(body, capacity,
+             "{\"prompt\":\"hello\",\"max_tokens\":12,\"temperature\":0,\"logit_bias\":%s}", ban);
+    http_reply reply;
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    char full[256];
+    snprintf(full, sizeof(full), "%s", json_string_at(root, "choices.0.text"));
+    json_object_put(root);
+    http_reply_release(&reply);
+
+    /* Pieces are one or two letters (with or without a leading space), so three characters
+     * from offset 2 span at least two tokens. */
+    assert_true(strlen(full) >= 6);
+    char stop[4];
+    memcpy(stop, full + 2, 3);
+    stop[3] = '\0';
+    char *first_stop = strstr(full, stop);
+    size_t n_expected = (size_t)(first_stop - full);
+
+    for (int is_stream = 0; is_stream <= 1; is_stream++) {
+        snprintf(body, capacity,
+                 "{\"prompt\":\"hello\",\"max_tokens\":12,\"temperature\":0,\"stop\":\"%s\","
+                 "\"stream\":%s,\"logit_bias\":%s}",
+                 stop, is_stream ? "true" : "false", ban);
+        http_post("/v1/completions", body, &reply);
+        assert_int_equal(reply.status, 200);
+        char text[256];
+        const char *finish_reason = NULL;
+        if (is_stream) {
+            char *events[256];
+            int n_events = split_sse(reply.body, events, 256);
+            struct json_object *usage_root = NULL;
+            join_stream_text(events, n_events, false, text, sizeof(text), &finish_reason,
+                             &usage_root);
+        } else {
+            root = parse_json(reply.body);
+            snprintf(text, sizeof(text), "%s", json_string_at(root, "choices.0.text"));
+            static char reason[32];
+            snprintf(reason, sizeof(reason), "%s",
+                     json_string_at(root, "choices.0.finish_reason"));
+            finish_reason = reason;
+            json_object_put(root);
+        }
+        assert_int_equal(strlen(text), n_expected);
+        assert_memory_equal(text, full, n_expected);
+        assert_string_equal(finish_reason, "stop");
+        http_reply_release(&reply);
+    }
+    free(body);
+    free(ban);
+}
+
+static void test_user_special_text_stays_plain(void **state) {
+    (void)state;
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 1;
+    params.chat_template =
+        "{% for message in messages %}{{ message.content }}</s>{% endfor %}";
+    quill_server *server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi</s>\"}]}";
+    quill_openai_request request;
+    quill_http_error error;
+    assert_int_equal(quill__openai_request_parse(body, strlen(body), QUILL_OPENAI_CHAT, 0,
+                                                 &request, &error),
+                     QUILL_OK);
+    int32_t *tokens = NULL;
+    int64_t n_tokens = 0;
+    char *prompt = NULL;
+    assert_int_equal(
+        quill__completion_render_chat(server, &request, &tokens, &n_tokens, &prompt, &error),
+        QUILL_OK);
+    assert_string_equal(prompt, "hi</s></s>");
+
+    /* Only the template's own </s> becomes the EOS id; the user's is plain text. */
+    int32_t eos = quill_tokenizer_eos(quill_model_tokenizer(the_fixture.model));
+    int n_eos = 0;
+    for (int64_t i = 0; i < n_tokens; i++) {
+        n_eos += tokens[i] == eos ? 1 : 0;
+    }
+    assert_int_equal(n_eos, 1);
+    assert_int_equal(tokens[n_tokens - 1], eos);
+
+    quill_tokens_free(tokens);
+    quill__free(prompt);
+    quill__openai_request_release(&request);
+    quill_server_destroy(server);
+}
+
+static void test_apply_template_default_chatml(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/apply-template",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}", &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "prompt"),
+                        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n");
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_tokenize_round_trip(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/tokenize", "{\"content\":\"abc def\"}", &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    struct json_object *tokens = json_at(root, "tokens");
+    assert_non_null(tokens);
+    assert_int_equal(json_object_array_length(tokens),
+                     count_prompt_tokens("abc def", QUILL_TOKENIZE_PARSE_SPECIAL));
+    char body[512];
+    snprintf(body, sizeof(body), "{\"tokens\":%s}", json_object_to_json_string(tokens));
+    json_object_put(root);
+    http_reply_release(&reply);
+
+    http_post("/detokenize", body, &reply);
+    assert_int_equal(reply.status, 200);
+    root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "content"), "abc def");
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_loading_then_ready),
+        cmocka_unit_test(test_models_lists_alias),
+        cmocka_unit_test(test_completion_usage_and_cost),
+        cmocka_unit_test(test_chat_usage_and_cost),
+        cmocka_unit_test(test_chat_stream_matches_plain),
+        cmocka_unit_test(test_completion_stream_n_choices),
+        cmocka_unit_test(test_errors_bad_json_and_content_type),
+        cmocka_unit_test(test_errors_name_the_parameter),
+        cmocka_unit_test(test_errors_ignored_hints_accepted),
+        cmocka_unit_test(test_errors_api_key),
+        cmocka_unit_test(test_errors_unknown_model_and_path),
+        cmocka_unit_test(test_errors_body_too_large),
+        cmocka_unit_test(test_errors_context_length_exceeded),
+        cmocka_unit_test(test_disconnect_frees_slot),
+        cmocka_unit_test(test_busy_answers_429),
+        cmocka_unit_test(test_utf8_split_across_byte_tokens),
+        cmocka_unit_test(test_invalid_utf8_becomes_replacement),
+        cmocka_unit_test(test_stop_string_across_tokens),
+        cmocka_unit_test(test_user_special_text_stays_plain),
+        cmocka_unit_test(test_apply_template_default_chatml),
+        cmocka_unit_test(test_tokenize_round_trip),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
