@@ -318,7 +318,7 @@ static void test_quantize_zero_block_is_zero(void **state) {
     (void)state;
     float x[512] = {0};
     float y[512];
-    uint8_t q[1024];
+    uint8_t q[2048];
     for (size_t t = 0; t < sizeof(round_trip_types) / sizeof(round_trip_types[0]); t++) {
         uint32_t type = round_trip_types[t];
         memset(y, 0xff, sizeof(y));

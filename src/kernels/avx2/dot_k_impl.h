@@ -1,0 +1,223 @@
+/*
+ * Dot products and tiles of the K-quants (Q4_K, Q5_K, Q6_K; super-blocks of 256) with Q8_K
+ * activations, for x86 with AVX2; included by avx2/dot_k.c and avx512/dot_k.c, which define
+ * QUILL_X86_NAME(stem) to append their suffix.
+ *
+ * Per (row, token) pair and super-block: eight exact int32 lanes, lane k holding the sum over
+ * each 32-value sub-block's bytes 4k .. 4k + 3 of scale * level * q_x (Q6_K: scale * (level -
+ * 32) * q_x), then acc = fma(d_w * d_x, float(lanes), acc) in block order. Q4_K / Q5_K also
+ * add (dmin_w * d_x) * float(sum of min_j * activation sums) to a scalar f32 sum in block order,
+ * and the result is hsum(acc) - that sum. Tiles compute every pair with exactly these
+ * operations, so vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values.
+ */
+#include "kernels/avx2/x86_common.h"
+#include "kernels/blocks.h"
+
+enum {
+    KIND_Q4_K,
+    KIND_Q5_K,
+    KIND_Q6_K,
+};
+
+#if QUILL_X86_USE_VNNI
+enum { TILE_ROWS = 4, TILE_TOKENS = 4 };
+#else
+enum { TILE_ROWS = 4, TILE_TOKENS = 2 };
+#endif
+
+/* One weight super-block unpacked for reuse across the tokens of a tile. */
+typedef struct unpacked_k {
+    __m256i levels[8];  /* u8 levels of elements 32k .. 32k + 31 */
+    __m256i scales[8];  /* int16 scales for the 16 int16 pair sums of levels[k] */
+    int32_t mins[8];    /* Q4_K / Q5_K sub-block mins (0 for Q6_K) */
+    float d;            /* super-block scale */
+    float dmin;         /* super-block min scale (0 for Q6_K) */
+} unpacked_k;
+
+QUILL_X86_INLINE size_t k_block_bytes(int kind) {
+    if (kind == KIND_Q4_K) {
+        return sizeof(quill_block_q4_k);
+    }
+    return kind == KIND_Q5_K ? sizeof(quill_block_q5_k) : sizeof(quill_block_q6_k);
+}
+
+/* Unpacks the nibbles (and for Q5_K the fifth bits) and the 6-bit scales of a Q4_K / Q5_K
+ * super-block. */
+QUILL_X86_INLINE void unpack_q4_q5_k(int kind, const uint8_t *block, unpacked_k *out) {
+    const uint8_t *packed_scales = block + 4;
+    const uint8_t *qh = block + 16;
+    const uint8_t *qs = kind == KIND_Q4_K ? block + 16 : block + 48;
+    out->d = quill_x86_load_fp16(block);
+    out->dmin = quill_x86_load_fp16(block + 2);
+    __m256i high_bits = _mm256_setzero_si256();
+    if (kind == KIND_Q5_K) {
+        high_bits = _mm256_loadu_si256((const __m256i *)qh);
+    }
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    for (int group = 0; group < 4; group++) {
+        __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * group));
+        out->levels[2 * group] = _mm256_and_si256(bytes, low_mask);
+        out->levels[2 * group + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_mask);
+    }
+    for (int j = 0; j < 8; j++) {
+        uint8_t scale;
+        uint8_t min;
+        quill__q4_k_scale_min(j, packed_scales, &scale, &min);
+        out->scales[j] = _mm256_set1_epi16(scale);
+        out->mins[j] = min;
+        if (kind == KIND_Q5_K) {
+            /* Bit j of each qh byte, moved to bit 4: 16-bit shifts only move bits between
+             * the two bytes above bit 0, which the mask clears. */
+            __m256i bit = _mm256_and_si256(_mm256_srli_epi16(high_bits, j), _mm256_set1_epi8(1));
+            out->levels[j] = _mm256_or_si256(out->levels[j], _mm256_slli_epi16(bit, 4));
+        }
+    }
+}
+
+/* Unpacks the 6-bit levels and int8 scales of a Q6_K super-block: vector k holds elements
+ * 32k .. 32k + 31, whose two halves use scales 2k and 2k + 1. */
+QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
+    const quill_block_q6_k *q6 = (const quill_block_q6_k *)block;
+    out->d = quill_x86_load_fp16(q6->d);
+    out->dmin = 0.0f;
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    const __m256i two_bits = _mm256_set1_epi8(0x30);
+    for (int half = 0; half < 2; half++) {
+        __m256i ql_0 = _mm256_loadu_si256((const __m256i *)(q6->ql + 64 * half));
+        __m256i ql_32 = _mm256_loadu_si256((const __m256i *)(q6->ql + 64 * half + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(q6->qh + 32 * half));
+        __m256i *levels = out->levels + 4 * half;
+        levels[0] = _mm256_or_si256(_mm256_and_si256(ql_0, low_mask),
+                                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), two_bits));
+        levels[1] = _mm256_or_si256(_mm256_and_si256(ql_32, low_mask),
+                                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), two_bits));
+        levels[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_0, 4), low_mask),
+                                    _mm256_and_si256(qh, two_bits));
+        levels[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_32, 4), low_mask),
+                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits));
+    }
+    for (int k = 0; k < 8; k++) {
+        __m128i low = _mm_set1_epi16(q6->scales[2 * k]);
+        __m128i high = _mm_set1_epi16(q6->scales[2 * k + 1]);
+        out->scales[k] = _mm256_set_m128i(high, low);
+        out->mins[k] = 0;
+    }
+}
+
+/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens), bounds at most the tile. */
+QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
+                             size_t weight_row_bytes, int n_rows, const uint8_t *activations,
+                             size_t activation_row_bytes, int n_tokens, float *y,
+                             int64_t y_stride) {
+    const size_t w_bytes = k_block_bytes(kind);
+    __m256 acc[TILE_ROWS][TILE_TOKENS];
+    float min_sum[TILE_ROWS][TILE_TOKENS];
+    for (int r = 0; r < n_rows; r++) {
+        for (int t = 0; t < n_tokens; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            min_sum[r][t] = 0.0f;
+        }
+    }
+
+    unpacked_k unpacked[TILE_ROWS];
+    for (int64_t b = 0; b < n_blocks; b++) {
+        for (int r = 0; r < n_rows; r++) {
+            const uint8_t *block = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
+            if (kind == KIND_Q6_K) {
+                unpack_q6_k(block, &unpacked[r]);
+            } else {
+                unpack_q4_q5_k(kind, block, &unpacked[r]);
+            }
+        }
+
+        for (int t = 0; t < n_tokens; t++) {
+            const quill_block_q8_k *x =
+                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+            float d_x = quill__load_f32(x->d);
+            __m256i x_values[8];
+            __m256i x_offset[8];
+            int32_t x_sums[8];
+            for (int k = 0; k < 8; k++) {
+                x_values[k] = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
+                if (kind == KIND_Q6_K) {
+                    /* 32 * (pair sums of q_x): subtracting it recentres the Q6_K levels. */
+                    x_offset[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), x_values[k]);
+                } else {
+                    x_sums[k] = quill__load_i16(&x->bsums[4 * k]) +
+                                quill__load_i16(&x->bsums[4 * k + 2]);
+                }
+            }
+
+            for (int r = 0; r < n_rows; r++) {
+                const unpacked_k *w = &unpacked[r];
+                __m256i lanes = _mm256_setzero_si256();
+                int32_t mins = 0;
+                for (int k = 0; k < 8; k++) {
+                    __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x_values[k]);
+                    if (kind == KIND_Q6_K) {
+                        pairs = _mm256_sub_epi16(pairs, x_offset[k]);
+                    } else {
+                        mins += w->mins[k] * x_sums[k];
+                    }
+                    lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(pairs, w->scales[k]));
+                }
+                __m256 scale = _mm256_set1_ps(w->d * d_x);
+                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                if (kind != KIND_Q6_K) {
+                    min_sum[r][t] += (w->dmin * d_x) * (float)mins;
+                }
+            }
+        }
+    }
+
+    for (int r = 0; r < n_rows; r++) {
+        for (int t = 0; t < n_tokens; t++) {
+            y[t * y_stride + r] = quill_x86_hsum(acc[r][t]) - min_sum[r][t];
+        }
+    }
+}
+
+QUILL_X86_INLINE void gemm_k(int kind, int64_t n, const void *weights, size_t weight_row_bytes,
+                             int64_t n_rows, const void *activations, size_t activation_row_bytes,
+                             int64_t n_tokens, float *y, int64_t y_stride) {
+    int64_t n_blocks = n / QUILL_QK_K;
+    for (int64_t row = 0; row < n_rows; row += TILE_ROWS) {
+        const uint8_t *w = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
+        int rows = n_rows - row < TILE_ROWS ? (int)(n_rows - row) : TILE_ROWS;
+        for (int64_t token = 0; token < n_tokens; token += TILE_TOKENS) {
+            const uint8_t *x = (const uint8_t *)activations + (size_t)token * activation_row_bytes;
+            int tokens = n_tokens - token < TILE_TOKENS ? (int)(n_tokens - token) : TILE_TOKENS;
+            float *y_tile = y + token * y_stride + row;
+            if (rows == TILE_ROWS && tokens == TILE_TOKENS) {
+                tile_k(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
+                       TILE_TOKENS, y_tile, y_stride);
+            } else if (rows == TILE_ROWS && tokens == 1) {
+                tile_k(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes, 1,
+                       y_tile, y_stride);
+            } else {
+                tile_k(kind, n_blocks, w, weight_row_bytes, rows, x, activation_row_bytes, tokens,
+                       y_tile, y_stride);
+            }
+        }
+    }
+}
+
+#define QUILL_DEFINE_K(kind, stem)                                                               \
+    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                    \
+                                            const void *activations) {                         \
+        float result;                                                                          \
+        tile_k(kind, n / QUILL_QK_K, weights, 0, 1, activations, 0, 1, &result, 0);           \
+        return result;                                                                         \
+    }                                                                                          \
+    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                    \
+                                            size_t weight_row_bytes, int64_t n_rows,           \
+                                            const void *activations,                           \
+                                            size_t activation_row_bytes, int64_t n_tokens,     \
+                                            float *y, int64_t y_stride) {                      \
+        gemm_k(kind, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,  \
+               n_tokens, y, y_stride);                                                         \
+    }
+
+QUILL_DEFINE_K(KIND_Q4_K, q4_k_q8_k)
+QUILL_DEFINE_K(KIND_Q5_K, q5_k_q8_k)
+QUILL_DEFINE_K(KIND_Q6_K, q6_k_q8_k)

@@ -1,0 +1,74 @@
+/*
+ * The AVX512 kernels: the same contracts as the reference kernels of the same stem
+ * (ref/kernels_ref.h), plus gemm tiles (quill_kernel_gemm_fn in dispatch.h) whose per-(row,
+ * token) results equal the type's vec_dot bit for bit. Call only on CPUs with the features
+ * that dispatch.c checks. Stateless: safe from any thread.
+ */
+#ifndef QUILL_KERNELS_AVX512_H
+#define QUILL_KERNELS_AVX512_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+float quill__dot_f32_f32_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_f32_f32_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_f16_f32_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_f16_f32_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_bf16_f32_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_bf16_f32_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q4_0_q8_0_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q4_1_q8_1_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q4_1_q8_1_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q5_0_q8_0_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q5_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q5_1_q8_1_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q5_1_q8_1_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q8_0_q8_0_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q4_k_q8_k_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q5_k_q8_k_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q5_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+float quill__dot_q6_k_q8_k_avx512(int64_t n, const void *weights, const void *activations);
+void quill__gemm_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                           int64_t n_rows, const void *activations,
+                           size_t activation_row_bytes, int64_t n_tokens, float *y,
+                           int64_t y_stride);
+void quill__quantize_q8_0_avx512(const float *src, void *dst, int64_t n);
+void quill__quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
+void quill__quantize_q8_k_avx512(const float *src, void *dst, int64_t n);
+
+/* AVX512_BF16 dot of BF16 weights with f32 activations (avx512/dot_bf16.c). */
+
+#endif

@@ -1,0 +1,554 @@
+/*
+ * Tests of the ISA kernel variants against the scalar reference: activation quantizers
+ * bit-identical, dot products exact on integer-valued blocks and within a stated float bound on
+ * random data, gemm tiles bit-identical to the variant's own vec_dot, and matmul batch and
+ * thread invariance per variant. Rows sit at unaligned addresses and data include zeros, tiny
+ * and large magnitudes and exact rounding ties. Variants this CPU or build cannot run are
+ * printed as skipped.
+ */
+#include "test_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/threadpool.h"
+#include "kernels/blocks.h"
+#include "kernels/dispatch.h"
+#include "kernels/kernels.h"
+#include "quill/status.h"
+#include "quill/tensor_type.h"
+
+typedef struct rng {
+    uint64_t state;
+} rng;
+
+static uint64_t rng_next(rng *generator) {
+    generator->state ^= generator->state >> 12;
+    generator->state ^= generator->state << 25;
+    generator->state ^= generator->state >> 27;
+    return generator->state * 0x2545F4914F6CDD1DULL;
+}
+
+static float rng_uniform(rng *generator) {
+    return (float)((double)(rng_next(generator) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Fills n values in blocks of 32 whose magnitudes vary: mostly 10^[-2.5, 1.5], and one block in
+ * eight is all zeros, tiny (1e-7, so fp16 scales are subnormal), large (1e5) or an exact
+ * rounding-tie pattern (integers and halves with amax 127, so x / d lands on .5). */
+static void fill_extreme(rng *generator, float *x, int64_t n) {
+    for (int64_t b = 0; b < n; b += 32) {
+        uint64_t pick = rng_next(generator) % 8;
+        float magnitude = powf(10.0f, 2.0f * rng_uniform(generator) - 0.5f);
+        if (pick == 1) {
+            magnitude = 1e-7f;
+        } else if (pick == 2) {
+            magnitude = 1e5f;
+        }
+        for (int64_t i = b; i < b + 32 && i < n; i++) {
+            if (pick == 0) {
+                x[i] = 0.0f;
+            } else if (pick == 3) {
+                x[i] = (float)((int)(rng_next(generator) % 253) - 126) * 0.5f;
+            } else {
+                x[i] = magnitude * rng_uniform(generator);
+            }
+        }
+        if (pick == 3) {
+            x[b] = 127.0f;
+        }
+    }
+}
+
+static size_t row_bytes_of(uint32_t type, int64_t n) {
+    size_t n_bytes = 0;
+    assert_true(quill_type_row_bytes(type, n, &n_bytes));
+    return n_bytes;
+}
+
+static int64_t block_size_of(uint32_t type) {
+    return quill_type_traits_get(type)->block_elements;
+}
+
+/* The variants to compare with the reference; those this machine cannot run are printed. */
+static int collect_variants(const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT]) {
+    int n_tables = 0;
+    for (int v = QUILL_KERNEL_VARIANT_REF + 1; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
+        const quill_kernel_table *table = quill__kernels_variant_table((quill_kernel_variant)v);
+        if (table == NULL) {
+            print_message("[ SKIPPED  ] variant %s: not supported by this CPU or build\n",
+                          quill__kernels_variant_label((quill_kernel_variant)v));
+            continue;
+        }
+        tables[n_tables++] = table;
+    }
+    return n_tables;
+}
+
+static const uint32_t weight_types[] = {
+    QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1,
+    QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
+    QUILL_TYPE_Q6_K,
+};
+enum { N_WEIGHT_TYPES = sizeof(weight_types) / sizeof(weight_types[0]) };
+
+/* ---- activation quantizers ---- */
+
+static void test_simd_quantize_matches_ref(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    const uint32_t types[] = {QUILL_TYPE_Q8_0, QUILL_TYPE_Q8_1, QUILL_TYPE_Q8_K};
+    rng generator = {11};
+    enum { N = 2048 };
+    /* One spare float in front, so the input row starts 4 bytes off the 32-byte alignment,
+     * and one spare byte so the output starts at an odd address. */
+    float *x_buffer = quill__malloc_array(N + 1, sizeof(float));
+    uint8_t *expected = quill__malloc(4096);
+    uint8_t *got_buffer = quill__malloc(4097);
+    assert_non_null(x_buffer);
+    assert_non_null(expected);
+    assert_non_null(got_buffer);
+    float *x = x_buffer + 1;
+    uint8_t *got = got_buffer + 1;
+
+    for (int trial = 0; trial < 8; trial++) {
+        fill_extreme(&generator, x, N);
+        for (size_t k = 0; k < 3; k++) {
+            size_t n_bytes = row_bytes_of(types[k], N);
+            ref->types[types[k]].quantize_row(x, expected, N);
+            for (int v = 0; v < n_tables; v++) {
+                memset(got, 0xa5, n_bytes);
+                tables[v]->types[types[k]].quantize_row(x, got, N);
+                assert_memory_equal(got, expected, n_bytes);
+            }
+        }
+    }
+    quill__free(got_buffer);
+    quill__free(expected);
+    quill__free(x_buffer);
+}
+
+/* Exact ties: x / d is k + 0.5 for Q8_0 (roundf rounds away from zero) and for Q8_K (ties go
+ * to even), checked on the bytes. */
+static void test_simd_quantize_rounding_ties(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    float x[256];
+    for (int i = 0; i < 256; i++) {
+        x[i] = (float)((i % 9) - 4) + 0.5f;
+    }
+    x[0] = 127.0f;
+    x[32] = 127.0f;
+    for (int v = 0; v < n_tables; v++) {
+        quill_block_q8_0 q8_0[8];
+        tables[v]->types[QUILL_TYPE_Q8_0].quantize_row(x, q8_0, 256);
+        /* x[1] = -2.5 rounds to -3, x[5] = 1.5 rounds to 2, x[6] = 2.5 rounds to 3. */
+        assert_int_equal(q8_0[0].qs[1], -3);
+        assert_int_equal(q8_0[0].qs[5], 2);
+        assert_int_equal(q8_0[0].qs[6], 3);
+
+        quill_block_q8_k q8_k;
+        tables[v]->types[QUILL_TYPE_Q8_K].quantize_row(x, &q8_k, 256);
+        /* Scale -1: -2.5 -> 2.5 -> 2 (even), 1.5 -> -1.5 -> -2, 2.5 -> -2.5 -> -2. */
+        assert_int_equal(q8_k.qs[1], 2);
+        assert_int_equal(q8_k.qs[5], -2);
+        assert_int_equal(q8_k.qs[6], -2);
+        assert_int_equal(q8_k.qs[0], -127);
+    }
+}
+
+/* ---- dot products ---- */
+
+/* Allowed |variant - ref| on random data. Both add the same per-block terms (each from an exact
+ * integer sum scaled by d_w * d_x) in a different association: each result is within
+ * (n_terms + 8) * 2^-24 * M of the exact value, where M bounds the sum of the terms' magnitudes.
+ * M = sum |x_i| * 2 * max|w| over each block of 32, because a level times its scale is at most
+ * |w| plus the block offset, and the offset is at most max|w|. The difference is at most twice
+ * that bound. */
+static double variant_tolerance(uint32_t type, int64_t n, const float *w, const float *x) {
+    double magnitude = 0.0;
+    for (int64_t b = 0; b < n; b += 32) {
+        double max_w = 0.0;
+        double sum_x = 0.0;
+        for (int64_t i = b; i < b + 32 && i < n; i++) {
+            max_w = fabs((double)w[i]) > max_w ? fabs((double)w[i]) : max_w;
+            sum_x += fabs((double)x[i]);
+        }
+        magnitude += 2.0 * max_w * sum_x;
+    }
+    int64_t n_terms = block_size_of(type) == 1 ? n : n / block_size_of(type);
+    return 2.0 * (double)(n_terms + 8) * ldexp(1.0, -24) * magnitude + 1e-30;
+}
+
+/* Quantized rows for one weight type: weights and activations both from fill_extreme, copied to
+ * odd addresses. */
+typedef struct dot_rows {
+    uint32_t type;
+    uint32_t activation_type;
+    int64_t n;
+    float *w_dequantized; /* f32 [n] */
+    float *x_dequantized; /* f32 [n] */
+    float *x;             /* f32 [n], the unquantized activations */
+    uint8_t *w_buffer;    /* row bytes + 1 */
+    uint8_t *x_buffer;    /* row bytes + 1 */
+} dot_rows;
+
+static void dot_rows_init(dot_rows *rows, uint32_t type, int64_t n, rng *generator) {
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    rows->type = type;
+    rows->activation_type = ref->types[type].vec_dot_type;
+    rows->n = n;
+    rows->w_dequantized = quill__malloc_array((size_t)n, sizeof(float));
+    rows->x_dequantized = quill__malloc_array((size_t)n, sizeof(float));
+    rows->x = quill__malloc_array((size_t)n + 1, sizeof(float));
+    rows->w_buffer = quill__malloc(row_bytes_of(type, n) + 1);
+    rows->x_buffer = quill__malloc(row_bytes_of(rows->activation_type, n) + 1);
+    assert_non_null(rows->w_dequantized);
+    assert_non_null(rows->x_dequantized);
+    assert_non_null(rows->x);
+    assert_non_null(rows->w_buffer);
+    assert_non_null(rows->x_buffer);
+
+    float *w = quill__malloc_array((size_t)n, sizeof(float));
+    assert_non_null(w);
+    fill_extreme(generator, w, n);
+    /* Keep weights within fp16 range of the scales: 1e5 blocks become 1e3. */
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
+    }
+    fill_extreme(generator, rows->x, n);
+    ref->types[type].quantize_row(w, rows->w_buffer + 1, n);
+    ref->types[type].dequantize_row(rows->w_buffer + 1, rows->w_dequantized, n);
+    if (rows->activation_type == QUILL_TYPE_F32) {
+        /* f32 activations must be float-aligned: use the row in place. */
+        memcpy(rows->x_dequantized, rows->x, (size_t)n * sizeof(float));
+    } else {
+        ref->types[rows->activation_type].quantize_row(rows->x, rows->x_buffer + 1, n);
+        ref->types[rows->activation_type].dequantize_row(rows->x_buffer + 1, rows->x_dequantized,
+                                                         n);
+    }
+    quill__free(w);
+}
+
+static const void *dot_rows_activations(const dot_rows *rows) {
+    if (rows->activation_type == QUILL_TYPE_F32) {
+        return rows->x;
+    }
+    return rows->x_buffer + 1;
+}
+
+static void dot_rows_release(dot_rows *rows) {
+    quill__free(rows->x_buffer);
+    quill__free(rows->w_buffer);
+    quill__free(rows->x);
+    quill__free(rows->x_dequantized);
+    quill__free(rows->w_dequantized);
+}
+
+static void test_simd_vec_dot_close_to_ref(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    rng generator = {31};
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = weight_types[t];
+        /* Several multiples of the block size; plain types also get lengths that are not a
+         * multiple of the vector width. */
+        const int64_t lengths_blocks[] = {256, 512, 768, 2048};
+        const int64_t lengths_plain[] = {1, 7, 33, 100, 255, 2051};
+        const int64_t *lengths = block_size_of(type) == 1 ? lengths_plain : lengths_blocks;
+        int n_lengths = block_size_of(type) == 1 ? 6 : 4;
+        for (int k = 0; k < n_lengths; k++) {
+            dot_rows rows;
+            dot_rows_init(&rows, type, lengths[k], &generator);
+            float expected = ref->types[type].vec_dot(rows.n, rows.w_buffer + 1,
+                                                      dot_rows_activations(&rows));
+            double tolerance =
+                variant_tolerance(type, rows.n, rows.w_dequantized, rows.x_dequantized);
+            for (int v = 0; v < n_tables; v++) {
+                float got = tables[v]->types[type].vec_dot(rows.n, rows.w_buffer + 1,
+                                                          dot_rows_activations(&rows));
+                if (!isfinite(expected)) {
+                    /* Q8_1's fp16 s overflows when |d_x * sum(q_x)| > 65504 (1e5 blocks), in
+                     * llama.cpp too; the variants must then agree on the infinity or NaN. */
+                    assert_int_equal(isnan(got) != 0, isnan(expected) != 0);
+                    assert_true(isnan(got) || got == expected);
+                    continue;
+                }
+                if (!(fabs((double)got - expected) <= tolerance)) {
+                    print_error("%s %s n=%lld: got %.9g, ref %.9g, tolerance %g\n",
+                                tables[v]->name, quill_type_name(type), (long long)rows.n, got,
+                                expected, tolerance);
+                }
+                assert_true(fabs((double)got - expected) <= tolerance);
+            }
+            dot_rows_release(&rows);
+        }
+    }
+}
+
+/* Unit-scale blocks (d = dmin = 1, f32 d_x = 1) make every float step exact, so the variants
+ * must return exactly the reference's integer. Activations stay in [-7, 7] so sums stay below
+ * 2^24 (see test_kernels.c). */
+static void fill_unit_rows(uint32_t type, uint32_t activation_type, int64_t n, rng *generator,
+                           uint8_t *w_row, uint8_t *x_row) {
+    const uint8_t one[2] = {0x00, 0x3c};
+    size_t w_bytes = row_bytes_of(type, n);
+    for (size_t i = 0; i < w_bytes; i++) {
+        w_row[i] = (uint8_t)rng_next(generator);
+    }
+    size_t block_bytes = quill_type_traits_get(type)->block_bytes;
+    for (size_t offset = 0; offset < w_bytes; offset += block_bytes) {
+        if (type == QUILL_TYPE_Q6_K) {
+            memcpy(((quill_block_q6_k *)(w_row + offset))->d, one, 2);
+            continue;
+        }
+        memcpy(w_row + offset, one, 2);
+        if (type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_1 || type == QUILL_TYPE_Q4_K ||
+            type == QUILL_TYPE_Q5_K) {
+            memcpy(w_row + offset + 2, one, 2);
+        }
+    }
+
+    int64_t x_block = block_size_of(activation_type);
+    for (int64_t b = 0; b < n / x_block; b++) {
+        if (activation_type == QUILL_TYPE_Q8_K) {
+            quill_block_q8_k *block = (quill_block_q8_k *)x_row + b;
+            quill__store_f32(block->d, 1.0f);
+            for (int group = 0; group < 16; group++) {
+                int32_t sum = 0;
+                for (int j = 0; j < 16; j++) {
+                    block->qs[16 * group + j] = (int8_t)((int)(rng_next(generator) % 15) - 7);
+                    sum += block->qs[16 * group + j];
+                }
+                quill__store_i16(&block->bsums[2 * group], sum);
+            }
+            continue;
+        }
+        size_t stride = activation_type == QUILL_TYPE_Q8_1 ? 36 : 34;
+        uint8_t *block = x_row + (size_t)b * stride;
+        int8_t *qs = (int8_t *)(block + stride - 32);
+        int32_t sum = 0;
+        memcpy(block, one, 2);
+        for (int j = 0; j < 32; j++) {
+            qs[j] = (int8_t)((int)(rng_next(generator) % 15) - 7);
+            sum += qs[j];
+        }
+        if (activation_type == QUILL_TYPE_Q8_1) {
+            quill__store_fp16(block + 2, (float)sum);
+        }
+    }
+}
+
+static void test_simd_vec_dot_integer_exact(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    rng generator = {4242};
+    enum { N = 512 };
+    uint8_t *w_buffer = quill__malloc(N * 2 + 1);
+    uint8_t *x_buffer = quill__malloc(N * 2 + 1);
+    assert_non_null(w_buffer);
+    assert_non_null(x_buffer);
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = weight_types[t];
+        uint32_t activation_type = ref->types[type].vec_dot_type;
+        if (activation_type == QUILL_TYPE_F32) {
+            continue;
+        }
+        for (int trial = 0; trial < 16; trial++) {
+            fill_unit_rows(type, activation_type, N, &generator, w_buffer + 1, x_buffer + 1);
+            float expected = ref->types[type].vec_dot(N, w_buffer + 1, x_buffer + 1);
+            for (int v = 0; v < n_tables; v++) {
+                float got = tables[v]->types[type].vec_dot(N, w_buffer + 1, x_buffer + 1);
+                if (got != expected) {
+                    print_error("%s %s trial %d: got %.1f, ref %.1f\n", tables[v]->name,
+                                quill_type_name(type), trial, got, expected);
+                }
+                assert_true(got == expected);
+            }
+        }
+    }
+    quill__free(x_buffer);
+    quill__free(w_buffer);
+}
+
+/* ---- gemm and matmul ---- */
+
+enum { MAX_TOKENS = 64, N_ROWS = 37 };
+
+/* A weight matrix of N_ROWS rows at an odd address and MAX_TOKENS activation rows. */
+typedef struct simd_matmul_case {
+    quill_matrix weights;
+    uint8_t *weight_buffer; /* [N_ROWS][row_bytes] + 1 */
+    float *x;               /* f32 [MAX_TOKENS][x_stride] */
+    int64_t x_stride;
+    int64_t y_stride;
+} simd_matmul_case;
+
+static void simd_case_init(simd_matmul_case *test_case, uint32_t type, int64_t n_cols,
+                           rng *generator) {
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    size_t row_bytes = row_bytes_of(type, n_cols);
+    test_case->weight_buffer = quill__malloc(row_bytes * N_ROWS + 1);
+    test_case->x_stride = n_cols + 1;
+    test_case->y_stride = N_ROWS + 3;
+    test_case->x = quill__malloc_array((size_t)(MAX_TOKENS * test_case->x_stride), sizeof(float));
+    float *w = quill__malloc_array((size_t)n_cols, sizeof(float));
+    assert_non_null(test_case->weight_buffer);
+    assert_non_null(test_case->x);
+    assert_non_null(w);
+    for (int r = 0; r < N_ROWS; r++) {
+        fill_extreme(generator, w, n_cols);
+        for (int64_t i = 0; i < n_cols; i++) {
+            w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
+        }
+        ref->types[type].quantize_row(w, test_case->weight_buffer + 1 + (size_t)r * row_bytes,
+                                      n_cols);
+    }
+    fill_extreme(generator, test_case->x, MAX_TOKENS * test_case->x_stride - 1);
+    quill__free(w);
+    test_case->weights = (quill_matrix){
+        .type = type,
+        .n_rows = N_ROWS,
+        .n_cols = n_cols,
+        .data = test_case->weight_buffer + 1,
+        .row_bytes = row_bytes,
+    };
+}
+
+static void simd_case_release(simd_matmul_case *test_case) {
+    quill__free(test_case->x);
+    quill__free(test_case->weight_buffer);
+}
+
+static float *simd_run(const quill_kernel_table *table, quill_threadpool *pool,
+                       const simd_matmul_case *test_case, int64_t first, int64_t n_tokens) {
+    size_t scratch_bytes = quill__matmul_scratch_bytes(&test_case->weights, n_tokens);
+    void *scratch = quill__aligned_alloc(64, scratch_bytes > 0 ? scratch_bytes : 64);
+    float *y = quill__malloc_array((size_t)(n_tokens * test_case->y_stride), sizeof(float));
+    assert_non_null(scratch);
+    assert_non_null(y);
+    quill__matmul_with_table(table, pool, &test_case->weights,
+                             test_case->x + first * test_case->x_stride, test_case->x_stride,
+                             n_tokens, y, test_case->y_stride, scratch);
+    quill__free(scratch);
+    return y;
+}
+
+/* Every output equals the variant's vec_dot on the variant's own quantized activations. */
+static void check_matmul_equals_vec_dot(const quill_kernel_table *table,
+                                        const simd_matmul_case *test_case, const float *y,
+                                        int64_t n_tokens) {
+    uint32_t type = test_case->weights.type;
+    uint32_t activation_type = table->types[type].vec_dot_type;
+    int64_t n_cols = test_case->weights.n_cols;
+    uint8_t *activation = quill__malloc(row_bytes_of(activation_type, n_cols) + 64);
+    assert_non_null(activation);
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const float *x = test_case->x + t * test_case->x_stride;
+        const void *activation_row = x;
+        if (activation_type != QUILL_TYPE_F32) {
+            table->types[activation_type].quantize_row(x, activation, n_cols);
+            activation_row = activation;
+        }
+        for (int64_t r = 0; r < N_ROWS; r++) {
+            const uint8_t *w_row = (const uint8_t *)test_case->weights.data +
+                                   (size_t)r * test_case->weights.row_bytes;
+            float expected = table->types[type].vec_dot(n_cols, w_row, activation_row);
+            float got = y[t * test_case->y_stride + r];
+            if (memcmp(&got, &expected, sizeof(got)) != 0) {
+                print_error("%s %s token %lld row %lld: gemm %.9g, vec_dot %.9g\n", table->name,
+                            quill_type_name(type), (long long)t, (long long)r, got, expected);
+            }
+            assert_memory_equal(&got, &expected, sizeof(got));
+        }
+    }
+    quill__free(activation);
+}
+
+static quill_threadpool *create_pool(int n_threads) {
+    quill_threadpool_params params = quill__threadpool_params_default();
+    params.n_threads = n_threads;
+    params.use_pinning = false;
+    params.spin_us = 0;
+    quill_threadpool *pool = NULL;
+    assert_int_equal(quill__threadpool_create(&params, &pool), QUILL_OK);
+    return pool;
+}
+
+static void test_simd_matmul_gemm_and_invariance(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    quill_threadpool *pool = create_pool(3);
+    rng generator = {555};
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = weight_types[t];
+        int64_t n_cols = block_size_of(type) == 256 ? 512 : (block_size_of(type) == 32 ? 96 : 75);
+        simd_matmul_case test_case;
+        simd_case_init(&test_case, type, n_cols, &generator);
+        for (int v = 0; v < n_tables; v++) {
+            float *all = simd_run(tables[v], NULL, &test_case, 0, MAX_TOKENS);
+            check_matmul_equals_vec_dot(tables[v], &test_case, all, MAX_TOKENS);
+
+            /* Batch of 7 from token 9 and single tokens: the same rows, bit for bit. */
+            float *seven = simd_run(tables[v], NULL, &test_case, 9, 7);
+            for (int64_t k = 0; k < 7; k++) {
+                assert_memory_equal(seven + k * test_case.y_stride,
+                                    all + (9 + k) * test_case.y_stride, N_ROWS * sizeof(float));
+            }
+            quill__free(seven);
+            float *single = simd_run(tables[v], NULL, &test_case, 63, 1);
+            assert_memory_equal(single, all + 63 * test_case.y_stride, N_ROWS * sizeof(float));
+            quill__free(single);
+
+            float *threaded = simd_run(tables[v], pool, &test_case, 0, MAX_TOKENS);
+            for (int64_t k = 0; k < MAX_TOKENS; k++) {
+                assert_memory_equal(threaded + k * test_case.y_stride,
+                                    all + k * test_case.y_stride, N_ROWS * sizeof(float));
+            }
+            quill__free(threaded);
+            quill__free(all);
+        }
+        simd_case_release(&test_case);
+    }
+    quill__threadpool_destroy(pool);
+}
+
+/* The table quill__kernels_table selects is the most capable available variant unless
+ * QUILL_KERNELS forces one. */
+static void test_simd_default_is_best_variant(void **state) {
+    (void)state;
+    const char *forced = getenv("QUILL_KERNELS");
+    if (forced != NULL && forced[0] != '\0') {
+        skip();
+    }
+    quill_kernel_variant best = QUILL_KERNEL_VARIANT_REF;
+    for (int v = 0; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
+        if (quill__kernels_variant_table((quill_kernel_variant)v) != NULL) {
+            best = (quill_kernel_variant)v;
+        }
+    }
+    assert_string_equal(quill__kernels_variant_name(), quill__kernels_variant_label(best));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simd_quantize_matches_ref),
+        cmocka_unit_test(test_simd_quantize_rounding_ties),
+        cmocka_unit_test(test_simd_vec_dot_close_to_ref),
+        cmocka_unit_test(test_simd_vec_dot_integer_exact),
+        cmocka_unit_test(test_simd_matmul_gemm_and_invariance),
+        cmocka_unit_test(test_simd_default_is_best_variant),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,97 @@
+/*
+ * Single-thread matmul throughput of every kernel variant this CPU runs, for each weight type:
+ * a 2048 x 2048 weight matrix, decode (1 token; reported as GB/s of weight bytes read) and
+ * prefill (64 tokens; reported as GFLOP/s, 2 * rows * cols * tokens per call). Run by hand:
+ *
+ *   cmake --build build --target quill_lib
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc tools/bench_kernels.c build/libquill.a \
+ *      -lpthread -lm -o /tmp/bench_kernels && /tmp/bench_kernels
+ *
+ * Timings use the monotonic clock and take the best of several repetitions.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "kernels/dispatch.h"
+#include "kernels/kernels.h"
+#include "quill/tensor_type.h"
+
+enum { N_ROWS = 2048, N_COLS = 2048, N_PREFILL_TOKENS = 64 };
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Returns the best time of one matmul call over repetitions lasting about min_seconds. */
+static double time_matmul(const quill_kernel_table *table, const quill_matrix *weights,
+                          const float *x, int64_t n_tokens, float *y, void *scratch,
+                          double min_seconds) {
+    double best = 1e30;
+    double start = now_seconds();
+    int n_runs = 0;
+    while (n_runs < 2 || now_seconds() - start < min_seconds) {
+        double t0 = now_seconds();
+        quill__matmul_with_table(table, NULL, weights, x, N_COLS, n_tokens, y, N_ROWS, scratch);
+        double elapsed = now_seconds() - t0;
+        best = elapsed < best ? elapsed : best;
+        n_runs++;
+    }
+    return best;
+}
+
+int main(void) {
+    const uint32_t types[] = {QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q8_0,
+                              QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1,
+                              QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
+    float *w = malloc(sizeof(float) * N_COLS);
+    float *x = malloc(sizeof(float) * N_COLS * N_PREFILL_TOKENS);
+    float *y = malloc(sizeof(float) * N_ROWS * N_PREFILL_TOKENS);
+    void *scratch = quill__aligned_alloc(64, 1 << 20);
+    unsigned seed = 1;
+    for (int i = 0; i < N_COLS * N_PREFILL_TOKENS; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+
+    printf("%-6s %-7s %14s %16s\n", "type", "variant", "decode GB/s", "prefill GFLOP/s");
+    for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+        size_t row_bytes = 0;
+        quill_type_row_bytes(types[k], N_COLS, &row_bytes);
+        uint8_t *data = malloc(row_bytes * N_ROWS);
+        for (int r = 0; r < N_ROWS; r++) {
+            for (int i = 0; i < N_COLS; i++) {
+                seed = seed * 1103515245u + 12345u;
+                w[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+            }
+            quill__quantize_row(types[k], w, data + (size_t)r * row_bytes, N_COLS);
+        }
+        quill_matrix weights = {types[k], N_ROWS, N_COLS, data, row_bytes};
+        for (int v = 0; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
+            const quill_kernel_table *table =
+                quill__kernels_variant_table((quill_kernel_variant)v);
+            if (table == NULL) {
+                continue;
+            }
+            double min_seconds = v == QUILL_KERNEL_VARIANT_REF ? 0.2 : 0.5;
+            double decode = time_matmul(table, &weights, x, 1, y, scratch, min_seconds);
+            double prefill =
+                time_matmul(table, &weights, x, N_PREFILL_TOKENS, y, scratch, min_seconds);
+            double bytes = (double)row_bytes * N_ROWS;
+            double flops = 2.0 * N_ROWS * N_COLS * N_PREFILL_TOKENS;
+            printf("%-6s %-7s %14.2f %16.2f\n", quill_type_name(types[k]), table->name,
+                   bytes / decode * 1e-9, flops / prefill * 1e-9);
+            fflush(stdout);
+        }
+        free(data);
+    }
+    quill__free(scratch);
+    free(y);
+    free(x);
+    free(w);
+    return 0;
+}
