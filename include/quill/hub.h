@@ -4,9 +4,10 @@
  * any network request.
  *
  * The download URL is `<base>/OWNER/REPO/resolve/main/FILE`, where base is the environment
- * variable QUILL_HF_BASE_URL or https://huggingface.co. Without FILE, the repository listing
- * `<base>/api/models/OWNER/REPO` chooses a .gguf file: one whose name contains Q4_K_M, else the
- * first. The cache folder is $QUILL_CACHE_DIR, else $XDG_CACHE_HOME/quill, else
+ * variable QUILL_HF_BASE_URL or https://huggingface.co. Without FILE, a .gguf file already in
+ * the repository's cache folder is used; otherwise the repository listing
+ * `<base>/api/models/OWNER/REPO` chooses one. Both prefer a name containing Q4_K_M, else take
+ * the first (in name order for the cache, in listing order for the listing). The cache folder is $QUILL_CACHE_DIR, else $XDG_CACHE_HOME/quill, else
  * $HOME/.cache/quill, and a file is stored at `<cache>/hub/OWNER/REPO/FILE`. Downloads go to
  * FILE.part, resume from it with an HTTP Range request, are checked against the size the server
  * announced and are renamed into place when complete. HF_TOKEN, when set, is sent as a bearer

@@ -235,7 +235,9 @@ static bool has_gguf_suffix(const char *name) {
 
 /* ---- Choosing a file ----------------------------------------------------------------------- */
 
-/* Among names, picks one containing Q4_K_M (any case), else the first; NULL when empty. */
+/* Among names, picks one containing Q4_K_M (any case), else the first; NULL when empty.
+ * NOTE: a model split into shards (`-00001-of-00003.gguf`) is not recognized, so only the
+ * chosen shard is downloaded. */
 static const char *pick_gguf(const char *const *names, size_t n_names) {
     for (size_t i = 0; i < n_names; i++) {
         if (strcasestr(names[i], "q4_k_m") != NULL) {
