@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "gguf/gguf_writer.h"
 #include "quill/chat.h"
 
 /* Renders source with messages (JSON text) and optional extra variables (JSON object text).
@@ -955,6 +956,52 @@ static void test_cli_template_errors(void **state) {
     free(bad_json_path);
 }
 
+static void test_cli_template_reads_model(void **state) {
+    (void)state;
+    if (quill_test_binary() == NULL) {
+        skip();
+    }
+    /* A vocabulary-only GGUF with a template and BOS/EOS ids. */
+    static const char *const tokens[] = {"<unk>", "<|begin|>", "<|end|>", "a"};
+    quill_gguf_writer *writer = NULL;
+    assert_int_equal(quill__gguf_writer_create(&writer), QUILL_OK);
+    assert_int_equal(quill__gguf_writer_set_string(writer, "general.architecture", "llama"),
+                     QUILL_OK);
+    assert_int_equal(quill__gguf_writer_set_string_array(writer, "tokenizer.ggml.tokens", tokens, 4),
+                     QUILL_OK);
+    assert_int_equal(quill__gguf_writer_set_u32(writer, "tokenizer.ggml.bos_token_id", 1), QUILL_OK);
+    assert_int_equal(quill__gguf_writer_set_u32(writer, "tokenizer.ggml.eos_token_id", 2), QUILL_OK);
+    assert_int_equal(quill__gguf_writer_set_string(writer, "tokenizer.chat_template",
+                                                   "{{ bos_token }}{% for m in messages %}"
+                                                   "{{ m.content }}{{ eos_token }}{% endfor %}"),
+                     QUILL_OK);
+    char *model_path = quill_test_tmp_path("chat-model.gguf");
+    assert_int_equal(quill__gguf_writer_write_file(writer, model_path), QUILL_OK);
+    quill__gguf_writer_destroy(writer);
+
+    char *messages_path = write_temp("messages3.json", "[{\"role\": \"user\", \"content\": \"hi\"}]");
+    char arguments[2048];
+    snprintf(arguments, sizeof(arguments), "-m %s --messages %s", model_path, messages_path);
+    int exit_status = -1;
+    char *output = run_cli(arguments, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_string_equal(output, "<|begin|>hi<|end|>");
+    free(output);
+
+    /* --eos-token replaces the model's. */
+    snprintf(arguments, sizeof(arguments), "-m %s --messages %s --eos-token X", model_path,
+             messages_path);
+    output = run_cli(arguments, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_string_equal(output, "<|begin|>hiX");
+    free(output);
+
+    unlink(model_path);
+    unlink(messages_path);
+    free(model_path);
+    free(messages_path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whitespace_trim_and_lstrip_blocks),
@@ -988,6 +1035,7 @@ int main(void) {
         cmocka_unit_test(test_fuzz_prefixes_and_mutations),
         cmocka_unit_test(test_cli_template_renders_file),
         cmocka_unit_test(test_cli_template_errors),
+        cmocka_unit_test(test_cli_template_reads_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
