@@ -5,9 +5,11 @@
  * and arrays of arrays get a table of item offsets at open, so item i is found in O(1). Keys and
  * tensor names are indexed in open-addressing hash tables.
  *
- * File layout (all fields little-endian): magic "GGUF", u32 version, u64 n_tensors, u64 n_kv,
- * n_kv entries of (string key, u32 type, value), n_tensors entries of (string name, u32 n_dims,
- * u64 ne[n_dims], u32 type, u64 offset), padding to general.alignment, then the data section.
+ * File layout, with every field little-endian:
+ *   magic "GGUF", u32 version, u64 n_tensors, u64 n_kv
+ *   n_kv entries of (string key, u32 value type, value)
+ *   n_tensors entries of (string name, u32 n_dims, u64 ne[n_dims], u32 type, u64 offset)
+ *   padding to general.alignment, then the data section that tensor offsets count from.
  * A string is a u64 byte count followed by the bytes; an array is u32 item type, u64 count,
  * items.
  *
@@ -648,6 +650,9 @@ static quill_status parse_tensor_info(parser *p, int64_t index) {
     if (status == QUILL_OK && (n_dims < 1 || n_dims > 4)) {
         return check_tensor_shape(p, tensor, n_dims);
     }
+
+    /* Dimensions in GGUF order, innermost first; a value above INT64_MAX becomes -1 so that the
+     * shape check rejects it. */
     tensor->n_dims = (int)n_dims;
     for (int d = 0; d < 4; d++) {
         tensor->ne[d] = 1;
@@ -657,6 +662,7 @@ static quill_status parse_tensor_info(parser *p, int64_t index) {
         status = read_u64(p, "tensor dimension", &ne);
         tensor->ne[d] = ne > (uint64_t)INT64_MAX ? -1 : (int64_t)ne;
     }
+
     if (status == QUILL_OK) {
         status = read_u32(p, "tensor type", &tensor->type);
     }
