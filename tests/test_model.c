@@ -16,6 +16,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "model/kv_cache_internal.h"
+#include "model/model_internal.h"
 #include "quill/model.h"
 #include "quill/tensor_type.h"
 #include "tiny_model.h"
@@ -101,6 +102,284 @@ static float *allocate_logits(const fixture *f, int32_t n_tokens) {
     return logits;
 }
 
+/* An independent forward pass in double precision over the dequantized weights, for one
+ * sequence of n_tokens tokens. K and V are rounded to F16 as the cache stores them, so that the
+ * comparison isolates the arithmetic of Quill's forward pass. Writes log-probabilities
+ * [n_tokens][n_vocab]. */
+typedef struct reference_pass {
+    const quill_model *model;
+    const quill_model_info *info;
+    double *x; /* [n_tokens][n_embd] residual */
+    double *q; /* [n_tokens][n_heads * head_dim] */
+    double *k; /* [n_tokens][n_kv_heads * head_dim] */
+    double *v; /* [n_tokens][n_kv_heads * head_dim] */
+} reference_pass;
+
+static double *dequantize_matrix(const quill_matrix *matrix) {
+    double *values = malloc((size_t)(matrix->n_rows * matrix->n_cols) * sizeof(double));
+    float *row = malloc((size_t)matrix->n_cols * sizeof(float));
+    assert_non_null(values);
+    assert_non_null(row);
+    for (int64_t r = 0; r < matrix->n_rows; r++) {
+        assert_int_equal(
+            quill__dequantize_row(matrix->type,
+                                  (const uint8_t *)matrix->data + (size_t)r * matrix->row_bytes,
+                                  row, matrix->n_cols),
+            QUILL_OK);
+        for (int64_t c = 0; c < matrix->n_cols; c++) {
+            values[r * matrix->n_cols + c] = row[c];
+        }
+    }
+    free(row);
+    return values;
+}
+
+/* y[n_rows] = W x + bias (bias may be NULL). */
+static void reference_matvec(const quill_matrix *matrix, const double *weights, const double *x,
+                             const float *bias, double *y) {
+    for (int64_t r = 0; r < matrix->n_rows; r++) {
+        double sum = bias != NULL ? bias[r] : 0.0;
+        for (int64_t c = 0; c < matrix->n_cols; c++) {
+            sum += weights[r * matrix->n_cols + c] * x[c];
+        }
+        y[r] = sum;
+    }
+}
+
+static void reference_rms_norm(const double *x, const float *weight, double *y, int64_t n,
+                               double eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += x[i] * x[i];
+    }
+    double scale = 1.0 / sqrt(sum / (double)n + eps);
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = x[i] * scale * weight[i];
+    }
+}
+
+/* RoPE of one head at position p with exact angles p * base^(-2i/n_rot) / factor[i]. */
+static void reference_rope(const quill_model *model, double *head, int64_t position) {
+    const quill_model_info *info = quill_model_get_info(model);
+    const int32_t half = info->n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        double angle = (double)position * pow(info->rope_freq_base, -2.0 * i / info->n_rot);
+        if (model->rope_freqs != NULL) {
+            angle /= model->rope_freqs[i];
+        }
+        int32_t first = info->rope_layout == QUILL_ROPE_NEOX ? i : 2 * i;
+        int32_t second = info->rope_layout == QUILL_ROPE_NEOX ? i + half : 2 * i + 1;
+        double x0 = head[first];
+        double x1 = head[second];
+        head[first] = x0 * cos(angle) - x1 * sin(angle);
+        head[second] = x0 * sin(angle) + x1 * cos(angle);
+    }
+}
+
+static double round_to_half(double value) {
+    return quill__fp16_to_fp32(quill__fp32_to_fp16((float)value));
+}
+
+/* Q, K and V of every token of one layer, with biases, Q/K norms, RoPE and F16 K/V. */
+static void reference_qkv(reference_pass *pass, const quill_layer_weights *layer,
+                          int32_t n_tokens) {
+    const quill_model_info *info = pass->info;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
+    double *wq = dequantize_matrix(&layer->attn_q);
+    double *wk = dequantize_matrix(&layer->attn_k);
+    double *wv = dequantize_matrix(&layer->attn_v);
+    double *normed = malloc((size_t)info->n_embd * sizeof(double));
+    for (int32_t t = 0; t < n_tokens; t++) {
+        reference_rms_norm(pass->x + (int64_t)t * info->n_embd, layer->attn_norm, normed,
+                           info->n_embd, info->rms_eps);
+        reference_matvec(&layer->attn_q, wq, normed, layer->q_bias, pass->q + t * q_dim);
+        reference_matvec(&layer->attn_k, wk, normed, layer->k_bias, pass->k + t * kv_dim);
+        reference_matvec(&layer->attn_v, wv, normed, layer->v_bias, pass->v + t * kv_dim);
+        for (int32_t head = 0; head < info->n_heads + info->n_kv_heads; head++) {
+            bool is_query = head < info->n_heads;
+            double *x =
+                is_query ? pass->q + t * q_dim + (int64_t)head * info->head_dim
+                         : pass->k + t * kv_dim + (int64_t)(head - info->n_heads) * info->head_dim;
+            const float *norm = is_query ? layer->q_norm : layer->k_norm;
+            if (norm != NULL) {
+                reference_rms_norm(x, norm, x, info->head_dim, info->rms_eps);
+            }
+            reference_rope(pass->model, x, t);
+        }
+        for (int64_t i = 0; i < kv_dim; i++) {
+            pass->k[t * kv_dim + i] = round_to_half(pass->k[t * kv_dim + i]);
+            pass->v[t * kv_dim + i] = round_to_half(pass->v[t * kv_dim + i]);
+        }
+    }
+    free(normed);
+    free(wv);
+    free(wk);
+    free(wq);
+}
+
+/* Attention output of token t, head by head, into out[n_heads * head_dim]. */
+static void reference_attention(const reference_pass *pass, int32_t t, double *out) {
+    const quill_model_info *info = pass->info;
+    const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
+    const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
+    double weights[PROMPT_TOKENS];
+    for (int32_t head = 0; head < info->n_heads; head++) {
+        int64_t kv_offset = (int64_t)(head / (info->n_heads / info->n_kv_heads)) * info->head_dim;
+        const double *q = pass->q + t * q_dim + (int64_t)head * info->head_dim;
+        double max = -INFINITY;
+        for (int32_t p = 0; p <= t; p++) {
+            double dot = 0.0;
+            for (int32_t i = 0; i < info->head_dim; i++) {
+                dot += q[i] * pass->k[p * kv_dim + kv_offset + i];
+            }
+            weights[p] = dot / sqrt((double)info->head_dim);
+            max = weights[p] > max ? weights[p] : max;
+        }
+        double sum = 0.0;
+        for (int32_t p = 0; p <= t; p++) {
+            weights[p] = exp(weights[p] - max);
+            sum += weights[p];
+        }
+        for (int32_t i = 0; i < info->head_dim; i++) {
+            double value = 0.0;
+            for (int32_t p = 0; p <= t; p++) {
+                value += weights[p] / sum * pass->v[p * kv_dim + kv_offset + i];
+            }
+            out[(int64_t)head * info->head_dim + i] = value;
+        }
+    }
+}
+
+/* Attention and feed-forward of one layer, added to the residual of every token. */
+static void reference_layer(reference_pass *pass, const quill_layer_weights *layer,
+                            int32_t n_tokens) {
+    const quill_model_info *info = pass->info;
+    reference_qkv(pass, layer, n_tokens);
+    double *wo = dequantize_matrix(&layer->attn_output);
+    double *wg = dequantize_matrix(&layer->ffn_gate);
+    double *wu = dequantize_matrix(&layer->ffn_up);
+    double *wd = dequantize_matrix(&layer->ffn_down);
+    double *attention = malloc((size_t)info->n_heads * info->head_dim * sizeof(double));
+    double *normed = malloc((size_t)info->n_embd * sizeof(double));
+    double *projected = malloc((size_t)info->n_embd * sizeof(double));
+    double *gate = malloc((size_t)info->n_ff * sizeof(double));
+    double *up = malloc((size_t)info->n_ff * sizeof(double));
+    for (int32_t t = 0; t < n_tokens; t++) {
+        double *x = pass->x + (int64_t)t * info->n_embd;
+        reference_attention(pass, t, attention);
+        reference_matvec(&layer->attn_output, wo, attention, NULL, projected);
+        for (int32_t i = 0; i < info->n_embd; i++) {
+            x[i] += projected[i];
+        }
+        reference_rms_norm(x, layer->ffn_norm, normed, info->n_embd, info->rms_eps);
+        reference_matvec(&layer->ffn_gate, wg, normed, NULL, gate);
+        reference_matvec(&layer->ffn_up, wu, normed, NULL, up);
+        for (int32_t i = 0; i < info->n_ff; i++) {
+            gate[i] = gate[i] / (1.0 + exp(-gate[i])) * up[i];
+        }
+        reference_matvec(&layer->ffn_down, wd, gate, NULL, projected);
+        for (int32_t i = 0; i < info->n_embd; i++) {
+            x[i] += projected[i];
+        }
+    }
+    free(up);
+    free(gate);
+    free(projected);
+    free(normed);
+    free(attention);
+    free(wd);
+    free(wu);
+    free(wg);
+    free(wo);
+}
+
+/* Logits of every token from the final residual: f64 [n_tokens][n_vocab]. */
+static double *reference_forward(const quill_model *model, int32_t n_tokens) {
+    const quill_model_info *info = quill_model_get_info(model);
+    reference_pass pass = {.model = model, .info = info};
+    pass.x = malloc((size_t)n_tokens * info->n_embd * sizeof(double));
+    pass.q = malloc((size_t)n_tokens * info->n_heads * info->head_dim * sizeof(double));
+    pass.k = malloc((size_t)n_tokens * info->n_kv_heads * info->head_dim * sizeof(double));
+    pass.v = malloc((size_t)n_tokens * info->n_kv_heads * info->head_dim * sizeof(double));
+    double *embeddings = dequantize_matrix(&model->token_embd);
+    for (int32_t t = 0; t < n_tokens; t++) {
+        memcpy(pass.x + (int64_t)t * info->n_embd,
+               embeddings + (int64_t)prompt_token(t, info->n_vocab) * info->n_embd,
+               (size_t)info->n_embd * sizeof(double));
+    }
+    for (int32_t index = 0; index < info->n_layers; index++) {
+        reference_layer(&pass, &model->layers[index], n_tokens);
+    }
+
+    double *output = dequantize_matrix(&model->output);
+    double *logits = malloc((size_t)n_tokens * info->n_vocab * sizeof(double));
+    double *normed = malloc((size_t)info->n_embd * sizeof(double));
+    for (int32_t t = 0; t < n_tokens; t++) {
+        reference_rms_norm(pass.x + (int64_t)t * info->n_embd, model->output_norm, normed,
+                           info->n_embd, info->rms_eps);
+        reference_matvec(&model->output, output, normed, NULL, logits + (int64_t)t * info->n_vocab);
+    }
+    free(normed);
+    free(output);
+    free(embeddings);
+    free(pass.v);
+    free(pass.k);
+    free(pass.q);
+    free(pass.x);
+    return logits;
+}
+
+/* Compares Quill's logits for the prompt with the double-precision pass. */
+static void check_against_reference(const char *name, const quill_test_tiny_model_params *params) {
+    fixture f;
+    fixture_open(&f, name, params, 2, 16);
+    float *logits = allocate_logits(&f, PROMPT_TOKENS);
+    run_chunk(&f, 0, 0, PROMPT_TOKENS, logits);
+    double *expected = reference_forward(f.model, PROMPT_TOKENS);
+    double max_error = 0.0;
+    for (size_t i = 0; i < (size_t)PROMPT_TOKENS * f.n_vocab; i++) {
+        double error = fabs(logits[i] - expected[i]);
+        max_error = error > max_error ? error : max_error;
+    }
+    /* F32 weights leave f32 rounding against f64 (1e-6 to 1e-5 on logits of magnitude ~3),
+     * plus K/V values that round to a neighbouring half when the f32 and f64 results straddle
+     * a rounding boundary: measured up to 4e-4 (the qwen3 model). 2e-3 still catches a real
+     * slip (a wrong RoPE pair, head mapping or norm), which moves logits by 1e-2 and more. */
+    if (max_error > 2e-3) {
+        fail_msg("%s: max |logit - f64 reference| = %g", name, max_error);
+    }
+    free(expected);
+    free(logits);
+    fixture_close(&f);
+}
+
+static void test_forward_matches_reference_llama(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.n_heads = 8;
+    params.n_kv_heads = 2;
+    check_against_reference("reference-llama.gguf", &params);
+}
+
+static void test_forward_matches_reference_qwen2(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen2";
+    params.rope_freq_base = 1000000.0f;
+    check_against_reference("reference-qwen2.gguf", &params);
+}
+
+static void test_forward_matches_reference_qwen3(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.arch = "qwen3";
+    params.head_dim = 32;
+    params.has_output = false;
+    params.has_rope_freqs = true;
+    check_against_reference("reference-qwen3.gguf", &params);
+}
+
 /* Checks the batch-invariance cases on one model. */
 static void check_batch_invariance(const char *name, const quill_test_tiny_model_params *params,
                                    int32_t block_tokens) {
@@ -139,9 +418,9 @@ static void check_batch_invariance(const char *name, const quill_test_tiny_model
         assert_int_equal(quill_batch_add(&f.batch, prompt_token(i, f.n_vocab), i, 3, true),
                          QUILL_OK);
         if (n_other < OTHER_TOKENS && i % 3 != 2) {
-            assert_int_equal(quill_batch_add(&f.batch, prompt_token(n_other + 50, f.n_vocab),
-                                             n_other, 4, true),
-                             QUILL_OK);
+            assert_int_equal(
+                quill_batch_add(&f.batch, prompt_token(n_other + 50, f.n_vocab), n_other, 4, true),
+                QUILL_OK);
             n_other++;
         }
     }
@@ -279,7 +558,8 @@ static void expect_load_failure(const char *name, const quill_test_tiny_model_pa
     assert_int_equal(quill_model_load(path, NULL, &model), status);
     assert_null(model);
     const char *message = quill_error_message();
-    if (strstr(message, text) == NULL || (other_text != NULL && strstr(message, other_text) == NULL)) {
+    if (strstr(message, text) == NULL ||
+        (other_text != NULL && strstr(message, other_text) == NULL)) {
         fail_msg("message '%s' lacks '%s' or '%s'", message, text,
                  other_text == NULL ? "" : other_text);
     }
@@ -374,8 +654,7 @@ static void test_batch_add_until_full(void **state) {
 
 /* Runs the fixture's batch and expects an INVALID_ARG whose message contains text. */
 static void expect_forward_failure(fixture *f, const char *text) {
-    assert_int_equal(quill_context_forward(f->context, f->cache, &f->batch),
-                     QUILL_ERR_INVALID_ARG);
+    assert_int_equal(quill_context_forward(f->context, f->cache, &f->batch), QUILL_ERR_INVALID_ARG);
     if (strstr(quill_error_message(), text) == NULL) {
         fail_msg("message '%s' lacks '%s'", quill_error_message(), text);
     }
@@ -416,9 +695,9 @@ static void test_forward_rejects_bad_batches(void **state) {
     assert_non_null(quill_context_logits(f.context, 1));
     assert_null(quill_context_logits(f.context, 2));
     assert_int_equal(quill_kv_cache_seq_length(f.cache, 0), 2);
-    assert_int_equal(quill_kv_cache_seq_attach(f.cache, 1, quill_kv_cache_seq_blocks(f.cache, 0),
-                                               1, 2),
-                     QUILL_OK);
+    assert_int_equal(
+        quill_kv_cache_seq_attach(f.cache, 1, quill_kv_cache_seq_blocks(f.cache, 0), 1, 2),
+        QUILL_OK);
     quill_batch_clear(&f.batch);
     quill_batch_add(&f.batch, 4, 2, 1, true);
     expect_forward_failure(&f, "which is shared");
@@ -460,8 +739,7 @@ static void test_context_create_invalid_params(void **state) {
     quill_context_params context_params = quill_context_params_default();
     context_params.n_batch_max = 0;
     quill_context *context = NULL;
-    assert_int_equal(quill_context_create(model, &context_params, &context),
-                     QUILL_ERR_INVALID_ARG);
+    assert_int_equal(quill_context_create(model, &context_params, &context), QUILL_ERR_INVALID_ARG);
     assert_non_null(strstr(quill_error_message(), "n_batch_max=0"));
     assert_null(context);
     quill_model_destroy(model);
@@ -647,6 +925,9 @@ int main(void) {
         cmocka_unit_test(test_ops_attention_matches_naive),
         cmocka_unit_test(test_forward_rejects_bad_batches),
         cmocka_unit_test(test_forward_rejects_other_model_cache),
+        cmocka_unit_test(test_forward_matches_reference_llama),
+        cmocka_unit_test(test_forward_matches_reference_qwen2),
+        cmocka_unit_test(test_forward_matches_reference_qwen3),
         cmocka_unit_test(test_forward_batch_invariance_llama),
         cmocka_unit_test(test_forward_batch_invariance_qwen2_q8_0),
         cmocka_unit_test(test_forward_batch_invariance_qwen3_q4_0),

@@ -28,8 +28,8 @@ typedef enum quill_rope_mode {
 /* Fills cos_sin (f32 [n_rot/2][2]: cos, sin) for one position. Pair i turns by
  * position * freq_base^(-2i/n_rot) / freq_factors[i], the angle being iterated as ggml does
  * (theta *= freq_base^(-2/n_rot) in f32). freq_factors (f32 [n_rot/2]) may be NULL. */
-void quill__rope_angles(int64_t position, int32_t n_rot, float freq_base,
-                        const float *freq_factors, float *cos_sin);
+void quill__rope_angles(int64_t position, int32_t n_rot, float freq_base, const float *freq_factors,
+                        float *cos_sin);
 
 /* Rotates the first n_rot elements of each of n_heads heads of x (f32 [n_heads][head_dim]) in
  * place by the angles of quill__rope_angles; elements n_rot..head_dim-1 stay unchanged. */

@@ -14,8 +14,7 @@ quill_status quill_batch_init(quill_batch *batch, int32_t capacity) {
     }
     memset(batch, 0, sizeof(*batch));
     if (capacity < 1) {
-        return quill_error_set(QUILL_ERR_INVALID_ARG, "batch: capacity %d must be >= 1",
-                               capacity);
+        return quill_error_set(QUILL_ERR_INVALID_ARG, "batch: capacity %d must be >= 1", capacity);
     }
     batch->tokens = quill__malloc_array((size_t)capacity, sizeof(int32_t));
     batch->positions = quill__malloc_array((size_t)capacity, sizeof(int32_t));

@@ -31,37 +31,37 @@ enum {
 };
 
 struct quill_context {
-    const quill_model *model;      /* borrowed; outlives the context */
-    quill_threadpool *pool;        /* compute threads, the driver included */
-    int n_threads;                 /* threads in pool */
-    int32_t n_batch_max;           /* entries one pass takes */
-    float *residual;               /* f32 [n_batch_max][n_embd] */
-    float *normed;                 /* f32 [n_batch_max][n_embd] */
-    float *projected;              /* f32 [n_batch_max][n_embd] */
-    float *q;                      /* f32 [n_batch_max][n_heads][head_dim] */
-    float *k;                      /* f32 [n_batch_max][n_kv_heads][head_dim] */
-    float *v;                      /* f32 [n_batch_max][n_kv_heads][head_dim] */
-    float *attention;              /* f32 [n_batch_max][n_heads][head_dim] */
-    float *gate;                   /* f32 [n_batch_max][n_ff] */
-    float *up;                     /* f32 [n_batch_max][n_ff] */
-    float *rope;                   /* f32 [n_batch_max][n_rot / 2][2]: cos, sin */
-    float *scores;                 /* f32 [n_threads][QUILL_ATTENTION_CHUNK] */
-    void *matmul_scratch;          /* quill__matmul's activation copies */
-    float *logits;                 /* f32 [n_batch_max][n_vocab]; rows in use: n_logits */
-    int32_t *logits_rows;          /* [n_batch_max] logits row of each entry, or -1 */
-    int32_t *logits_entries;       /* [n_batch_max] entry of each logits row */
-    int32_t n_logits;              /* logits rows of the last pass */
-    int32_t n_entries_last;        /* entries of the last pass */
-    int32_t *seq_ids;              /* [n_batch_max] distinct sequences of the current batch */
-    int64_t *seq_ends;             /* [n_batch_max] their lengths after the current batch */
-    const int32_t **entry_blocks;  /* [n_batch_max] block table of each entry's sequence */
+    const quill_model *model;     /* borrowed; outlives the context */
+    quill_threadpool *pool;       /* compute threads, the driver included */
+    int n_threads;                /* threads in pool */
+    int32_t n_batch_max;          /* entries one pass takes */
+    float *residual;              /* f32 [n_batch_max][n_embd] */
+    float *normed;                /* f32 [n_batch_max][n_embd] */
+    float *projected;             /* f32 [n_batch_max][n_embd] */
+    float *q;                     /* f32 [n_batch_max][n_heads][head_dim] */
+    float *k;                     /* f32 [n_batch_max][n_kv_heads][head_dim] */
+    float *v;                     /* f32 [n_batch_max][n_kv_heads][head_dim] */
+    float *attention;             /* f32 [n_batch_max][n_heads][head_dim] */
+    float *gate;                  /* f32 [n_batch_max][n_ff] */
+    float *up;                    /* f32 [n_batch_max][n_ff] */
+    float *rope;                  /* f32 [n_batch_max][n_rot / 2][2]: cos, sin */
+    float *scores;                /* f32 [n_threads][QUILL_ATTENTION_CHUNK] */
+    void *matmul_scratch;         /* quill__matmul's activation copies */
+    float *logits;                /* f32 [n_batch_max][n_vocab]; rows in use: n_logits */
+    int32_t *logits_rows;         /* [n_batch_max] logits row of each entry, or -1 */
+    int32_t *logits_entries;      /* [n_batch_max] entry of each logits row */
+    int32_t n_logits;             /* logits rows of the last pass */
+    int32_t n_entries_last;       /* entries of the last pass */
+    int32_t *seq_ids;             /* [n_batch_max] distinct sequences of the current batch */
+    int64_t *seq_ends;            /* [n_batch_max] their lengths after the current batch */
+    const int32_t **entry_blocks; /* [n_batch_max] block table of each entry's sequence */
 };
 
 /* What the attention task reads: one layer's K/V in the cache and the current batch. */
 typedef struct attention_task {
-    quill_context *context;            /* scratch and shapes */
-    const quill_kv_layer_view *view;   /* the layer's K/V */
-    const quill_batch *batch;          /* positions */
+    quill_context *context;          /* scratch and shapes */
+    const quill_kv_layer_view *view; /* the layer's K/V */
+    const quill_batch *batch;        /* positions */
 } attention_task;
 
 quill_context_params quill_context_params_default(void) {
@@ -89,7 +89,7 @@ static size_t matmul_scratch_bytes(const quill_model *model, int64_t n_tokens) {
     size_t n_max = quill__matmul_scratch_bytes(&model->output, n_tokens);
     for (int32_t i = 0; i < model->info.n_layers; i++) {
         const quill_layer_weights *layer = &model->layers[i];
-        const quill_matrix *matrices[] = {&layer->attn_q,   &layer->attn_k,  &layer->attn_v,
+        const quill_matrix *matrices[] = {&layer->attn_q,      &layer->attn_k,   &layer->attn_v,
                                           &layer->attn_output, &layer->ffn_gate, &layer->ffn_up,
                                           &layer->ffn_down};
         for (size_t j = 0; j < sizeof(matrices) / sizeof(matrices[0]); j++) {
@@ -120,10 +120,10 @@ static quill_status allocate_scratch(quill_context *context) {
      * that is a large reservation, but pages that no pass writes are never touched. */
     context->logits = allocate_rows(n, info->n_vocab);
     size_t scratch_bytes = matmul_scratch_bytes(context->model, n);
-    context->matmul_scratch = quill__aligned_alloc(
-        SCRATCH_ALIGNMENT,
-        (scratch_bytes + SCRATCH_ALIGNMENT - 1) / SCRATCH_ALIGNMENT * SCRATCH_ALIGNMENT +
-            SCRATCH_ALIGNMENT);
+    context->matmul_scratch =
+        quill__aligned_alloc(SCRATCH_ALIGNMENT, (scratch_bytes + SCRATCH_ALIGNMENT - 1) /
+                                                        SCRATCH_ALIGNMENT * SCRATCH_ALIGNMENT +
+                                                    SCRATCH_ALIGNMENT);
     context->logits_rows = quill__malloc_array((size_t)n, sizeof(int32_t));
     context->logits_entries = quill__malloc_array((size_t)n, sizeof(int32_t));
     context->seq_ids = quill__malloc_array((size_t)n, sizeof(int32_t));
@@ -134,8 +134,8 @@ static quill_status allocate_scratch(quill_context *context) {
         context->attention == NULL || context->gate == NULL || context->up == NULL ||
         context->rope == NULL || context->scores == NULL || context->logits == NULL ||
         context->matmul_scratch == NULL || context->logits_rows == NULL ||
-        context->logits_entries == NULL || context->seq_ids == NULL ||
-        context->seq_ends == NULL || context->entry_blocks == NULL) {
+        context->logits_entries == NULL || context->seq_ids == NULL || context->seq_ends == NULL ||
+        context->entry_blocks == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM,
                                "context: out of memory for the scratch of %d batch entries; "
                                "lower n_batch_max",
@@ -343,9 +343,9 @@ static quill_status embed_tokens(quill_context *context, const quill_batch *batc
     for (int32_t t = 0; t < batch->n_tokens; t++) {
         const uint8_t *row = (const uint8_t *)model->token_embd.data +
                              (size_t)batch->tokens[t] * model->token_embd.row_bytes;
-        quill_status status = quill__dequantize_row(model->token_embd.type, row,
-                                                    context->residual + (int64_t)t * info->n_embd,
-                                                    info->n_embd);
+        quill_status status =
+            quill__dequantize_row(model->token_embd.type, row,
+                                  context->residual + (int64_t)t * info->n_embd, info->n_embd);
         if (status != QUILL_OK) {
             return status;
         }
@@ -457,8 +457,8 @@ static void attention_worker(void *task_context, int thread_index, int n_threads
 
     int64_t begin = 0;
     int64_t end = 0;
-    quill__threadpool_split((int64_t)task->batch->n_tokens * info->n_heads, thread_index,
-                            n_threads, &begin, &end);
+    quill__threadpool_split((int64_t)task->batch->n_tokens * info->n_heads, thread_index, n_threads,
+                            &begin, &end);
     for (int64_t item = begin; item < end; item++) {
         int32_t t = (int32_t)(item / info->n_heads);
         int32_t head = (int32_t)(item % info->n_heads);

@@ -28,26 +28,26 @@ enum {
 static const size_t DEFAULT_MEMORY_BYTES = (size_t)256 << 20;
 
 typedef struct kv_sequence {
-    int32_t *blocks;    /* [capacity] block ids in position order */
-    int32_t n_blocks;   /* entries of blocks in use */
-    int32_t capacity;   /* entries allocated */
-    int64_t length;     /* tokens whose K/V are stored */
+    int32_t *blocks;  /* [capacity] block ids in position order */
+    int32_t n_blocks; /* entries of blocks in use */
+    int32_t capacity; /* entries allocated */
+    int64_t length;   /* tokens whose K/V are stored */
 } kv_sequence;
 
 struct quill_kv_cache {
-    uint32_t type;            /* QUILL_TYPE_F16 or QUILL_TYPE_F32 */
-    int32_t n_layers;         /* layers per block */
-    int32_t kv_dim;           /* elements per K (or V) row */
-    int32_t block_tokens;     /* token slots per block */
-    int32_t n_blocks;         /* blocks in storage */
-    size_t row_bytes;         /* kv_dim elements */
-    size_t block_bytes;       /* n_layers * 2 * block_tokens * row_bytes */
-    uint8_t *storage;         /* [n_blocks][block_bytes], STORAGE_ALIGNMENT-aligned */
-    int32_t *refcounts;       /* [n_blocks] */
-    int32_t *free_blocks;     /* [n_blocks] stack of free ids; top at n_free - 1 */
-    int32_t n_free;           /* entries of free_blocks in use */
-    kv_sequence *sequences;   /* [n_seq_max] */
-    int32_t n_seq_max;        /* sequence ids are 0..n_seq_max-1 */
+    uint32_t type;          /* QUILL_TYPE_F16 or QUILL_TYPE_F32 */
+    int32_t n_layers;       /* layers per block */
+    int32_t kv_dim;         /* elements per K (or V) row */
+    int32_t block_tokens;   /* token slots per block */
+    int32_t n_blocks;       /* blocks in storage */
+    size_t row_bytes;       /* kv_dim elements */
+    size_t block_bytes;     /* n_layers * 2 * block_tokens * row_bytes */
+    uint8_t *storage;       /* [n_blocks][block_bytes], STORAGE_ALIGNMENT-aligned */
+    int32_t *refcounts;     /* [n_blocks] */
+    int32_t *free_blocks;   /* [n_blocks] stack of free ids; top at n_free - 1 */
+    int32_t n_free;         /* entries of free_blocks in use */
+    kv_sequence *sequences; /* [n_seq_max] */
+    int32_t n_seq_max;      /* sequence ids are 0..n_seq_max-1 */
 };
 
 static size_t element_bytes(uint32_t type) {
@@ -311,9 +311,8 @@ void quill_kv_cache_seq_reset(quill_kv_cache *cache, int32_t seq_id) {
     quill_kv_cache_seq_truncate(cache, seq_id, 0);
 }
 
-quill_status quill_kv_cache_seq_attach(quill_kv_cache *cache, int32_t seq_id,
-                                       const int32_t *blocks, int32_t n_blocks,
-                                       int64_t n_tokens) {
+quill_status quill_kv_cache_seq_attach(quill_kv_cache *cache, int32_t seq_id, const int32_t *blocks,
+                                       int32_t n_blocks, int64_t n_tokens) {
     kv_sequence *sequence = find_sequence(cache, seq_id);
     if (sequence == NULL) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,

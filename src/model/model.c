@@ -109,8 +109,8 @@ static quill_status read_architecture(loader *load) {
     quill_model *model = load->model;
     const char *data = NULL;
     size_t n_bytes = 0;
-    quill_status status = quill_gguf_get_string(model->file, "general.architecture", &data,
-                                                &n_bytes);
+    quill_status status =
+        quill_gguf_get_string(model->file, "general.architecture", &data, &n_bytes);
     if (status == QUILL_ERR_NOT_FOUND) {
         return quill_error_set(QUILL_ERR_FORMAT,
                                "model: metadata key 'general.architecture' is missing in '%s'; "
@@ -197,8 +197,8 @@ static quill_status read_hparams(loader *load) {
         status = read_count(load, "attention.head_count", false, 0, &info->n_heads);
     }
     if (status == QUILL_OK) {
-        status = read_count(load, "attention.head_count_kv", true, info->n_heads,
-                            &info->n_kv_heads);
+        status =
+            read_count(load, "attention.head_count_kv", true, info->n_heads, &info->n_kv_heads);
     }
     if (status == QUILL_OK) {
         status = read_count(load, "attention.key_length", true, info->n_embd / info->n_heads,
@@ -214,8 +214,7 @@ static quill_status read_hparams(loader *load) {
         status = read_float(load, "rope.freq_base", true, 10000.0f, &info->rope_freq_base);
     }
     if (status == QUILL_OK) {
-        status = read_float(load, "attention.layer_norm_rms_epsilon", false, 0.0f,
-                            &info->rms_eps);
+        status = read_float(load, "attention.layer_norm_rms_epsilon", false, 0.0f, &info->rms_eps);
     }
     if (status == QUILL_OK) {
         status = read_vocab_size(load, &info->n_vocab);
@@ -236,8 +235,7 @@ static quill_status check_f32_data(const loader *load, const quill_gguf_tensor *
                                tensor->name, quill_type_name(tensor->type), load->path);
     }
     if ((uintptr_t)tensor->data % sizeof(float) != 0) {
-        return quill_error_set(QUILL_ERR_FORMAT,
-                               "model: tensor '%s' is not 4-byte aligned in '%s'",
+        return quill_error_set(QUILL_ERR_FORMAT, "model: tensor '%s' is not 4-byte aligned in '%s'",
                                tensor->name, load->path);
     }
     return QUILL_OK;
@@ -245,8 +243,8 @@ static quill_status check_f32_data(const loader *load, const quill_gguf_tensor *
 
 /* Points *out at the f32 vector `name` of n elements. A missing tensor fails when is_required,
  * else leaves *out NULL. */
-static quill_status find_vector(const loader *load, const char *name, int64_t n,
-                                bool is_required, const float **out) {
+static quill_status find_vector(const loader *load, const char *name, int64_t n, bool is_required,
+                                const float **out) {
     *out = NULL;
     const quill_gguf_tensor *tensor = quill_gguf_find_tensor(load->model->file, name);
     if (tensor == NULL && !is_required) {
@@ -354,9 +352,9 @@ static quill_status load_layer_attention(const loader *load, int32_t index,
                              kv_dim, info->n_embd, true, &layer->attn_v);
     }
     if (status == QUILL_OK) {
-        status = find_matrix(load,
-                             layer_tensor_name(name, sizeof(name), index, "attn_output.weight"),
-                             info->n_embd, q_dim, true, &layer->attn_output);
+        status =
+            find_matrix(load, layer_tensor_name(name, sizeof(name), index, "attn_output.weight"),
+                        info->n_embd, q_dim, true, &layer->attn_output);
     }
     if (status == QUILL_OK && has_bias) {
         status = find_vector(load, layer_tensor_name(name, sizeof(name), index, "attn_q.bias"),
@@ -371,20 +369,19 @@ static quill_status load_layer_attention(const loader *load, int32_t index,
                              kv_dim, true, &layer->v_bias);
     }
     if (status == QUILL_OK && has_norm) {
-        status = find_vector(load,
-                             layer_tensor_name(name, sizeof(name), index, "attn_q_norm.weight"),
-                             info->head_dim, true, &layer->q_norm);
+        status =
+            find_vector(load, layer_tensor_name(name, sizeof(name), index, "attn_q_norm.weight"),
+                        info->head_dim, true, &layer->q_norm);
     }
     if (status == QUILL_OK && has_norm) {
-        status = find_vector(load,
-                             layer_tensor_name(name, sizeof(name), index, "attn_k_norm.weight"),
-                             info->head_dim, true, &layer->k_norm);
+        status =
+            find_vector(load, layer_tensor_name(name, sizeof(name), index, "attn_k_norm.weight"),
+                        info->head_dim, true, &layer->k_norm);
     }
     return status;
 }
 
-static quill_status load_layer_ffn(const loader *load, int32_t index,
-                                   quill_layer_weights *layer) {
+static quill_status load_layer_ffn(const loader *load, int32_t index, quill_layer_weights *layer) {
     const quill_model_info *info = &load->model->info;
     char name[TENSOR_NAME_BYTES];
     quill_status status =
@@ -414,16 +411,15 @@ static quill_status load_tensors(loader *load) {
         status = find_vector(load, "output_norm.weight", info->n_embd, true, &model->output_norm);
     }
     if (status == QUILL_OK) {
-        status = find_matrix(load, "output.weight", info->n_vocab, info->n_embd, false,
-                             &model->output);
+        status =
+            find_matrix(load, "output.weight", info->n_vocab, info->n_embd, false, &model->output);
     }
     if (status == QUILL_OK && model->output.data == NULL) {
         model->output = model->token_embd;
         info->has_tied_output = true;
     }
     if (status == QUILL_OK) {
-        status = find_vector(load, "rope_freqs.weight", info->n_rot / 2, false,
-                             &model->rope_freqs);
+        status = find_vector(load, "rope_freqs.weight", info->n_rot / 2, false, &model->rope_freqs);
         info->has_rope_freqs = model->rope_freqs != NULL;
     }
     if (status != QUILL_OK) {

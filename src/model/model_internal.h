@@ -30,18 +30,18 @@ typedef struct quill_layer_weights {
 } quill_layer_weights;
 
 struct quill_model {
-    quill_gguf *file;                  /* owned mapping that the weights point into */
-    quill_tokenizer *tokenizer;        /* owned */
-    const quill_arch_traits *traits;   /* architecture differences */
-    quill_model_info info;             /* hyper-parameters; its strings point at the fields below */
-    char *arch_name;                   /* owned copy of general.architecture */
-    char *name;                        /* owned copy of general.name or the file's base name */
-    char *chat_template;               /* owned copy of tokenizer.chat_template, or NULL */
-    quill_matrix token_embd;           /* [n_vocab][n_embd] */
-    quill_matrix output;               /* [n_vocab][n_embd]; token_embd when tied */
-    const float *output_norm;          /* [n_embd] */
-    const float *rope_freqs;           /* [n_rot / 2] frequency divisors, or NULL */
-    quill_layer_weights *layers;       /* [n_layers] */
+    quill_gguf *file;                /* owned mapping that the weights point into */
+    quill_tokenizer *tokenizer;      /* owned */
+    const quill_arch_traits *traits; /* architecture differences */
+    quill_model_info info;           /* hyper-parameters; its strings point at the fields below */
+    char *arch_name;                 /* owned copy of general.architecture */
+    char *name;                      /* owned copy of general.name or the file's base name */
+    char *chat_template;             /* owned copy of tokenizer.chat_template, or NULL */
+    quill_matrix token_embd;         /* [n_vocab][n_embd] */
+    quill_matrix output;             /* [n_vocab][n_embd]; token_embd when tied */
+    const float *output_norm;        /* [n_embd] */
+    const float *rope_freqs;         /* [n_rot / 2] frequency divisors, or NULL */
+    quill_layer_weights *layers;     /* [n_layers] */
 };
 
 #endif

@@ -18,7 +18,7 @@
 enum { NAME_BYTES = 96, PIECE_BYTES = 16 };
 
 typedef struct tiny_writer {
-    quill_gguf_writer *writer;                /* output */
+    quill_gguf_writer *writer;                  /* output */
     const quill_test_tiny_model_params *params; /* the model's shape and knobs */
 } tiny_writer;
 
@@ -155,45 +155,59 @@ static quill_status add_layer(tiny_writer *tiny, int32_t layer, int32_t head_dim
     char name[NAME_BYTES];
     quill_status status = QUILL_OK;
 
-    status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_norm.weight"), params->n_embd, 1.0f, 0.1f);
+    status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_norm.weight"),
+                        params->n_embd, 1.0f, 0.1f);
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_q.weight"), params->n_embd, q_dim);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_q.weight"),
+                            params->n_embd, q_dim);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_k.weight"), params->n_embd, kv_dim);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_k.weight"),
+                            params->n_embd, kv_dim);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_v.weight"), params->n_embd, kv_dim);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_v.weight"),
+                            params->n_embd, kv_dim);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_output.weight"), q_dim, params->n_embd);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "attn_output.weight"),
+                            q_dim, params->n_embd);
     }
     if (status == QUILL_OK && strcmp(params->arch, "qwen2") == 0) {
-        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_q.bias"), q_dim, 0.0f, 0.2f);
+        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_q.bias"), q_dim, 0.0f,
+                            0.2f);
         if (status == QUILL_OK) {
-            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_k.bias"), kv_dim, 0.0f, 0.2f);
+            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_k.bias"), kv_dim,
+                                0.0f, 0.2f);
         }
         if (status == QUILL_OK) {
-            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_v.bias"), kv_dim, 0.0f, 0.2f);
+            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_v.bias"), kv_dim,
+                                0.0f, 0.2f);
         }
     }
     if (status == QUILL_OK && strcmp(params->arch, "qwen3") == 0) {
-        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_q_norm.weight"), head_dim, 1.0f, 0.1f);
+        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_q_norm.weight"),
+                            head_dim, 1.0f, 0.1f);
         if (status == QUILL_OK) {
-            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_k_norm.weight"), head_dim, 1.0f, 0.1f);
+            status = add_vector(tiny, layer_name(name, sizeof(name), layer, "attn_k_norm.weight"),
+                                head_dim, 1.0f, 0.1f);
         }
     }
     if (status == QUILL_OK) {
-        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "ffn_norm.weight"), params->n_embd, 1.0f, 0.1f);
+        status = add_vector(tiny, layer_name(name, sizeof(name), layer, "ffn_norm.weight"),
+                            params->n_embd, 1.0f, 0.1f);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_gate.weight"), params->n_embd, params->n_ff);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_gate.weight"),
+                            params->n_embd, params->n_ff);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_up.weight"), params->n_embd, params->n_ff);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_up.weight"),
+                            params->n_embd, params->n_ff);
     }
     if (status == QUILL_OK) {
-        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_down.weight"), params->n_ff, params->n_embd);
+        status = add_matrix(tiny, layer_name(name, sizeof(name), layer, "ffn_down.weight"),
+                            params->n_ff, params->n_embd);
     }
     return status;
 }
@@ -251,16 +265,15 @@ static quill_status add_vocabulary(tiny_writer *tiny) {
     status = quill__gguf_writer_set_string(tiny->writer, "tokenizer.ggml.model", "llama");
     if (status == QUILL_OK) {
         status = quill__gguf_writer_set_string_array(tiny->writer, "tokenizer.ggml.tokens",
-                                                     (const char *const *)texts,
-                                                     (uint64_t)n_vocab);
+                                                     (const char *const *)texts, (uint64_t)n_vocab);
     }
     if (status == QUILL_OK) {
         status = quill__gguf_writer_set_f32_array(tiny->writer, "tokenizer.ggml.scores", scores,
                                                   (uint64_t)n_vocab);
     }
     if (status == QUILL_OK) {
-        status = quill__gguf_writer_set_i32_array(tiny->writer, "tokenizer.ggml.token_type",
-                                                  kinds, (uint64_t)n_vocab);
+        status = quill__gguf_writer_set_i32_array(tiny->writer, "tokenizer.ggml.token_type", kinds,
+                                                  (uint64_t)n_vocab);
     }
     if (status == QUILL_OK) {
         status = quill__gguf_writer_set_u32(tiny->writer, "tokenizer.ggml.unknown_token_id", 0);

@@ -84,8 +84,8 @@ void quill__attention_head(const float *q, int32_t head_dim, const quill_attenti
         /* Scaled scores and their max. */
         float chunk_max = -INFINITY;
         for (int64_t j = 0; j < n_chunk; j++) {
-            scores[j] = scale * dot_row(q, k_row + (size_t)j * keys->row_bytes, keys->type,
-                                        head_dim);
+            scores[j] =
+                scale * dot_row(q, k_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
             chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
         }
 
@@ -101,8 +101,7 @@ void quill__attention_head(const float *q, int32_t head_dim, const quill_attenti
         for (int64_t j = 0; j < n_chunk; j++) {
             float weight = expf(scores[j] - running_max);
             running_sum += weight;
-            add_scaled_row(out, weight, v_row + (size_t)j * keys->row_bytes, keys->type,
-                           head_dim);
+            add_scaled_row(out, weight, v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
         }
         position = end;
     }

@@ -7,8 +7,8 @@
 
 #include <math.h>
 
-void quill__rope_angles(int64_t position, int32_t n_rot, float freq_base,
-                        const float *freq_factors, float *cos_sin) {
+void quill__rope_angles(int64_t position, int32_t n_rot, float freq_base, const float *freq_factors,
+                        float *cos_sin) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float theta = (float)position;
     for (int32_t i = 0; i < n_rot / 2; i++) {
