@@ -151,6 +151,8 @@ quill_status quill_tokenizer_decode(const quill_tokenizer *tokenizer, const int3
     quill_strbuf result;
     quill_status status = QUILL_OK;
     char stack[PIECE_STACK_BYTES];
+    /* NOTE: llama.cpp's clean_up_tokenization_spaces pass (" ," to ",", " 's" to "'s") is not
+     * applied, so decoding returns the pieces exactly. */
     /* SentencePiece's dummy prefix: the first piece after an optional leading BOS loses one
      * leading space. NOTE: llama.cpp's llama_detokenize keeps that space when the sequence
      * starts with BOS. Quill removes it, so decode(encode(text)) gives the text back. */

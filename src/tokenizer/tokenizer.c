@@ -113,6 +113,8 @@ static quill_status split_at_token(const quill_tokenizer *tokenizer,
     return status;
 }
 
+/* NOTE: llama.cpp's per-token lstrip/rstrip attributes (set by model name, e.g. for Phi-3) are
+ * not applied, so whitespace next to a matched special token stays in the text fragments. */
 static quill_status partition(const quill_tokenizer *tokenizer, const encode_request *request,
                               fragment_list *result) {
     fragment_list spare = {0};
