@@ -387,9 +387,9 @@ static void test_quantize_q8_k_sums(void **state) {
 /* ---- dot products ---- */
 
 static const uint32_t weight_types[] = {
-    QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1,
-    QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
-    QUILL_TYPE_Q6_K,
+    QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q4_0,
+    QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0,
+    QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K,
 };
 enum { N_WEIGHT_TYPES = sizeof(weight_types) / sizeof(weight_types[0]) };
 
@@ -638,8 +638,8 @@ typedef struct matmul_case {
 
 enum { MATMUL_MAX_TOKENS = 64 };
 
-static void matmul_case_init(matmul_case *test_case, uint32_t type, int64_t n_rows,
-                             int64_t n_cols, rng *generator) {
+static void matmul_case_init(matmul_case *test_case, uint32_t type, int64_t n_rows, int64_t n_cols,
+                             rng *generator) {
     test_case->type = type;
     test_case->n_rows = n_rows;
     test_case->n_cols = n_cols;
@@ -647,16 +647,16 @@ static void matmul_case_init(matmul_case *test_case, uint32_t type, int64_t n_ro
     test_case->y_stride = n_rows + 5;
     size_t row_bytes = row_bytes_of(type, n_cols);
     test_case->weight_data = quill__malloc(row_bytes * (size_t)n_rows);
-    test_case->x = quill__malloc_array((size_t)(MATMUL_MAX_TOKENS * test_case->x_stride),
-                                       sizeof(float));
+    test_case->x =
+        quill__malloc_array((size_t)(MATMUL_MAX_TOKENS * test_case->x_stride), sizeof(float));
     float *w = quill__malloc_array((size_t)n_cols, sizeof(float));
     assert_non_null(test_case->weight_data);
     assert_non_null(test_case->x);
     assert_non_null(w);
     for (int64_t r = 0; r < n_rows; r++) {
         fill_random(generator, w, n_cols, 32);
-        assert_int_equal(quill__quantize_row(type, w, (char *)test_case->weight_data +
-                                                          (size_t)r * row_bytes,
+        assert_int_equal(quill__quantize_row(type, w,
+                                             (char *)test_case->weight_data + (size_t)r * row_bytes,
                                              n_cols),
                          QUILL_OK);
     }

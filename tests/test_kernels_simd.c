@@ -89,9 +89,9 @@ static int collect_variants(const quill_kernel_table *tables[QUILL_KERNEL_VARIAN
 }
 
 static const uint32_t weight_types[] = {
-    QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1,
-    QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
-    QUILL_TYPE_Q6_K,
+    QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q4_0,
+    QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0,
+    QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K,
 };
 enum { N_WEIGHT_TYPES = sizeof(weight_types) / sizeof(weight_types[0]) };
 
@@ -268,13 +268,13 @@ static void test_simd_vec_dot_close_to_ref(void **state) {
         for (int k = 0; k < n_lengths; k++) {
             dot_rows rows;
             dot_rows_init(&rows, type, lengths[k], &generator);
-            float expected = ref->types[type].vec_dot(rows.n, rows.w_buffer + 1,
-                                                      dot_rows_activations(&rows));
+            float expected =
+                ref->types[type].vec_dot(rows.n, rows.w_buffer + 1, dot_rows_activations(&rows));
             double tolerance =
                 variant_tolerance(type, rows.n, rows.w_dequantized, rows.x_dequantized);
             for (int v = 0; v < n_tables; v++) {
                 float got = tables[v]->types[type].vec_dot(rows.n, rows.w_buffer + 1,
-                                                          dot_rows_activations(&rows));
+                                                           dot_rows_activations(&rows));
                 if (!isfinite(expected)) {
                     /* Q8_1's fp16 s overflows when |d_x * sum(q_x)| > 65504 (1e5 blocks), in
                      * llama.cpp too; the variants must then agree on the infinity or NaN. */
@@ -283,9 +283,8 @@ static void test_simd_vec_dot_close_to_ref(void **state) {
                     continue;
                 }
                 if (!(fabs((double)got - expected) <= tolerance)) {
-                    print_error("%s %s n=%lld: got %.9g, ref %.9g, tolerance %g\n",
-                                tables[v]->name, quill_type_name(type), (long long)rows.n, got,
-                                expected, tolerance);
+                    print_error("%s %s n=%lld: got %.9g, ref %.9g, tolerance %g\n", tables[v]->name,
+                                quill_type_name(type), (long long)rows.n, got, expected, tolerance);
                 }
                 assert_true(fabs((double)got - expected) <= tolerance);
             }
@@ -461,8 +460,8 @@ static void check_matmul_equals_vec_dot(const quill_kernel_table *table,
             activation_row = activation;
         }
         for (int64_t r = 0; r < N_ROWS; r++) {
-            const uint8_t *w_row = (const uint8_t *)test_case->weights.data +
-                                   (size_t)r * test_case->weights.row_bytes;
+            const uint8_t *w_row =
+                (const uint8_t *)test_case->weights.data + (size_t)r * test_case->weights.row_bytes;
             float expected = table->types[type].vec_dot(n_cols, w_row, activation_row);
             float got = y[t * test_case->y_stride + r];
             if (memcmp(&got, &expected, sizeof(got)) != 0) {
@@ -513,8 +512,8 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
 
             float *threaded = simd_run(tables[v], pool, &test_case, 0, MAX_TOKENS);
             for (int64_t k = 0; k < MAX_TOKENS; k++) {
-                assert_memory_equal(threaded + k * test_case.y_stride,
-                                    all + k * test_case.y_stride, N_ROWS * sizeof(float));
+                assert_memory_equal(threaded + k * test_case.y_stride, all + k * test_case.y_stride,
+                                    N_ROWS * sizeof(float));
             }
             quill__free(threaded);
             quill__free(all);

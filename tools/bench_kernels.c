@@ -72,8 +72,7 @@ int main(void) {
         }
         quill_matrix weights = {types[k], N_ROWS, N_COLS, data, row_bytes};
         for (int v = 0; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
-            const quill_kernel_table *table =
-                quill__kernels_variant_table((quill_kernel_variant)v);
+            const quill_kernel_table *table = quill__kernels_variant_table((quill_kernel_variant)v);
             if (table == NULL) {
                 continue;
             }

@@ -93,8 +93,8 @@ typedef struct quill_block_q6_k {
 /* Q8_K, 292 bytes, activations only: w = q * d with an f32 d, plus the sums of each 16 values,
  * which the K-quant dots use for the min terms. */
 typedef struct quill_block_q8_k {
-    uint8_t d[4];     /* f32 scale */
-    int8_t qs[256];   /* values */
+    uint8_t d[4];      /* f32 scale */
+    int8_t qs[256];    /* values */
     uint8_t bsums[32]; /* 16 x little-endian int16 sum of qs[16 j .. 16 j + 15] */
 } quill_block_q8_k;
 

@@ -39,8 +39,7 @@ static void detect_variants(void) {
                     __builtin_cpu_supports("f16c");
     bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vnni");
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
     bool has_avx512_bf16 = has_avx512 && __builtin_cpu_supports("avx512bf16");
     if (has_avx2) {
         quill__kernel_table_fill_avx2(&variant_tables[QUILL_KERNEL_VARIANT_AVX2]);
@@ -62,8 +61,8 @@ static void list_available(char *text, size_t n_bytes) {
         if (!variant_available[v] || used >= n_bytes) {
             continue;
         }
-        int written = snprintf(text + used, n_bytes - used, "%s%s", used > 0 ? " " : "",
-                               variant_labels[v]);
+        int written =
+            snprintf(text + used, n_bytes - used, "%s%s", used > 0 ? " " : "", variant_labels[v]);
         if (written > 0) {
             used += (size_t)written;
         }

@@ -28,8 +28,7 @@ typedef void (*quill_kernel_dequantize_fn)(const void *src, float *dst, int64_t 
 /* Quantizes n f32 values (a multiple of the block size) into a row. */
 typedef void (*quill_kernel_quantize_fn)(const float *src, void *dst, int64_t n);
 /* Returns the dot product of one weight row and one activation row of n elements. */
-typedef float (*quill_kernel_vec_dot_fn)(int64_t n, const void *weights,
-                                         const void *activations);
+typedef float (*quill_kernel_vec_dot_fn)(int64_t n, const void *weights, const void *activations);
 /* Computes a tile: y[t * y_stride + r] = vec_dot(n, weight row r, activation row t) for
  * r < n_rows, t < n_tokens, with results bit-identical to the type's vec_dot, so that tiling
  * never changes a value. Rows are weight_row_bytes / activation_row_bytes apart. */
@@ -48,7 +47,7 @@ typedef struct quill_kernel_type_ops {
 
 typedef struct quill_kernel_table {
     quill_kernel_variant variant;
-    const char *name;                                /* "ref", "avx2", "avx512", "neon" */
+    const char *name;                              /* "ref", "avx2", "avx512", "neon" */
     quill_kernel_type_ops types[QUILL_TYPE_COUNT]; /* indexed by quill_type */
 } quill_kernel_table;
 
@@ -64,9 +63,8 @@ const char *quill__kernels_variant_label(quill_kernel_variant variant);
 
 /* As quill__matmul (kernels.h) but with an explicit table, so tests can compare variants. */
 void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool *pool,
-                              const quill_matrix *weights, const float *x,
-                              int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride,
-                              void *scratch);
+                              const quill_matrix *weights, const float *x, int64_t x_stride,
+                              int64_t n_tokens, float *y, int64_t y_stride, void *scratch);
 
 /* Fills a table with the reference kernels (ref/table_ref.c). ISA variants start from it and
  * replace what they accelerate. */

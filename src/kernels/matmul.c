@@ -18,22 +18,21 @@ enum { QUILL_MATMUL_TILE_ROWS = 16, QUILL_MATMUL_TILE_TOKENS = 32 };
 enum { QUILL_MATMUL_ROW_ALIGN = 64 };
 
 typedef struct matmul_job {
-    const quill_kernel_type_ops *ops;       /* the weight type's kernels */
+    const quill_kernel_type_ops *ops;            /* the weight type's kernels */
     const quill_kernel_type_ops *activation_ops; /* the activation type's kernels */
     const quill_matrix *weights;
-    const float *x;             /* f32 [n_tokens][x_stride] */
-    int64_t x_stride;           /* floats between activation rows */
+    const float *x;   /* f32 [n_tokens][x_stride] */
+    int64_t x_stride; /* floats between activation rows */
     int64_t n_tokens;
-    float *y;                   /* f32 [n_tokens][y_stride] */
-    int64_t y_stride;           /* floats between output rows */
-    const void *activations;    /* the rows vec_dot reads: x itself or scratch */
-    void *scratch;              /* quantized activations [n_tokens][activation_row_bytes] */
+    float *y;                    /* f32 [n_tokens][y_stride] */
+    int64_t y_stride;            /* floats between output rows */
+    const void *activations;     /* the rows vec_dot reads: x itself or scratch */
+    void *scratch;               /* quantized activations [n_tokens][activation_row_bytes] */
     size_t activation_row_bytes; /* bytes between activation rows */
 } matmul_job;
 
 /* Returns the scratch row stride for the activation type, or 0 when activations stay f32. */
-static size_t activation_row_stride(const quill_kernel_table *table,
-                                    const quill_matrix *weights) {
+static size_t activation_row_stride(const quill_kernel_table *table, const quill_matrix *weights) {
     uint32_t activation_type = table->types[weights->type].vec_dot_type;
     size_t row_bytes = 0;
     if (activation_type == QUILL_TYPE_F32 ||
@@ -58,9 +57,9 @@ static void quantize_task(void *context, int thread_index, int n_threads) {
     int64_t end;
     quill__threadpool_split(job->n_tokens, thread_index, n_threads, &begin, &end);
     for (int64_t t = begin; t < end; t++) {
-        job->activation_ops->quantize_row(job->x + t * job->x_stride,
-                                          (char *)job->scratch + (size_t)t * job->activation_row_bytes,
-                                          job->weights->n_cols);
+        job->activation_ops->quantize_row(
+            job->x + t * job->x_stride,
+            (char *)job->scratch + (size_t)t * job->activation_row_bytes, job->weights->n_cols);
     }
 }
 
@@ -73,8 +72,8 @@ static void tile_by_vec_dot(const matmul_job *job, int64_t row_begin, int64_t n_
         for (int64_t t = token_begin; t < token_begin + n_tokens; t++) {
             const char *activation_row =
                 (const char *)job->activations + (size_t)t * job->activation_row_bytes;
-            job->y[t * job->y_stride + r] = job->ops->vec_dot(w->n_cols, weight_row,
-                                                              activation_row);
+            job->y[t * job->y_stride + r] =
+                job->ops->vec_dot(w->n_cols, weight_row, activation_row);
         }
     }
 }
@@ -101,8 +100,8 @@ static void multiply_task(void *context, int thread_index, int n_threads) {
             const char *activation_tile =
                 (const char *)job->activations + (size_t)token * job->activation_row_bytes;
             job->ops->gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
-                           job->activation_row_bytes, n_tokens, job->y + token * job->y_stride + row,
-                           job->y_stride);
+                           job->activation_row_bytes, n_tokens,
+                           job->y + token * job->y_stride + row, job->y_stride);
         }
     }
 }

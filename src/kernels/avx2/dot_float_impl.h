@@ -24,7 +24,6 @@ enum { TILE_ROWS = 4, TILE_TOKENS = 4 };
 enum { TILE_ROWS = 4, TILE_TOKENS = 2 };
 #endif
 
-
 /* Loads eight weights starting at element i as f32. */
 QUILL_X86_INLINE __m256 load_weights8(int kind, const uint8_t *row, int64_t i) {
     if (kind == KIND_F32) {
@@ -86,8 +85,8 @@ QUILL_X86_INLINE void tile_float(int kind, int64_t n, const uint8_t *weights,
     }
 }
 
-QUILL_X86_INLINE void gemm_float(int kind, int64_t n, const void *weights,
-                                 size_t weight_row_bytes, int64_t n_rows, const void *activations,
+QUILL_X86_INLINE void gemm_float(int kind, int64_t n, const void *weights, size_t weight_row_bytes,
+                                 int64_t n_rows, const void *activations,
                                  size_t activation_row_bytes, int64_t n_tokens, float *y,
                                  int64_t y_stride) {
     for (int64_t row = 0; row < n_rows; row += TILE_ROWS) {
@@ -111,20 +110,19 @@ QUILL_X86_INLINE void gemm_float(int kind, int64_t n, const void *weights,
     }
 }
 
-#define QUILL_DEFINE_FLOAT(kind, stem)                                                           \
-    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                    \
-                                            const void *activations) {                         \
-        float result;                                                                          \
-        tile_float(kind, n, weights, 0, 1, activations, 0, 1, &result, 0);                     \
-        return result;                                                                         \
-    }                                                                                          \
-    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                    \
-                                            size_t weight_row_bytes, int64_t n_rows,           \
-                                            const void *activations,                           \
-                                            size_t activation_row_bytes, int64_t n_tokens,     \
-                                            float *y, int64_t y_stride) {                      \
-        gemm_float(kind, n, weights, weight_row_bytes, n_rows, activations,                    \
-                   activation_row_bytes, n_tokens, y, y_stride);                               \
+#define QUILL_DEFINE_FLOAT(kind, stem)                                                             \
+    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
+                                            const void *activations) {                             \
+        float result;                                                                              \
+        tile_float(kind, n, weights, 0, 1, activations, 0, 1, &result, 0);                         \
+        return result;                                                                             \
+    }                                                                                              \
+    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \
+                                            size_t weight_row_bytes, int64_t n_rows,               \
+                                            const void *activations, size_t activation_row_bytes,  \
+                                            int64_t n_tokens, float *y, int64_t y_stride) {        \
+        gemm_float(kind, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,  \
+                   n_tokens, y, y_stride);                                                         \
     }
 
 QUILL_DEFINE_FLOAT(KIND_F32, f32_f32)

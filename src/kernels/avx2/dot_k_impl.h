@@ -27,11 +27,11 @@ enum { TILE_ROWS = 4, TILE_TOKENS = 2 };
 
 /* One weight super-block unpacked for reuse across the tokens of a tile. */
 typedef struct unpacked_k {
-    __m256i levels[8];  /* u8 levels of elements 32k .. 32k + 31 */
-    __m256i scales[8];  /* int16 scales for the 16 int16 pair sums of levels[k] */
-    int32_t mins[8];    /* Q4_K / Q5_K sub-block mins (0 for Q6_K) */
-    float d;            /* super-block scale */
-    float dmin;         /* super-block min scale (0 for Q6_K) */
+    __m256i levels[8]; /* u8 levels of elements 32k .. 32k + 31 */
+    __m256i scales[8]; /* int16 scales for the 16 int16 pair sums of levels[k] */
+    int32_t mins[8];   /* Q4_K / Q5_K sub-block mins (0 for Q6_K) */
+    float d;           /* super-block scale */
+    float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {
@@ -143,8 +143,8 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                     /* 32 * (pair sums of q_x): subtracting it recentres the Q6_K levels. */
                     x_offset[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), x_values[k]);
                 } else {
-                    x_sums[k] = quill__load_i16(&x->bsums[4 * k]) +
-                                quill__load_i16(&x->bsums[4 * k + 2]);
+                    x_sums[k] =
+                        quill__load_i16(&x->bsums[4 * k]) + quill__load_i16(&x->bsums[4 * k + 2]);
                 }
             }
 
@@ -202,20 +202,19 @@ QUILL_X86_INLINE void gemm_k(int kind, int64_t n, const void *weights, size_t we
     }
 }
 
-#define QUILL_DEFINE_K(kind, stem)                                                               \
-    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                    \
-                                            const void *activations) {                         \
-        float result;                                                                          \
-        tile_k(kind, n / QUILL_QK_K, weights, 0, 1, activations, 0, 1, &result, 0);           \
-        return result;                                                                         \
-    }                                                                                          \
-    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                    \
-                                            size_t weight_row_bytes, int64_t n_rows,           \
-                                            const void *activations,                           \
-                                            size_t activation_row_bytes, int64_t n_tokens,     \
-                                            float *y, int64_t y_stride) {                      \
-        gemm_k(kind, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,  \
-               n_tokens, y, y_stride);                                                         \
+#define QUILL_DEFINE_K(kind, stem)                                                                 \
+    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
+                                            const void *activations) {                             \
+        float result;                                                                              \
+        tile_k(kind, n / QUILL_QK_K, weights, 0, 1, activations, 0, 1, &result, 0);                \
+        return result;                                                                             \
+    }                                                                                              \
+    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \
+                                            size_t weight_row_bytes, int64_t n_rows,               \
+                                            const void *activations, size_t activation_row_bytes,  \
+                                            int64_t n_tokens, float *y, int64_t y_stride) {        \
+        gemm_k(kind, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,      \
+               n_tokens, y, y_stride);                                                             \
     }
 
 QUILL_DEFINE_K(KIND_Q4_K, q4_k_q8_k)

@@ -30,6 +30,8 @@ enum { TILE_ROWS = 4, TILE_TOKENS = 4 };
 #else
 enum { TILE_ROWS = 4, TILE_TOKENS = 2 };
 #endif
+/* Rows per tile for a single token (decode): more independent accumulator chains. */
+enum { DECODE_ROWS = 8 };
 
 QUILL_X86_INLINE size_t weight_block_bytes(int kind) {
     switch (kind) {
@@ -82,8 +84,8 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
     const size_t w_bytes = weight_block_bytes(kind);
     const size_t x_bytes = has_offset(kind) ? sizeof(quill_block_q8_1) : sizeof(quill_block_q8_0);
     const size_t x_qs = has_offset(kind) ? 4 : 2;
-    __m256 acc[TILE_ROWS][TILE_TOKENS];
-    float offset_sum[TILE_ROWS][TILE_TOKENS];
+    __m256 acc[DECODE_ROWS][TILE_TOKENS];
+    float offset_sum[DECODE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
             acc[r][t] = _mm256_setzero_ps();
@@ -93,9 +95,9 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
 
     for (int64_t b = 0; b < n_blocks; b++) {
         /* Unpack this block of every row once; it serves all tokens of the tile. */
-        __m256i levels[TILE_ROWS];
-        float d_w[TILE_ROWS];
-        float m_w[TILE_ROWS];
+        __m256i levels[DECODE_ROWS];
+        float d_w[DECODE_ROWS];
+        float m_w[DECODE_ROWS];
         for (int r = 0; r < n_rows; r++) {
             const uint8_t *block = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
             levels[r] = unpack_weight(kind, block, &d_w[r], &m_w[r]);
@@ -138,12 +140,20 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
 
 /* Walks a rows x tokens range in register tiles; full tiles get constant bounds so the
  * compiler keeps the accumulators in registers. */
-QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights,
-                                  size_t weight_row_bytes, int64_t n_rows, const void *activations,
+QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights, size_t weight_row_bytes,
+                                  int64_t n_rows, const void *activations,
                                   size_t activation_row_bytes, int64_t n_tokens, float *y,
                                   int64_t y_stride) {
     int64_t n_blocks = n / QUILL_QK;
-    for (int64_t row = 0; row < n_rows; row += TILE_ROWS) {
+    int64_t row = 0;
+    if (n_tokens == 1) {
+        for (; row + DECODE_ROWS <= n_rows; row += DECODE_ROWS) {
+            const uint8_t *w = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
+            tile_legacy(kind, n_blocks, w, weight_row_bytes, DECODE_ROWS, activations,
+                        activation_row_bytes, 1, y + row, y_stride);
+        }
+    }
+    for (; row < n_rows; row += TILE_ROWS) {
         const uint8_t *w = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
         int rows = n_rows - row < TILE_ROWS ? (int)(n_rows - row) : TILE_ROWS;
         for (int64_t token = 0; token < n_tokens; token += TILE_TOKENS) {
@@ -151,11 +161,11 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights,
             int tokens = n_tokens - token < TILE_TOKENS ? (int)(n_tokens - token) : TILE_TOKENS;
             float *y_tile = y + token * y_stride + row;
             if (rows == TILE_ROWS && tokens == TILE_TOKENS) {
-                tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x,
-                            activation_row_bytes, TILE_TOKENS, y_tile, y_stride);
+                tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
+                            TILE_TOKENS, y_tile, y_stride);
             } else if (rows == TILE_ROWS && tokens == 1) {
-                tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x,
-                            activation_row_bytes, 1, y_tile, y_stride);
+                tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
+                            1, y_tile, y_stride);
             } else {
                 tile_legacy(kind, n_blocks, w, weight_row_bytes, rows, x, activation_row_bytes,
                             tokens, y_tile, y_stride);
@@ -165,20 +175,19 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights,
 }
 
 /* Defines the vec_dot and gemm entry points of one weight format. */
-#define QUILL_DEFINE_LEGACY(kind, stem)                                                          \
-    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                    \
-                                            const void *activations) {                         \
-        float result;                                                                          \
-        tile_legacy(kind, n / QUILL_QK, weights, 0, 1, activations, 0, 1, &result, 0);         \
-        return result;                                                                         \
-    }                                                                                          \
-    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                    \
-                                            size_t weight_row_bytes, int64_t n_rows,           \
-                                            const void *activations,                           \
-                                            size_t activation_row_bytes, int64_t n_tokens,     \
-                                            float *y, int64_t y_stride) {                      \
-        gemm_legacy(kind, n, weights, weight_row_bytes, n_rows, activations,                   \
-                    activation_row_bytes, n_tokens, y, y_stride);                              \
+#define QUILL_DEFINE_LEGACY(kind, stem)                                                            \
+    float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
+                                            const void *activations) {                             \
+        float result;                                                                              \
+        tile_legacy(kind, n / QUILL_QK, weights, 0, 1, activations, 0, 1, &result, 0);             \
+        return result;                                                                             \
+    }                                                                                              \
+    void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \
+                                            size_t weight_row_bytes, int64_t n_rows,               \
+                                            const void *activations, size_t activation_row_bytes,  \
+                                            int64_t n_tokens, float *y, int64_t y_stride) {        \
+        gemm_legacy(kind, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes, \
+                    n_tokens, y, y_stride);                                                        \
     }
 
 QUILL_DEFINE_LEGACY(KIND_Q4_0, q4_0_q8_0)

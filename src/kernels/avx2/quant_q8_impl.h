@@ -59,8 +59,8 @@ QUILL_X86_INLINE float quantize_32(const float *x, int8_t *q, int32_t *sum) {
     __m256i bytes = pack_32(v[0], v[1], v[2], v[3]);
     _mm256_storeu_si256((__m256i *)q, bytes);
     if (sum != NULL) {
-        __m256i words = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes), _mm256_set1_epi16(1));
+        __m256i words = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
+                                          _mm256_set1_epi16(1));
         *sum = quill_x86_hsum_i32(words);
     }
     return d;

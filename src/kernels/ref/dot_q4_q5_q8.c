@@ -25,8 +25,7 @@ static void unpack_q4(const uint8_t qs[16], int offset, int levels[32]) {
 }
 
 /* Stores the 32 5-bit levels of a Q5 block minus offset. */
-static void unpack_q5(const uint8_t qs[16], const uint8_t qh_bytes[4], int offset,
-                      int levels[32]) {
+static void unpack_q5(const uint8_t qs[16], const uint8_t qh_bytes[4], int offset, int levels[32]) {
     uint32_t qh = quill__load_u32(qh_bytes);
     for (int j = 0; j < 16; j++) {
         levels[j] = ((qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4)) - offset;

@@ -47,9 +47,9 @@ void quill__quantize_q6_k_ref(const float *src, void *dst, int64_t n);
  * scales (n_max + range_min + range_step * i) / (max - min), each refined by least squares.
  * Stores the levels in levels[n], uses levels_trial[n] as scratch, stores min (>= 0) and
  * returns scale. */
-float quill__fit_scale_min(int n, int n_max, const float *x, const float *weights,
-                           uint8_t *levels, float *min, uint8_t *levels_trial, float range_min,
-                           float range_step, int n_steps);
+float quill__fit_scale_min(int n, int n_max, const float *x, const float *weights, uint8_t *levels,
+                           float *min, uint8_t *levels_trial, float range_min, float range_step,
+                           int n_steps);
 
 /* Fits w ~ scale * (L - n_max) with L in [0, 2 n_max - 1], weighting each value by x^2, as
  * ggml's make_qx_quants with rmse_type 1: the symmetric guess -n_max / max and 18 trial scales

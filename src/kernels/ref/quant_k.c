@@ -124,8 +124,8 @@ void quill__quantize_q4_k_ref(const float *src, void *dst, int64_t n) {
         /* Group g of 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high ones. */
         for (int group = 0; group < 4; group++) {
             for (int l = 0; l < 32; l++) {
-                block->qs[32 * group + l] = (uint8_t)(levels[64 * group + l] |
-                                                      (levels[64 * group + 32 + l] << 4));
+                block->qs[32 * group + l] =
+                    (uint8_t)(levels[64 * group + l] | (levels[64 * group + 32 + l] << 4));
             }
         }
     }
@@ -168,8 +168,8 @@ void quill__quantize_q5_k_ref(const float *src, void *dst, int64_t n) {
                 int low = levels[64 * group + l];
                 int high = levels[64 * group + 32 + l];
                 block->qs[32 * group + l] = (uint8_t)((low & 0x0f) | ((high & 0x0f) << 4));
-                block->qh[l] |= (uint8_t)(((low >> 4) << (2 * group)) |
-                                          ((high >> 4) << (2 * group + 1)));
+                block->qh[l] |=
+                    (uint8_t)(((low >> 4) << (2 * group)) | ((high >> 4) << (2 * group + 1)));
             }
         }
     }

@@ -30,9 +30,9 @@ static float fit_error(int n, const float *x, const float *weights, const uint8_
     return error;
 }
 
-float quill__fit_scale_min(int n, int n_max, const float *x, const float *weights,
-                           uint8_t *levels, float *min_out, uint8_t *levels_trial, float range_min,
-                           float range_step, int n_steps) {
+float quill__fit_scale_min(int n, int n_max, const float *x, const float *weights, uint8_t *levels,
+                           float *min_out, uint8_t *levels_trial, float range_min, float range_step,
+                           int n_steps) {
     /* Range, weight total and weighted sum; the offset never goes above zero. */
     float min = x[0];
     float max = x[0];
