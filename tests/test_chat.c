@@ -1,8 +1,8 @@
 /*
- * Unit tests of the chat template engine, independent of any fixture folder: whitespace rules,
- * expressions, statements, filters, tests, methods, Python value printing, tojson, Undefined,
- * taint segments, message normalization, limits on hostile templates, a fuzz pass over
- * prefixes and mutations, and the `quill template` command.
+ * Unit tests of the chat template engine that need no fixture folder. They cover whitespace
+ * rules, expressions, statements, filters, tests, methods, Python value printing, tojson,
+ * Undefined, taint segments, message normalization and limits on hostile templates. A fuzz pass
+ * feeds prefixes and mutations, and the last tests run the `quill template` command.
  */
 #include "test_support.h"
 

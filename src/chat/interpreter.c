@@ -1,8 +1,8 @@
 /*
  * Interpreter of parsed chat templates, with Jinja's semantics as a sandboxed Python Jinja2
- * renders them: scopes (a for-loop body and a macro call open a scope, `if` does not), lenient
- * Undefined (falsy, prints as "", iterates as empty, fails when its attributes are read or it is
- * called), Python operators and indexing. Every step checks the evaluation depth, and loops
+ * renders them. A for-loop body and a macro call open a scope, but `if` does not. Undefined is
+ * lenient: it is falsy, prints as "" and iterates as empty, but reading its attributes or
+ * calling it fails. Operators and indexing follow Python. Every step checks the evaluation depth, and loops
  * count iterations, so a hostile template ends with an error instead of exhausting the stack or
  * running forever.
  */
@@ -14,7 +14,7 @@
 #include <string.h>
 
 enum {
-    MAX_ARGUMENTS = 64 /* positional plus keyword arguments of one call */
+    MAX_ARGUMENTS = 32 /* positional, and separately keyword, arguments of one call */
 };
 
 void quill__chat_fail(quill_chat_context *context, quill_status status, const char *fmt, ...) {

@@ -1,8 +1,8 @@
 /*
  * Interpreter of parsed chat templates: scopes, evaluation of expressions, execution of
  * statements, and the built-in filters, tests, methods and global functions (builtins.c). One
- * render owns one context; it runs on one thread and allocates only from its arena, so a
- * failure anywhere jumps back to quill_chat_template_render, which frees everything at once.
+ * render owns one context and runs on one thread. It allocates only from its arena, so a
+ * failure anywhere can jump back to quill_chat_template_render, which frees everything at once.
  */
 #ifndef QUILL_CHAT_INTERPRETER_H
 #define QUILL_CHAT_INTERPRETER_H

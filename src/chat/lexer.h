@@ -18,10 +18,10 @@ typedef enum quill_chat_token_kind {
     QUILL_CHAT_TOKEN_BLOCK_BEGIN, /* {% */
     QUILL_CHAT_TOKEN_BLOCK_END,   /* %} */
     QUILL_CHAT_TOKEN_NAME,
-    QUILL_CHAT_TOKEN_STRING,      /* text holds the decoded literal */
+    QUILL_CHAT_TOKEN_STRING,      /* text is the decoded literal */
     QUILL_CHAT_TOKEN_INT,
     QUILL_CHAT_TOKEN_FLOAT,
-    QUILL_CHAT_TOKEN_OPERATOR,    /* text holds the operator: "+", "//", "==", "(" ... */
+    QUILL_CHAT_TOKEN_OPERATOR,    /* text is the operator: "+", "//", "==", "(" ... */
     QUILL_CHAT_TOKEN_END          /* end of the source */
 } quill_chat_token_kind;
 

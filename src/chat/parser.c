@@ -1,8 +1,8 @@
 /*
- * Recursive-descent parser of the chat template language, following Jinja's grammar and
- * operator precedence (lowest first): conditional `x if c else y`, or, and, not, comparisons
- * and `in`, + and -, ~, * / // %, **, unary - and +, then postfix access, calls, filters and
- * tests (so `a + b | trim` filters only b). Nesting is bounded by QUILL_CHAT_MAX_PARSE_DEPTH so
+ * Recursive-descent parser of the chat template language, following Jinja's grammar. Operator
+ * precedence, lowest first: `x if c else y`, or, and, not, comparisons and `in`, + and -, ~,
+ * * / // %, **, unary - and +, then postfix access, calls, filters and tests. So
+ * `a + b | trim` filters only b. Nesting is bounded by QUILL_CHAT_MAX_PARSE_DEPTH so
  * that a hostile template cannot exhaust the stack.
  */
 #include "chat/parser.h"
