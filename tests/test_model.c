@@ -1,10 +1,10 @@
 /*
- * Tests of the model module on tiny generated models: loading (hyper-parameters, tied output,
- * and errors for an unsupported architecture, a missing tensor, a wrong shape or a missing
- * key), the batch, the op kernels against naive versions, batch validation errors, and batch
- * invariance of the forward pass: logits must be bit-identical whether a prompt runs in one
- * batch, in chunks, token by token, interleaved with another sequence, or after sharing a
- * cached prefix.
+ * Tests of the model module on tiny generated models. They cover loading (hyper-parameters, tied
+ * output, and errors for an unsupported architecture, a missing tensor, a wrong shape or a
+ * missing key), the batch, the op kernels against naive versions, and batch validation errors.
+ * The forward pass is checked against a double-precision forward pass, and for batch
+ * invariance: logits must be bit-identical whether a prompt runs in one batch, in chunks, token
+ * by token, interleaved with another sequence, or after sharing a cached prefix.
  */
 #include "test_support.h"
 
@@ -342,10 +342,10 @@ static void check_against_reference(const char *name, const quill_test_tiny_mode
         double error = fabs(logits[i] - expected[i]);
         max_error = error > max_error ? error : max_error;
     }
-    /* F32 weights leave f32 rounding against f64 (1e-6 to 1e-5 on logits of magnitude ~3),
-     * plus K/V values that round to a neighbouring half when the f32 and f64 results straddle
-     * a rounding boundary: measured up to 4e-4 (the qwen3 model). 2e-3 still catches a real
-     * slip (a wrong RoPE pair, head mapping or norm), which moves logits by 1e-2 and more. */
+    /* F32 weights leave f32 rounding against f64, 1e-6 to 1e-5 on logits of magnitude ~3. A
+     * K/V value may also round to the neighbouring half when the f32 and f64 results straddle
+     * a rounding boundary, which was measured to cost up to 4e-4 on the qwen3 model. A real
+     * slip (a wrong RoPE pair, head mapping or norm) moves logits by 1e-2 and more. */
     if (max_error > 2e-3) {
         fail_msg("%s: max |logit - f64 reference| = %g", name, max_error);
     }

@@ -24,8 +24,8 @@ enum { TOP_N = 10, COMMAND_BYTES = 4096, GREEDY_STEPS = 200, GREEDY_CHECKED = 18
 /* One reference file and the tolerance on its log-probabilities.
  *
  * Why these tolerances: Quill's forward pass matches a double-precision forward pass over the
- * same weights (with K/V rounded to F16) to about 1e-4 in logprob (test_model checks this on
- * tiny models; on stories260K the worst of the top-3 entries at positions 0-4 is 8e-5). The
+ * same weights (with K/V rounded to F16) to about 1e-4 in logprob. test_model checks this on
+ * tiny models, and on stories260K the worst of the top-3 entries at positions 0-4 is 8e-5. The
  * differences from llama.cpp come from llama.cpp's own roundings: its attention rounds Q and
  * the attention weights or the V accumulator to F16, and it rounds activations to F16 or BF16
  * before products with F16 or BF16 weights, where Quill keeps f32. With quantized weights every
@@ -249,9 +249,9 @@ typedef struct comparison {
     int32_t n_positions; /* distributions compared */
 } comparison;
 
-/* Compares our distribution (logits) with one reference position's top list. Ranks whose
- * logprob is separated from both neighbours by more than twice the tolerance must hold the
- * same id; closer ranks may swap within the tolerance. */
+/* Compares our distribution (logits) with one reference position's top list. A rank whose
+ * logprob is more than twice the tolerance away from both neighbours must hold the same id.
+ * Closer ranks may swap within the tolerance. */
 static void compare_position(json_object *position, const float *logits, int32_t n_vocab,
                              double tolerance, double *logprobs, comparison *stats) {
     json_object *top = member(position, "top");

@@ -4,8 +4,8 @@
  * Each follows ggml's CPU arithmetic where that is cheap to match (double sum in RMSNorm,
  * iterated RoPE angles), so that Quill's logits stay close to llama.cpp's.
  *
- * NOTE: only the scalar versions in src/kernels/ref/ exist and callers use them directly,
- * without the dispatch table; the per-token cost of these ops is small next to quill__matmul.
+ * NOTE: only the scalar versions in src/kernels/ref/ exist, and callers use them directly
+ * without the dispatch table. Their per-token cost is small next to quill__matmul.
  *
  * Stateless apart from a conversion table built once (pthread_once): safe from any thread.
  */
@@ -46,10 +46,11 @@ void quill__silu_mul(const float *gate, const float *up, float *out, int64_t n);
 /* y[i] += x[i] for i < n. */
 void quill__vec_add(float *y, const float *x, int64_t n);
 
-/* One KV head's history in a paged cache. Key p (position p) of the sequence sits in block
- * blocks[p / block_tokens], slot p % block_tokens: its K row at
+/* One KV head's history in a paged cache. Key p (the key at position p) sits in slot
+ * p % block_tokens of block blocks[p / block_tokens]. Its K row starts at
  *   k_data + block * block_stride_bytes + slot * row_bytes
- * (head_dim elements of `type`, already offset to this head), its V row likewise from v_data. */
+ * and holds head_dim elements of `type`, already offset to this head. V rows follow the same
+ * rule from v_data. */
 typedef struct quill_attention_keys {
     uint32_t type;             /* QUILL_TYPE_F16 or QUILL_TYPE_F32 */
     const uint8_t *k_data;     /* this head's K elements in slot 0 of block 0 */
@@ -65,9 +66,10 @@ enum { QUILL_ATTENTION_CHUNK = 256 };
 
 /* out[head_dim] = sum_p softmax_p(scale * q . k_p) * v_p over positions p in [0, n_keys).
  * q: f32 [head_dim]; scores: f32 [QUILL_ATTENTION_CHUNK] scratch. Keys are visited in position
- * order in chunks that start at multiples of QUILL_ATTENTION_CHUNK or of block_tokens (an
- * online softmax rescales the running sum and output between chunks), so the result depends
- * only on q, the stored keys and n_keys: the same bits whatever batch the query came in. */
+ * order in chunks of at most QUILL_ATTENTION_CHUNK keys that never cross a block boundary, and
+ * an online softmax rescales the running sum and output between chunks. The result therefore
+ * depends only on q, the stored keys and n_keys, so it has the same bits whatever batch the
+ * query came in. */
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                            int64_t n_keys, float scale, float *scores, float *out);
 

@@ -1,16 +1,16 @@
 /*
  * The forward pass over a batch of entries from one or more sequences. Every matrix product
- * runs over all of the batch's tokens at once through quill__matmul; attention runs per
- * (entry, query head) on the compute pool, each entry over its own sequence's positions
- * [0, position] in the paged KV cache. All scratch is allocated in quill_context_create for
- * n_batch_max tokens, so a forward pass allocates nothing.
+ * runs over all of the batch's tokens at once through quill__matmul. Attention runs per
+ * (entry, query head) on the compute pool, and each entry attends over its own sequence's
+ * positions [0, position] in the paged KV cache. All scratch is allocated in
+ * quill_context_create for n_batch_max tokens, so a forward pass allocates nothing.
  *
  * Batch invariance: every step is either per token (norms, RoPE, activations), a matmul whose
  * per-row result does not depend on the other rows, or attention whose reduction order depends
  * only on the sequence's positions. So an entry's K/V and logits are the same bits whatever else
  * shares the batch and however a prompt is split into chunks.
  *
- * One thread at a time drives a context; the pool's workers only run its tasks.
+ * One thread at a time drives a context, and the pool's workers only run its tasks.
  */
 #include "quill/model.h"
 
@@ -116,8 +116,8 @@ static quill_status allocate_scratch(quill_context *context) {
     context->up = allocate_rows(n, info->n_ff);
     context->rope = allocate_rows(n, info->n_rot > 0 ? info->n_rot : 1);
     context->scores = allocate_rows(context->n_threads, QUILL_ATTENTION_CHUNK);
-    /* NOTE: the logits buffer is sized for every entry wanting logits; for large vocabularies
-     * that is a large reservation, but pages that no pass writes are never touched. */
+    /* NOTE: the logits buffer has room for every entry to want logits. For large vocabularies
+     * that reserves much address space, but the pages no pass writes stay untouched. */
     context->logits = allocate_rows(n, info->n_vocab);
     size_t scratch_bytes = matmul_scratch_bytes(context->model, n);
     context->matmul_scratch =
@@ -455,11 +455,11 @@ static void attention_worker(void *task_context, int thread_index, int n_threads
     const float scale = 1.0f / sqrtf((float)info->head_dim);
     float *scores = context->scores + (int64_t)thread_index * QUILL_ATTENTION_CHUNK;
 
-    int64_t begin = 0;
-    int64_t end = 0;
-    quill__threadpool_split((int64_t)task->batch->n_tokens * info->n_heads, thread_index, n_threads,
-                            &begin, &end);
-    for (int64_t item = begin; item < end; item++) {
+    /* Items are dealt round-robin rather than in contiguous ranges: in a prefill, later
+     * entries attend over more keys, so contiguous ranges would leave the last thread with most
+     * of the work. Each item is computed alone, so the split does not change any result. */
+    const int64_t n_items = (int64_t)task->batch->n_tokens * info->n_heads;
+    for (int64_t item = thread_index; item < n_items; item += n_threads) {
         int32_t t = (int32_t)(item / info->n_heads);
         int32_t head = (int32_t)(item % info->n_heads);
         size_t head_offset = (size_t)(head / group) * (size_t)info->head_dim * element_bytes;
@@ -490,8 +490,8 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
     quill_kv_layer_view view;
     quill__kv_cache_layer_view(cache, index, &view);
 
-    /* Attention: every entry's K/V is stored before any entry attends, so an entry sees the
-     * earlier entries of its own sequence in this batch. */
+    /* Attention: every entry's K/V is stored before any entry attends, so an entry reads the
+     * K/V of the earlier entries of its own sequence in this batch. */
     norm_rows(context, n_tokens, layer->attn_norm);
     project_qkv(context, layer, n_tokens);
     store_kv(context, &view, batch);

@@ -1,8 +1,8 @@
 /*
- * Attention of one query head over a paged K/V history, with an online softmax: keys are
- * visited in position order in chunks (at most QUILL_ATTENTION_CHUNK keys, never crossing a
- * block boundary); each chunk's scores go to a small buffer, and the running max, sum and output
- * are rescaled when the max grows. All sums are f32 in position order, so the result does not
+ * Attention of one query head over a paged K/V history, with an online softmax. Keys are visited
+ * in position order in chunks of at most QUILL_ATTENTION_CHUNK keys that never cross a block
+ * boundary. Each chunk's scores go to a small buffer, and the running max, sum and output are
+ * rescaled when the max grows. All sums are f32 in position order, so the result does not
  * depend on the batch the query came in. F16 rows are widened through a table built once.
  */
 #include "kernels/ops.h"
