@@ -71,8 +71,10 @@ static int group_teardown(void **state) {
 }
 
 static quill_engine_params small_engine_params(void) {
+    /* One compute thread keeps the tests fast on a loaded machine; the batch-independence
+     * tests use two. */
     quill_engine_params params = quill_engine_params_default();
-    params.n_threads = 2;
+    params.n_threads = 1;
     params.n_parallel = 4;
     params.step_tokens = 32;
     params.queue_limit = 16;
@@ -186,6 +188,7 @@ static void check_batch_independent(quill_request_params *params, int n_requests
     assert_non_null(together);
 
     quill_engine_params engine_params = small_engine_params();
+    engine_params.n_threads = 2;
     engine_params.use_prefix_cache = false;
     quill_engine *engine = engine_new(&engine_params);
     for (int i = 0; i < n_requests; i++) {
@@ -482,6 +485,7 @@ static void test_engine_utf8_never_split(void **state) {
             n_bans++;
         }
     }
+
     int32_t prompt[8];
     make_prompt(prompt, 6, 8);
     quill_request_params params = greedy_request(prompt, 6, 120);
@@ -493,6 +497,7 @@ static void test_engine_utf8_never_split(void **state) {
     params.sampling.seed = 5;
     params.sampling.logit_biases = bans;
     params.sampling.n_logit_biases = n_bans;
+
     quill_engine_params engine_params = small_engine_params();
     quill_engine *engine = engine_new(&engine_params);
     completion result;

@@ -182,8 +182,8 @@ static void test_prefix_evict_drops_subtree(void **state) {
     fixture *f = *state;
     int32_t tokens[MAX_TOKENS];
     make_tokens(tokens, 12, 1);
-    /* Sequence 0 computes two blocks; sequence 1 reuses them up to the last token, copies the
-     * shared last block before writing (copy-on-write), then fills a third block. */
+    /* Sequence 0 computes two blocks. Sequence 1 reuses them up to the last token, so it copies
+     * the shared last block before writing (copy-on-write) and then fills a third block. */
     fill_sequence(f, 0, 8);
     index_sequence(f, 0, tokens, 8);
     int32_t found[2];

@@ -365,6 +365,8 @@ static quill_status print_json(const run_result *result) {
         json_object_put(timing);
         return quill_error_set(QUILL_ERR_NOMEM, "run: out of memory for the JSON output");
     }
+
+    /* Text, ids and finish reason. */
     const char *text = result->text.data != NULL ? result->text.data : "";
     json_object_object_add(root, "text", json_object_new_string_len(text, (int)result->text.length));
     for (int64_t i = 0; i < result->n_tokens; i++) {
@@ -373,6 +375,8 @@ static quill_status print_json(const run_result *result) {
     json_object_object_add(root, "tokens", tokens);
     json_object_object_add(root, "finish_reason",
                            json_object_new_string(quill_finish_reason_name(result->finish_reason)));
+
+    /* Usage and timings. */
     json_object_object_add(usage, "prompt_tokens",
                            json_object_new_int64(result->usage.n_prompt_tokens));
     json_object_object_add(usage, "completion_tokens",

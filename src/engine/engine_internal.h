@@ -70,7 +70,7 @@ struct quill_request {
     quill_request_phase phase;
     int32_t *tokens;                   /* [n_prompt_tokens + max_tokens] prompt, then output */
     int64_t n_tokens;                  /* prompt plus generated tokens so far */
-    int64_t n_computed;                /* tokens whose K/V the cache holds */
+    int64_t n_computed;                /* tokens whose K/V are in the cache */
     int64_t n_generated;               /* tokens sampled */
     int64_t n_cached_tokens;           /* prompt tokens reused from the prefix index */
     int32_t seq_id;                    /* KV sequence; -1 when not admitted */
