@@ -310,6 +310,8 @@ static void test_filter_tojson_formats(void **state) {
          "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}"},
         {"{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}", "{\"a\": 2, \"b\": 1}"},
         {"{{ 'x' | tojson }} {{ 1.0 | tojson }} {{ '\\u0001' | tojson }}", "\"x\" 1.0 \"\\u0001\""},
+        {"{{ ['é', '\\U0001F600'] | tojson(ensure_ascii=true) }}", "[\"\\u00e9\", \"\\ud83d\\ude00\"]"},
+        {"{{ [1, 2] | tojson(separators=(',', ':')) }}", "[1,2]"},
     };
     EXPECT_CASES(cases);
 }

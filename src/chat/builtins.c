@@ -711,22 +711,27 @@ static quill_chat_value sorted_list(quill_chat_context *context, const quill_cha
 
 /* Filters. */
 
+/* tojson as transformers defines it: json.dumps(x, ensure_ascii=False, indent=None,
+ * separators=None, sort_keys=False), in that positional order. */
 static quill_chat_value filter_tojson(quill_chat_context *context, quill_chat_value operand,
                                       const quill_chat_args *args) {
     quill_chat_json_options options = {.indent = -1};
-    quill_chat_value indent = argument(args, 0, "indent", quill__chat_none());
+    options.ensure_ascii =
+        quill__chat_is_truthy(argument(args, 0, "ensure_ascii", quill__chat_bool(false)));
+    quill_chat_value indent = argument(args, 1, "indent", quill__chat_none());
     if (indent.kind != QUILL_CHAT_NONE && indent.kind != QUILL_CHAT_UNDEFINED) {
         int64_t n_spaces = require_integer(context, indent, "tojson indent");
         options.indent = n_spaces < 0 ? 0 : (n_spaces > 64 ? 64 : (int)n_spaces);
     }
-    quill_chat_value separators = argument(args, 1, "separators", quill__chat_none());
+    quill_chat_value separators = argument(args, 2, "separators", quill__chat_none());
     if (separators.kind == QUILL_CHAT_LIST && separators.as.list->n_items == 2) {
         options.item_separator =
             require_string(context, separators.as.list->items[0], "tojson separator")->bytes;
         options.key_separator =
             require_string(context, separators.as.list->items[1], "tojson separator")->bytes;
     }
-    options.sort_keys = quill__chat_is_truthy(argument(args, 2, "sort_keys", quill__chat_bool(false)));
+    options.sort_keys =
+        quill__chat_is_truthy(argument(args, 3, "sort_keys", quill__chat_bool(false)));
     quill_chat_builder builder = {0};
     quill__chat_append_json(&context->arena, &builder, operand, &options);
     return finish(context, &builder);

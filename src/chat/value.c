@@ -819,13 +819,34 @@ const quill_chat_string *quill__chat_to_string(quill_chat_arena *arena, quill_ch
 /* JSON. */
 
 static void append_json_string(quill_chat_arena *arena, quill_chat_builder *builder,
-                               const char *bytes, size_t n_bytes, bool is_template_text) {
+                               const char *bytes, size_t n_bytes, bool ensure_ascii,
+                               bool is_template_text) {
     quill__chat_builder_append(arena, builder, "\"", 1, is_template_text);
     size_t run_start = 0;
     for (size_t i = 0; i < n_bytes; i++) {
         unsigned char c = (unsigned char)bytes[i];
-        char escape[8];
+        char escape[16];
         escape[0] = '\0';
+        if (ensure_ascii && c >= 0x80) {
+            size_t next = i;
+            int32_t code_point = next_code_point(bytes, n_bytes, &next);
+            if (code_point < 0) {
+                code_point = -code_point - 1;
+            }
+            if (code_point >= 0x10000) {
+                uint32_t offset = (uint32_t)code_point - 0x10000;
+                snprintf(escape, sizeof(escape), "\\u%04x\\u%04x", 0xd800 + (offset >> 10),
+                         0xdc00 + (offset & 0x3ff));
+            } else {
+                snprintf(escape, sizeof(escape), "\\u%04x", (unsigned)code_point);
+            }
+            quill__chat_builder_append(arena, builder, bytes + run_start, i - run_start,
+                                       is_template_text);
+            append_cstr(arena, builder, escape, is_template_text);
+            i = next - 1;
+            run_start = next;
+            continue;
+        }
         switch (c) {
         case '"':
             memcpy(escape, "\\\"", 3);
@@ -881,13 +902,13 @@ static void append_json_newline(quill_chat_arena *arena, quill_chat_builder *bui
 }
 
 static void append_json_key(quill_chat_arena *arena, quill_chat_builder *builder,
-                            quill_chat_value key, bool is_template_text) {
+                            quill_chat_value key, bool ensure_ascii, bool is_template_text) {
     /* json.dumps converts str, int, float, bool and None keys to strings. */
     char text[64];
     switch (key.kind) {
     case QUILL_CHAT_STRING:
         append_json_string(arena, builder, key.as.string->bytes, key.as.string->n_bytes,
-                           is_template_text);
+                           ensure_ascii, is_template_text);
         return;
     case QUILL_CHAT_NONE:
         snprintf(text, sizeof(text), "\"null\"");
@@ -967,7 +988,7 @@ static void append_json_at(quill_chat_arena *arena, quill_chat_builder *builder,
         return;
     case QUILL_CHAT_STRING:
         append_json_string(arena, builder, value.as.string->bytes, value.as.string->n_bytes,
-                           is_template_text);
+                           options->ensure_ascii, is_template_text);
         return;
     case QUILL_CHAT_LIST: {
         const quill_chat_list *list = value.as.list;
@@ -1013,7 +1034,8 @@ static void append_json_at(quill_chat_arena *arena, quill_chat_builder *builder,
                 append_cstr(arena, builder, item_separator, is_template_text);
             }
             append_json_newline(arena, builder, options, depth + 1, is_template_text);
-            append_json_key(arena, builder, entries[i].key, is_template_text);
+            append_json_key(arena, builder, entries[i].key, options->ensure_ascii,
+                            is_template_text);
             append_cstr(arena, builder, key_separator, is_template_text);
             append_json_at(arena, builder, entries[i].value, options, depth + 1,
                            is_template_text);

@@ -182,6 +182,7 @@ typedef struct quill_chat_json_options {
     const char *item_separator;   /* NULL = ", " (or "," with an indent) */
     const char *key_separator;    /* NULL = ": " */
     bool sort_keys;
+    bool ensure_ascii;            /* escape non-ASCII as \uXXXX (surrogate pairs above U+FFFF) */
 } quill_chat_json_options;
 
 /* json.dumps(value, ensure_ascii=False, ...) into builder, all as one taint. */
