@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -863,6 +864,103 @@ static void test_stop_string_across_tokens(void **state) {
     free(ban);
 }
 
+static void test_chat_logprobs_and_choices(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3,"
+              "\"n\":2,\"seed\":3,\"logprobs\":true,\"top_logprobs\":2}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_int_equal(json_object_array_length(json_at(root, "choices")), 2);
+    assert_int_equal(json_int_at(root, "choices.1.index"), 1);
+    struct json_object *content = json_at(root, "choices.0.logprobs.content");
+    assert_non_null(content);
+    assert_int_equal(json_object_array_length(content),
+                     json_int_at(root, "usage.completion_tokens") -
+                         json_object_array_length(json_at(root, "choices.1.logprobs.content")));
+    assert_non_null(json_at(root, "choices.0.logprobs.content.0.token"));
+    assert_true(json_object_get_double(json_at(root, "choices.0.logprobs.content.0.logprob")) <=
+                0.0);
+    assert_int_equal(
+        json_object_array_length(json_at(root, "choices.0.logprobs.content.0.top_logprobs")), 2);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_completion_logprobs_shape(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions",
+              "{\"prompt\":\"ab\",\"max_tokens\":3,\"temperature\":0,\"logprobs\":1}", &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    int64_t n_tokens = json_int_at(root, "usage.completion_tokens");
+    assert_int_equal(json_object_array_length(json_at(root, "choices.0.logprobs.tokens")),
+                     n_tokens);
+    assert_int_equal(json_object_array_length(json_at(root, "choices.0.logprobs.token_logprobs")),
+                     n_tokens);
+    assert_int_equal(json_object_array_length(json_at(root, "choices.0.logprobs.text_offset")),
+                     n_tokens);
+    assert_int_equal(json_object_object_length(json_at(root, "choices.0.logprobs.top_logprobs.0")),
+                     1);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+typedef struct drain_call {
+    quill_server *server;
+    quill_status status;
+} drain_call;
+
+static void *run_drain(void *argument) {
+    drain_call *call = argument;
+    call->status = quill_server_drain(call->server, 30000);
+    return NULL;
+}
+
+static void test_drain_finishes_streams(void **state) {
+    (void)state;
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 2;
+    quill_server *server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+
+    /* A stream is in flight when the drain starts; it still ends with [DONE]. */
+    char *body = long_stream_body();
+    int fd = open_stalled_stream(quill_server_port(server), body);
+    free(body);
+    drain_call call = {server, QUILL_ERR_IO};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, run_drain, &call), 0);
+
+    char *received = malloc(1 << 22);
+    assert_non_null(received);
+    size_t n_received = 0;
+    for (;;) {
+        ssize_t n_read = recv(fd, received + n_received, (1 << 22) - 1 - n_received, 0);
+        if (n_read <= 0) {
+            break;
+        }
+        n_received += (size_t)n_read;
+        received[n_received] = '\0';
+        if (strstr(received + (n_received > 64 ? n_received - 64 : 0), "[DONE]") != NULL) {
+            break;
+        }
+    }
+    received[n_received] = '\0';
+    assert_non_null(strstr(received, "data: [DONE]"));
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(call.status, QUILL_OK);
+
+    free(received);
+    close(fd);
+    quill_server_destroy(server);
+}
+
 static void test_user_special_text_stays_plain(void **state) {
     (void)state;
     quill_server_params params = quill_server_params_default();
@@ -959,6 +1057,9 @@ int main(void) {
         cmocka_unit_test(test_utf8_split_across_byte_tokens),
         cmocka_unit_test(test_invalid_utf8_becomes_replacement),
         cmocka_unit_test(test_stop_string_across_tokens),
+        cmocka_unit_test(test_chat_logprobs_and_choices),
+        cmocka_unit_test(test_completion_logprobs_shape),
+        cmocka_unit_test(test_drain_finishes_streams),
         cmocka_unit_test(test_user_special_text_stays_plain),
         cmocka_unit_test(test_apply_template_default_chatml),
         cmocka_unit_test(test_tokenize_round_trip),

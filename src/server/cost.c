@@ -67,9 +67,12 @@ quill_status quill__cost_parse_price(const char *text, int64_t *price_picousd) {
                                text);
     }
 
+    /* The bound on whole_usd comes first, so the product below cannot overflow. */
     int64_t max_whole_usd = QUILL_COST_MAX_PRICE_PICOUSD / PICOUSD_PER_TOKEN_PER_USD_PER_MILLION;
-    int64_t price = whole_usd * PICOUSD_PER_TOKEN_PER_USD_PER_MILLION + fraction_picousd;
-    if (whole_usd > max_whole_usd || price > QUILL_COST_MAX_PRICE_PICOUSD) {
+    int64_t price = whole_usd <= max_whole_usd
+                        ? whole_usd * PICOUSD_PER_TOKEN_PER_USD_PER_MILLION + fraction_picousd
+                        : INT64_MAX;
+    if (price > QUILL_COST_MAX_PRICE_PICOUSD) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "cost: price '%s' USD per million tokens is above the maximum of "
                                "%lld",

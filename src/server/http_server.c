@@ -181,6 +181,9 @@ static ssize_t read_stream(void *cls, uint64_t position, char *buffer, size_t ma
         if (exchange->stream.length > 0 || is_finished) {
             continue;
         }
+        /* NOTE: a suspended connection does not see its client leave until the next engine
+         * event resumes it and a write fails, so a request still queued for a slot is
+         * cancelled only once it starts producing output. */
         if (quill__waker_suspend(server, exchange->waker)) {
             return 0; /* suspended: MHD calls again after the engine resumes us */
         }
@@ -202,7 +205,9 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
     return result;
 }
 
-/* Non-streamed generation: reads events until done, suspending between them. */
+/* Non-streamed generation: reads events until done, suspending between them.
+ * NOTE: no write happens before the response, so a client that leaves mid-generation is noticed
+ * only when the finished response is sent; the generation runs to its end. */
 static enum MHD_Result continue_waiting(quill_exchange *exchange) {
     quill_server *server = exchange->server;
     for (;;) {
