@@ -163,6 +163,54 @@ static void test_simd_quantize_rounding_ties(void **state) {
     }
 }
 
+/* Half-precision row conversions must match the reference bit for bit on every kind of input:
+ * random bit patterns cover NaN, infinities, subnormals and values that overflow fp16. */
+static void test_simd_half_conversions_match_ref(void **state) {
+    (void)state;
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    const quill_kernel_table *ref = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_REF);
+    const uint32_t types[] = {QUILL_TYPE_F16, QUILL_TYPE_BF16};
+    rng generator = {17};
+    enum { N = 1003 };
+    uint32_t *bits = quill__malloc_array(N + 1, sizeof(uint32_t));
+    uint8_t *halves = quill__malloc(2 * N + 1);
+    uint8_t *expected_halves = quill__malloc(2 * N);
+    float *expected = quill__malloc_array(N, sizeof(float));
+    float *got = quill__malloc_array(N + 1, sizeof(float));
+    assert_non_null(bits);
+    assert_non_null(halves);
+    assert_non_null(expected_halves);
+    assert_non_null(expected);
+    assert_non_null(got);
+    for (int i = 0; i <= N; i++) {
+        bits[i] = (uint32_t)rng_next(&generator);
+        if (i % 3 == 0) {
+            /* Bias towards the fp16 range, where rounding matters most. */
+            bits[i] = (bits[i] & 0x807fffff) | ((uint32_t)(100 + i % 45) << 23);
+        }
+    }
+    const float *x = (const float *)(bits + 1);
+
+    for (size_t k = 0; k < 2; k++) {
+        uint32_t type = types[k];
+        ref->types[type].quantize_row(x, expected_halves, N);
+        ref->types[type].dequantize_row(expected_halves, expected, N);
+        for (int v = 0; v < n_tables; v++) {
+            /* Odd output address for the halves, 4-byte offset for the floats. */
+            tables[v]->types[type].quantize_row(x, halves + 1, N);
+            assert_memory_equal(halves + 1, expected_halves, 2 * N);
+            tables[v]->types[type].dequantize_row(halves + 1, got + 1, N);
+            assert_memory_equal(got + 1, expected, N * sizeof(float));
+        }
+    }
+    quill__free(got);
+    quill__free(expected);
+    quill__free(expected_halves);
+    quill__free(halves);
+    quill__free(bits);
+}
+
 /* ---- dot products ---- */
 
 /* Allowed |variant - ref| on random data. Both add the same per-block terms (each from an exact
@@ -544,6 +592,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simd_quantize_matches_ref),
         cmocka_unit_test(test_simd_quantize_rounding_ties),
+        cmocka_unit_test(test_simd_half_conversions_match_ref),
         cmocka_unit_test(test_simd_vec_dot_close_to_ref),
         cmocka_unit_test(test_simd_vec_dot_integer_exact),
         cmocka_unit_test(test_simd_matmul_gemm_and_invariance),

@@ -8,6 +8,8 @@
  */
 #include "kernels/kernels.h"
 
+#include <math.h>
+
 #include "kernels/dispatch.h"
 
 /* Weight rows per tile and tokens per tile: a tile of 16 rows of a 4096-wide Q8_0 matrix is
@@ -110,7 +112,7 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
                               const quill_matrix *weights, const float *x, int64_t x_stride,
                               int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
     matmul_job job = {
-        .ops = &table->types[weights->type],
+        .ops = weights->type < QUILL_TYPE_COUNT ? &table->types[weights->type] : NULL,
         .weights = weights,
         .x = x,
         .x_stride = x_stride,
@@ -120,6 +122,16 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
         .scratch = scratch,
     };
     if (n_tokens <= 0 || weights->n_rows <= 0) {
+        return;
+    }
+    /* A type without a dot product (an activation format, or no kernels) yields NaN outputs
+     * rather than a crash; the model loader rejects such weights before this point. */
+    if (weights->type >= QUILL_TYPE_COUNT || job.ops->vec_dot == NULL) {
+        for (int64_t t = 0; t < n_tokens; t++) {
+            for (int64_t r = 0; r < weights->n_rows; r++) {
+                y[t * y_stride + r] = NAN;
+            }
+        }
         return;
     }
 

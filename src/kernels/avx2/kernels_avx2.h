@@ -66,4 +66,10 @@ void quill__quantize_q8_0_avx2(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_avx2(const float *src, void *dst, int64_t n);
 
+/* Row conversions of the half-precision types (fp16.c). */
+void quill__dequantize_f16_avx2(const void *src, float *dst, int64_t n);
+void quill__quantize_f16_avx2(const float *src, void *dst, int64_t n);
+void quill__dequantize_bf16_avx2(const void *src, float *dst, int64_t n);
+void quill__quantize_bf16_avx2(const float *src, void *dst, int64_t n);
+
 #endif

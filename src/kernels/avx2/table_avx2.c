@@ -32,4 +32,9 @@ void quill__kernel_table_fill_avx2(quill_kernel_table *table) {
     table->types[QUILL_TYPE_Q8_0].quantize_row = quill__quantize_q8_0_avx2;
     table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_avx2;
     table->types[QUILL_TYPE_Q8_K].quantize_row = quill__quantize_q8_k_avx2;
+
+    table->types[QUILL_TYPE_F16].dequantize_row = quill__dequantize_f16_avx2;
+    table->types[QUILL_TYPE_F16].quantize_row = quill__quantize_f16_avx2;
+    table->types[QUILL_TYPE_BF16].dequantize_row = quill__dequantize_bf16_avx2;
+    table->types[QUILL_TYPE_BF16].quantize_row = quill__quantize_bf16_avx2;
 }

@@ -69,6 +69,10 @@ void quill__quantize_q8_0_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_avx512(const float *src, void *dst, int64_t n);
 
-/* AVX512_BF16 dot of BF16 weights with f32 activations (avx512/dot_bf16.c). */
+/* Row conversions of the half-precision types (fp16.c). */
+void quill__dequantize_f16_avx512(const void *src, float *dst, int64_t n);
+void quill__quantize_f16_avx512(const float *src, void *dst, int64_t n);
+void quill__dequantize_bf16_avx512(const void *src, float *dst, int64_t n);
+void quill__quantize_bf16_avx512(const float *src, void *dst, int64_t n);
 
 #endif

@@ -33,6 +33,11 @@ void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16) {
     table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_avx512;
     table->types[QUILL_TYPE_Q8_K].quantize_row = quill__quantize_q8_k_avx512;
 
+    table->types[QUILL_TYPE_F16].dequantize_row = quill__dequantize_f16_avx512;
+    table->types[QUILL_TYPE_F16].quantize_row = quill__quantize_f16_avx512;
+    table->types[QUILL_TYPE_BF16].dequantize_row = quill__dequantize_bf16_avx512;
+    table->types[QUILL_TYPE_BF16].quantize_row = quill__quantize_bf16_avx512;
+
     /* NOTE: has_bf16 (AVX512_BF16) is detected but unused: its dot instruction takes bf16 on
      * both sides, and BF16 weights are multiplied with f32 activations here, so the BF16 dot
      * uses the 8-lane f32 kernel. */
