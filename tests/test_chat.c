@@ -423,6 +423,12 @@ static void test_limits_recursion_and_loops(void **state) {
     expect_failure("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", QUILL_ERR_FORMAT,
                    "nested deeper");
     expect_failure("{% for i in range(100000000) %}{% endfor %}", QUILL_ERR_FORMAT, "range of");
+    expect_failure("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+                   "{% endfor %}{{ ns.x }}",
+                   QUILL_ERR_FORMAT, "nested deeper");
+    expect_render("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+                  "{% endfor %}{{ ns.x == ns.x }}{{ ns.x | length }}",
+                  "True1");
     expect_failure("{% for i in range(1000000) %}{% for j in range(10) %}{% endfor %}{% endfor %}",
                    QUILL_ERR_FORMAT, "loop iterations");
     expect_failure("{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(30) %}"

@@ -13,9 +13,12 @@
 #include "chat/interpreter.h"
 #include "chat/parser.h"
 
+/* NOTE: the render arena frees nothing until the render ends, so a template that grows a string
+ * step by step (ns.text = ns.text + part) uses memory quadratic in the number of steps and can
+ * fail with the memory limit on very long conversations. */
 enum {
     PARSE_ARENA_LIMIT_BYTES = 64 << 20,   /* syntax tree of one template */
-    RENDER_ARENA_MIN_BYTES = 256 << 20,   /* values of one render */
+    RENDER_ARENA_MIN_BYTES = 256 << 20,   /* values of one render; 16 x max_output_bytes if more */
     DEFAULT_MAX_OUTPUT_BYTES = 4 << 20
 };
 

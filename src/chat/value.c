@@ -383,7 +383,12 @@ static int64_t as_integer(quill_chat_value value) {
     return value.kind == QUILL_CHAT_BOOL ? (int64_t)value.as.boolean : value.as.integer;
 }
 
-bool quill__chat_equals(quill_chat_value a, quill_chat_value b) {
+/* Templates can build arbitrarily nested lists, so the walk stops at a depth bound: deeper
+ * values compare unequal instead of exhausting the stack. */
+static bool equals_at(quill_chat_value a, quill_chat_value b, int depth) {
+    if (depth > QUILL_CHAT_MAX_VALUE_DEPTH) {
+        return false;
+    }
     if (quill__chat_is_number(a) && quill__chat_is_number(b)) {
         if (a.kind == QUILL_CHAT_FLOAT || b.kind == QUILL_CHAT_FLOAT) {
             return quill__chat_to_double(a) == quill__chat_to_double(b);
@@ -401,23 +406,29 @@ bool quill__chat_equals(quill_chat_value a, quill_chat_value b) {
         return a.as.string->n_bytes == b.as.string->n_bytes &&
                memcmp(a.as.string->bytes, b.as.string->bytes, a.as.string->n_bytes) == 0;
     case QUILL_CHAT_LIST:
+        if (a.as.list == b.as.list) {
+            return true; /* Python compares items by identity first as well */
+        }
         if (a.as.list->is_tuple != b.as.list->is_tuple ||
             a.as.list->n_items != b.as.list->n_items) {
             return false;
         }
         for (size_t i = 0; i < a.as.list->n_items; i++) {
-            if (!quill__chat_equals(a.as.list->items[i], b.as.list->items[i])) {
+            if (!equals_at(a.as.list->items[i], b.as.list->items[i], depth + 1)) {
                 return false;
             }
         }
         return true;
     case QUILL_CHAT_DICT:
+        if (a.as.dict == b.as.dict) {
+            return true;
+        }
         if (a.as.dict->n_items != b.as.dict->n_items) {
             return false;
         }
         for (size_t i = 0; i < a.as.dict->n_items; i++) {
             quill_chat_value *other = quill__chat_dict_find(b.as.dict, a.as.dict->keys[i]);
-            if (other == NULL || !quill__chat_equals(a.as.dict->values[i], *other)) {
+            if (other == NULL || !equals_at(a.as.dict->values[i], *other, depth + 1)) {
                 return false;
             }
         }
@@ -437,7 +448,16 @@ bool quill__chat_equals(quill_chat_value a, quill_chat_value b) {
     }
 }
 
-int quill__chat_compare(quill_chat_arena *arena, quill_chat_value a, quill_chat_value b) {
+bool quill__chat_equals(quill_chat_value a, quill_chat_value b) {
+    return equals_at(a, b, 0);
+}
+
+static int compare_at(quill_chat_arena *arena, quill_chat_value a, quill_chat_value b, int depth) {
+    if (depth > QUILL_CHAT_MAX_VALUE_DEPTH) {
+        quill__chat_arena_fail(arena, QUILL_ERR_FORMAT,
+                               "chat template: value nested deeper than %d levels",
+                               QUILL_CHAT_MAX_VALUE_DEPTH);
+    }
     if (quill__chat_is_number(a) && quill__chat_is_number(b)) {
         if (a.kind == QUILL_CHAT_FLOAT || b.kind == QUILL_CHAT_FLOAT) {
             double x = quill__chat_to_double(a);
@@ -465,7 +485,7 @@ int quill__chat_compare(quill_chat_arena *arena, quill_chat_value a, quill_chat_
                                                            : b.as.list->n_items;
         for (size_t i = 0; i < n; i++) {
             if (!quill__chat_equals(a.as.list->items[i], b.as.list->items[i])) {
-                return quill__chat_compare(arena, a.as.list->items[i], b.as.list->items[i]);
+                return compare_at(arena, a.as.list->items[i], b.as.list->items[i], depth + 1);
             }
         }
         return a.as.list->n_items < b.as.list->n_items
@@ -476,6 +496,10 @@ int quill__chat_compare(quill_chat_arena *arena, quill_chat_value a, quill_chat_
                            "chat template: TypeError: '<' not supported between instances of "
                            "'%s' and '%s'",
                            quill__chat_type_name(a), quill__chat_type_name(b));
+}
+
+int quill__chat_compare(quill_chat_arena *arena, quill_chat_value a, quill_chat_value b) {
+    return compare_at(arena, a, b, 0);
 }
 
 const char *quill__chat_type_name(quill_chat_value value) {
