@@ -269,7 +269,8 @@ static void test_filter_string_filters(void **state) {
         {"{{ 3 | string ~ 'x' }} {{ '42' | int + 1 }} {{ '4.5' | float }} {{ 'x' | int }}",
          "3x 43 4.5 0"},
         {"{{ -3 | abs }} {{ 2.567 | round(2) }} {{ 2.5 | round }} {{ 2.1 | round(0, 'ceil') }}",
-         "3 2.57 3.0 3.0"},
+         "3 2.57 2.0 3.0"},
+        {"{{ 3.5 | round }} {{ 7 | round }} {{ 1234 | round(-2) }}", "4.0 7 1200"},
         {"{{ 'a b  c' | wordcount }} {{ '<&>' | e }} {{ 'x' | center(5) }}|", "3 &lt;&amp;&gt;   x  |"},
         {"{{ 'a\\nb' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}", "a\n  b|  a\n  b"},
         {"{{ x | default('d') }} {{ '' | default('d') }} {{ '' | d('d', true) }}", "d  d"},
@@ -331,6 +332,10 @@ static void test_method_string_and_dict(void **state) {
         {"{{ {'a': 1}.get('a') }} {{ {'a': 1}.get('b') }} {{ {'a': 1}.get('b', 2) }}", "1 None 2"},
         {"{{ {'a': 1, 'b': 2}.keys() | list }} {{ {'a': 1}.values() | list }}", "['a', 'b'] [1]"},
         {"{{ '<think>x</think>y'.split('</think>')[-1] }}", "y"},
+        {"{{ '{} and {}'.format(1, 'b') }} {{ '{1}{0}'.format('a', 'b') }} {{ '{x}{{}}'.format(x=2) }}",
+         "1 and b ba 2{}"},
+        {"{{ '%s=%d' % ('a', 3) }} {{ '%.2f%%' % 1.5 }} {{ '%r' % 'q' }} {{ '%5s|' % 'x' }}",
+         "a=3 1.50% 'q'     x|"},
     };
     EXPECT_CASES(cases);
 }

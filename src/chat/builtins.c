@@ -370,7 +370,7 @@ static quill_chat_value join_values(quill_chat_context *context, const quill_cha
 static const char *const string_methods[] = {
     "strip", "lstrip", "rstrip", "split", "startswith", "endswith", "upper", "lower", "replace",
     "find", "rfind", "title", "capitalize", "join", "count", "isdigit", "isalpha", "isspace",
-    "isupper", "islower", "splitlines", "rsplit", "index", NULL};
+    "isupper", "islower", "splitlines", "rsplit", "index", "format", NULL};
 static const char *const dict_methods[] = {"items", "keys", "values", "get", NULL};
 
 static bool in_names(const char *const *names, const char *name) {
@@ -473,6 +473,191 @@ static bool all_code_points(const quill_chat_string *string, int kind) {
     return kind < 3 || has_cased;
 }
 
+/* str.format with {} / {0} / {name} fields and {{ }} escapes; format specs are not supported. */
+static quill_chat_value format_string(quill_chat_context *context, const quill_chat_string *format,
+                                      const quill_chat_args *args) {
+    quill_chat_builder builder = {0};
+    size_t next_auto = 0;
+    size_t run_start = 0;
+    size_t i = 0;
+    while (i < format->n_bytes) {
+        char c = format->bytes[i];
+        bool is_escape = (c == '{' || c == '}') && i + 1 < format->n_bytes && format->bytes[i + 1] == c;
+        if (is_escape) {
+            quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
+                                             i + 1 - run_start);
+            i += 2;
+            run_start = i;
+            continue;
+        }
+        if (c == '}') {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "ValueError: single '}' encountered in format string");
+        }
+        if (c != '{') {
+            i++;
+            continue;
+        }
+        const char *close = memchr(format->bytes + i, '}', format->n_bytes - i);
+        if (close == NULL) {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "ValueError: single '{' encountered in format string");
+        }
+        quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
+                                         i - run_start);
+        size_t field_start = i + 1;
+        size_t field_end = (size_t)(close - format->bytes);
+        char *field = quill__chat_arena_strndup(&context->arena, format->bytes + field_start,
+                                                field_end - field_start);
+        if (strpbrk(field, ":!") != NULL) {
+            quill__chat_fail(context, QUILL_ERR_UNSUPPORTED,
+                             "str.format specs and conversions ('%s') are not supported", field);
+        }
+        quill_chat_value value = quill__chat_undefined(NULL);
+        bool is_present = false;
+        if (field[0] == '\0') {
+            value = quill__chat_argument(args, next_auto++, NULL, &is_present);
+        } else if (field[0] >= '0' && field[0] <= '9') {
+            value = quill__chat_argument(args, (size_t)strtoul(field, NULL, 10), NULL, &is_present);
+        } else {
+            value = quill__chat_argument(args, SIZE_MAX, field, &is_present);
+        }
+        if (!is_present) {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "IndexError: str.format has no argument for field '{%s}'", field);
+        }
+        quill__chat_builder_append_string(&context->arena, &builder,
+                                          quill__chat_to_string(&context->arena, value));
+        i = field_end + 1;
+        run_start = i;
+    }
+    quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
+                                     format->n_bytes - run_start);
+    return finish(context, &builder);
+}
+
+quill_chat_value quill__chat_percent_format(quill_chat_context *context,
+                                            const quill_chat_string *format,
+                                            quill_chat_value values) {
+    const quill_chat_value *items = &values;
+    size_t n_items = 1;
+    if (values.kind == QUILL_CHAT_LIST && values.as.list->is_tuple) {
+        items = values.as.list->items;
+        n_items = values.as.list->n_items;
+    }
+    quill_chat_builder builder = {0};
+    size_t next = 0;
+    size_t run_start = 0;
+    size_t i = 0;
+    while (i < format->n_bytes) {
+        if (format->bytes[i] != '%') {
+            i++;
+            continue;
+        }
+        quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
+                                         i - run_start);
+
+        /* %[flags][width][.precision]conversion */
+        size_t spec_start = i;
+        i++;
+        while (i < format->n_bytes && strchr("-+ #0123456789.", format->bytes[i]) != NULL) {
+            i++;
+        }
+        if (i >= format->n_bytes) {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "ValueError: incomplete format");
+        }
+        char conversion = format->bytes[i++];
+        run_start = i;
+        if (conversion == '%') {
+            quill__chat_builder_append(&context->arena, &builder, "%", 1, true);
+            continue;
+        }
+        if (next >= n_items) {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "TypeError: not enough arguments for format string");
+        }
+        quill_chat_value value = items[next++];
+        if (conversion == 's' || conversion == 'r') {
+            /* Width pads to a number of code points; '-' pads on the right. */
+            bool is_left_aligned = false;
+            size_t width = 0;
+            for (size_t k = spec_start + 1; k + 1 < i; k++) {
+                char flag = format->bytes[k];
+                if (flag == '-') {
+                    is_left_aligned = true;
+                } else if (flag >= '0' && flag <= '9' && width < 4096) {
+                    width = width * 10 + (size_t)(flag - '0');
+                } else if (flag == '.') {
+                    break;
+                }
+            }
+            quill_chat_builder piece = {0};
+            if (conversion == 's') {
+                quill__chat_builder_append_string(&context->arena, &piece,
+                                                  quill__chat_to_string(&context->arena, value));
+            } else {
+                quill__chat_append_repr(&context->arena, &piece, value, 0);
+            }
+            const quill_chat_string *text = quill__chat_builder_finish(&context->arena, &piece);
+            size_t length = code_point_length(text);
+            for (size_t k = length; !is_left_aligned && k < width; k++) {
+                quill__chat_builder_append(&context->arena, &builder, " ", 1, true);
+            }
+            quill__chat_builder_append_string(&context->arena, &builder, text);
+            for (size_t k = length; is_left_aligned && k < width; k++) {
+                quill__chat_builder_append(&context->arena, &builder, " ", 1, true);
+            }
+            continue;
+        }
+        char spec[32];
+        size_t n_spec = i - spec_start;
+        if (n_spec >= sizeof(spec) - 4 || !quill__chat_is_number(value) ||
+            strchr("dixXfFeEg", conversion) == NULL) {
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "TypeError: unsupported %% conversion '%c' for %s", conversion,
+                             quill__chat_type_name(value));
+        }
+        /* Widths and precisions above 999 would only pad; reject them to bound the work. */
+        size_t n_run_digits = 0;
+        for (size_t k = spec_start; k < i; k++) {
+            n_run_digits = (format->bytes[k] >= '0' && format->bytes[k] <= '9') ? n_run_digits + 1
+                                                                                 : 0;
+            if (n_run_digits > 3) {
+                quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                                 "%% format width or precision above 999 is not supported");
+            }
+        }
+        char text[2400]; /* width 999 plus 309 integer digits plus precision 999 */
+        memcpy(spec, format->bytes + spec_start, n_spec - 1);
+        if (strchr("dixX", conversion) != NULL) {
+            memcpy(spec + n_spec - 1, "ll", 2);
+            spec[n_spec + 1] = conversion == 'i' ? 'd' : conversion;
+            spec[n_spec + 2] = '\0';
+            double number = quill__chat_to_double(value);
+            if (value.kind == QUILL_CHAT_FLOAT && !(fabs(number) < 9.2e18)) {
+                quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                                 "OverflowError: %g does not fit in a 64-bit integer", number);
+            }
+            long long integer =
+                value.kind == QUILL_CHAT_INT ? (long long)value.as.integer : (long long)number;
+            snprintf(text, sizeof(text), spec, integer);
+        } else {
+            spec[n_spec - 1] = conversion;
+            spec[n_spec] = '\0';
+            snprintf(text, sizeof(text), spec, quill__chat_to_double(value));
+        }
+        quill__chat_builder_append(&context->arena, &builder, text, strlen(text),
+                                   !quill__chat_has_data(value));
+    }
+    quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
+                                     format->n_bytes - run_start);
+    if (next < n_items) {
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "TypeError: not all arguments converted during string formatting");
+    }
+    return finish(context, &builder);
+}
+
 static quill_chat_value call_string_method(quill_chat_context *context,
                                            const quill_chat_string *string, const char *name,
                                            const quill_chat_args *args) {
@@ -567,6 +752,9 @@ static quill_chat_value call_string_method(quill_chat_context *context,
             require_string(context, list->items[i], "str.join item");
         }
         return join_values(context, list, string);
+    }
+    if (strcmp(name, "format") == 0) {
+        return format_string(context, string, args);
     }
     if (strcmp(name, "isdigit") == 0) {
         return quill__chat_bool(all_code_points(string, 0));
@@ -925,6 +1113,11 @@ static quill_chat_value filter_round(quill_chat_context *context, quill_chat_val
         quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: round needs a number, not %s",
                          quill__chat_type_name(operand));
     }
+    bool is_common = strcmp(method, "common") == 0;
+    if (!is_common && strcmp(method, "floor") != 0 && strcmp(method, "ceil") != 0) {
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "round method must be common, ceil or floor, not '%s'", method);
+    }
     if (precision < -20 || precision > 20) {
         precision = precision < 0 ? -20 : 20;
     }
@@ -935,7 +1128,14 @@ static quill_chat_value filter_round(quill_chat_context *context, quill_chat_val
     } else if (strcmp(method, "ceil") == 0) {
         value = ceil(value);
     } else {
-        value = round(value);
+        /* Python's round: ties go to the even neighbour, and ints stay ints. */
+        value = rint(value);
+        if (operand.kind != QUILL_CHAT_FLOAT) {
+            double integral = value / scale;
+            if (fabs(integral) < 9.2e18) {
+                return quill__chat_int((int64_t)integral);
+            }
+        }
     }
     return quill__chat_float(value / scale);
 }

@@ -544,6 +544,9 @@ static quill_chat_value arithmetic(quill_chat_context *context, const char *oper
             }
             return list;
         }
+        if (op == '%' && left.kind == QUILL_CHAT_STRING) {
+            return quill__chat_percent_format(context, left.as.string, right);
+        }
         if (op == '*' && !is_double_char) {
             if ((left.kind == QUILL_CHAT_STRING || left.kind == QUILL_CHAT_LIST) &&
                 is_integral(right)) {

@@ -106,6 +106,10 @@ quill_chat_value quill__chat_call_method(quill_chat_context *context,
                                          const quill_chat_args *args);
 quill_chat_value quill__chat_call_function(quill_chat_context *context, const char *name,
                                            const quill_chat_args *args);
+/* Python's `format % values` for %s, %r, %d, %i, %x, %f, %e, %g and %%. */
+quill_chat_value quill__chat_percent_format(quill_chat_context *context,
+                                            const quill_chat_string *format,
+                                            quill_chat_value values);
 /* True when name is a global function (range, namespace, dict, raise_exception, strftime_now). */
 bool quill__chat_is_global_function(const char *name);
 /* True when value has a method called name (str, list and dict methods). */
