@@ -812,8 +812,13 @@ static void test_ops_softmax_and_swiglu(void **state) {
 
 /* Compares quill__attention_head with a naive softmax over keys laid out in shuffled blocks,
  * for F32 storage (tight) and F16 storage (keys rounded to half precision). */
-static void check_attention(uint32_t type, int32_t n_keys, int32_t block_tokens) {
-    enum { HEAD_DIM = 8, MAX_KEYS = 600 };
+typedef void (*attention_head_fn)(const float *q, int32_t head_dim,
+                                  const quill_attention_keys *keys, int64_t n_keys, float scale,
+                                  float *scores, float *out);
+
+static void check_attention(attention_head_fn attention_head, uint32_t type, int32_t n_keys,
+                            int32_t block_tokens) {
+    enum { HEAD_DIM = 20, MAX_KEYS = 600 }; /* 20: two 8-wide vectors and a tail */
     const size_t element_bytes = type == QUILL_TYPE_F32 ? 4 : 2;
     const int32_t n_blocks = (n_keys + block_tokens - 1) / block_tokens;
     const size_t row_bytes = HEAD_DIM * element_bytes * 2; /* two heads per row; use head 1 */
@@ -867,7 +872,7 @@ static void check_attention(uint32_t type, int32_t n_keys, int32_t block_tokens)
     };
     float scores[QUILL_ATTENTION_CHUNK];
     float out[HEAD_DIM];
-    quill__attention_head(q, HEAD_DIM, &keys, n_keys, 0.5f, scores, out);
+    attention_head(q, HEAD_DIM, &keys, n_keys, 0.5f, scores, out);
 
     double weights[MAX_KEYS];
     double max = -INFINITY;
@@ -896,13 +901,24 @@ static void check_attention(uint32_t type, int32_t n_keys, int32_t block_tokens)
     free(storage);
 }
 
+/* Runs the attention cases on one variant. */
+static void check_attention_variant(attention_head_fn attention_head) {
+    check_attention(attention_head, QUILL_TYPE_F32, 1, 16);
+    check_attention(attention_head, QUILL_TYPE_F32, 37, 16);
+    check_attention(attention_head, QUILL_TYPE_F32, 600, 300); /* chunks split inside a block */
+    check_attention(attention_head, QUILL_TYPE_F16, 45, 4);
+    check_attention(attention_head, QUILL_TYPE_F16, 513, 7);
+}
+
 static void test_ops_attention_matches_naive(void **state) {
     (void)state;
-    check_attention(QUILL_TYPE_F32, 1, 16);
-    check_attention(QUILL_TYPE_F32, 37, 16);
-    check_attention(QUILL_TYPE_F32, 600, 300); /* chunks split inside a block */
-    check_attention(QUILL_TYPE_F16, 45, 4);
-    check_attention(QUILL_TYPE_F16, 513, 7);
+    check_attention_variant(quill__attention_head_ref);
+    check_attention_variant(quill__attention_head);
+    if (quill__attention_has_avx2()) {
+        check_attention_variant(quill__attention_head_avx2);
+    } else {
+        print_message("skip: the AVX2 attention variant needs AVX2, FMA and F16C\n");
+    }
 }
 
 int main(void) {

@@ -4,14 +4,16 @@
  * Each follows ggml's CPU arithmetic where that is cheap to match (double sum in RMSNorm,
  * iterated RoPE angles), so that Quill's logits stay close to llama.cpp's.
  *
- * NOTE: only the scalar versions in src/kernels/ref/ exist, and callers use them directly
- * without the dispatch table. Their per-token cost is small next to quill__matmul.
+ * NOTE: apart from attention, only the scalar versions in src/kernels/ref/ exist, and callers
+ * use them directly without the dispatch table. Their per-token cost is small next to
+ * quill__matmul.
  *
  * Stateless apart from a conversion table built once (pthread_once): safe from any thread.
  */
 #ifndef QUILL_OPS_H
 #define QUILL_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,5 +74,16 @@ enum { QUILL_ATTENTION_CHUNK = 256 };
  * query came in. */
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                            int64_t n_keys, float scale, float *scores, float *out);
+
+/* The variants behind quill__attention_head, which picks the AVX2 one when the kernel dispatch
+ * table (dispatch.h) selected AVX2 or AVX-512, so QUILL_KERNELS=ref forces the reference here
+ * too. Exposed for tests that compare them. The AVX2 one needs AVX2, FMA and F16C. */
+void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                               int64_t n_keys, float scale, float *scores, float *out);
+void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                                int64_t n_keys, float scale, float *scores, float *out);
+
+/* True when this build and CPU can run quill__attention_head_avx2. */
+bool quill__attention_has_avx2(void);
 
 #endif

@@ -167,6 +167,12 @@ quill_status quill_context_create(const quill_model *model, const quill_context_
                                params->n_batch_max, 1 << 20);
     }
 
+    /* Fails when QUILL_KERNELS names a variant this CPU cannot run. */
+    status = quill__kernels_init();
+    if (status != QUILL_OK) {
+        return status;
+    }
+
     context = quill__calloc(1, sizeof(*context));
     if (context == NULL) {
         status = quill_error_set(QUILL_ERR_NOMEM, "context: out of memory");

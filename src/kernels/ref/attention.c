@@ -55,8 +55,8 @@ static void add_scaled_row(float *out, float weight, const uint8_t *row, uint32_
     }
 }
 
-void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
-                           int64_t n_keys, float scale, float *scores, float *out) {
+void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                               int64_t n_keys, float scale, float *scores, float *out) {
     pthread_once(&fp16_table_once, build_fp16_table);
     for (int32_t i = 0; i < head_dim; i++) {
         out[i] = 0.0f;
