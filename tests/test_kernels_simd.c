@@ -1,8 +1,8 @@
 /*
- * Tests of the ISA kernel variants against the scalar reference: activation quantizers
- * bit-identical, dot products exact on integer-valued blocks and within a stated float bound on
- * random data, gemm tiles bit-identical to the variant's own vec_dot, and matmul batch and
- * thread invariance per variant. Rows sit at unaligned addresses and data include zeros, tiny
+ * Tests of the ISA kernel variants against the scalar reference. Activation quantizers and half
+ * conversions must be bit-identical, and dot products exact on integer-valued blocks and within
+ * a stated float bound on random data. Gemm tiles must equal the variant's own vec_dot bit for
+ * bit, and matmul must be batch- and thread-invariant per variant. Rows sit at unaligned addresses and data include zeros, tiny
  * and large magnitudes and exact rounding ties. Variants this CPU or build cannot run are
  * printed as skipped.
  */
@@ -36,9 +36,9 @@ static float rng_uniform(rng *generator) {
     return (float)((double)(rng_next(generator) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-/* Fills n values in blocks of 32 whose magnitudes vary: mostly 10^[-2.5, 1.5], and one block in
- * eight is all zeros, tiny (1e-7, so fp16 scales are subnormal), large (1e5) or an exact
- * rounding-tie pattern (integers and halves with amax 127, so x / d lands on .5). */
+/* Fills n values in blocks of 32 whose magnitudes vary, mostly within 10^[-2.5, 1.5]. One block
+ * in eight is all zeros, one tiny (1e-7, so fp16 scales are subnormal), one large (1e5), and one
+ * an exact rounding-tie pattern: integers and halves with amax 127, so x / d lands on .5. */
 static void fill_extreme(rng *generator, float *x, int64_t n) {
     for (int64_t b = 0; b < n; b += 32) {
         uint64_t pick = rng_next(generator) % 8;
@@ -213,8 +213,8 @@ static void test_simd_half_conversions_match_ref(void **state) {
 
 /* ---- dot products ---- */
 
-/* Allowed |variant - ref| on random data. Both add the same per-block terms (each from an exact
- * integer sum scaled by d_w * d_x) in a different association: each result is within
+/* Allowed |variant - ref| on random data. Both add the same per-block terms (each an exact
+ * integer sum scaled by d_w * d_x), only associated differently. So each result is within
  * (n_terms + 8) * 2^-24 * M of the exact value, where M bounds the sum of the terms' magnitudes.
  * M = sum |x_i| * 2 * max|w| over each block of 32, because a level times its scale is at most
  * |w| plus the block offset, and the offset is at most max|w|. The difference is at most twice
