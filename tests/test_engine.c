@@ -7,10 +7,13 @@
 #include "test_support.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "quill/engine.h"
 #include "quill/model.h"
 #include "quill/tokenizer.h"
@@ -696,6 +699,112 @@ static void test_engine_destroy_cancels(void **state) {
     }
 }
 
+static void count_event(void *user_data) {
+    atomic_fetch_add((atomic_int *)user_data, 1);
+}
+
+static void test_engine_on_event_called(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 6, 12);
+    atomic_int n_calls;
+    atomic_init(&n_calls, 0);
+    quill_request_params params = greedy_request(prompt, 6, 8);
+    params.on_event = count_event;
+    params.user_data = &n_calls;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    completion result;
+    run_one(engine, &params, &result);
+    /* One call per step with output: at least one, at most one per token plus the final. */
+    assert_true(atomic_load(&n_calls) >= 1);
+    assert_true(atomic_load(&n_calls) <= 9);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_submit_out_of_memory(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 6, 13);
+    const char *stops[] = {"x", "y"};
+    quill_request_params params = greedy_request(prompt, 6, 4);
+    params.stop_strings[0] = stops[0];
+    params.stop_strings[1] = stops[1];
+    params.n_stop_strings = 2;
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+    /* Each of the request's allocations fails once in turn; none may leak or queue. */
+    for (int64_t fail_at = 0; fail_at < 4; fail_at++) {
+        quill_request *request = NULL;
+        quill__alloc_fail_after(fail_at);
+        quill_status status = quill_engine_submit(engine, &params, &request);
+        quill__alloc_fail_after(-1);
+        assert_int_equal(status, QUILL_ERR_NOMEM);
+        assert_null(request);
+        assert_non_null(strstr(quill_error_message(), "out of memory"));
+    }
+    completion result;
+    run_one(engine, &params, &result);
+    assert_int_equal(result.n_tokens, 4);
+    quill_engine_destroy(engine);
+}
+
+typedef struct submitter {
+    quill_engine *engine;
+    uint32_t seed;
+    int n_ok;
+} submitter;
+
+static void *submit_several(void *argument) {
+    submitter *self = argument;
+    for (int i = 0; i < 4; i++) {
+        int32_t prompt[40];
+        make_prompt(prompt, 10 + 7 * i, self->seed + (uint32_t)i);
+        quill_request_params params = greedy_request(prompt, 10 + 7 * i, 6);
+        quill_request *request = NULL;
+        if (quill_engine_submit(self->engine, &params, &request) != QUILL_OK) {
+            continue;
+        }
+        /* Every other request is cancelled right away, to mix cancellation with decoding. */
+        if (i % 2 == 1) {
+            quill_request_cancel(request);
+        }
+        quill_request_event event;
+        bool is_final = false;
+        while (!is_final && quill_request_next_event(request, true, &event) == QUILL_OK) {
+            is_final = event.is_final;
+            self->n_ok += is_final && event.finish_reason != QUILL_FINISH_ERROR;
+            quill_request_event_release(&event);
+        }
+        quill_request_destroy(request);
+    }
+    return NULL;
+}
+
+static void test_engine_many_submitters(void **state) {
+    (void)state;
+    enum { N_THREADS = 4 };
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 3;
+    quill_engine *engine = engine_new(&engine_params);
+    pthread_t threads[N_THREADS];
+    submitter submitters[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        submitters[i] = (submitter){.engine = engine, .seed = (uint32_t)(50 * i), .n_ok = 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, submit_several, &submitters[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(submitters[i].n_ok, 4);
+    }
+    quill_engine_drain(engine);
+    quill_engine_stats stats;
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_int_equal(stats.n_running, 0);
+    quill_engine_destroy(engine);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engine_greedy_batch_independent),
@@ -714,6 +823,9 @@ int main(void) {
         cmocka_unit_test(test_engine_create_validation),
         cmocka_unit_test(test_engine_drain_finishes_work),
         cmocka_unit_test(test_engine_destroy_cancels),
+        cmocka_unit_test(test_engine_on_event_called),
+        cmocka_unit_test(test_engine_submit_out_of_memory),
+        cmocka_unit_test(test_engine_many_submitters),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

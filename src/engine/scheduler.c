@@ -234,6 +234,8 @@ static quill_status start_request(quill_engine *engine, quill_request *request) 
     if (status != QUILL_OK) {
         return status;
     }
+    /* The penalties see the prompt too, as llama.cpp's server feeds it to its sampler;
+     * penalty_last_n bounds how far back they look. */
     for (int64_t i = 0; i < request->n_prompt_tokens; i++) {
         quill_sampler_accept(request->sampler, request->tokens[i]);
     }
