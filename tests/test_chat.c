@@ -7,6 +7,7 @@
 #include "test_support.h"
 
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -769,6 +770,54 @@ static void test_render_rejects_bad_params(void **state) {
     quill_chat_template_destroy(other);
 }
 
+/* One parsed template rendered from several threads at once gives the same output. */
+typedef struct render_thread {
+    const quill_chat_template *chat_template;
+    struct json_object *messages;
+    const char *expected;
+    int n_mismatches;
+} render_thread;
+
+static void *render_repeatedly(void *argument) {
+    render_thread *work = argument;
+    quill_chat_render_params params = quill_chat_render_params_default();
+    params.messages = work->messages;
+    params.add_generation_prompt = true;
+    for (int i = 0; i < 200; i++) {
+        quill_chat_rendered rendered;
+        if (quill_chat_template_render(work->chat_template, &params, &rendered) != QUILL_OK ||
+            strcmp(rendered.text, work->expected) != 0) {
+            work->n_mismatches++;
+        }
+        quill_chat_rendered_release(&rendered);
+    }
+    return NULL;
+}
+
+static void test_render_shared_across_threads(void **state) {
+    (void)state;
+    quill_chat_template *chat_template = NULL;
+    const char *source = quill_chat_default_template();
+    assert_int_equal(quill_chat_template_create(source, strlen(source), &chat_template), QUILL_OK);
+    struct json_object *messages =
+        json_tokener_parse("[{\"role\": \"user\", \"content\": \"hi\"}]");
+    render_thread work[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        work[i].chat_template = chat_template;
+        work[i].messages = messages;
+        work[i].expected = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+        work[i].n_mismatches = 0;
+        assert_int_equal(pthread_create(&threads[i], NULL, render_repeatedly, &work[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        assert_int_equal(work[i].n_mismatches, 0);
+    }
+    json_object_put(messages);
+    quill_chat_template_destroy(chat_template);
+}
+
 /* Fuzz: every prefix and random mutations of templates must render or fail, never crash. */
 
 static const char *const fuzz_seeds[] = {
@@ -851,6 +900,24 @@ static void test_fuzz_prefixes_and_mutations(void **state) {
         free(path);
         assert_non_null(source);
         fuzz_source(source, n_bytes, messages, &seed, 100);
+
+        /* Odd message shapes: every template must render or fail cleanly. */
+        static const char *const odd_messages[] = {
+            "[]",
+            "[{}]",
+            "[{\"role\": \"user\", \"content\": null}]",
+            "[{\"role\": \"user\", \"content\": 5}, {\"role\": 7, \"content\": {}}]",
+            "[{\"role\": \"assistant\", \"content\": [1, [2]], \"tool_calls\": [{}, 1, null]}]",
+            "[{\"role\": \"tool\", \"content\": {\"content\": 1}}, {\"role\": \"tool\"}]",
+            "[{\"role\": \"system\", \"content\": \"\"}, {\"role\": \"user\", \"content\": "
+            "\"<think></think>\"}]",
+        };
+        for (size_t k = 0; k < sizeof(odd_messages) / sizeof(odd_messages[0]); k++) {
+            struct json_object *odd = json_tokener_parse(odd_messages[k]);
+            assert_non_null(odd);
+            fuzz_one(source, n_bytes, odd);
+            json_object_put(odd);
+        }
         free(source);
     }
     json_object_put(messages);
@@ -1045,6 +1112,7 @@ int main(void) {
         cmocka_unit_test(test_messages_normalize_rejects_invalid),
         cmocka_unit_test(test_render_allocation_failures),
         cmocka_unit_test(test_render_rejects_bad_params),
+        cmocka_unit_test(test_render_shared_across_threads),
         cmocka_unit_test(test_fuzz_prefixes_and_mutations),
         cmocka_unit_test(test_cli_template_renders_file),
         cmocka_unit_test(test_cli_template_errors),
