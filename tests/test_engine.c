@@ -335,12 +335,13 @@ static void test_engine_eviction_stays_correct(void **state) {
     quill_engine_destroy(engine);
 
     /* Twelve blocks of 16 tokens (256 bytes per token in F16): each request reserves five, and
-     * the cached blocks of earlier prompts must be evicted to run later ones. */
+     * the cached blocks of earlier prompts must be evicted to run later ones. The default
+     * context gives each of the two sequences six blocks less one for copy-on-write. */
     engine_params.use_prefix_cache = true;
     engine_params.cache_bytes = 12 * 16 * 256;
     engine_params.n_parallel = 2;
     engine = engine_new(&engine_params);
-    assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
+    assert_int_equal(quill_engine_n_ctx(engine), 5 * 16);
     completion result;
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N_PROMPTS; i++) {
@@ -636,6 +637,18 @@ static void test_engine_submit_validation(void **state) {
     quill_engine_destroy(engine);
 }
 
+static void test_engine_explicit_ctx_uses_cache(void **state) {
+    (void)state;
+    /* An explicit context may take the whole cache less one block, not a 1/n_parallel share. */
+    quill_engine_params params = small_engine_params();
+    params.cache_bytes = 12 * 16 * 256;
+    params.n_parallel = 2;
+    params.n_ctx = 1000;
+    quill_engine *engine = engine_new(&params);
+    assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
+    quill_engine_destroy(engine);
+}
+
 static void test_engine_create_validation(void **state) {
     (void)state;
     quill_engine_params params = small_engine_params();
@@ -820,6 +833,7 @@ int main(void) {
         cmocka_unit_test(test_engine_eos_stops),
         cmocka_unit_test(test_engine_logprobs_reported),
         cmocka_unit_test(test_engine_submit_validation),
+        cmocka_unit_test(test_engine_explicit_ctx_uses_cache),
         cmocka_unit_test(test_engine_create_validation),
         cmocka_unit_test(test_engine_drain_finishes_work),
         cmocka_unit_test(test_engine_destroy_cancels),

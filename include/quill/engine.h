@@ -33,7 +33,9 @@ typedef struct quill_engine_params {
     int n_threads;            /* compute threads */
     bool use_pinning;         /* pin compute threads */
     int32_t n_parallel;       /* most sequences decoding at once */
-    int64_t n_ctx;            /* most tokens one sequence may hold; 0 = the model's trained ctx */
+    int64_t n_ctx;            /* most tokens one sequence may hold; 0 = the model's trained ctx,
+                                 shortened so that n_parallel such sequences fit in the cache;
+                                 quill_engine_n_ctx returns the value in effect */
     size_t cache_bytes;       /* all KV memory, running and cached; 0 = enough for n_parallel
                                  sequences of n_ctx tokens, at most 2 GiB */
     int32_t queue_limit;      /* most requests waiting for admission; beyond: QUILL_ERR_BUSY */

@@ -101,8 +101,17 @@ static quill_status create_cache(quill_engine *engine) {
     engine->n_blocks_total = quill_kv_cache_n_blocks(engine->cache);
 
     /* A request reserves blocks for its whole run plus one copy-on-write block, so one
-     * sequence can hold at most n_blocks - 1 blocks. */
+     * sequence can hold at most n_blocks - 1 blocks. With the default context, n_parallel
+     * full-length sequences must fit at once, so that long max_tokens never serialize
+     * requests. */
     int64_t n_ctx_cache = (int64_t)(engine->n_blocks_total - 1) * engine->block_tokens;
+    if (engine->params.n_ctx == 0) {
+        int64_t n_blocks_each = engine->n_blocks_total / engine->params.n_parallel - 1;
+        int64_t n_ctx_shared = n_blocks_each * engine->block_tokens;
+        if (n_ctx_shared >= 2 && n_ctx_shared < n_ctx_cache) {
+            n_ctx_cache = n_ctx_shared;
+        }
+    }
     if (n_ctx_cache < 2) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "engine: the KV cache of %zu bytes holds %d blocks of %d tokens, "
