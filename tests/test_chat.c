@@ -214,6 +214,10 @@ static void test_statement_if_and_for(void **state) {
          "13"},
         {"{% for x in [1, 2] %}{{ loop.cycle('a', 'b') }}{% endfor %}", "ab"},
         {"{% for x in undefined_list %}x{% endfor %}ok", "ok"},
+        {"{% for item in [{'n': 'a', 'c': [{'n': 'b', 'c': []}]}] recursive %}{{ item.n }}"
+         "{{ loop.depth }}({{ loop(item.c) }}){% endfor %}",
+         "a1(b2())"},
+        {"{% for a, b in [[1, 2], (3, 4)] %}{{ a + b }},{% endfor %}", "3,7,"},
         {"{% for a in [1, 2] %}{% for b in [3, 4] %}{{ a }}{{ b }}{{ loop.index }} "
          "{% endfor %}{% endfor %}",
          "131 142 231 242 "},
@@ -406,6 +410,9 @@ static void test_syntax_errors_name_position(void **state) {
         {"{{ x", "missing '}}'"},
         {"{% endif %}", "expected a known statement"},
         {"{% if x %}{% endfor %}", "expected a known statement"},
+        {"{% break %}", "line 1, column 4: 'break' outside a for loop"},
+        {"{% for x in y %}{% macro m() %}{% continue %}{% endmacro %}{% endfor %}",
+         "'continue' outside a for loop"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         quill_chat_template *chat_template = NULL;

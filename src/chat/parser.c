@@ -18,6 +18,7 @@ typedef struct parser {
     size_t n_tokens;
     size_t position;
     int depth;
+    int n_open_loops; /* for-loop bodies around the current statement, for break/continue */
 } parser;
 
 typedef struct node_vector {
@@ -671,7 +672,9 @@ static quill_chat_node *parse_for(parser *p) {
     }
     node->is_recursive = accept_name(p, "recursive");
     expect_block_end(p);
+    p->n_open_loops++;
     node->body = parse_statements(p, ends);
+    p->n_open_loops--;
     advance(p);
     if (accept_name(p, "else")) {
         expect_block_end(p);
@@ -763,7 +766,10 @@ static quill_chat_node *parse_macro(parser *p) {
     }
     node->n_names = n_names;
     node->args = vector_list(&defaults);
+    int saved_open_loops = p->n_open_loops;
+    p->n_open_loops = 0; /* a macro body cannot break out of the caller's loop */
     node->body = parse_statements(p, ends);
+    p->n_open_loops = saved_open_loops;
     advance(p);
     advance(p);
     if (current(p)->kind == QUILL_CHAT_TOKEN_NAME) {
@@ -794,6 +800,12 @@ static quill_chat_node *parse_statement_tag(parser *p) {
         return parse_macro(p);
     }
     if (strcmp(name, "break") == 0 || strcmp(name, "continue") == 0) {
+        if (p->n_open_loops == 0) {
+            quill__chat_arena_fail(p->arena, QUILL_ERR_FORMAT,
+                                   "chat template: syntax error at line %d, column %d: '%s' "
+                                   "outside a for loop",
+                                   token->line, token->column, name);
+        }
         node = new_node(p, strcmp(name, "break") == 0 ? QUILL_CHAT_NODE_BREAK
                                                       : QUILL_CHAT_NODE_CONTINUE);
         expect_block_end(p);
