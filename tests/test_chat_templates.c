@@ -151,7 +151,8 @@ static case_result run_case(const char *template_name, struct json_object *templ
     } else {
         struct json_object *kind = NULL;
         json_object_object_get_ex(entry, "error_kind", &kind);
-        bool is_raise = kind != NULL && strcmp(json_object_get_string(kind), "raise_exception") == 0;
+        bool is_raise =
+            kind != NULL && strcmp(json_object_get_string(kind), "raise_exception") == 0;
         if (status == QUILL_OK) {
             snprintf(result.detail, sizeof(result.detail), "rendered but the reference failed: %s",
                      expected);

@@ -63,7 +63,8 @@ static quill_chat_value slice_string(quill_chat_context *context, const quill_ch
     return finish(context, &builder);
 }
 
-static quill_chat_value tuple2(quill_chat_context *context, quill_chat_value a, quill_chat_value b) {
+static quill_chat_value tuple2(quill_chat_context *context, quill_chat_value a,
+                               quill_chat_value b) {
     quill_chat_value tuple = quill__chat_list_new(&context->arena, 2);
     tuple.as.list->is_tuple = true;
     quill__chat_list_append(&context->arena, tuple.as.list, a);
@@ -73,8 +74,9 @@ static quill_chat_value tuple2(quill_chat_context *context, quill_chat_value a, 
 
 static int32_t decode_at(const quill_chat_string *string, size_t offset, size_t *n_read) {
     utf8proc_int32_t code_point = 0;
-    utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)string->bytes + offset,
-                                          (utf8proc_ssize_t)(string->n_bytes - offset), &code_point);
+    utf8proc_ssize_t n =
+        utf8proc_iterate((const utf8proc_uint8_t *)string->bytes + offset,
+                         (utf8proc_ssize_t)(string->n_bytes - offset), &code_point);
     if (n <= 0) {
         *n_read = 1;
         return (unsigned char)string->bytes[offset];
@@ -210,7 +212,8 @@ static quill_chat_value split_string(quill_chat_context *context, const quill_ch
     for (;;) {
         const char *found = NULL;
         if (max_split < 0 || n_splits < max_split) {
-            found = memmem(string->bytes + start, string->n_bytes - start, sep->bytes, sep->n_bytes);
+            found =
+                memmem(string->bytes + start, string->n_bytes - start, sep->bytes, sep->n_bytes);
         }
         if (found == NULL) {
             quill__chat_list_append(&context->arena, parts.as.list,
@@ -226,8 +229,8 @@ static quill_chat_value split_string(quill_chat_context *context, const quill_ch
 }
 
 static quill_chat_value replace_string(quill_chat_context *context, const quill_chat_string *string,
-                                       const quill_chat_string *old, const quill_chat_string *new_text,
-                                       int64_t count) {
+                                       const quill_chat_string *old,
+                                       const quill_chat_string *new_text, int64_t count) {
     quill_chat_builder builder = {0};
     size_t start = 0;
     int64_t n_replaced = 0;
@@ -306,8 +309,8 @@ static quill_chat_value change_case(quill_chat_context *context, const quill_cha
             }
             case CASE_JINJA_TITLE:
                 mapped = is_word_start ? utf8proc_toupper(c) : utf8proc_tolower(c);
-                is_word_start = is_python_space(c) || c == '-' || c == '(' || c == '{' ||
-                                c == '[' || c == '<';
+                is_word_start =
+                    is_python_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
                 break;
             }
             is_first = false;
@@ -368,9 +371,10 @@ static quill_chat_value join_values(quill_chat_context *context, const quill_cha
 /* Methods. */
 
 static const char *const string_methods[] = {
-    "strip", "lstrip", "rstrip", "split", "startswith", "endswith", "upper", "lower", "replace",
-    "find", "rfind", "title", "capitalize", "join", "count", "isdigit", "isalpha", "isspace",
-    "isupper", "islower", "splitlines", "rsplit", "index", "format", NULL};
+    "strip",  "lstrip",  "rstrip",  "split",   "startswith", "endswith",   "upper",
+    "lower",  "replace", "find",    "rfind",   "title",      "capitalize", "join",
+    "count",  "isdigit", "isalpha", "isspace", "isupper",    "islower",    "splitlines",
+    "rsplit", "index",   "format",  NULL};
 static const char *const dict_methods[] = {"items", "keys", "values", "get", NULL};
 
 static bool in_names(const char *const *names, const char *name) {
@@ -482,7 +486,8 @@ static quill_chat_value format_string(quill_chat_context *context, const quill_c
     size_t i = 0;
     while (i < format->n_bytes) {
         char c = format->bytes[i];
-        bool is_escape = (c == '{' || c == '}') && i + 1 < format->n_bytes && format->bytes[i + 1] == c;
+        bool is_escape =
+            (c == '{' || c == '}') && i + 1 < format->n_bytes && format->bytes[i + 1] == c;
         if (is_escape) {
             quill__chat_builder_append_slice(&context->arena, &builder, format, run_start,
                                              i + 1 - run_start);
@@ -620,8 +625,8 @@ quill_chat_value quill__chat_percent_format(quill_chat_context *context,
         /* Widths and precisions above 999 would only pad; reject them to bound the work. */
         size_t n_run_digits = 0;
         for (size_t k = spec_start; k < i; k++) {
-            n_run_digits = (format->bytes[k] >= '0' && format->bytes[k] <= '9') ? n_run_digits + 1
-                                                                                 : 0;
+            n_run_digits =
+                (format->bytes[k] >= '0' && format->bytes[k] <= '9') ? n_run_digits + 1 : 0;
             if (n_run_digits > 3) {
                 quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
                                  "%% format width or precision above 999 is not supported");
@@ -798,7 +803,8 @@ quill_chat_value quill__chat_call_method(quill_chat_context *context,
     }
     if (self.kind == QUILL_CHAT_LOOP && strcmp(name, "cycle") == 0) {
         if (args->n_positional == 0) {
-            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "loop.cycle() needs at least one value");
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "loop.cycle() needs at least one value");
         }
         return args->positional[self.as.loop->index0 % args->n_positional];
     }
@@ -860,9 +866,8 @@ static quill_chat_value get_path(quill_chat_context *context, quill_chat_value v
         if (part[0] != '\0' && *end_of_number == '\0' && errno == 0) {
             value = quill__chat_get_item(context, value, quill__chat_int(index));
         } else {
-            value = quill__chat_get_item(context, value,
-                                         quill__chat_string_new(&context->arena, part,
-                                                                end - start, true));
+            value = quill__chat_get_item(
+                context, value, quill__chat_string_new(&context->arena, part, end - start, true));
         }
         if (dot == NULL) {
             break;
@@ -928,7 +933,8 @@ static quill_chat_value filter_tojson(quill_chat_context *context, quill_chat_va
 static quill_chat_value filter_trim(quill_chat_context *context, quill_chat_value operand,
                                     const quill_chat_args *args) {
     const quill_chat_string *chars = optional_chars(context, args);
-    return strip_string(context, quill__chat_to_string(&context->arena, operand), chars, true, true);
+    return strip_string(context, quill__chat_to_string(&context->arena, operand), chars, true,
+                        true);
 }
 
 static quill_chat_value filter_lower(quill_chat_context *context, quill_chat_value operand,
@@ -964,7 +970,8 @@ static quill_chat_value filter_length(quill_chat_context *context, quill_chat_va
     case QUILL_CHAT_NAMESPACE:
         return quill__chat_int((int64_t)operand.as.dict->n_items);
     default:
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: object of type '%s' has no len()",
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "TypeError: object of type '%s' has no len()",
                          quill__chat_type_name(operand));
     }
 }
@@ -972,7 +979,8 @@ static quill_chat_value filter_length(quill_chat_context *context, quill_chat_va
 static quill_chat_value filter_first(quill_chat_context *context, quill_chat_value operand,
                                      const quill_chat_args *args) {
     const quill_chat_list *items = quill__chat_iterate(context, operand);
-    return items->n_items > 0 ? items->items[0] : quill__chat_undefined("No first item, sequence was empty.");
+    return items->n_items > 0 ? items->items[0]
+                              : quill__chat_undefined("No first item, sequence was empty.");
 }
 
 static quill_chat_value filter_last(quill_chat_context *context, quill_chat_value operand,
@@ -1097,7 +1105,8 @@ static quill_chat_value filter_abs(quill_chat_context *context, quill_chat_value
     }
     int64_t value = require_integer(context, operand, "abs operand");
     if (value == INT64_MIN) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "OverflowError: abs of the smallest int64");
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "OverflowError: abs of the smallest int64");
     }
     return quill__chat_int(value < 0 ? -value : value);
 }
@@ -1147,7 +1156,8 @@ static quill_chat_value filter_map(quill_chat_context *context, quill_chat_value
     quill_chat_value result = quill__chat_list_new(&context->arena, items->n_items);
     quill_chat_value attribute = argument(args, SIZE_MAX, "attribute", quill__chat_none());
     if (attribute.kind != QUILL_CHAT_NONE) {
-        quill_chat_value fallback = argument(args, SIZE_MAX, "default", quill__chat_undefined(NULL));
+        quill_chat_value fallback =
+            argument(args, SIZE_MAX, "default", quill__chat_undefined(NULL));
         const quill_chat_string *path = quill__chat_to_string(&context->arena, attribute);
         for (size_t i = 0; i < items->n_items; i++) {
             quill_chat_value value = get_path(context, items->items[i], path);
@@ -1233,8 +1243,10 @@ static quill_chat_value filter_items(quill_chat_context *context, quill_chat_val
         return quill__chat_list_new(&context->arena, 0);
     }
     if (operand.kind != QUILL_CHAT_DICT && operand.kind != QUILL_CHAT_NAMESPACE) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: can only get item pairs from a "
-                         "mapping, not %s", quill__chat_type_name(operand));
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "TypeError: can only get item pairs from a "
+                         "mapping, not %s",
+                         quill__chat_type_name(operand));
     }
     return dict_items(context, operand.as.dict);
 }
@@ -1251,7 +1263,8 @@ static quill_chat_value filter_dictsort(quill_chat_context *context, quill_chat_
     bool is_reverse = quill__chat_is_truthy(argument(args, 2, "reverse", quill__chat_bool(false)));
     bool is_by_value = by.kind == QUILL_CHAT_STRING && strcmp(by.as.string->bytes, "value") == 0;
     const quill_chat_list *pairs = dict_items(context, operand.as.dict).as.list;
-    quill_chat_value path = quill__chat_string_new(&context->arena, is_by_value ? "1" : "0", 1, true);
+    quill_chat_value path =
+        quill__chat_string_new(&context->arena, is_by_value ? "1" : "0", 1, true);
     return sorted_list(context, pairs, is_reverse, is_case_sensitive, path);
 }
 
@@ -1372,9 +1385,8 @@ static quill_chat_value filter_wordcount(quill_chat_context *context, quill_chat
 
 static quill_chat_value filter_batch(quill_chat_context *context, quill_chat_value operand,
                                      const quill_chat_args *args) {
-    int64_t size =
-        require_integer(context, argument(args, 0, "linecount", quill__chat_undefined(NULL)),
-                        "batch size");
+    int64_t size = require_integer(
+        context, argument(args, 0, "linecount", quill__chat_undefined(NULL)), "batch size");
     if (size <= 0) {
         quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "ValueError: batch size must be positive");
     }
@@ -1523,8 +1535,8 @@ static quill_chat_value filter_sum(quill_chat_context *context, quill_chat_value
             value = get_path(context, value, attribute.as.string);
         }
         if (!quill__chat_is_number(value) || !quill__chat_is_number(total)) {
-            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
-                             "TypeError: sum needs numbers, got %s", quill__chat_type_name(value));
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: sum needs numbers, got %s",
+                             quill__chat_type_name(value));
         }
         if (value.kind == QUILL_CHAT_FLOAT || total.kind == QUILL_CHAT_FLOAT) {
             total = quill__chat_float(quill__chat_to_double(total) + quill__chat_to_double(value));
@@ -1548,27 +1560,48 @@ typedef struct filter_entry {
 } filter_entry;
 
 static const filter_entry filters[] = {
-    {"tojson", filter_tojson},       {"trim", filter_trim},
-    {"lower", filter_lower},         {"upper", filter_upper},
-    {"title", filter_title},         {"capitalize", filter_capitalize},
-    {"length", filter_length},       {"count", filter_length},
-    {"first", filter_first},         {"last", filter_last},
-    {"join", filter_join},           {"default", filter_default},
-    {"d", filter_default},           {"replace", filter_replace},
-    {"list", filter_list},           {"string", filter_string},
-    {"int", filter_int},             {"float", filter_float},
-    {"abs", filter_abs},             {"round", filter_round},
-    {"map", filter_map},             {"select", filter_select},
-    {"reject", filter_reject},       {"selectattr", filter_selectattr},
-    {"rejectattr", filter_rejectattr}, {"items", filter_items},
-    {"dictsort", filter_dictsort},   {"unique", filter_unique},
-    {"reverse", filter_reverse},     {"sort", filter_sort},
-    {"safe", filter_safe},           {"indent", filter_indent},
-    {"wordcount", filter_wordcount}, {"batch", filter_batch},
-    {"escape", filter_escape},       {"e", filter_escape},
-    {"forceescape", filter_escape},  {"center", filter_center},
-    {"attr", filter_attr},           {"max", filter_max},
-    {"min", filter_min},             {"sum", filter_sum},
+    {"tojson", filter_tojson},
+    {"trim", filter_trim},
+    {"lower", filter_lower},
+    {"upper", filter_upper},
+    {"title", filter_title},
+    {"capitalize", filter_capitalize},
+    {"length", filter_length},
+    {"count", filter_length},
+    {"first", filter_first},
+    {"last", filter_last},
+    {"join", filter_join},
+    {"default", filter_default},
+    {"d", filter_default},
+    {"replace", filter_replace},
+    {"list", filter_list},
+    {"string", filter_string},
+    {"int", filter_int},
+    {"float", filter_float},
+    {"abs", filter_abs},
+    {"round", filter_round},
+    {"map", filter_map},
+    {"select", filter_select},
+    {"reject", filter_reject},
+    {"selectattr", filter_selectattr},
+    {"rejectattr", filter_rejectattr},
+    {"items", filter_items},
+    {"dictsort", filter_dictsort},
+    {"unique", filter_unique},
+    {"reverse", filter_reverse},
+    {"sort", filter_sort},
+    {"safe", filter_safe},
+    {"indent", filter_indent},
+    {"wordcount", filter_wordcount},
+    {"batch", filter_batch},
+    {"escape", filter_escape},
+    {"e", filter_escape},
+    {"forceescape", filter_escape},
+    {"center", filter_center},
+    {"attr", filter_attr},
+    {"max", filter_max},
+    {"min", filter_min},
+    {"sum", filter_sum},
 };
 
 quill_chat_value quill__chat_apply_filter(quill_chat_context *context, const char *name,
@@ -1695,16 +1728,16 @@ bool quill__chat_apply_test(quill_chat_context *context, const char *name, quill
 
 /* Global functions. */
 
-static const char *const global_functions[] = {"range", "namespace", "dict", "raise_exception",
-                                               "strftime_now", NULL};
+static const char *const global_functions[] = {"range",           "namespace",    "dict",
+                                               "raise_exception", "strftime_now", NULL};
 
 bool quill__chat_is_global_function(const char *name) {
     return in_names(global_functions, name);
 }
 
-static const char *const month_names[] = {"January", "February", "March",     "April",
-                                          "May",     "June",     "July",      "August",
-                                          "September", "October", "November", "December"};
+static const char *const month_names[] = {"January",   "February", "March",    "April",
+                                          "May",       "June",     "July",     "August",
+                                          "September", "October",  "November", "December"};
 static const char *const day_names[] = {"Sunday",   "Monday", "Tuesday", "Wednesday",
                                         "Thursday", "Friday", "Saturday"};
 
@@ -1813,18 +1846,24 @@ static quill_chat_value make_range(quill_chat_context *context, const quill_chat
             step = require_integer(context, args->positional[2], "range step");
         }
     } else {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: range expects 1 to 3 "
-                         "integer arguments, got %zu", args->n_positional);
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "TypeError: range expects 1 to 3 "
+                         "integer arguments, got %zu",
+                         args->n_positional);
     }
     if (step == 0) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "ValueError: range() arg 3 must not be zero");
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "ValueError: range() arg 3 must not be zero");
     }
     double n_items = ceil(((double)stop - (double)start) / (double)step);
     if (n_items > QUILL_CHAT_MAX_ITERATIONS) {
-        quill__chat_fail(context, QUILL_ERR_FORMAT, "range of %.0f items is longer than the limit of "
-                         "%d", n_items, QUILL_CHAT_MAX_ITERATIONS);
+        quill__chat_fail(context, QUILL_ERR_FORMAT,
+                         "range of %.0f items is longer than the limit of "
+                         "%d",
+                         n_items, QUILL_CHAT_MAX_ITERATIONS);
     }
-    quill_chat_value list = quill__chat_list_new(&context->arena, n_items > 0 ? (size_t)n_items : 0);
+    quill_chat_value list =
+        quill__chat_list_new(&context->arena, n_items > 0 ? (size_t)n_items : 0);
     for (int64_t value = start; step > 0 ? value < stop : value > stop; value += step) {
         quill__chat_list_append(&context->arena, list.as.list, quill__chat_int(value));
     }
@@ -1841,7 +1880,8 @@ quill_chat_value quill__chat_call_function(quill_chat_context *context, const ch
     if (strcmp(name, "strftime_now") == 0) {
         const quill_chat_string *format = require_string(
             context, argument(args, 0, "format", quill__chat_undefined(NULL)), "strftime format");
-        int64_t now = context->now_unix_seconds >= 0 ? context->now_unix_seconds : (int64_t)time(NULL);
+        int64_t now =
+            context->now_unix_seconds >= 0 ? context->now_unix_seconds : (int64_t)time(NULL);
         return format_time(context, format, now);
     }
     if (strcmp(name, "range") == 0) {
@@ -1854,14 +1894,18 @@ quill_chat_value quill__chat_call_function(quill_chat_context *context, const ch
         result.kind = QUILL_CHAT_NAMESPACE;
     }
     if (args->n_positional > 1) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: %s expects at most 1 "
-                         "positional argument, got %zu", name, args->n_positional);
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "TypeError: %s expects at most 1 "
+                         "positional argument, got %zu",
+                         name, args->n_positional);
     }
     if (args->n_positional == 1) {
         quill_chat_value initial = args->positional[0];
         if (initial.kind != QUILL_CHAT_DICT && initial.kind != QUILL_CHAT_NAMESPACE) {
-            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "TypeError: %s needs a mapping, "
-                             "not %s", name, quill__chat_type_name(initial));
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "TypeError: %s needs a mapping, "
+                             "not %s",
+                             name, quill__chat_type_name(initial));
         }
         for (size_t i = 0; i < initial.as.dict->n_items; i++) {
             quill__chat_dict_set(&context->arena, result.as.dict, initial.as.dict->keys[i],

@@ -17,13 +17,13 @@
  * step by step (ns.text = ns.text + part) uses memory quadratic in the number of steps and can
  * fail with the memory limit on very long conversations. */
 enum {
-    PARSE_ARENA_LIMIT_BYTES = 64 << 20,   /* syntax tree of one template */
-    RENDER_ARENA_MIN_BYTES = 256 << 20,   /* values of one render; 16 x max_output_bytes if more */
+    PARSE_ARENA_LIMIT_BYTES = 64 << 20, /* syntax tree of one template */
+    RENDER_ARENA_MIN_BYTES = 256 << 20, /* values of one render; 16 x max_output_bytes if more */
     DEFAULT_MAX_OUTPUT_BYTES = 4 << 20
 };
 
 struct quill_chat_template {
-    quill_chat_arena arena;        /* owns the tree */
+    quill_chat_arena arena; /* owns the tree */
     quill_chat_node_list statements;
     bool uses_content_parts;
 };

@@ -2,9 +2,9 @@
  * Interpreter of parsed chat templates, with Jinja's semantics as a sandboxed Python Jinja2
  * renders them. A for-loop body and a macro call open a scope, but `if` does not. Undefined is
  * lenient: it is falsy, prints as "" and iterates as empty, but reading its attributes or
- * calling it fails. Operators and indexing follow Python. Every step checks the evaluation depth, and loops
- * count iterations, so a hostile template ends with an error instead of exhausting the stack or
- * running forever.
+ * calling it fails. Operators and indexing follow Python. Every step checks the evaluation depth,
+ * and loops count iterations, so a hostile template ends with an error instead of exhausting the
+ * stack or running forever.
  */
 #include "chat/interpreter.h"
 
@@ -58,7 +58,8 @@ void quill__chat_frame_set(quill_chat_context *context, quill_chat_frame *frame,
     }
     if (frame->n_variables == frame->capacity) {
         size_t capacity = frame->capacity < 8 ? 8 : frame->capacity * 2;
-        const char **names = quill__chat_arena_alloc_array(&context->arena, capacity, sizeof(*names));
+        const char **names =
+            quill__chat_arena_alloc_array(&context->arena, capacity, sizeof(*names));
         quill_chat_value *values =
             quill__chat_arena_alloc_array(&context->arena, capacity, sizeof(*values));
         if (frame->n_variables > 0) {
@@ -163,9 +164,9 @@ const quill_chat_list *quill__chat_iterate(quill_chat_context *context, quill_ch
         size_t *offsets = code_point_offsets(context, value.as.string, &n_points);
         quill_chat_value characters = quill__chat_list_new(&context->arena, n_points);
         for (size_t i = 0; i < n_points; i++) {
-            quill__chat_list_append(&context->arena, characters.as.list,
-                                    substring(context, value.as.string, offsets[i],
-                                              offsets[i + 1] - offsets[i]));
+            quill__chat_list_append(
+                &context->arena, characters.as.list,
+                substring(context, value.as.string, offsets[i], offsets[i + 1] - offsets[i]));
         }
         return characters.as.list;
     }
@@ -189,8 +190,8 @@ static quill_chat_value make_method(quill_chat_context *context, quill_chat_valu
 
 static quill_chat_value missing_attribute(quill_chat_context *context, quill_chat_value object,
                                           const char *name) {
-    return quill__chat_undefined(
-        format_hint(context, "'%s object' has no attribute '%s'", quill__chat_type_name(object), name));
+    return quill__chat_undefined(format_hint(context, "'%s object' has no attribute '%s'",
+                                             quill__chat_type_name(object), name));
 }
 
 static quill_chat_value loop_attribute(quill_chat_context *context, quill_chat_value object,
@@ -345,7 +346,8 @@ static void slice_indices(quill_chat_context *context, quill_chat_value start_va
         }
         *step = step_value.as.integer;
         if (*step == 0) {
-            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "ValueError: slice step cannot be zero");
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                             "ValueError: slice step cannot be zero");
         }
     }
     int64_t lower = *step < 0 ? -1 : 0;
@@ -401,13 +403,12 @@ static quill_chat_value slice_value(quill_chat_context *context, quill_chat_valu
         const quill_chat_string *string = object.as.string;
         size_t n_points = 0;
         size_t *offsets = code_point_offsets(context, string, &n_points);
-        slice_indices(context, start_value, stop_value, step_value, n_points, &start, &stop,
-                      &step);
+        slice_indices(context, start_value, stop_value, step_value, n_points, &start, &stop, &step);
         quill_chat_builder builder = {0};
         if (step == 1) {
             if (stop > start) {
-                quill__chat_builder_append_slice(&context->arena, &builder, string,
-                                                 offsets[start], offsets[stop] - offsets[start]);
+                quill__chat_builder_append_slice(&context->arena, &builder, string, offsets[start],
+                                                 offsets[stop] - offsets[start]);
             }
         } else {
             for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
@@ -437,10 +438,9 @@ static _Noreturn void fail_operands(quill_chat_context *context, const char *ope
     quill__chat_require_defined(context, right);
     if (strcmp(operator_text, "+") == 0 &&
         (left.kind == QUILL_CHAT_STRING || left.kind == QUILL_CHAT_LIST)) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
-                         "TypeError: can only concatenate %s (not \"%s\") to %s",
-                         quill__chat_type_name(left), quill__chat_type_name(right),
-                         quill__chat_type_name(left));
+        quill__chat_fail(
+            context, QUILL_ERR_INVALID_ARG, "TypeError: can only concatenate %s (not \"%s\") to %s",
+            quill__chat_type_name(left), quill__chat_type_name(right), quill__chat_type_name(left));
     }
     quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
                      "TypeError: unsupported operand type(s) for %s: '%s' and '%s'", operator_text,
@@ -618,7 +618,8 @@ static quill_chat_value arithmetic(quill_chat_context *context, const char *oper
         return quill__chat_float(is_double_char ? pow(a, b) : a * b);
     }
     if (b == 0.0) {
-        quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "ZeroDivisionError: float division by zero");
+        quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
+                         "ZeroDivisionError: float division by zero");
     }
     if (op == '/') {
         return quill__chat_float(is_double_char ? floor(a / b) : a / b);
@@ -1090,14 +1091,15 @@ static void execute_statement(quill_chat_context *context, const quill_chat_node
         const quill_chat_node *call = node->a;
         quill_chat_value callee = quill__chat_evaluate(context, call->a);
         if (callee.kind != QUILL_CHAT_MACRO) {
-            quill__chat_fail(context, QUILL_ERR_INVALID_ARG,
-                             "{%% call %%} needs a macro, got '%s'", quill__chat_type_name(callee));
+            quill__chat_fail(context, QUILL_ERR_INVALID_ARG, "{%% call %%} needs a macro, got '%s'",
+                             quill__chat_type_name(callee));
         }
         quill_chat_macro *caller = quill__chat_arena_alloc(&context->arena, sizeof(*caller));
         caller->node = node;
         caller->closure = context->frame;
         caller->caller = quill__chat_undefined(NULL);
-        quill_chat_macro *with_caller = quill__chat_arena_alloc(&context->arena, sizeof(*with_caller));
+        quill_chat_macro *with_caller =
+            quill__chat_arena_alloc(&context->arena, sizeof(*with_caller));
         *with_caller = *callee.as.macro;
         with_caller->caller.kind = QUILL_CHAT_MACRO;
         with_caller->caller.as.macro = caller;

@@ -16,9 +16,9 @@
 #include "chat/value.h"
 
 enum {
-    QUILL_CHAT_MAX_EVAL_DEPTH = 200,      /* nested statements, expressions and calls */
-    QUILL_CHAT_MAX_MACRO_DEPTH = 64,      /* nested macro calls */
-    QUILL_CHAT_MAX_ITERATIONS = 1000000   /* loop iterations in one render, all loops */
+    QUILL_CHAT_MAX_EVAL_DEPTH = 200,    /* nested statements, expressions and calls */
+    QUILL_CHAT_MAX_MACRO_DEPTH = 64,    /* nested macro calls */
+    QUILL_CHAT_MAX_ITERATIONS = 1000000 /* loop iterations in one render, all loops */
 };
 
 /* A scope: the template's top level, one for-loop body or one macro call. */
@@ -31,16 +31,16 @@ typedef struct quill_chat_frame {
 } quill_chat_frame;
 
 struct quill_chat_loop {
-    const quill_chat_list *items; /* the items iterated, after the loop's `if` filter */
-    size_t index0;                /* current position in items */
-    int64_t depth0;               /* 0 for a loop, +1 per recursive call */
+    const quill_chat_list *items;       /* the items iterated, after the loop's `if` filter */
+    size_t index0;                      /* current position in items */
+    int64_t depth0;                     /* 0 for a loop, +1 per recursive call */
     const struct quill_chat_node *node; /* the FOR node, for loop(...) in recursive loops */
 };
 
 struct quill_chat_macro {
-    const quill_chat_node *node;       /* MACRO node, or the CALL_BLOCK node for caller() */
-    quill_chat_frame *closure;         /* scope the macro was defined in */
-    quill_chat_value caller;           /* caller() inside the body of a call block, or undefined */
+    const quill_chat_node *node; /* MACRO node, or the CALL_BLOCK node for caller() */
+    quill_chat_frame *closure;   /* scope the macro was defined in */
+    quill_chat_value caller;     /* caller() inside the body of a call block, or undefined */
 };
 
 typedef enum quill_chat_flow {
@@ -51,15 +51,15 @@ typedef enum quill_chat_flow {
 
 typedef struct quill_chat_context {
     quill_chat_arena arena;
-    jmp_buf recovery;            /* target of every failure during the render */
-    quill_chat_builder *output;  /* where statements print: the result or a capture */
-    quill_chat_frame *frame;     /* innermost scope */
-    quill_chat_frame *globals;   /* outermost scope: render variables */
-    int depth;                   /* current nesting of evaluation */
+    jmp_buf recovery;           /* target of every failure during the render */
+    quill_chat_builder *output; /* where statements print: the result or a capture */
+    quill_chat_frame *frame;    /* innermost scope */
+    quill_chat_frame *globals;  /* outermost scope: render variables */
+    int depth;                  /* current nesting of evaluation */
     int macro_depth;
-    int line;                    /* source line being run, for messages */
-    uint64_t n_iterations;       /* loop iterations so far */
-    int64_t now_unix_seconds;    /* clock read by strftime_now */
+    int line;                 /* source line being run, for messages */
+    uint64_t n_iterations;    /* loop iterations so far */
+    int64_t now_unix_seconds; /* clock read by strftime_now */
     quill_chat_flow flow;
 } quill_chat_context;
 

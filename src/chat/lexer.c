@@ -18,13 +18,13 @@ typedef struct lexer {
     const char *source; /* normalized, NUL-terminated */
     size_t n_bytes;
     size_t position;
-    int line;           /* of line_position */
-    size_t line_start;  /* offset where line starts */
+    int line;             /* of line_position */
+    size_t line_start;    /* offset where line starts */
     size_t line_position; /* offset that line and line_start describe */
     quill_chat_token *tokens;
     size_t n_tokens;
     size_t capacity;
-    int bracket_depth;  /* open ( [ { inside the current tag */
+    int bracket_depth; /* open ( [ { inside the current tag */
 } lexer;
 
 static void locate(lexer *lex, size_t offset, int *line, int *column) {
@@ -232,7 +232,8 @@ static void lex_number(lexer *lex) {
     }
     if (end < lex->n_bytes && (lex->source[end] == 'e' || lex->source[end] == 'E')) {
         size_t exponent = end + 1;
-        if (exponent < lex->n_bytes && (lex->source[exponent] == '+' || lex->source[exponent] == '-')) {
+        if (exponent < lex->n_bytes &&
+            (lex->source[exponent] == '+' || lex->source[exponent] == '-')) {
             exponent++;
         }
         if (exponent < lex->n_bytes && is_digit(lex->source[exponent])) {
@@ -286,8 +287,9 @@ static bool lex_tag(lexer *lex, char closer, bool *has_plus) {
         }
         size_t at = lex->position;
         if (at >= lex->n_bytes) {
-            lex_fail(lex, at, closer == '}' ? "missing '}}' at the end of the template"
-                                           : "missing '%}' at the end of the template");
+            lex_fail(lex, at,
+                     closer == '}' ? "missing '}}' at the end of the template"
+                                   : "missing '%}' at the end of the template");
         }
         const char *cursor = lex->source + at;
 
@@ -457,7 +459,8 @@ void quill__chat_lex(quill_chat_arena *arena, const char *source, size_t n_bytes
             }
         } else if (opener != '{' && modifier != '+') {
             size_t line_begin = text_end;
-            while (line_begin > text_start && (s[line_begin - 1] == ' ' || s[line_begin - 1] == '\t')) {
+            while (line_begin > text_start &&
+                   (s[line_begin - 1] == ' ' || s[line_begin - 1] == '\t')) {
                 line_begin--;
             }
             bool at_line_start = line_begin == 0 || s[line_begin - 1] == '\n';
@@ -477,8 +480,8 @@ void quill__chat_lex(quill_chat_arena *arena, const char *source, size_t n_bytes
             lex.position = close_at + 2;
             if (close_at > inner && s[close_at - 1] == '-') {
                 strips_leading = true;
-            } else if (!(close_at > inner && s[close_at - 1] == '+') && lex.position < lex.n_bytes &&
-                       s[lex.position] == '\n') {
+            } else if (!(close_at > inner && s[close_at - 1] == '+') &&
+                       lex.position < lex.n_bytes && s[lex.position] == '\n') {
                 lex.position++;
             }
             continue;

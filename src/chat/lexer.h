@@ -18,21 +18,21 @@ typedef enum quill_chat_token_kind {
     QUILL_CHAT_TOKEN_BLOCK_BEGIN, /* {% */
     QUILL_CHAT_TOKEN_BLOCK_END,   /* %} */
     QUILL_CHAT_TOKEN_NAME,
-    QUILL_CHAT_TOKEN_STRING,      /* text is the decoded literal */
+    QUILL_CHAT_TOKEN_STRING, /* text is the decoded literal */
     QUILL_CHAT_TOKEN_INT,
     QUILL_CHAT_TOKEN_FLOAT,
-    QUILL_CHAT_TOKEN_OPERATOR,    /* text is the operator: "+", "//", "==", "(" ... */
-    QUILL_CHAT_TOKEN_END          /* end of the source */
+    QUILL_CHAT_TOKEN_OPERATOR, /* text is the operator: "+", "//", "==", "(" ... */
+    QUILL_CHAT_TOKEN_END       /* end of the source */
 } quill_chat_token_kind;
 
 typedef struct quill_chat_token {
     quill_chat_token_kind kind;
     const char *text; /* NUL-terminated, in the arena or the normalized source */
     size_t n_text;
-    int64_t integer;  /* INT */
-    double number;    /* FLOAT */
-    int line;         /* 1-based */
-    int column;       /* 1-based, in bytes */
+    int64_t integer; /* INT */
+    double number;   /* FLOAT */
+    int line;        /* 1-based */
+    int column;      /* 1-based, in bytes */
 } quill_chat_token;
 
 /* Tokenizes source; a lexical error jumps with QUILL_ERR_FORMAT naming line and column. */

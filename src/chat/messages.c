@@ -70,8 +70,10 @@ static quill_status normalize_parts(struct json_object *parts, size_t message_in
                              (size_t)json_object_get_string_len(part_text));
     }
     if (text.is_failed) {
-        status = quill_error_set(QUILL_ERR_NOMEM, "chat messages: out of memory joining "
-                                 "messages[%zu].content", message_index);
+        status = quill_error_set(QUILL_ERR_NOMEM,
+                                 "chat messages: out of memory joining "
+                                 "messages[%zu].content",
+                                 message_index);
         goto cleanup;
     }
     if (keep_parts) {
@@ -203,8 +205,8 @@ static quill_status normalize_message(struct json_object *message, size_t index,
     }
     bool is_assistant = strcmp(role_name, "assistant") == 0;
     bool has_content = json_object_object_get_ex(message, "content", &content);
-    bool has_tool_calls = json_object_object_get_ex(message, "tool_calls", &tool_calls) &&
-                          tool_calls != NULL;
+    bool has_tool_calls =
+        json_object_object_get_ex(message, "tool_calls", &tool_calls) && tool_calls != NULL;
 
     /* Tool calls: only assistants make them. */
     if (has_tool_calls) {

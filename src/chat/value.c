@@ -23,8 +23,8 @@ enum {
 
 struct quill_chat_arena_block {
     quill_chat_arena_block *next;
-    size_t capacity;  /* bytes in data */
-    size_t n_used;    /* bytes handed out */
+    size_t capacity; /* bytes in data */
+    size_t n_used;   /* bytes handed out */
     _Alignas(16) unsigned char data[];
 };
 
@@ -251,7 +251,8 @@ quill_chat_value quill__chat_list_new(quill_chat_arena *arena, size_t capacity) 
     quill_chat_value value = {.kind = QUILL_CHAT_LIST};
     value.as.list = quill__chat_arena_alloc(arena, sizeof(quill_chat_list));
     if (capacity > 0) {
-        value.as.list->items = quill__chat_arena_alloc_array(arena, capacity, sizeof(quill_chat_value));
+        value.as.list->items =
+            quill__chat_arena_alloc_array(arena, capacity, sizeof(quill_chat_value));
         value.as.list->capacity = capacity;
     }
     return value;
@@ -275,7 +276,8 @@ quill_chat_value quill__chat_dict_new(quill_chat_arena *arena, size_t capacity) 
     quill_chat_value value = {.kind = QUILL_CHAT_DICT};
     value.as.dict = quill__chat_arena_alloc(arena, sizeof(quill_chat_dict));
     if (capacity > 0) {
-        value.as.dict->keys = quill__chat_arena_alloc_array(arena, capacity, sizeof(quill_chat_value));
+        value.as.dict->keys =
+            quill__chat_arena_alloc_array(arena, capacity, sizeof(quill_chat_value));
         value.as.dict->values =
             quill__chat_arena_alloc_array(arena, capacity, sizeof(quill_chat_value));
         value.as.dict->capacity = capacity;
@@ -481,8 +483,8 @@ static int compare_at(quill_chat_arena *arena, quill_chat_value a, quill_chat_va
                    : (a.as.string->n_bytes > b.as.string->n_bytes ? 1 : 0);
     }
     if (a.kind == QUILL_CHAT_LIST && b.kind == QUILL_CHAT_LIST) {
-        size_t n = a.as.list->n_items < b.as.list->n_items ? a.as.list->n_items
-                                                           : b.as.list->n_items;
+        size_t n =
+            a.as.list->n_items < b.as.list->n_items ? a.as.list->n_items : b.as.list->n_items;
         for (size_t i = 0; i < n; i++) {
             if (!quill__chat_equals(a.as.list->items[i], b.as.list->items[i])) {
                 return compare_at(arena, a.as.list->items[i], b.as.list->items[i], depth + 1);
@@ -1061,8 +1063,7 @@ static void append_json_at(quill_chat_arena *arena, quill_chat_builder *builder,
             append_json_key(arena, builder, entries[i].key, options->ensure_ascii,
                             is_template_text);
             append_cstr(arena, builder, key_separator, is_template_text);
-            append_json_at(arena, builder, entries[i].value, options, depth + 1,
-                           is_template_text);
+            append_json_at(arena, builder, entries[i].value, options, depth + 1, is_template_text);
         }
         append_json_newline(arena, builder, options, depth, is_template_text);
         append_cstr(arena, builder, "}", is_template_text);
@@ -1104,15 +1105,15 @@ static quill_chat_value from_json_at(quill_chat_arena *arena, struct json_object
         size_t n_items = json_object_array_length(json);
         quill_chat_value list = quill__chat_list_new(arena, n_items);
         for (size_t i = 0; i < n_items; i++) {
-            quill__chat_list_append(
-                arena, list.as.list,
-                from_json_at(arena, json_object_array_get_idx(json, i), is_template_text,
-                             depth + 1));
+            quill__chat_list_append(arena, list.as.list,
+                                    from_json_at(arena, json_object_array_get_idx(json, i),
+                                                 is_template_text, depth + 1));
         }
         return list;
     }
     case json_type_object: {
-        quill_chat_value dict = quill__chat_dict_new(arena, (size_t)json_object_object_length(json));
+        quill_chat_value dict =
+            quill__chat_dict_new(arena, (size_t)json_object_object_length(json));
         json_object_object_foreach(json, key, member) {
             quill_chat_value key_value =
                 quill__chat_string_new(arena, key, strlen(key), is_template_text);

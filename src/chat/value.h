@@ -40,19 +40,19 @@ typedef enum quill_chat_kind {
     QUILL_CHAT_INT,
     QUILL_CHAT_FLOAT,
     QUILL_CHAT_STRING,
-    QUILL_CHAT_LIST,      /* also tuples: list->is_tuple */
+    QUILL_CHAT_LIST, /* also tuples: list->is_tuple */
     QUILL_CHAT_DICT,
     QUILL_CHAT_NAMESPACE, /* a dict whose attributes the template may set */
     QUILL_CHAT_LOOP,      /* the `loop` variable of a for loop */
     QUILL_CHAT_MACRO,
-    QUILL_CHAT_FUNCTION,  /* a global function such as range or raise_exception */
-    QUILL_CHAT_METHOD     /* a method bound to a value, such as "abc".strip */
+    QUILL_CHAT_FUNCTION, /* a global function such as range or raise_exception */
+    QUILL_CHAT_METHOD    /* a method bound to a value, such as "abc".strip */
 } quill_chat_kind;
 
 typedef struct quill_chat_string {
-    const char *bytes;                   /* n_bytes of UTF-8, NUL-terminated */
+    const char *bytes; /* n_bytes of UTF-8, NUL-terminated */
     size_t n_bytes;
-    const quill_chat_segment *segments;  /* cover bytes in order; none when n_bytes is 0 */
+    const quill_chat_segment *segments; /* cover bytes in order; none when n_bytes is 0 */
     size_t n_segments;
 } quill_chat_string;
 
@@ -70,12 +70,12 @@ typedef struct quill_chat_value {
         double number;
         const quill_chat_string *string;
         quill_chat_list *list;
-        quill_chat_dict *dict;         /* DICT and NAMESPACE */
+        quill_chat_dict *dict; /* DICT and NAMESPACE */
         quill_chat_loop *loop;
         const quill_chat_macro *macro;
-        const char *function_name;     /* FUNCTION */
+        const char *function_name; /* FUNCTION */
         const quill_chat_method *method;
-        const char *undefined_hint;    /* UNDEFINED: why, for the error when it is used; or NULL */
+        const char *undefined_hint; /* UNDEFINED: why, for the error when it is used; or NULL */
     } as;
 } quill_chat_value;
 
@@ -116,8 +116,8 @@ void *quill__chat_arena_alloc(quill_chat_arena *arena, size_t n_bytes);
 void *quill__chat_arena_alloc_array(quill_chat_arena *arena, size_t n_items, size_t item_bytes);
 char *quill__chat_arena_strndup(quill_chat_arena *arena, const char *text, size_t n_bytes);
 /* Stores the message and jumps to arena->recovery with status. */
-_Noreturn void quill__chat_arena_fail(quill_chat_arena *arena, quill_status status,
-                                      const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+_Noreturn void quill__chat_arena_fail(quill_chat_arena *arena, quill_status status, const char *fmt,
+                                      ...) __attribute__((format(printf, 3, 4)));
 
 /* Builder. */
 void quill__chat_builder_append(quill_chat_arena *arena, quill_chat_builder *builder,
@@ -142,8 +142,7 @@ quill_chat_value quill__chat_string_value(const quill_chat_string *string);
 quill_chat_value quill__chat_string_new(quill_chat_arena *arena, const char *bytes, size_t n_bytes,
                                         bool is_template_text);
 quill_chat_value quill__chat_list_new(quill_chat_arena *arena, size_t capacity);
-void quill__chat_list_append(quill_chat_arena *arena, quill_chat_list *list,
-                             quill_chat_value item);
+void quill__chat_list_append(quill_chat_arena *arena, quill_chat_list *list, quill_chat_value item);
 quill_chat_value quill__chat_dict_new(quill_chat_arena *arena, size_t capacity);
 /* Inserts or replaces the value of key. */
 void quill__chat_dict_set(quill_chat_arena *arena, quill_chat_dict *dict, quill_chat_value key,
@@ -178,11 +177,11 @@ void quill__chat_append_repr(quill_chat_arena *arena, quill_chat_builder *builde
 void quill__chat_format_float(double number, char *text, size_t n_text);
 
 typedef struct quill_chat_json_options {
-    int indent;                   /* spaces per level; negative = no newlines */
-    const char *item_separator;   /* NULL = ", " (or "," with an indent) */
-    const char *key_separator;    /* NULL = ": " */
+    int indent;                 /* spaces per level; negative = no newlines */
+    const char *item_separator; /* NULL = ", " (or "," with an indent) */
+    const char *key_separator;  /* NULL = ": " */
     bool sort_keys;
-    bool ensure_ascii;            /* escape non-ASCII as \uXXXX (surrogate pairs above U+FFFF) */
+    bool ensure_ascii; /* escape non-ASCII as \uXXXX (surrogate pairs above U+FFFF) */
 } quill_chat_json_options;
 
 /* json.dumps(value, ensure_ascii=False, ...) into builder, all as one taint. */

@@ -39,32 +39,33 @@ typedef struct template_options {
 } template_options;
 
 static void print_usage(FILE *stream) {
-    fprintf(stream,
-            "usage: quill template (-m MODEL | --template-file FILE) --messages FILE.json\n"
-            "                      [--tools FILE.json] [--bos-token TEXT] [--eos-token TEXT]\n"
-            "                      [--add-generation-prompt] [--var NAME=JSON]... [--now TIME]\n"
-            "                      [--raw-messages]\n"
-            "\n"
-            "Renders a chat template and prints the prompt exactly, without a trailing newline.\n"
-            "\n"
-            "options:\n"
-            "  -m, --model PATH          GGUF file: reads tokenizer.chat_template and the BOS/EOS\n"
-            "                            token texts (ChatML when the model has no template)\n"
-            "  --template-file PATH      Jinja template file to render instead of a model's\n"
-            "  --messages PATH           JSON array of messages, or an object with \"messages\"\n"
-            "                            and optionally \"tools\"\n"
-            "  --tools PATH              JSON array of tool definitions (replaces \"tools\")\n"
-            "  --bos-token TEXT          value of bos_token (default: the model's, else undefined)\n"
-            "  --eos-token TEXT          value of eos_token (default: the model's, else undefined)\n"
-            "  --add-generation-prompt   end with the assistant's turn header\n"
-            "  --var NAME=JSON           extra template variable, e.g. enable_thinking=false;\n"
-            "                            repeatable\n"
-            "  --now TIME                clock for strftime_now, ISO 8601 UTC such as\n"
-            "                            2026-01-15 or 2026-01-15T10:20:30Z (default: now)\n"
-            "  --raw-messages            pass messages as given, without OpenAI normalization\n"
-            "  -h, --help                print this help\n"
-            "\n"
-            "exit status: 0 rendered, 1 the template or an input failed, 2 usage error\n");
+    fprintf(
+        stream,
+        "usage: quill template (-m MODEL | --template-file FILE) --messages FILE.json\n"
+        "                      [--tools FILE.json] [--bos-token TEXT] [--eos-token TEXT]\n"
+        "                      [--add-generation-prompt] [--var NAME=JSON]... [--now TIME]\n"
+        "                      [--raw-messages]\n"
+        "\n"
+        "Renders a chat template and prints the prompt exactly, without a trailing newline.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH          GGUF file: reads tokenizer.chat_template and the BOS/EOS\n"
+        "                            token texts (ChatML when the model has no template)\n"
+        "  --template-file PATH      Jinja template file to render instead of a model's\n"
+        "  --messages PATH           JSON array of messages, or an object with \"messages\"\n"
+        "                            and optionally \"tools\"\n"
+        "  --tools PATH              JSON array of tool definitions (replaces \"tools\")\n"
+        "  --bos-token TEXT          value of bos_token (default: the model's, else undefined)\n"
+        "  --eos-token TEXT          value of eos_token (default: the model's, else undefined)\n"
+        "  --add-generation-prompt   end with the assistant's turn header\n"
+        "  --var NAME=JSON           extra template variable, e.g. enable_thinking=false;\n"
+        "                            repeatable\n"
+        "  --now TIME                clock for strftime_now, ISO 8601 UTC such as\n"
+        "                            2026-01-15 or 2026-01-15T10:20:30Z (default: now)\n"
+        "  --raw-messages            pass messages as given, without OpenAI normalization\n"
+        "  -h, --help                print this help\n"
+        "\n"
+        "exit status: 0 rendered, 1 the template or an input failed, 2 usage error\n");
 }
 
 /* Parses an ISO 8601 date or date-time in UTC (optional Z or +HH:MM offset). */
@@ -116,8 +117,10 @@ static bool parse_time(const char *text, int64_t *out) {
 static bool add_variable(template_options *options, const char *text) {
     const char *equals = strchr(text, '=');
     if (equals == NULL || equals == text) {
-        fprintf(stderr, "quill %s: invalid --var '%s'; expected NAME=JSON such as "
-                        "enable_thinking=false\n", command, text);
+        fprintf(stderr,
+                "quill %s: invalid --var '%s'; expected NAME=JSON such as "
+                "enable_thinking=false\n",
+                command, text);
         return false;
     }
     enum json_tokener_error error = json_tokener_success;
@@ -127,8 +130,10 @@ static bool add_variable(template_options *options, const char *text) {
         value = NULL;
     }
     if (error != json_tokener_success) {
-        fprintf(stderr, "quill %s: invalid JSON in --var '%s'; quote strings as JSON, e.g. "
-                        "name='\"text\"'\n", command, text);
+        fprintf(stderr,
+                "quill %s: invalid JSON in --var '%s'; quote strings as JSON, e.g. "
+                "name='\"text\"'\n",
+                command, text);
         return false;
     }
     char name[256];
@@ -187,8 +192,10 @@ static int parse_flags(int argc, char **argv, template_options *options) {
                 return 2;
             }
             if (!parse_time(value, &options->now_unix_seconds)) {
-                fprintf(stderr, "quill %s: invalid --now '%s'; expected ISO 8601 such as "
-                                "2026-01-15 or 2026-01-15T10:20:30Z\n", command, value);
+                fprintf(stderr,
+                        "quill %s: invalid --now '%s'; expected ISO 8601 such as "
+                        "2026-01-15 or 2026-01-15T10:20:30Z\n",
+                        command, value);
                 return 2;
             }
         } else {
@@ -203,8 +210,10 @@ static int parse_flags(int argc, char **argv, template_options *options) {
         }
     }
     if ((options->model_path == NULL) == (options->template_path == NULL)) {
-        fprintf(stderr, "quill %s: pass exactly one of -m MODEL and --template-file FILE; see "
-                        "'quill %s --help'\n", command, command);
+        fprintf(stderr,
+                "quill %s: pass exactly one of -m MODEL and --template-file FILE; see "
+                "'quill %s --help'\n",
+                command, command);
         return 2;
     }
     if (options->messages_path == NULL) {
@@ -311,8 +320,10 @@ static int load_from_model(const char *path, char **source, size_t *n_source, ch
         *source = quill__strndup(data, n_bytes);
         *n_source = n_bytes;
     } else {
-        fprintf(stderr, "quill %s: model '%s' has no tokenizer.chat_template; rendering the "
-                        "default ChatML template\n", command, path);
+        fprintf(stderr,
+                "quill %s: model '%s' has no tokenizer.chat_template; rendering the "
+                "default ChatML template\n",
+                command, path);
         *source = quill__strdup(quill_chat_default_template());
         *n_source = strlen(quill_chat_default_template());
     }
