@@ -29,7 +29,7 @@ enum { TILE_ROWS = 4, TILE_TOKENS = 2 };
 typedef struct unpacked_k {
     __m256i levels[8]; /* u8 levels of elements 32k .. 32k + 31 */
     __m256i scales[8]; /* int16 scales for the 16 int16 pair sums of levels[k] */
-    int32_t mins[8];   /* Q4_K / Q5_K sub-block mins (0 for Q6_K) */
+    __m256i mins;      /* Q4_K / Q5_K: int16 min of sub-block i / 2 in lane i (Q6_K: unused) */
     float d;           /* super-block scale */
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
@@ -59,13 +59,34 @@ QUILL_X86_INLINE void unpack_q4_q5_k(int kind, const uint8_t *block, unpacked_k 
         out->levels[2 * group] = _mm256_and_si256(bytes, low_mask);
         out->levels[2 * group + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_mask);
     }
+    /* Unpack the 6-bit scales and mins into bytes 0-7 and 8-15 of four words: sub-blocks 0-3
+     * keep both in the low 6 bits of words 0 and 1; sub-blocks 4-7 have their low 4 bits in
+     * word 2 and their top 2 bits in the top bits of words 0 and 1 (see
+     * quill__q4_k_scale_min). */
+    uint32_t words[4];
+    memcpy(words, packed_scales, 12);
+    const uint32_t low6 = 0x3f3f3f3f;
+    const uint32_t low4 = 0x0f0f0f0f;
+    const uint32_t low2 = 0x03030303;
+    words[3] = ((words[2] >> 4) & low4) | (((words[1] >> 6) & low2) << 4);
+    uint32_t mins_0_3 = words[1] & low6;
+    words[1] = (words[2] & low4) | (((words[0] >> 6) & low2) << 4);
+    words[2] = mins_0_3;
+    words[0] &= low6;
+    __m256i scales_mins = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)words));
+
+    /* Broadcast each scale to 16 int16 lanes; repeat each min twice to match the pairs of
+     * 16-value activation sums. */
+    __m256i scales_both = _mm256_permute2x128_si256(scales_mins, scales_mins, 0x00);
     for (int j = 0; j < 8; j++) {
-        uint8_t scale;
-        uint8_t min;
-        quill__q4_k_scale_min(j, packed_scales, &scale, &min);
-        out->scales[j] = _mm256_set1_epi16(scale);
-        out->mins[j] = min;
-        if (kind == KIND_Q5_K) {
+        __m256i pick = _mm256_set1_epi16((short)(((2 * j + 1) << 8) | (2 * j)));
+        out->scales[j] = _mm256_shuffle_epi8(scales_both, pick);
+    }
+    __m128i mins = _mm256_extracti128_si256(scales_mins, 1);
+    out->mins = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
+
+    if (kind == KIND_Q5_K) {
+        for (int j = 0; j < 8; j++) {
             /* Bit j of each qh byte, moved to bit 4: 16-bit shifts only move bits between
              * the two bytes above bit 0, which the mask clears. */
             __m256i bit = _mm256_and_si256(_mm256_srli_epi16(high_bits, j), _mm256_set1_epi8(1));
@@ -96,12 +117,18 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
         levels[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_32, 4), low_mask),
                                     _mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits));
     }
+    /* Scales 0-7 and 8-15 as int16, each group in both 128-bit lanes; vector k takes scale 2k
+     * in its low lane and 2k + 1 in its high lane. */
+    __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q6->scales));
+    __m256i scales_0_7 = _mm256_permute2x128_si256(scales, scales, 0x00);
+    __m256i scales_8_15 = _mm256_permute2x128_si256(scales, scales, 0x11);
     for (int k = 0; k < 8; k++) {
-        __m128i low = _mm_set1_epi16(q6->scales[2 * k]);
-        __m128i high = _mm_set1_epi16(q6->scales[2 * k + 1]);
-        out->scales[k] = _mm256_set_m128i(high, low);
-        out->mins[k] = 0;
+        int i = 4 * (k % 4);
+        __m256i pick = _mm256_set_m128i(_mm_set1_epi16((short)(((i + 3) << 8) | (i + 2))),
+                                        _mm_set1_epi16((short)(((i + 1) << 8) | i)));
+        out->scales[k] = _mm256_shuffle_epi8(k < 4 ? scales_0_7 : scales_8_15, pick);
     }
+    out->mins = _mm256_setzero_si256();
 }
 
 /* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens), bounds at most the tile. */
@@ -136,30 +163,29 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
             float d_x = quill__load_f32(x->d);
             __m256i x_values[8];
             __m256i x_offset[8];
-            int32_t x_sums[8];
+            __m256i x_sums = _mm256_loadu_si256((const __m256i *)x->bsums);
             for (int k = 0; k < 8; k++) {
                 x_values[k] = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
                 if (kind == KIND_Q6_K) {
                     /* 32 * (pair sums of q_x): subtracting it recentres the Q6_K levels. */
                     x_offset[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), x_values[k]);
-                } else {
-                    x_sums[k] =
-                        quill__load_i16(&x->bsums[4 * k]) + quill__load_i16(&x->bsums[4 * k + 2]);
                 }
             }
 
             for (int r = 0; r < n_rows; r++) {
                 const unpacked_k *w = &unpacked[r];
                 __m256i lanes = _mm256_setzero_si256();
-                int32_t mins = 0;
                 for (int k = 0; k < 8; k++) {
                     __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x_values[k]);
                     if (kind == KIND_Q6_K) {
                         pairs = _mm256_sub_epi16(pairs, x_offset[k]);
-                    } else {
-                        mins += w->mins[k] * x_sums[k];
                     }
                     lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(pairs, w->scales[k]));
+                }
+                int32_t mins = 0;
+                if (kind != KIND_Q6_K) {
+                    /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. */
+                    mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x_sums));
                 }
                 __m256 scale = _mm256_set1_ps(w->d * d_x);
                 acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
