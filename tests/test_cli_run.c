@@ -237,8 +237,7 @@ static void test_run_stories_greedy_matches(void **state) {
     const char *expected_text = json_object_get_string(get_field(reference, "text"));
 
     char args[COMMAND_BYTES];
-    snprintf(args, sizeof(args), "-m '%s' -p '' -n %d --temp 0 --json", model_path,
-             STORIES_TOKENS);
+    snprintf(args, sizeof(args), "-m '%s' -p '' -n %d --temp 0 --json", model_path, STORIES_TOKENS);
     int exit_status = 0;
     char *output = run_quill(args, false, &exit_status);
     assert_int_equal(exit_status, 0);

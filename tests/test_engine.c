@@ -28,10 +28,10 @@ enum {
 typedef struct completion {
     int32_t tokens[MAX_OUTPUT_TOKENS]; /* generated ids from the events */
     int32_t n_tokens;
-    char text[MAX_TEXT_BYTES];         /* concatenated event text */
+    char text[MAX_TEXT_BYTES]; /* concatenated event text */
     size_t n_text_bytes;
     int n_events;
-    bool is_each_event_utf8;           /* every event's text was whole UTF-8 characters */
+    bool is_each_event_utf8; /* every event's text was whole UTF-8 characters */
     quill_finish_reason reason;
     quill_status status;
     quill_usage usage;
@@ -116,8 +116,11 @@ static bool is_valid_utf8(const char *text, size_t n_bytes) {
     size_t i = 0;
     while (i < n_bytes) {
         unsigned char lead = (unsigned char)text[i];
-        size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
-                                                              : (lead >> 3) == 0x1E ? 4 : 0;
+        size_t length = lead < 0x80           ? 1
+                        : (lead >> 5) == 0x6  ? 2
+                        : (lead >> 4) == 0xE  ? 3
+                        : (lead >> 3) == 0x1E ? 4
+                                              : 0;
         if (length == 0 || i + length > n_bytes) {
             return false;
         }
@@ -431,8 +434,8 @@ static void test_engine_queue_limit_busy(void **state) {
 
 /* Returns the bytes that token stands for (letters and spaces under letter_bans). */
 static size_t piece_of(int32_t token, char *buffer, size_t capacity) {
-    int64_t n_bytes = quill_tokenizer_token_bytes(quill_model_tokenizer(model), token, false,
-                                                  buffer, capacity);
+    int64_t n_bytes =
+        quill_tokenizer_token_bytes(quill_model_tokenizer(model), token, false, buffer, capacity);
     assert_true(n_bytes >= 0 && (size_t)n_bytes < capacity);
     return (size_t)n_bytes;
 }

@@ -157,7 +157,8 @@ static void test_greedy_ignores_nan(void **state) {
 
 static void test_bias_bans_and_boosts(void **state) {
     (void)state;
-    const quill_logit_bias biases[2] = {{.token = 0, .bias = -INFINITY}, {.token = 2, .bias = 0.6f}};
+    const quill_logit_bias biases[2] = {{.token = 0, .bias = -INFINITY},
+                                        {.token = 2, .bias = 0.6f}};
     quill_sampling_params params = greedy_params();
     params.logit_biases = biases;
     params.n_logit_biases = 2;

@@ -31,21 +31,21 @@ enum {
 };
 
 typedef struct bench_options {
-    const char *model_path;     /* -m */
-    const char *hub_reference;  /* -hf */
-    int n_prompt_tokens;        /* -p */
-    int n_gen_tokens;           /* -n */
-    int n_threads;              /* -t */
-    int n_repetitions;          /* -r */
-    bool use_json;              /* --json */
+    const char *model_path;    /* -m */
+    const char *hub_reference; /* -hf */
+    int n_prompt_tokens;       /* -p */
+    int n_gen_tokens;          /* -n */
+    int n_threads;             /* -t */
+    int n_repetitions;         /* -r */
+    bool use_json;             /* --json */
 } bench_options;
 
 /* Figures of one repetition. */
 typedef struct bench_run {
-    double prefill_ms;                 /* start to the first token */
-    double decode_ms;                  /* first to last token */
+    double prefill_ms; /* start to the first token */
+    double decode_ms;  /* first to last token */
     double prefill_tokens_per_second;
-    double decode_tokens_per_second;   /* 0 when only one token is generated */
+    double decode_tokens_per_second; /* 0 when only one token is generated */
 } bench_run;
 
 /* The model's state for the runs. */
@@ -54,7 +54,7 @@ typedef struct bench_state {
     quill_context *context;
     quill_kv_cache *cache;
     quill_batch batch;
-    int32_t *prompt;                   /* [n_prompt_tokens] random ids */
+    int32_t *prompt; /* [n_prompt_tokens] random ids */
     int32_t n_vocab;
 } bench_state;
 
@@ -125,8 +125,10 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
         }
     }
     if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
-        fprintf(stderr, "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                        "'quill %s --help'\n", command, command);
+        fprintf(stderr,
+                "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
+                "'quill %s --help'\n",
+                command, command);
         return 2;
     }
     return -1;
@@ -262,8 +264,8 @@ static spread compute_spread(const bench_run *runs, int n, bool is_decode) {
         return result;
     }
     for (int i = 0; i < n; i++) {
-        values[i] = is_decode ? runs[i].decode_tokens_per_second
-                              : runs[i].prefill_tokens_per_second;
+        values[i] =
+            is_decode ? runs[i].decode_tokens_per_second : runs[i].prefill_tokens_per_second;
     }
     qsort(values, (size_t)n, sizeof(double), compare_double);
     result.min = values[0];
@@ -375,8 +377,7 @@ int quill_cli_bench(int argc, char **argv) {
         goto cleanup;
     }
     for (int i = 0; i < options.n_repetitions; i++) {
-        if (run_once(&state, options.n_prompt_tokens, options.n_gen_tokens, &runs[i]) !=
-            QUILL_OK) {
+        if (run_once(&state, options.n_prompt_tokens, options.n_gen_tokens, &runs[i]) != QUILL_OK) {
             quill_cli_report_error(command, "a measured run failed");
             goto cleanup;
         }

@@ -25,21 +25,21 @@ enum { DEFAULT_MAX_TOKENS = 128 };
 
 /* Parsed command line. */
 typedef struct run_options {
-    const char *model_path;      /* -m */
-    const char *hub_reference;   /* -hf */
-    const char *prompt;          /* -p; "" starts from BOS alone */
-    int64_t max_tokens;          /* -n; 0 means up to the context */
+    const char *model_path;    /* -m */
+    const char *hub_reference; /* -hf */
+    const char *prompt;        /* -p; "" starts from BOS alone */
+    int64_t max_tokens;        /* -n; 0 means up to the context */
     quill_sampling_params sampling;
-    int n_threads;               /* -t; 0 keeps the engine default */
-    int64_t n_ctx;               /* --ctx; 0 means the model's trained context */
-    bool ignore_eos;             /* --ignore-eos */
-    bool use_json;               /* --json */
+    int n_threads;   /* -t; 0 keeps the engine default */
+    int64_t n_ctx;   /* --ctx; 0 means the model's trained context */
+    bool ignore_eos; /* --ignore-eos */
+    bool use_json;   /* --json */
 } run_options;
 
 /* What the request produced. */
 typedef struct run_result {
-    quill_strbuf text;           /* all released text */
-    int32_t *tokens;             /* [capacity] generated ids */
+    quill_strbuf text; /* all released text */
+    int32_t *tokens;   /* [capacity] generated ids */
     int64_t n_tokens;
     int64_t capacity;
     quill_finish_reason finish_reason;
@@ -85,8 +85,7 @@ static void print_usage(FILE *stream) {
 }
 
 /* Parses a float flag into *out. */
-static bool parse_float(const char *flag, const char *text, double min, double max,
-                        float *out) {
+static bool parse_float(const char *flag, const char *text, double min, double max, float *out) {
     double value = 0.0;
     if (!quill_cli_parse_double(command, flag, text, min, max, &value)) {
         return false;
@@ -99,9 +98,15 @@ static bool parse_float(const char *flag, const char *text, double min, double m
  * flag, -1 on a bad value. */
 static int parse_sampling_flag(int argc, char **argv, int *index, quill_sampling_params *sampling) {
     const char *flag = argv[*index];
-    static const char *const flags[] = {"--temp",           "--top-k",          "--top-p",
-                                        "--min-p",          "--repeat-penalty", "--repeat-last-n",
-                                        "--presence-penalty", "--frequency-penalty", "--seed"};
+    static const char *const flags[] = {"--temp",
+                                        "--top-k",
+                                        "--top-p",
+                                        "--min-p",
+                                        "--repeat-penalty",
+                                        "--repeat-last-n",
+                                        "--presence-penalty",
+                                        "--frequency-penalty",
+                                        "--seed"};
     bool is_known = false;
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
         is_known = is_known || strcmp(flag, flags[i]) == 0;
@@ -187,8 +192,10 @@ static int parse_general_flag(int argc, char **argv, int *index, run_options *op
         return -1;
     }
     if (options->max_tokens == 0) {
-        fprintf(stderr, "quill %s: invalid value '0' for %s; use -1 (up to the context) or a "
-                        "positive count\n", command, arg);
+        fprintf(stderr,
+                "quill %s: invalid value '0' for %s; use -1 (up to the context) or a "
+                "positive count\n",
+                command, arg);
         return -1;
     }
     if (options->max_tokens < 0) {
@@ -218,8 +225,10 @@ static int parse_flags(int argc, char **argv, run_options *options) {
         }
     }
     if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
-        fprintf(stderr, "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                        "'quill %s --help'\n", command, command);
+        fprintf(stderr,
+                "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
+                "'quill %s --help'\n",
+                command, command);
         return 2;
     }
     return -1;
@@ -340,9 +349,9 @@ static void print_summary(const run_result *result) {
             "time to first token: %.2f ms, generation: %.2f ms\n"
             "prefill: %.2f tokens/s, decode: %.2f tokens/s\n",
             quill_finish_reason_name(result->finish_reason),
-            (long long)result->usage.n_prompt_tokens,
-            (long long)result->usage.n_completion_tokens, timings.ttft_ms, timings.generation_ms,
-            timings.prefill_tokens_per_second, timings.decode_tokens_per_second);
+            (long long)result->usage.n_prompt_tokens, (long long)result->usage.n_completion_tokens,
+            timings.ttft_ms, timings.generation_ms, timings.prefill_tokens_per_second,
+            timings.decode_tokens_per_second);
 }
 
 /* A JSON number rounded to three decimals, so outputs read cleanly. */
@@ -368,7 +377,8 @@ static quill_status print_json(const run_result *result) {
 
     /* Text, ids and finish reason. */
     const char *text = result->text.data != NULL ? result->text.data : "";
-    json_object_object_add(root, "text", json_object_new_string_len(text, (int)result->text.length));
+    json_object_object_add(root, "text",
+                           json_object_new_string_len(text, (int)result->text.length));
     for (int64_t i = 0; i < result->n_tokens; i++) {
         json_object_array_add(tokens, json_object_new_int(result->tokens[i]));
     }

@@ -257,8 +257,8 @@ quill_status quill_engine_create(const quill_model *model, const quill_engine_pa
 
     int error = pthread_create(&engine->thread, NULL, engine_main, engine);
     if (error != 0) {
-        status = quill_error_set(QUILL_ERR_IO, "engine: pthread_create failed: %s",
-                                 strerror(error));
+        status =
+            quill_error_set(QUILL_ERR_IO, "engine: pthread_create failed: %s", strerror(error));
         goto cleanup;
     }
     engine->has_thread = true;
@@ -325,8 +325,8 @@ const quill_model *quill_engine_model(const quill_engine *engine) {
 }
 
 /* Checks the prompt, limits and options of a request. Returns the resolved max_tokens. */
-static quill_status validate_request(const quill_engine *engine,
-                                     const quill_request_params *params, int64_t *max_tokens) {
+static quill_status validate_request(const quill_engine *engine, const quill_request_params *params,
+                                     int64_t *max_tokens) {
     *max_tokens = 0;
     if (params->n_prompt_tokens < 1 || params->prompt_tokens == NULL) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,

@@ -32,22 +32,22 @@ typedef enum quill_request_phase {
 
 struct quill_request {
     /* Set during submit, then read-only. */
-    int64_t n_prompt_tokens;           /* prompt length */
-    int64_t max_tokens;                /* generation limit, resolved against n_ctx */
-    quill_sampling_params sampling;    /* logit_biases points at biases */
-    quill_logit_bias *biases;          /* owned copy */
+    int64_t n_prompt_tokens;                    /* prompt length */
+    int64_t max_tokens;                         /* generation limit, resolved against n_ctx */
+    quill_sampling_params sampling;             /* logit_biases points at biases */
+    quill_logit_bias *biases;                   /* owned copy */
     char *stop_strings[QUILL_MAX_STOP_STRINGS]; /* owned copies */
     int32_t n_stop_strings;
     bool ignore_eos;
     bool wants_logprobs;
     int32_t n_top_logprobs;
     bool render_special;
-    int64_t arrival_us;                /* monotonic */
+    int64_t arrival_us; /* monotonic */
     void (*on_event)(void *user_data);
     void *user_data;
 
-    atomic_bool is_cancel_requested;   /* set by cancel or destroy from any thread */
-    atomic_int n_references;           /* the caller's handle and the engine's */
+    atomic_bool is_cancel_requested; /* set by cancel or destroy from any thread */
+    atomic_int n_references;         /* the caller's handle and the engine's */
 
     /* Events for the caller. */
     pthread_mutex_t mutex;
@@ -66,67 +66,67 @@ struct quill_request {
     quill_usage usage;                     /* guarded by mutex; complete when is_finished */
 
     /* Engine thread only. */
-    struct quill_request *next;        /* next in the queue or the engine's waiting list */
+    struct quill_request *next; /* next in the queue or the engine's waiting list */
     quill_request_phase phase;
-    int32_t *tokens;                   /* [n_prompt_tokens + max_tokens] prompt, then output */
-    int64_t n_tokens;                  /* prompt plus generated tokens so far */
-    int64_t n_computed;                /* tokens whose K/V are in the cache */
-    int64_t n_generated;               /* tokens sampled */
-    int64_t n_cached_tokens;           /* prompt tokens reused from the prefix index */
-    int32_t seq_id;                    /* KV sequence; -1 when not admitted */
-    int32_t claim_blocks;              /* KV blocks reserved for the request's longest run */
-    int32_t logits_index;              /* batch entry whose logits to sample; -1 for none */
-    quill_sampler *sampler;            /* created at admission */
+    int32_t *tokens;         /* [n_prompt_tokens + max_tokens] prompt, then output */
+    int64_t n_tokens;        /* prompt plus generated tokens so far */
+    int64_t n_computed;      /* tokens whose K/V are in the cache */
+    int64_t n_generated;     /* tokens sampled */
+    int64_t n_cached_tokens; /* prompt tokens reused from the prefix index */
+    int32_t seq_id;          /* KV sequence; -1 when not admitted */
+    int32_t claim_blocks;    /* KV blocks reserved for the request's longest run */
+    int32_t logits_index;    /* batch entry whose logits to sample; -1 for none */
+    quill_sampler *sampler;  /* created at admission */
     quill_detokenizer detokenizer;
     quill_stop_matcher stop_matcher;
-    bool has_stop_matcher;             /* stop_matcher is initialized */
-    quill_strbuf step_text;            /* text released during this step */
-    quill_generated_token *step_tokens;/* [step_capacity] tokens sampled during this step */
+    bool has_stop_matcher;              /* stop_matcher is initialized */
+    quill_strbuf step_text;             /* text released during this step */
+    quill_generated_token *step_tokens; /* [step_capacity] tokens sampled during this step */
     int32_t n_step_tokens;
     int32_t step_capacity;
-    int64_t scheduled_us;              /* first prefill chunk scheduled; 0 before */
-    int64_t first_token_us;            /* first token sampled; 0 before */
-    int64_t first_text_us;             /* first text released; 0 before */
+    int64_t scheduled_us;   /* first prefill chunk scheduled; 0 before */
+    int64_t first_token_us; /* first token sampled; 0 before */
+    int64_t first_text_us;  /* first text released; 0 before */
 };
 
 struct quill_engine {
-    const quill_model *model;          /* borrowed */
-    const quill_tokenizer *tokenizer;  /* borrowed from the model */
-    quill_engine_params params;        /* as given, with defaults resolved */
-    int64_t n_ctx;                     /* tokens one sequence may hold */
+    const quill_model *model;         /* borrowed */
+    const quill_tokenizer *tokenizer; /* borrowed from the model */
+    quill_engine_params params;       /* as given, with defaults resolved */
+    int64_t n_ctx;                    /* tokens one sequence may hold */
     int32_t n_vocab;
     int32_t block_tokens;
     int32_t n_blocks_total;
-    size_t detokenizer_bytes;          /* scratch size for one detokenizer feed */
+    size_t detokenizer_bytes; /* scratch size for one detokenizer feed */
 
     /* Engine thread only (after create). */
     quill_context *context;
     quill_kv_cache *cache;
-    quill_prefix_cache *prefix;        /* NULL when use_prefix_cache is false */
+    quill_prefix_cache *prefix; /* NULL when use_prefix_cache is false */
     quill_batch batch;
-    quill_request *waiting_head;       /* taken from the queue, not yet admitted (FIFO) */
+    quill_request *waiting_head; /* taken from the queue, not yet admitted (FIFO) */
     quill_request *waiting_tail;
-    quill_request **running;           /* [n_parallel] admitted requests in admission order */
+    quill_request **running; /* [n_parallel] admitted requests in admission order */
     int32_t n_running;
-    bool *is_seq_used;                 /* [n_parallel] */
-    int32_t n_claimed_blocks;          /* sum of claim_blocks over running requests */
-    char *text_scratch;                /* [detokenizer_bytes] */
-    int32_t *lookup_blocks;            /* [n_blocks_total] scratch for prefix lookups */
-    quill_engine_stats step_stats;     /* counters kept here, copied to stats after each step */
-    int64_t n_finished;                /* requests finished so far, for progress checks */
+    bool *is_seq_used;             /* [n_parallel] */
+    int32_t n_claimed_blocks;      /* sum of claim_blocks over running requests */
+    char *text_scratch;            /* [detokenizer_bytes] */
+    int32_t *lookup_blocks;        /* [n_blocks_total] scratch for prefix lookups */
+    quill_engine_stats step_stats; /* counters kept here, copied to stats after each step */
+    int64_t n_finished;            /* requests finished so far, for progress checks */
 
     /* Shared with submitters. */
     pthread_mutex_t mutex;
-    pthread_cond_t wake;               /* signalled on submit, drain and destroy */
-    quill_request *queue_head;         /* guarded by mutex: submitted, not yet taken (FIFO) */
-    quill_request *queue_tail;         /* guarded by mutex */
-    int32_t n_waiting;                 /* guarded by mutex: queued plus waiting requests */
-    bool is_draining;                  /* guarded by mutex */
-    bool is_stopping;                  /* guarded by mutex */
-    quill_engine_stats stats;          /* guarded by mutex; n_waiting filled on read */
+    pthread_cond_t wake;       /* signalled on submit, drain and destroy */
+    quill_request *queue_head; /* guarded by mutex: submitted, not yet taken (FIFO) */
+    quill_request *queue_tail; /* guarded by mutex */
+    int32_t n_waiting;         /* guarded by mutex: queued plus waiting requests */
+    bool is_draining;          /* guarded by mutex */
+    bool is_stopping;          /* guarded by mutex */
+    quill_engine_stats stats;  /* guarded by mutex; n_waiting filled on read */
 
     pthread_t thread;
-    bool has_thread;                   /* thread started and not yet joined */
+    bool has_thread; /* thread started and not yet joined */
 };
 
 /* Allocates a request from validated params with two references (caller and engine). */
@@ -138,9 +138,8 @@ void quill__request_unref(quill_request *request);
 
 /* Moves the step's text and tokens into the caller's pending events and, when reason is not
  * QUILL_FINISH_NONE, queues the final event with usage. Then calls on_event. Engine thread. */
-void quill__request_publish(quill_request *request, quill_finish_reason reason,
-                            quill_status status, const char *error_message,
-                            const quill_usage *usage);
+void quill__request_publish(quill_request *request, quill_finish_reason reason, quill_status status,
+                            const char *error_message, const quill_usage *usage);
 
 /* Runs one engine step: admission, one forward pass, sampling and finishing. Returns false
  * when there was nothing to do. Engine thread. */

@@ -22,25 +22,25 @@
 enum { FIRST_BUCKETS = 256 };
 
 typedef struct prefix_node {
-    uint64_t hash;                 /* chained hash of the parent's hash and this block's tokens */
-    struct prefix_node *parent;    /* NULL for a first block */
-    int32_t *tokens;               /* [block_tokens] token ids of the block */
-    int32_t block;                 /* KV block id; the index holds one reference */
-    int32_t n_children;            /* nodes whose parent is this one */
-    bool is_marked;                /* scratch for dropping a subtree */
+    uint64_t hash;                   /* chained hash of the parent's hash and this block's tokens */
+    struct prefix_node *parent;      /* NULL for a first block */
+    int32_t *tokens;                 /* [block_tokens] token ids of the block */
+    int32_t block;                   /* KV block id; the index holds one reference */
+    int32_t n_children;              /* nodes whose parent is this one */
+    bool is_marked;                  /* scratch for dropping a subtree */
     struct prefix_node *bucket_next; /* next node in the same hash bucket */
-    struct prefix_node *lru_prev;  /* toward the least recently used */
-    struct prefix_node *lru_next;  /* toward the most recently used */
+    struct prefix_node *lru_prev;    /* toward the least recently used */
+    struct prefix_node *lru_next;    /* toward the most recently used */
 } prefix_node;
 
 struct quill_prefix_cache {
-    quill_kv_cache *cache;     /* borrowed */
-    int32_t block_tokens;      /* tokens per block */
-    prefix_node **buckets;     /* [n_buckets] chains of nodes */
-    size_t n_buckets;          /* a power of two */
-    int32_t n_nodes;           /* nodes indexed */
-    prefix_node *lru_head;     /* least recently used */
-    prefix_node *lru_tail;     /* most recently used */
+    quill_kv_cache *cache; /* borrowed */
+    int32_t block_tokens;  /* tokens per block */
+    prefix_node **buckets; /* [n_buckets] chains of nodes */
+    size_t n_buckets;      /* a power of two */
+    int32_t n_nodes;       /* nodes indexed */
+    prefix_node *lru_head; /* least recently used */
+    prefix_node *lru_tail; /* most recently used */
 };
 
 /* FNV-1a style mixing of 32-bit tokens into the parent's hash, finished with a 64-bit mixer. */
@@ -236,14 +236,13 @@ quill_status quill__prefix_cache_insert(quill_prefix_cache *index, const int32_t
         if (node == NULL || copy == NULL) {
             quill__free(node);
             quill__free(copy);
-            return quill_error_set(QUILL_ERR_NOMEM,
-                                   "engine: out of memory indexing prefix block %lld",
-                                   (long long)i);
+            return quill_error_set(
+                QUILL_ERR_NOMEM, "engine: out of memory indexing prefix block %lld", (long long)i);
         }
         memcpy(copy, block_tokens, n_bytes);
         node->tokens = copy;
-        node->hash = hash_block(parent != NULL ? parent->hash : 0, block_tokens,
-                                index->block_tokens);
+        node->hash =
+            hash_block(parent != NULL ? parent->hash : 0, block_tokens, index->block_tokens);
         node->parent = parent;
         node->block = blocks[i];
         quill_kv_cache_block_retain(index->cache, node->block);
@@ -317,8 +316,7 @@ int32_t quill__prefix_cache_evict(quill_prefix_cache *index, int32_t n_blocks) {
 
     /* Last resort: an unreferenced inner node whose subtree holds blocks in use. */
     prefix_node *node = index->lru_head;
-    while (node != NULL &&
-           quill_kv_cache_n_blocks_free(index->cache) - n_free_before < n_blocks) {
+    while (node != NULL && quill_kv_cache_n_blocks_free(index->cache) - n_free_before < n_blocks) {
         if (quill_kv_cache_block_refcount(index->cache, node->block) == 1) {
             drop_subtree(index, node);
             node = index->lru_head;

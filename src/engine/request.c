@@ -63,8 +63,8 @@ static quill_status copy_params(quill_request *request, const quill_request_para
     size_t n_tokens = (size_t)(params->n_prompt_tokens + request->max_tokens);
     request->tokens = quill__malloc_array(n_tokens, sizeof(int32_t));
     if (request->tokens == NULL) {
-        return quill_error_set(QUILL_ERR_NOMEM,
-                               "engine: out of memory for a request of %zu tokens", n_tokens);
+        return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for a request of %zu tokens",
+                               n_tokens);
     }
     memcpy(request->tokens, params->prompt_tokens,
            (size_t)params->n_prompt_tokens * sizeof(int32_t));
@@ -73,8 +73,8 @@ static quill_status copy_params(quill_request *request, const quill_request_para
     if (n_biases > 0) {
         request->biases = quill__malloc_array((size_t)n_biases, sizeof(quill_logit_bias));
         if (request->biases == NULL) {
-            return quill_error_set(QUILL_ERR_NOMEM,
-                                   "engine: out of memory for %d logit biases", n_biases);
+            return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for %d logit biases",
+                                   n_biases);
         }
         memcpy(request->biases, params->sampling.logit_biases,
                (size_t)n_biases * sizeof(quill_logit_bias));
@@ -84,8 +84,7 @@ static quill_status copy_params(quill_request *request, const quill_request_para
     for (int32_t i = 0; i < params->n_stop_strings; i++) {
         request->stop_strings[i] = quill__strdup(params->stop_strings[i]);
         if (request->stop_strings[i] == NULL) {
-            return quill_error_set(QUILL_ERR_NOMEM,
-                                   "engine: out of memory for stop string %d", i);
+            return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for stop string %d", i);
         }
         request->n_stop_strings = i + 1;
     }
@@ -110,8 +109,7 @@ quill_status quill__request_create(const quill_engine *engine, const quill_reque
     request->wants_logprobs = params->wants_logprobs;
     request->n_top_logprobs = params->n_top_logprobs;
     request->render_special = params->render_special;
-    request->arrival_us =
-        params->arrival_us > 0 ? params->arrival_us : quill__clock_monotonic_us();
+    request->arrival_us = params->arrival_us > 0 ? params->arrival_us : quill__clock_monotonic_us();
     request->on_event = params->on_event;
     request->user_data = params->user_data;
     atomic_init(&request->is_cancel_requested, false);
@@ -145,13 +143,11 @@ static quill_status append_pending_tokens(quill_request *request) {
         while (capacity < n_needed) {
             capacity *= 2;
         }
-        quill_generated_token *grown = quill__realloc_array(request->pending_tokens,
-                                                            (size_t)capacity,
-                                                            sizeof(quill_generated_token));
+        quill_generated_token *grown = quill__realloc_array(
+            request->pending_tokens, (size_t)capacity, sizeof(quill_generated_token));
         if (grown == NULL) {
             return quill_error_set(QUILL_ERR_NOMEM,
-                                   "engine: out of memory queueing %d generated tokens",
-                                   n_needed);
+                                   "engine: out of memory queueing %d generated tokens", n_needed);
         }
         request->pending_tokens = grown;
         request->pending_capacity = capacity;
@@ -162,11 +158,10 @@ static quill_status append_pending_tokens(quill_request *request) {
     return QUILL_OK;
 }
 
-void quill__request_publish(quill_request *request, quill_finish_reason reason,
-                            quill_status status, const char *error_message,
-                            const quill_usage *usage) {
-    bool has_news = request->step_text.length > 0 || request->n_step_tokens > 0 ||
-                    reason != QUILL_FINISH_NONE;
+void quill__request_publish(quill_request *request, quill_finish_reason reason, quill_status status,
+                            const char *error_message, const quill_usage *usage) {
+    bool has_news =
+        request->step_text.length > 0 || request->n_step_tokens > 0 || reason != QUILL_FINISH_NONE;
     if (!has_news) {
         return;
     }
@@ -191,8 +186,7 @@ void quill__request_publish(quill_request *request, quill_finish_reason reason,
         request->finish_reason = reason;
         request->status = status;
         if (error_message != NULL) {
-            snprintf(request->error_message, sizeof(request->error_message), "%s",
-                     error_message);
+            snprintf(request->error_message, sizeof(request->error_message), "%s", error_message);
         }
         if (usage != NULL) {
             request->usage = *usage;

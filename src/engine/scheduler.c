@@ -67,8 +67,8 @@ static void release_sequence(quill_engine *engine, quill_request *request, bool 
 
 /* Releases everything the request holds on the engine side and queues its final event. The
  * caller removes it from its list and drops the engine's reference. */
-static void finish_request(quill_engine *engine, quill_request *request,
-                           quill_finish_reason reason, quill_status status, const char *message) {
+static void finish_request(quill_engine *engine, quill_request *request, quill_finish_reason reason,
+                           quill_status status, const char *message) {
     release_sequence(engine, request, reason != QUILL_FINISH_ERROR);
     engine->n_finished++;
     quill_sampler_destroy(request->sampler);
@@ -173,9 +173,8 @@ static bool should_wait_for_prefill(const quill_engine *engine, const quill_requ
         if (other->phase != QUILL_REQUEST_PREFILL) {
             continue;
         }
-        int64_t limit = request->n_prompt_tokens < other->n_prompt_tokens
-                            ? request->n_prompt_tokens
-                            : other->n_prompt_tokens;
+        int64_t limit = request->n_prompt_tokens < other->n_prompt_tokens ? request->n_prompt_tokens
+                                                                          : other->n_prompt_tokens;
         int64_t n_same = 0;
         while (n_same < limit && request->tokens[n_same] == other->tokens[n_same]) {
             n_same++;
@@ -192,9 +191,9 @@ static bool should_wait_for_prefill(const quill_engine *engine, const quill_requ
 static void attach_cached_prefix(quill_engine *engine, quill_request *request) {
     quill_engine_stats *stats = &engine->step_stats;
     stats->n_prefix_queries++;
-    int32_t n_found = quill__prefix_cache_lookup(engine->prefix, request->tokens,
-                                                 request->n_prompt_tokens, engine->lookup_blocks,
-                                                 engine->n_blocks_total);
+    int32_t n_found =
+        quill__prefix_cache_lookup(engine->prefix, request->tokens, request->n_prompt_tokens,
+                                   engine->lookup_blocks, engine->n_blocks_total);
     int64_t n_cached = (int64_t)n_found * engine->block_tokens;
     if (n_cached > request->n_prompt_tokens - 1) {
         n_cached = request->n_prompt_tokens - 1;
@@ -250,9 +249,9 @@ static quill_status start_request(quill_engine *engine, quill_request *request) 
         quill_tokenizer_type(engine->tokenizer) == QUILL_VOCAB_SPM &&
         last_prompt_token == quill_tokenizer_bos(engine->tokenizer);
 
-    status = quill__stop_matcher_init(&request->stop_matcher,
-                                      (const char *const *)request->stop_strings,
-                                      request->n_stop_strings);
+    status =
+        quill__stop_matcher_init(&request->stop_matcher, (const char *const *)request->stop_strings,
+                                 request->n_stop_strings);
     request->has_stop_matcher = true;
     return status;
 }
@@ -325,8 +324,8 @@ static bool prepare_blocks(quill_engine *engine, quill_request *request, int64_t
 
 /* Adds entries [from, to) of the request's tokens; only the entry of the last token wants
  * logits. Returns that entry's batch index, or -1. */
-static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t from,
-                           int64_t to, int64_t logits_at) {
+static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t from, int64_t to,
+                           int64_t logits_at) {
     int32_t logits_index = -1;
     for (int64_t position = from; position < to; position++) {
         bool wants_logits = position == logits_at;
@@ -420,8 +419,8 @@ static quill_status record_token(quill_request *request, int32_t token, const fl
                                  int32_t n_vocab) {
     if (request->n_step_tokens == request->step_capacity) {
         int32_t capacity = request->step_capacity > 0 ? request->step_capacity * 2 : 1;
-        quill_generated_token *grown = quill__realloc_array(
-            request->step_tokens, (size_t)capacity, sizeof(quill_generated_token));
+        quill_generated_token *grown = quill__realloc_array(request->step_tokens, (size_t)capacity,
+                                                            sizeof(quill_generated_token));
         if (grown == NULL) {
             return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for a token event");
         }
@@ -540,8 +539,8 @@ static void publish_stats(quill_engine *engine) {
     stats->n_running = engine->n_running;
     stats->n_blocks_total = engine->n_blocks_total;
     stats->n_blocks_cached = quill__prefix_cache_n_evictable(engine->prefix);
-    stats->n_blocks_used = engine->n_blocks_total -
-                           quill_kv_cache_n_blocks_free(engine->cache) - stats->n_blocks_cached;
+    stats->n_blocks_used = engine->n_blocks_total - quill_kv_cache_n_blocks_free(engine->cache) -
+                           stats->n_blocks_cached;
     pthread_mutex_lock(&engine->mutex);
     engine->stats = *stats;
     pthread_mutex_unlock(&engine->mutex);

@@ -27,8 +27,7 @@ quill_status quill__stop_matcher_init(quill_stop_matcher *matcher, const char *c
         const char *stop = stops[i] != NULL ? stops[i] : "";
         matcher->stops[i] = quill__strdup(stop);
         if (matcher->stops[i] == NULL) {
-            return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for stop string %d",
-                                   i);
+            return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for stop string %d", i);
         }
         matcher->stop_bytes[i] = strlen(stop);
         matcher->n_stops = i + 1;

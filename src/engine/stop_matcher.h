@@ -15,11 +15,11 @@
 #include "quill/status.h"
 
 typedef struct quill_stop_matcher {
-    char **stops;          /* [n_stops] owned NUL-terminated copies; empty strings are skipped */
-    size_t *stop_bytes;    /* [n_stops] byte length of each stop string */
-    int32_t n_stops;       /* entries in stops */
-    quill_strbuf held;     /* bytes held back: a suffix that may start a stop string */
-    bool is_stopped;       /* a stop string completed; later feeds release nothing */
+    char **stops;       /* [n_stops] owned NUL-terminated copies; empty strings are skipped */
+    size_t *stop_bytes; /* [n_stops] byte length of each stop string */
+    int32_t n_stops;    /* entries in stops */
+    quill_strbuf held;  /* bytes held back: a suffix that may start a stop string */
+    bool is_stopped;    /* a stop string completed; later feeds release nothing */
 } quill_stop_matcher;
 
 /* Copies n_stops stop strings (UTF-8). Release with quill__stop_matcher_release, also after a

@@ -28,20 +28,20 @@ typedef struct candidate {
 } candidate;
 
 struct quill_sampler {
-    quill_sampling_params params;  /* copy; logit_biases points at biases */
-    quill_logit_bias *biases;      /* [n_logit_biases] owned copy */
-    int32_t n_vocab;               /* logits per token */
-    uint64_t rng_state[4];         /* xoshiro256** state */
+    quill_sampling_params params; /* copy; logit_biases points at biases */
+    quill_logit_bias *biases;     /* [n_logit_biases] owned copy */
+    int32_t n_vocab;              /* logits per token */
+    uint64_t rng_state[4];        /* xoshiro256** state */
 
-    int32_t *history;              /* ring of the last history_capacity accepted tokens */
-    int64_t history_capacity;      /* penalty window; grows when penalty_last_n is -1 */
-    int64_t n_history;             /* tokens in the ring, at most history_capacity */
-    int64_t history_head;          /* index of the oldest token in the ring */
-    int32_t *counts;               /* [n_vocab] occurrences of each token in the ring */
+    int32_t *history;         /* ring of the last history_capacity accepted tokens */
+    int64_t history_capacity; /* penalty window; grows when penalty_last_n is -1 */
+    int64_t n_history;        /* tokens in the ring, at most history_capacity */
+    int64_t history_head;     /* index of the oldest token in the ring */
+    int32_t *counts;          /* [n_vocab] occurrences of each token in the ring */
 
-    candidate *candidates;         /* [n_vocab] scratch for one sample call */
-    uint32_t *seen_stamp;          /* [n_vocab] marks tokens already penalized this call */
-    uint32_t stamp;                /* current mark value */
+    candidate *candidates; /* [n_vocab] scratch for one sample call */
+    uint32_t *seen_stamp;  /* [n_vocab] marks tokens already penalized this call */
+    uint32_t stamp;        /* current mark value */
 };
 
 /* ---- RNG: xoshiro256** (Blackman and Vigna, 2018), seeded through splitmix64. ---- */
@@ -232,8 +232,7 @@ static quill_status validate_biases(const quill_sampling_params *params, int32_t
     return QUILL_OK;
 }
 
-quill_status quill_sampling_params_validate(const quill_sampling_params *params,
-                                            int32_t n_vocab) {
+quill_status quill_sampling_params_validate(const quill_sampling_params *params, int32_t n_vocab) {
     if (params == NULL) {
         return quill_error_set(QUILL_ERR_INVALID_ARG, "sampler: params is NULL");
     }
@@ -320,17 +319,16 @@ quill_status quill_sampler_create(const quill_sampling_params *params, int32_t n
     sampler->seen_stamp = quill__calloc((size_t)n_vocab, sizeof(uint32_t));
     sampler->counts = quill__calloc((size_t)n_vocab, sizeof(int32_t));
     if (sampler->candidates == NULL || sampler->seen_stamp == NULL || sampler->counts == NULL) {
-        status = quill_error_set(QUILL_ERR_NOMEM,
-                                 "sampler: out of memory for scratch of %d vocabulary entries",
-                                 n_vocab);
+        status =
+            quill_error_set(QUILL_ERR_NOMEM,
+                            "sampler: out of memory for scratch of %d vocabulary entries", n_vocab);
         goto cleanup;
     }
     if (params->n_logit_biases > 0) {
         sampler->biases =
             quill__malloc_array((size_t)params->n_logit_biases, sizeof(quill_logit_bias));
         if (sampler->biases == NULL) {
-            status = quill_error_set(QUILL_ERR_NOMEM,
-                                     "sampler: out of memory for %d logit biases",
+            status = quill_error_set(QUILL_ERR_NOMEM, "sampler: out of memory for %d logit biases",
                                      params->n_logit_biases);
             goto cleanup;
         }
@@ -342,8 +340,7 @@ quill_status quill_sampler_create(const quill_sampling_params *params, int32_t n
     /* The history ring is sized by the window; an unbounded window (-1) grows on demand. */
     sampler->history_capacity = params->penalty_last_n > 0 ? params->penalty_last_n : 0;
     if (sampler->history_capacity > 0 && has_penalties(params)) {
-        sampler->history =
-            quill__malloc_array((size_t)sampler->history_capacity, sizeof(int32_t));
+        sampler->history = quill__malloc_array((size_t)sampler->history_capacity, sizeof(int32_t));
         if (sampler->history == NULL) {
             status = quill_error_set(QUILL_ERR_NOMEM,
                                      "sampler: out of memory for a penalty window of %d tokens",
@@ -404,8 +401,7 @@ void quill_sampler_accept(quill_sampler *sampler, int32_t token) {
         return;
     }
     bool is_unbounded = sampler->params.penalty_last_n < 0;
-    if (is_unbounded && sampler->n_history == sampler->history_capacity &&
-        !history_grow(sampler)) {
+    if (is_unbounded && sampler->n_history == sampler->history_capacity && !history_grow(sampler)) {
         return;
     }
 
@@ -614,8 +610,7 @@ void quill_logprobs_compute(const float *logits, int32_t n_vocab, int32_t chosen
 
     if (chosen_logprob != NULL) {
         bool is_valid = chosen >= 0 && chosen < n_vocab;
-        *chosen_logprob =
-            is_valid ? (float)((double)logits[chosen] - log_normalizer) : -INFINITY;
+        *chosen_logprob = is_valid ? (float)((double)logits[chosen] - log_normalizer) : -INFINITY;
     }
     if (top == NULL || n_top <= 0) {
         return;
