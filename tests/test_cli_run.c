@@ -2,7 +2,7 @@
  * Tests of `quill run` through the built binary: greedy generation from BOS on stories260K
  * against ids and text from an independent implementation (skipped when the data folder lacks
  * them), the JSON output's fields, streamed text equal to the JSON text, seeded runs, and usage
- * errors on a tiny generated model.
+ * errors on a tiny generated model; also `quill bench --json` and its flag errors.
  */
 #include "test_support.h"
 
@@ -47,16 +47,21 @@ static int group_teardown(void **state) {
     return 0;
 }
 
-/* Runs `quill run ARGS` and returns its stdout (free it); stderr is appended to stdout when
- * with_stderr, else discarded. */
-static char *run_quill(const char *args, bool with_stderr, int *exit_status) {
+/* Runs `quill SUBCOMMAND ARGS` and returns its stdout (free it); stderr is appended to stdout
+ * when with_stderr, else discarded. */
+static char *run_subcommand(const char *subcommand, const char *args, bool with_stderr,
+                            int *exit_status) {
     char command[COMMAND_BYTES];
-    int n = snprintf(command, sizeof(command), "'%s' run %s %s", binary, args,
+    int n = snprintf(command, sizeof(command), "'%s' %s %s %s", binary, subcommand, args,
                      with_stderr ? "2>&1" : "2>/dev/null");
     assert_true(n > 0 && n < (int)sizeof(command));
     char *output = quill_test_run_capture(command, exit_status);
     assert_non_null(output);
     return output;
+}
+
+static char *run_quill(const char *args, bool with_stderr, int *exit_status) {
+    return run_subcommand("run", args, with_stderr, exit_status);
 }
 
 /* Runs quill run on the tiny model with extra args and returns its exit code and output. */
@@ -277,6 +282,48 @@ static void test_run_stories_greedy_matches(void **state) {
     free(reference_path);
 }
 
+static void test_bench_json_fields(void **state) {
+    (void)state;
+    char args[COMMAND_BYTES];
+    snprintf(args, sizeof(args), "-m '%s' -p 16 -n 4 -t 1 -r 2 --json", tiny_path);
+    int exit_status = 0;
+    char *output = run_subcommand("bench", args, false, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *root = parse_json(output);
+    assert_int_equal(json_object_get_int(get_field(root, "threads")), 1);
+    assert_int_equal(json_object_get_int(get_field(root, "prompt_tokens")), 16);
+    assert_int_equal(json_object_get_int(get_field(root, "gen_tokens")), 4);
+    assert_true(json_object_is_type(get_field(root, "model"), json_type_string));
+    assert_true(json_object_get_double(get_field(root, "prefill_tokens_per_second")) > 0.0);
+    assert_true(json_object_get_double(get_field(root, "decode_tokens_per_second")) > 0.0);
+    json_object *runs = get_field(root, "runs");
+    assert_int_equal(json_object_array_length(runs), 2);
+    json_object *first = json_object_array_get_idx(runs, 0);
+    assert_true(json_object_get_double(get_field(first, "prefill_tokens_per_second")) > 0.0);
+    assert_true(json_object_get_double(get_field(first, "decode_tokens_per_second")) > 0.0);
+    json_object_put(root);
+    free(output);
+}
+
+static void test_bench_bad_flags_exit_two(void **state) {
+    (void)state;
+    const char *cases[][2] = {
+        {"-r 0", "-r"},
+        {"-p x", "-p"},
+        {"--warm", "--warm"},
+        {"-n -1", "-n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char args[COMMAND_BYTES];
+        snprintf(args, sizeof(args), "-m '%s' %s", tiny_path, cases[i][0]);
+        int exit_status = 0;
+        char *output = run_subcommand("bench", args, true, &exit_status);
+        assert_int_equal(exit_status, 2);
+        assert_non_null(strstr(output, cases[i][1]));
+        free(output);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_help_exits_zero),
@@ -288,6 +335,8 @@ int main(void) {
         cmocka_unit_test(test_run_seed_reproducible),
         cmocka_unit_test(test_run_empty_prompt_is_bos),
         cmocka_unit_test(test_run_stories_greedy_matches),
+        cmocka_unit_test(test_bench_json_fields),
+        cmocka_unit_test(test_bench_bad_flags_exit_two),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
