@@ -262,6 +262,7 @@ quill_status quill_engine_create(const quill_model *model, const quill_engine_pa
         goto cleanup;
     }
     engine->has_thread = true;
+    engine->is_started = true;
     QUILL_LOG_INFO("engine", "engine started",
                    "n_ctx=%lld n_parallel=%d n_blocks=%d block_tokens=%d step_tokens=%d "
                    "prefix_cache=%d",
@@ -301,6 +302,10 @@ void quill_engine_destroy(quill_engine *engine) {
     if (engine->has_thread) {
         pthread_join(engine->thread, NULL);
         engine->has_thread = false;
+    }
+    if (engine->is_started) {
+        QUILL_LOG_INFO("engine", "engine stopped", "n_steps=%lld n_prefix_hits=%lld",
+                       (long long)engine->stats.n_steps, (long long)engine->stats.n_prefix_hits);
     }
 
     quill_batch_release(&engine->batch);
@@ -395,7 +400,7 @@ quill_status quill_engine_submit(quill_engine *engine, const quill_request_param
         return status;
     }
     quill_request *request = NULL;
-    status = quill__request_create(engine, params, max_tokens, &request);
+    status = quill__request_create(params, max_tokens, &request);
     if (status != QUILL_OK) {
         return status;
     }

@@ -130,8 +130,8 @@ struct quill_engine {
 };
 
 /* Allocates a request from validated params with two references (caller and engine). */
-quill_status quill__request_create(const quill_engine *engine, const quill_request_params *params,
-                                   int64_t max_tokens, quill_request **out);
+quill_status quill__request_create(const quill_request_params *params, int64_t max_tokens,
+                                   quill_request **out);
 
 /* Drops one reference; the last one frees the request. */
 void quill__request_unref(quill_request *request);

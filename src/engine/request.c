@@ -91,8 +91,8 @@ static quill_status copy_params(quill_request *request, const quill_request_para
     return QUILL_OK;
 }
 
-quill_status quill__request_create(const quill_engine *engine, const quill_request_params *params,
-                                   int64_t max_tokens, quill_request **out) {
+quill_status quill__request_create(const quill_request_params *params, int64_t max_tokens,
+                                   quill_request **out) {
     *out = NULL;
     quill_request *request = quill__calloc(1, sizeof(*request));
     if (request == NULL) {
@@ -118,7 +118,6 @@ quill_status quill__request_create(const quill_engine *engine, const quill_reque
     request->seq_id = -1;
     request->logits_index = -1;
     request->n_tokens = params->n_prompt_tokens;
-    (void)engine;
 
     quill_status status = copy_params(request, params);
     if (status != QUILL_OK) {
