@@ -127,6 +127,7 @@ struct quill_engine {
 
     pthread_t thread;
     bool has_thread; /* thread started and not yet joined */
+    bool is_started; /* creation succeeded; destroy logs the shutdown */
 };
 
 /* Allocates a request from validated params with two references (caller and engine). */
