@@ -80,9 +80,10 @@ typedef struct quill_block_q5_k {
 } quill_block_q5_k;
 
 /* Q6_K, 210 bytes: 16 sub-blocks of 16 with int8 scales; w = d * scales[j] * (q - 32), q in
- * [0, 63]. Each half of 128 elements uses 64 bytes of ql and 32 of qh: element l (< 32) takes
- * low nibbles ql[l], ql[l + 32] and high nibbles of the same for l + 64, l + 96; the 2-bit high
- * parts are the four bit pairs of qh[l] in the order l, l + 32, l + 64, l + 96. */
+ * [0, 63]. Each half of 128 elements uses 64 bytes of ql and 32 of qh. For l < 32, the low 4 bits
+ * of elements l, l + 32, l + 64 and l + 96 are the low nibble of ql[l], the low nibble of
+ * ql[l + 32], the high nibble of ql[l] and the high nibble of ql[l + 32]. Their top 2 bits are
+ * bits 0-1, 2-3, 4-5 and 6-7 of qh[l]. */
 typedef struct quill_block_q6_k {
     uint8_t ql[128];   /* low 4 bits */
     uint8_t qh[64];    /* high 2 bits */
