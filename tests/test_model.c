@@ -523,7 +523,17 @@ static void test_load_reads_hparams(void **state) {
     assert_false(info->has_rope_freqs);
     assert_true(info->has_chat_template);
     assert_string_equal(quill_model_chat_template(model), "{{ messages }}");
-    assert_non_null(quill_model_tokenizer(model));
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(model);
+    assert_non_null(tokenizer);
+    assert_int_equal(quill_tokenizer_n_vocab(tokenizer), 320);
+    assert_int_equal(quill_tokenizer_bos(tokenizer), 1);
+    assert_int_equal(quill_tokenizer_eos(tokenizer), 2);
+    assert_int_equal(quill_tokenizer_find_token(tokenizer, "<0x41>"), 3 + 0x41);
+    assert_int_equal(quill_tokenizer_find_token(tokenizer, "\xe2\x96\x81" "a"),
+                     QUILL_TEST_TINY_FIRST_PIECE);
+    assert_int_equal(quill_tokenizer_find_token(tokenizer, "b"), QUILL_TEST_TINY_FIRST_PIECE + 3);
+    assert_int_equal(quill_tokenizer_find_token(tokenizer, "\xe2\x96\x81" "ab"),
+                     QUILL_TEST_TINY_FIRST_PIECE + 54);
     assert_non_null(quill_model_gguf(model));
     assert_true(info->n_params > 0);
     /* 2 layers * 2 (K and V) * 2 KV heads * 16 elements * 2 bytes. */
