@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "tiny_model.h"
 
 enum {
+    MAX_HANDLES = 32,
     MAX_OUTPUT_TOKENS = 256,
     MAX_TEXT_BYTES = 8192,
     N_LETTER_BANS = QUILL_TEST_TINY_FIRST_PIECE,
@@ -369,6 +371,53 @@ static void test_engine_eviction_stays_correct(void **state) {
     quill_engine_destroy(engine);
 }
 
+/* Holds the engine thread inside a request's first on_event call until the test opens it, so
+ * that a long request is certainly still running while the test acts. */
+typedef struct gate {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool is_entered; /* the engine thread is waiting in the callback */
+    bool is_open;    /* the test let it go */
+} gate;
+
+static void gate_init(gate *g) {
+    pthread_mutex_init(&g->mutex, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->is_entered = false;
+    g->is_open = false;
+}
+
+static void gate_release(gate *g) {
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->mutex);
+}
+
+static void gate_on_event(void *user_data) {
+    gate *g = user_data;
+    pthread_mutex_lock(&g->mutex);
+    g->is_entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->is_open) {
+        pthread_cond_wait(&g->cond, &g->mutex);
+    }
+    pthread_mutex_unlock(&g->mutex);
+}
+
+static void gate_wait_entered(gate *g) {
+    pthread_mutex_lock(&g->mutex);
+    while (!g->is_entered) {
+        pthread_cond_wait(&g->cond, &g->mutex);
+    }
+    pthread_mutex_unlock(&g->mutex);
+}
+
+static void gate_open(gate *g) {
+    pthread_mutex_lock(&g->mutex);
+    g->is_open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mutex);
+}
+
 static void test_engine_cancel_releases_blocks(void **state) {
     (void)state;
     int32_t prompt[64];
@@ -377,19 +426,27 @@ static void test_engine_cancel_releases_blocks(void **state) {
     engine_params.use_prefix_cache = false;
     quill_engine *engine = engine_new(&engine_params);
 
+    /* The engine waits in the first callback, so the cancel lands while the request runs. */
+    gate g;
+    gate_init(&g);
     quill_request_params params = greedy_request(prompt, 50, 200);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
     quill_request *request = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &request), QUILL_OK);
-    quill_request_event event;
-    assert_int_equal(quill_request_next_event(request, true, &event), QUILL_OK);
-    quill_request_event_release(&event);
+    gate_wait_entered(&g);
     quill_request_cancel(request);
+    gate_open(&g);
     completion result;
     collect(request, &result);
     assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+    assert_true(result.n_tokens < 200);
     quill_request_destroy(request);
+    gate_release(&g);
 
     /* A request destroyed without reading is cancelled too. */
+    params.on_event = NULL;
+    params.user_data = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &request), QUILL_OK);
     quill_request_destroy(request);
 
@@ -412,24 +469,30 @@ static void test_engine_queue_limit_busy(void **state) {
     engine_params.queue_limit = 1;
     quill_engine *engine = engine_new(&engine_params);
 
-    /* The first request runs (its first event proves it left the queue), the second waits
-     * behind it, and the third finds the queue full. */
+    /* The first request runs and holds the engine in its callback, the second waits behind
+     * it, and the third finds the queue full. */
+    gate g;
+    gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
     quill_request *running = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
+    gate_wait_entered(&g);
+    params.on_event = NULL;
+    params.user_data = NULL;
     quill_request *waiting = NULL;
     quill_request *rejected = (quill_request *)&params;
-    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
-    quill_request_event event;
-    assert_int_equal(quill_request_next_event(running, true, &event), QUILL_OK);
-    quill_request_event_release(&event);
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
     assert_int_equal(quill_engine_submit(engine, &params, &rejected), QUILL_ERR_BUSY);
     assert_null(rejected);
     assert_non_null(strstr(quill_error_message(), "queue limit"));
 
+    gate_open(&g);
     quill_request_destroy(running);
     quill_request_destroy(waiting);
     quill_engine_destroy(engine);
+    gate_release(&g);
 }
 
 /* Returns the bytes that token stands for (letters and spaces under letter_bans). */
@@ -693,6 +756,11 @@ static void test_engine_drain_finishes_work(void **state) {
     quill_engine_destroy(engine);
 }
 
+static void *destroy_engine(void *engine) {
+    quill_engine_destroy(engine);
+    return NULL;
+}
+
 static void test_engine_destroy_cancels(void **state) {
     (void)state;
     int32_t prompt[16];
@@ -700,19 +768,50 @@ static void test_engine_destroy_cancels(void **state) {
     quill_engine_params engine_params = small_engine_params();
     engine_params.n_parallel = 1;
     quill_engine *engine = engine_new(&engine_params);
+
+    /* The first request runs and holds the engine in its callback; more wait behind it. */
+    gate g;
+    gate_init(&g);
     quill_request_params params = greedy_request(prompt, 10, 240);
-    quill_request *requests[3] = {NULL};
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
+    quill_request *requests[MAX_HANDLES] = {NULL};
+    int n_requests = 0;
+    assert_int_equal(quill_engine_submit(engine, &params, &requests[n_requests++]), QUILL_OK);
+    gate_wait_entered(&g);
+    params.on_event = NULL;
+    params.user_data = NULL;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params, &requests[n_requests++]), QUILL_OK);
     }
-    quill_engine_destroy(engine);
+
+    /* Destroy from another thread. Once a submit fails with CANCELLED, destroy has stopped
+     * intake, and opening the gate lets it cancel everything. */
+    pthread_t destroyer;
+    assert_int_equal(pthread_create(&destroyer, NULL, destroy_engine, engine), 0);
+    for (;;) {
+        quill_request *probe = NULL;
+        quill_status status = quill_engine_submit(engine, &params, &probe);
+        if (status == QUILL_ERR_CANCELLED) {
+            break;
+        }
+        if (status == QUILL_OK) {
+            assert_true(n_requests < MAX_HANDLES);
+            requests[n_requests++] = probe;
+        }
+        sched_yield();
+    }
+    gate_open(&g);
+    pthread_join(destroyer, NULL);
+
     /* The handles outlive the engine and end with a cancelled final event. */
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < n_requests; i++) {
         completion result;
         collect(requests[i], &result);
         assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
         quill_request_destroy(requests[i]);
     }
+    gate_release(&g);
 }
 
 static void count_event(void *user_data) {
