@@ -646,12 +646,27 @@ static void test_load_rejects_bad_vocab(void **state) {
     assert_int_equal(load_from_writer(writer, &tokenizer), QUILL_ERR_FORMAT);
     assert_non_null(strstr(quill_error_message(), "tokenizer.ggml.scores"));
 
+}
+
+static void test_load_ignores_out_of_range_special_ids(void **state) {
+    (void)state;
+    quill_tokenizer *tokenizer = NULL;
+    quill_gguf_writer *writer = spm_writer();
+    int32_t default_bos = -1;
+    assert_int_equal(load_from_writer(writer, &tokenizer), QUILL_OK);
+    default_bos = quill_tokenizer_bos(tokenizer);
+    quill_tokenizer_destroy(tokenizer);
+    tokenizer = NULL;
+
     writer = spm_writer();
     assert_int_equal(quill__gguf_writer_set_u32(writer, "tokenizer.ggml.bos_token_id", 99999),
                      QUILL_OK);
-    assert_int_equal(load_from_writer(writer, &tokenizer), QUILL_ERR_FORMAT);
-    assert_non_null(strstr(quill_error_message(), "bos_token_id is 99999"));
-    assert_null(tokenizer);
+    assert_int_equal(
+        quill__gguf_writer_set_u32(writer, "tokenizer.ggml.seperator_token_id", 0xFFFFFFFFu),
+        QUILL_OK);
+    assert_int_equal(load_from_writer(writer, &tokenizer), QUILL_OK);
+    assert_int_equal(quill_tokenizer_bos(tokenizer), default_bos);
+    quill_tokenizer_destroy(tokenizer);
 }
 
 static void test_load_survives_alloc_failures(void **state) {
@@ -790,6 +805,7 @@ int main(void) {
         cmocka_unit_test(test_pretokenizer_every_name_compiles),
         cmocka_unit_test(test_wordpiece_normalizes_and_splits),
         cmocka_unit_test(test_load_rejects_bad_vocab),
+        cmocka_unit_test(test_load_ignores_out_of_range_special_ids),
         cmocka_unit_test(test_load_survives_alloc_failures),
         cmocka_unit_test(test_cli_tokenize_prints_ids),
         cmocka_unit_test(test_cli_detokenize_checks_ids),

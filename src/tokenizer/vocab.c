@@ -284,10 +284,11 @@ static quill_status apply_specials(quill_tokenizer *tokenizer, const quill__voca
         if (ids[i].value == -2) {
             continue;
         }
+        /* Converters write 0xFFFFFFFF (read as INT32_MAX) for "no such token", and llama.cpp
+         * keeps the vocabulary type's default for any id past the vocabulary, so such files load
+         * there; an id out of range therefore leaves the default in place here too. */
         if (ids[i].value < 0 || ids[i].value >= tokenizer->n_vocab) {
-            return quill_error_set(QUILL_ERR_FORMAT, "tokenizer: %s is %d but the vocabulary "
-                                   "has %d tokens; the file is inconsistent, convert it again",
-                                   ids[i].key, (int)ids[i].value, (int)tokenizer->n_vocab);
+            continue;
         }
         *ids[i].target = ids[i].value;
     }
