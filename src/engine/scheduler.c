@@ -396,16 +396,16 @@ static quill_status release_text(quill_request *request, const char *bytes, size
 }
 
 /* Releases what the detokenizer and the stop matcher still hold, at the end of a request that
- * did not end on a stop string. */
-static quill_status flush_text(quill_engine *engine, quill_request *request) {
+ * did not end on a stop string. The detokenizer's last bytes may still complete one, which
+ * *is_stopped reports. */
+static quill_status flush_text(quill_engine *engine, quill_request *request, bool *is_stopped) {
     size_t n_bytes = 0;
-    bool is_stopped = false;
     quill_status status = quill_detokenizer_flush(&request->detokenizer, engine->text_scratch,
                                                   engine->detokenizer_bytes, &n_bytes);
     if (status == QUILL_OK) {
-        status = release_text(request, engine->text_scratch, n_bytes, &is_stopped);
+        status = release_text(request, engine->text_scratch, n_bytes, is_stopped);
     }
-    if (status == QUILL_OK && !is_stopped) {
+    if (status == QUILL_OK && !*is_stopped) {
         status = quill__stop_matcher_flush(&request->stop_matcher, &request->step_text);
         if (request->first_text_us == 0 && request->step_text.length > 0) {
             request->first_text_us = quill__clock_monotonic_us();
@@ -469,7 +469,10 @@ static void sample_next(quill_engine *engine, quill_request *request, const floa
         reason = QUILL_FINISH_LENGTH;
     }
     if (status == QUILL_OK && reason != QUILL_FINISH_NONE && !is_stopped) {
-        status = flush_text(engine, request);
+        status = flush_text(engine, request, &is_stopped);
+        if (is_stopped) {
+            reason = QUILL_FINISH_STOP;
+        }
     }
     if (status != QUILL_OK) {
         fail_request(engine, request, status);
