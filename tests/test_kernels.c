@@ -796,6 +796,35 @@ static void test_matmul_batch_and_thread_invariant(void **state) {
     quill__threadpool_destroy(pool_2);
 }
 
+/* Wide f32 rows make the activation groups smaller than the batch (32 tokens of 32 KB each), so
+ * a 70-token batch is split into three groups; each output must still equal vec_dot. */
+static void test_matmul_token_groups_invariant(void **state) {
+    (void)state;
+    enum { N_ROWS = 5, N_COLS = 8192, N_TOKENS = 70 };
+    rng generator = {123};
+    float *w = quill__malloc_array((size_t)N_ROWS * N_COLS, sizeof(float));
+    float *x = quill__malloc_array((size_t)N_TOKENS * N_COLS, sizeof(float));
+    float *y = quill__malloc_array((size_t)N_TOKENS * N_ROWS, sizeof(float));
+    assert_non_null(w);
+    assert_non_null(x);
+    assert_non_null(y);
+    fill_random(&generator, w, (int64_t)N_ROWS * N_COLS, 32);
+    fill_random(&generator, x, (int64_t)N_TOKENS * N_COLS, 32);
+    quill_matrix weights = {.type = QUILL_TYPE_F32, .n_rows = N_ROWS, .n_cols = N_COLS,
+                            .data = w, .row_bytes = N_COLS * sizeof(float)};
+    quill__matmul(NULL, &weights, x, N_COLS, N_TOKENS, y, N_ROWS, NULL);
+    for (int t = 0; t < N_TOKENS; t++) {
+        for (int r = 0; r < N_ROWS; r++) {
+            float expected = quill__vec_dot(QUILL_TYPE_F32, N_COLS, w + (size_t)r * N_COLS,
+                                            x + (size_t)t * N_COLS);
+            assert_true(y[t * N_ROWS + r] == expected);
+        }
+    }
+    quill__free(y);
+    quill__free(x);
+    quill__free(w);
+}
+
 static void test_matmul_unsupported_type_writes_nan(void **state) {
     (void)state;
     uint8_t data[2 * 292] = {0};
@@ -922,6 +951,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_quantize_row_rejects_partial_block),
         cmocka_unit_test(test_matmul_matches_vec_dot),
         cmocka_unit_test(test_matmul_batch_and_thread_invariant),
+        cmocka_unit_test(test_matmul_token_groups_invariant),
         cmocka_unit_test(test_matmul_unsupported_type_writes_nan),
         cmocka_unit_test(test_matmul_scratch_bytes),
         cmocka_unit_test(test_kernels_init_default_ok),

@@ -1,10 +1,11 @@
 /*
  * quill__matmul: y[t][r] = dot(W[r], x[t]) over a thread pool. Activation rows are quantized
- * once each into scratch (split by token), then weight rows are split by thread and walked in
- * tiles: each tile of weight rows is multiplied with every token before the next tile is read,
- * so a weight row leaves memory once per group of tokens. Each (row, token) result comes from
- * the same kernel call sequence whatever n_tokens, the tile or the thread count, so results
- * are batch-invariant bit for bit.
+ * once each into scratch (split by token), then weight rows are split by thread. Each thread
+ * takes the tokens in groups whose activation rows fit in L2, and for each group walks its
+ * weight rows in tiles, multiplying a tile with every token of the group before reading the
+ * next: a weight row leaves memory once per group and the group's activations stay in cache.
+ * Each (row, token) result comes from the same kernel call sequence whatever n_tokens, the
+ * tiles, the groups or the thread count, so results are batch-invariant bit for bit.
  */
 #include "kernels/kernels.h"
 
@@ -15,6 +16,11 @@
 /* Weight rows per tile and tokens per tile: a tile of 16 rows of a 4096-wide Q8_0 matrix is
  * 70 KB, and 32 activation rows of it 139 KB, so a tile pair stays in a 1-2 MB L2 cache. */
 enum { QUILL_MATMUL_TILE_ROWS = 16, QUILL_MATMUL_TILE_TOKENS = 32 };
+
+/* Activation bytes per token group, an estimate of half a typical 1 MB L2 cache. With 512
+ * tokens, re-reading all activations for every row tile halved prefill throughput on a 2048 x
+ * 2048 matrix (tools/bench_kernels.c, AMD EPYC with AVX-512). */
+enum { QUILL_MATMUL_GROUP_BYTES = 512 * 1024 };
 
 /* Activation rows in scratch start on 64-byte boundaries. */
 enum { QUILL_MATMUL_ROW_ALIGN = 64 };
@@ -80,30 +86,46 @@ static void tile_by_vec_dot(const matmul_job *job, int64_t row_begin, int64_t n_
     }
 }
 
-/* Multiplies this thread's rows of W with every token, one tile of rows at a time. */
+/* Multiplies rows [row, row + n_rows) with tokens [token_begin, token_end) in token tiles. */
+static void multiply_rows(const matmul_job *job, int64_t row, int64_t n_rows, int64_t token_begin,
+                          int64_t token_end) {
+    const quill_matrix *w = job->weights;
+    for (int64_t token = token_begin; token < token_end; token += QUILL_MATMUL_TILE_TOKENS) {
+        int64_t n_tokens = token_end - token < QUILL_MATMUL_TILE_TOKENS ? token_end - token
+                                                                        : QUILL_MATMUL_TILE_TOKENS;
+        if (job->ops->gemm == NULL) {
+            tile_by_vec_dot(job, row, n_rows, token, n_tokens);
+            continue;
+        }
+        const char *weight_tile = (const char *)w->data + (size_t)row * w->row_bytes;
+        const char *activation_tile =
+            (const char *)job->activations + (size_t)token * job->activation_row_bytes;
+        job->ops->gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
+                       job->activation_row_bytes, n_tokens, job->y + token * job->y_stride + row,
+                       job->y_stride);
+    }
+}
+
+/* Multiplies this thread's rows of W with every token: token groups outside, row tiles inside. */
 static void multiply_task(void *context, int thread_index, int n_threads) {
     matmul_job *job = context;
-    const quill_matrix *w = job->weights;
     int64_t begin;
     int64_t end;
-    quill__threadpool_split(w->n_rows, thread_index, n_threads, &begin, &end);
+    quill__threadpool_split(job->weights->n_rows, thread_index, n_threads, &begin, &end);
 
-    for (int64_t row = begin; row < end; row += QUILL_MATMUL_TILE_ROWS) {
-        int64_t n_rows = end - row < QUILL_MATMUL_TILE_ROWS ? end - row : QUILL_MATMUL_TILE_ROWS;
-        for (int64_t token = 0; token < job->n_tokens; token += QUILL_MATMUL_TILE_TOKENS) {
-            int64_t n_tokens = job->n_tokens - token < QUILL_MATMUL_TILE_TOKENS
-                                   ? job->n_tokens - token
-                                   : QUILL_MATMUL_TILE_TOKENS;
-            if (job->ops->gemm == NULL) {
-                tile_by_vec_dot(job, row, n_rows, token, n_tokens);
-                continue;
-            }
-            const char *weight_tile = (const char *)w->data + (size_t)row * w->row_bytes;
-            const char *activation_tile =
-                (const char *)job->activations + (size_t)token * job->activation_row_bytes;
-            job->ops->gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
-                           job->activation_row_bytes, n_tokens,
-                           job->y + token * job->y_stride + row, job->y_stride);
+    int64_t group_tokens = (int64_t)(QUILL_MATMUL_GROUP_BYTES / job->activation_row_bytes);
+    group_tokens = group_tokens / QUILL_MATMUL_TILE_TOKENS * QUILL_MATMUL_TILE_TOKENS;
+    if (group_tokens < QUILL_MATMUL_TILE_TOKENS) {
+        group_tokens = QUILL_MATMUL_TILE_TOKENS;
+    }
+
+    for (int64_t group = 0; group < job->n_tokens; group += group_tokens) {
+        int64_t group_end =
+            job->n_tokens - group < group_tokens ? job->n_tokens : group + group_tokens;
+        for (int64_t row = begin; row < end; row += QUILL_MATMUL_TILE_ROWS) {
+            int64_t n_rows =
+                end - row < QUILL_MATMUL_TILE_ROWS ? end - row : QUILL_MATMUL_TILE_ROWS;
+            multiply_rows(job, row, n_rows, group, group_end);
         }
     }
 }
