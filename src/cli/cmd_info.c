@@ -218,7 +218,8 @@ static void print_text_info(const quill_gguf *file, const model_info *info) {
     if (info->has_rope_freq_base) {
         printf("%-17s %g\n", "rope freq base:", info->rope_freq_base);
     } else {
-        printf("%-17s unknown\n", "rope freq base:");
+        /* Loaders, Quill's and llama.cpp's, use 10000 when the key is absent. */
+        printf("%-17s 10000 (default; the key is absent)\n", "rope freq base:");
     }
     printf("%-17s ", "parameters:");
     print_scaled(info->n_params);
@@ -286,8 +287,8 @@ static quill_status print_json_info(const quill_gguf *file, const model_info *in
     json_object_object_add(root, "head_dim", json_integer(info->head_dim));
     json_object_object_add(root, "context_length", json_integer(info->n_ctx_train));
     json_object_object_add(root, "rope_freq_base",
-                           info->has_rope_freq_base ? json_object_new_double(info->rope_freq_base)
-                                                    : NULL);
+                           json_object_new_double(info->has_rope_freq_base ? info->rope_freq_base
+                                                                           : 10000.0));
     json_object_object_add(root, "n_params", json_object_new_int64(info->n_params));
     json_object_object_add(root, "file_bytes",
                            json_object_new_int64((int64_t)quill_gguf_file_bytes(file)));
