@@ -380,6 +380,36 @@ static void test_top_p_large_vocab_nucleus(void **state) {
     free(logits);
 }
 
+/* Large vocabulary with min-p only: the kept set is selected, not sorted, past the first
+ * prefix, and every draw must clear the min-p threshold. */
+static void test_min_p_large_vocab_threshold(void **state) {
+    (void)state;
+    enum { N_VOCAB = 5000 };
+    float *logits = malloc(N_VOCAB * sizeof(float));
+    assert_non_null(logits);
+    uint32_t x = 777;
+    float max_logit = -INFINITY;
+    for (int i = 0; i < N_VOCAB; i++) {
+        x = x * 1664525u + 1013904223u;
+        logits[i] = (float)(x >> 8) / (float)(1u << 24) * 3.0f;
+        max_logit = logits[i] > max_logit ? logits[i] : max_logit;
+    }
+    quill_sampling_params params = random_params(31);
+    params.min_p = 0.2f;
+    quill_sampler *sampler = sampler_new(&params, N_VOCAB);
+    float threshold = max_logit + logf(0.2f);
+    int n_low = 0;
+    for (int i = 0; i < 500; i++) {
+        int32_t token = quill_sampler_sample(sampler, logits);
+        assert_true(logits[token] >= threshold);
+        n_low += logits[token] < max_logit - 1.0f;
+    }
+    /* About a fifth of the kept probability mass lies more than 1 below the best logit. */
+    assert_true(n_low > 0);
+    quill_sampler_destroy(sampler);
+    free(logits);
+}
+
 static void test_same_seed_same_tokens(void **state) {
     (void)state;
     float logits[50];
@@ -452,6 +482,7 @@ int main(void) {
         cmocka_unit_test(test_min_p_cuts_tail),
         cmocka_unit_test(test_temperature_follows_softmax),
         cmocka_unit_test(test_top_p_large_vocab_nucleus),
+        cmocka_unit_test(test_min_p_large_vocab_threshold),
         cmocka_unit_test(test_same_seed_same_tokens),
         cmocka_unit_test(test_logprobs_values_and_order),
         cmocka_unit_test(test_logprobs_chosen_out_of_range),

@@ -528,8 +528,10 @@ static int32_t sample_filtered(quill_sampler *sampler, candidate *items, int64_t
     if (n_min_p < n_kept) {
         n_kept = n_min_p;
     }
-    if (n_kept > n_sorted) {
-        candidates_sorted_prefix(items + n_sorted, n - n_sorted, n_kept - n_sorted);
+    /* The draw needs the kept set, not its order: selecting the rest of it is O(n), and when
+     * nothing is cut (no filter active) nothing moves. */
+    if (n_kept > n_sorted && n_kept < n) {
+        candidates_select(items + n_sorted, n - n_sorted, n_kept - n_sorted);
     }
 
     /* Temperature softmax over the kept candidates and one draw. */
