@@ -1,12 +1,13 @@
 /*
- * Single-thread matmul throughput of every kernel variant this CPU runs, for each weight type:
- * a 2048 x 2048 weight matrix, decode (1 token; reported as GB/s of weight bytes read) and
- * prefill (64 tokens; reported as GFLOP/s, 2 * rows * cols * tokens per call). Run by hand:
+ * Matmul throughput of every kernel variant this CPU runs, for each weight type: a 2048 x 2048
+ * weight matrix, decode (1 token; reported as GB/s of weight bytes read) and prefill (64
+ * tokens by default; reported as GFLOP/s, 2 * rows * cols * tokens per call). Run by hand:
  *
  *   cmake --build build --target quill_lib
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc tools/bench_kernels.c build/libquill.a \
- *      -lpthread -lm -o /tmp/bench_kernels && /tmp/bench_kernels
+ *      -lpthread -lm -o /tmp/bench_kernels && /tmp/bench_kernels [n_threads] [n_prefill_tokens]
  *
+ * n_threads defaults to 1 (the calling thread only).
  * Timings use the monotonic clock and take the best of several repetitions.
  */
 #include <stdio.h>
@@ -15,11 +16,12 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/threadpool.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 #include "quill/tensor_type.h"
 
-enum { N_ROWS = 2048, N_COLS = 2048, N_PREFILL_TOKENS = 64 };
+enum { N_ROWS = 2048, N_COLS = 2048, N_MAX_PREFILL_TOKENS = 1024 };
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -28,15 +30,15 @@ static double now_seconds(void) {
 }
 
 /* Returns the best time of one matmul call over repetitions lasting about min_seconds. */
-static double time_matmul(const quill_kernel_table *table, const quill_matrix *weights,
-                          const float *x, int64_t n_tokens, float *y, void *scratch,
-                          double min_seconds) {
+static double time_matmul(const quill_kernel_table *table, quill_threadpool *pool,
+                          const quill_matrix *weights, const float *x, int64_t n_tokens, float *y,
+                          void *scratch, double min_seconds) {
     double best = 1e30;
     double start = now_seconds();
     int n_runs = 0;
     while (n_runs < 2 || now_seconds() - start < min_seconds) {
         double t0 = now_seconds();
-        quill__matmul_with_table(table, NULL, weights, x, N_COLS, n_tokens, y, N_ROWS, scratch);
+        quill__matmul_with_table(table, pool, weights, x, N_COLS, n_tokens, y, N_ROWS, scratch);
         double elapsed = now_seconds() - t0;
         best = elapsed < best ? elapsed : best;
         n_runs++;
@@ -44,20 +46,45 @@ static double time_matmul(const quill_kernel_table *table, const quill_matrix *w
     return best;
 }
 
-int main(void) {
+/* Parses an optional positive integer argument; returns fallback when absent or invalid. */
+static long parse_count(int argc, char **argv, int index, long fallback, long max) {
+    if (argc <= index) {
+        return fallback;
+    }
+    char *end = NULL;
+    long value = strtol(argv[index], &end, 10);
+    if (end == argv[index] || *end != '\0' || value < 1 || value > max) {
+        fprintf(stderr, "bench_kernels: ignoring argument '%s', expected 1..%ld\n", argv[index],
+                max);
+        return fallback;
+    }
+    return value;
+}
+
+int main(int argc, char **argv) {
     const uint32_t types[] = {QUILL_TYPE_F32,  QUILL_TYPE_F16,  QUILL_TYPE_BF16, QUILL_TYPE_Q8_0,
                               QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0, QUILL_TYPE_Q5_1,
                               QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
+    int n_threads = (int)parse_count(argc, argv, 1, 1, 256);
+    int64_t n_prefill = parse_count(argc, argv, 2, 64, N_MAX_PREFILL_TOKENS);
+    quill_threadpool_params params = quill__threadpool_params_default();
+    params.n_threads = n_threads;
+    quill_threadpool *pool = NULL;
+    if (quill__threadpool_create(&params, &pool) != QUILL_OK) {
+        fprintf(stderr, "bench_kernels: cannot create a pool of %d threads\n", n_threads);
+        return 1;
+    }
     float *w = malloc(sizeof(float) * N_COLS);
-    float *x = malloc(sizeof(float) * N_COLS * N_PREFILL_TOKENS);
-    float *y = malloc(sizeof(float) * N_ROWS * N_PREFILL_TOKENS);
-    void *scratch = quill__aligned_alloc(64, 1 << 20);
+    float *x = malloc(sizeof(float) * N_COLS * (size_t)n_prefill);
+    float *y = malloc(sizeof(float) * N_ROWS * (size_t)n_prefill);
+    void *scratch = quill__aligned_alloc(64, (size_t)N_COLS * 2 * (size_t)n_prefill);
     unsigned seed = 1;
-    for (int i = 0; i < N_COLS * N_PREFILL_TOKENS; i++) {
+    for (int64_t i = 0; i < N_COLS * n_prefill; i++) {
         seed = seed * 1103515245u + 12345u;
         x[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
     }
 
+    printf("threads=%d prefill_tokens=%lld\n", n_threads, (long long)n_prefill);
     printf("%-6s %-7s %14s %16s\n", "type", "variant", "decode GB/s", "prefill GFLOP/s");
     for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
         size_t row_bytes = 0;
@@ -77,11 +104,11 @@ int main(void) {
                 continue;
             }
             double min_seconds = v == QUILL_KERNEL_VARIANT_REF ? 0.2 : 0.5;
-            double decode = time_matmul(table, &weights, x, 1, y, scratch, min_seconds);
+            double decode = time_matmul(table, pool, &weights, x, 1, y, scratch, min_seconds);
             double prefill =
-                time_matmul(table, &weights, x, N_PREFILL_TOKENS, y, scratch, min_seconds);
+                time_matmul(table, pool, &weights, x, n_prefill, y, scratch, min_seconds);
             double bytes = (double)row_bytes * N_ROWS;
-            double flops = 2.0 * N_ROWS * N_COLS * N_PREFILL_TOKENS;
+            double flops = 2.0 * N_ROWS * N_COLS * (double)n_prefill;
             printf("%-6s %-7s %14.2f %16.2f\n", quill_type_name(types[k]), table->name,
                    bytes / decode * 1e-9, flops / prefill * 1e-9);
             fflush(stdout);
@@ -92,5 +119,6 @@ int main(void) {
     free(y);
     free(x);
     free(w);
+    quill__threadpool_destroy(pool);
     return 0;
 }
