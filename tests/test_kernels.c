@@ -825,13 +825,21 @@ static void test_matmul_token_groups_invariant(void **state) {
     quill__free(w);
 }
 
-static void test_matmul_unsupported_type_writes_nan(void **state) {
+static void test_matmul_invalid_weights_write_nan(void **state) {
     (void)state;
     uint8_t data[2 * 292] = {0};
     float x[2 * 256] = {0};
     float y[2 * 2];
     quill_matrix weights = {.type = QUILL_TYPE_Q8_K, .n_rows = 2, .n_cols = 256, .data = data,
                             .row_bytes = 292};
+    quill__matmul(NULL, &weights, x, 256, 2, y, 2, NULL);
+    for (int i = 0; i < 4; i++) {
+        assert_true(isnan(y[i]));
+    }
+
+    /* A Q4_0 row of 100 values is not a whole number of 32-value blocks. */
+    weights.type = QUILL_TYPE_Q4_0;
+    weights.n_cols = 100;
     quill__matmul(NULL, &weights, x, 256, 2, y, 2, NULL);
     for (int i = 0; i < 4; i++) {
         assert_true(isnan(y[i]));
@@ -952,7 +960,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matmul_matches_vec_dot),
         cmocka_unit_test(test_matmul_batch_and_thread_invariant),
         cmocka_unit_test(test_matmul_token_groups_invariant),
-        cmocka_unit_test(test_matmul_unsupported_type_writes_nan),
+        cmocka_unit_test(test_matmul_invalid_weights_write_nan),
         cmocka_unit_test(test_matmul_scratch_bytes),
         cmocka_unit_test(test_kernels_init_default_ok),
         cmocka_unit_test(test_kernels_forced_unknown_variant_fails),

@@ -68,7 +68,8 @@ size_t quill__matmul_scratch_bytes(const quill_matrix *weights, int64_t n_tokens
  * x: f32 [n_tokens][x_stride], first n_cols used; y: f32 [n_tokens][y_stride], first n_rows
  * written. scratch: quill__matmul_scratch_bytes bytes, 64-byte aligned.
  * Batch-invariant: y[t] is bit-identical whatever n_tokens is and whichever thread computes it.
- * A weight type without a dot product (see quill__vec_dot_type) writes NaN to every output. */
+ * A weight type without a dot product, or n_cols not a multiple of its block size, writes NaN to
+ * every output. */
 void quill__matmul(quill_threadpool *pool, const quill_matrix *weights, const float *x,
                    int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride, void *scratch);
 

@@ -146,9 +146,12 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
     if (n_tokens <= 0 || weights->n_rows <= 0) {
         return;
     }
-    /* A type without a dot product (an activation format, or no kernels) yields NaN outputs
-     * rather than a crash; the model loader rejects such weights before this point. */
-    if (weights->type >= QUILL_TYPE_COUNT || job.ops->vec_dot == NULL) {
+    /* A type without a dot product (an activation format, or no kernels), or a row length that
+     * is not a multiple of the block size, yields NaN outputs rather than a crash or a read
+     * past the rows; the model loader rejects such weights before this point. */
+    size_t row_bytes = 0;
+    if (weights->type >= QUILL_TYPE_COUNT || job.ops->vec_dot == NULL ||
+        !quill_type_row_bytes(weights->type, weights->n_cols, &row_bytes)) {
         for (int64_t t = 0; t < n_tokens; t++) {
             for (int64_t r = 0; r < weights->n_rows; r++) {
                 y[t * y_stride + r] = NAN;
