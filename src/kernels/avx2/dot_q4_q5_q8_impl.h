@@ -73,7 +73,7 @@ QUILL_X86_INLINE __m256i unpack_weight(int kind, const uint8_t *block, float *d,
     }
 }
 
-/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens) with n_rows <= TILE_ROWS and
+/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens) with n_rows <= DECODE_ROWS and
  * n_tokens <= TILE_TOKENS; see the file comment for the per-pair arithmetic. Q4_0 and Q5_0
  * levels are unsigned with an offset of 8 or 16, so their lanes are dot(u, x) - dot(offset, x),
  * the same integers as dot(u - offset, x). */
