@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "kernels/kernels.h"
+#include "quill/status.h"
 
 typedef struct subcommand {
     const char *name;                  /* as typed after `quill` */
@@ -44,6 +46,12 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "--version") == 0) {
         printf("quill 0.1.0\n");
         return 0;
+    }
+    /* A QUILL_KERNELS value naming a variant this CPU lacks must stop the run here, rather
+     * than leave it on the slow scalar kernels without a word. */
+    if (quill__kernels_init() != QUILL_OK) {
+        fprintf(stderr, "quill: %s\n", quill_error_message());
+        return 1;
     }
     for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {
