@@ -1,16 +1,28 @@
 /*
- * Thread pool with a generation counter. The driver publishes (task, context), bumps
- * `generation` and wakes sleepers; each worker runs the task once per generation and bumps
- * `n_finished`. Idle workers spin for spin_us before sleeping on the condition variable, so
- * back-to-back ops in a forward pass do not pay a wake-up, while an idle server does not burn
- * CPU. The driver also spins briefly, then yields, while it waits for the workers: on a machine
- * whose cores are shared, pure spinning by both sides would starve the thread being waited on.
+ * Thread pool with a claimable work word. The driver publishes (task, context), then stores
+ * `work` = generation << 32 | n_parts << 16 | next part. Every thread, the driver included,
+ * claims parts by compare-and-swap on `work` until none is left, and counts each finished part
+ * in `n_done`. The driver returns once n_done reaches n_parts. A worker that wakes late finds
+ * no part left and goes back to waiting, so the driver never waits for a thread that has not
+ * started, only for parts that a thread has claimed.
+ *
+ * Idle workers spin for spin_us before sleeping on the condition variable, so back-to-back ops
+ * in a forward pass do not pay a wake-up, while an idle server does not burn CPU. The driver
+ * signals the condition variable only when a worker sleeps. While it waits for claimed parts,
+ * the driver spins briefly, then yields: on a machine whose cores are shared, pure spinning
+ * would starve the thread being waited on.
+ *
+ * Why a compare-and-swap reads the right task: a thread reads `work`, then task and context,
+ * then swaps next for next + 1 only if `work` is unchanged. The driver writes the next run's
+ * task only after every part of this run has been claimed and finished, so a successful swap
+ * (some part still unclaimed) means the task it read belongs to this run.
  */
 #include "base/threadpool.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -24,28 +36,42 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
+enum {
+    MAX_TASKS_PER_THREAD = 64,
+    MAX_PARTS = 0xffff,      /* n_parts and next share 16 bits each of `work` */
+    DRIVER_SPIN_ROUNDS = 4000, /* pause rounds before the waiting driver yields */
+    CACHE_LINE = 64,
+};
+
 typedef struct worker {
     quill_threadpool *pool; /* owning pool */
     pthread_t thread;       /* set by create */
-    int index;              /* 1..n_threads-1 */
 } worker;
 
 struct quill_threadpool {
-    int n_threads;                    /* including the driver */
-    int spin_us;                      /* idle spin before sleeping */
-    worker *workers;                  /* [n_threads - 1] */
-    int n_started;                    /* workers successfully started */
-    quill_threadpool_task task;       /* published before generation is bumped */
-    void *context;                    /* likewise */
-    atomic_uint generation;           /* bumped once per run */
-    atomic_int n_finished;            /* workers done with the current generation */
-    atomic_bool is_stopping;          /* set by destroy */
-    pthread_mutex_t mutex;            /* guards sleeping workers' wait; lock order: only lock */
-    pthread_cond_t wake;              /* signalled with mutex held after a bump */
+    int n_threads;                           /* including the driver */
+    int n_parts;                             /* parts per run: n_threads * tasks_per_thread */
+    int spin_us;                             /* idle spin before sleeping */
+    worker *workers;                         /* [n_threads - 1] */
+    int n_started;                           /* workers successfully started */
+    uint32_t generation;                     /* driver's count of runs; only it writes */
+    _Atomic(quill_threadpool_task) task;     /* written before `work` is published */
+    _Atomic(void *) context;                 /* likewise */
+    alignas(CACHE_LINE) atomic_uint_least64_t work; /* generation, n_parts, next part */
+    alignas(CACHE_LINE) atomic_int n_done;   /* parts finished in the current run */
+    atomic_int n_sleeping;                   /* workers blocked (or about to) on `wake` */
+    atomic_bool is_stopping;                 /* set by destroy */
+    pthread_mutex_t mutex;                   /* guards sleeping workers' wait; the only lock */
+    pthread_cond_t wake;                     /* broadcast under mutex after a publish */
 };
 
+static uint32_t work_generation(uint64_t work) { return (uint32_t)(work >> 32); }
+static int work_n_parts(uint64_t work) { return (int)((work >> 16) & 0xffff); }
+static int work_next(uint64_t work) { return (int)(work & 0xffff); }
+
 quill_threadpool_params quill__threadpool_params_default(void) {
-    quill_threadpool_params params = {.n_threads = 1, .use_pinning = false, .spin_us = 200};
+    quill_threadpool_params params = {
+        .n_threads = 1, .use_pinning = false, .spin_us = 200, .tasks_per_thread = 1};
     return params;
 }
 
@@ -57,12 +83,27 @@ void quill__threadpool_split(int64_t n_items, int thread_index, int n_threads, i
     *end = *begin + per_thread + (thread_index < remainder ? 1 : 0);
 }
 
-static unsigned wait_for_generation(quill_threadpool *pool, unsigned seen) {
+/* Claims and runs parts of the run that `work` belongs to until none is left. */
+static void run_parts(quill_threadpool *pool, uint64_t work) {
+    while (work_next(work) < work_n_parts(work)) {
+        quill_threadpool_task task = atomic_load_explicit(&pool->task, memory_order_relaxed);
+        void *context = atomic_load_explicit(&pool->context, memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&pool->work, &work, work + 1,
+                                                  memory_order_acquire, memory_order_acquire)) {
+            task(context, work_next(work), work_n_parts(work));
+            atomic_fetch_add_explicit(&pool->n_done, 1, memory_order_release);
+            work = atomic_load_explicit(&pool->work, memory_order_acquire);
+        }
+    }
+}
+
+/* Waits until `work` belongs to a generation other than seen, or the pool stops. */
+static uint64_t wait_for_work(quill_threadpool *pool, uint32_t seen) {
     int64_t spin_deadline_us = quill__clock_monotonic_us() + pool->spin_us;
     for (int i = 0;; i++) {
-        unsigned current = atomic_load(&pool->generation);
-        if (current != seen || atomic_load(&pool->is_stopping)) {
-            return current;
+        uint64_t work = atomic_load_explicit(&pool->work, memory_order_acquire);
+        if (work_generation(work) != seen || atomic_load(&pool->is_stopping)) {
+            return work;
         }
         CPU_RELAX();
         if ((i & 255) == 255 && quill__clock_monotonic_us() > spin_deadline_us) {
@@ -70,28 +111,29 @@ static unsigned wait_for_generation(quill_threadpool *pool, unsigned seen) {
         }
     }
     pthread_mutex_lock(&pool->mutex);
-    unsigned current = atomic_load(&pool->generation);
-    while (current == seen && !atomic_load(&pool->is_stopping)) {
+    atomic_fetch_add(&pool->n_sleeping, 1);
+    uint64_t work = atomic_load(&pool->work);
+    while (work_generation(work) == seen && !atomic_load(&pool->is_stopping)) {
         pthread_cond_wait(&pool->wake, &pool->mutex);
-        current = atomic_load(&pool->generation);
+        work = atomic_load(&pool->work);
     }
+    atomic_fetch_sub(&pool->n_sleeping, 1);
     pthread_mutex_unlock(&pool->mutex);
-    return current;
+    return work;
 }
 
 static void *worker_main(void *argument) {
     worker *self = argument;
     quill_threadpool *pool = self->pool;
-    /* Generation 0 is the state at creation, before any run: a worker that starts late must
-     * still run the first task, so it must not read the counter as its starting point. */
-    unsigned seen = 0;
+    /* Generation 0 is the state at creation, before any run. */
+    uint32_t seen = 0;
     for (;;) {
-        seen = wait_for_generation(pool, seen);
+        uint64_t work = wait_for_work(pool, seen);
         if (atomic_load(&pool->is_stopping)) {
             break;
         }
-        pool->task(pool->context, self->index, pool->n_threads);
-        atomic_fetch_add(&pool->n_finished, 1);
+        seen = work_generation(work);
+        run_parts(pool, work);
     }
     return NULL;
 }
@@ -129,11 +171,18 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
                                "threadpool: n_threads=%d is out of range; use 1 to 1024",
                                params->n_threads);
     }
+    if (params->tasks_per_thread < 1 || params->tasks_per_thread > MAX_TASKS_PER_THREAD) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "threadpool: tasks_per_thread=%d is out of range; use 1 to %d",
+                               params->tasks_per_thread, MAX_TASKS_PER_THREAD);
+    }
     quill_threadpool *pool = quill__calloc(1, sizeof(*pool));
     if (pool == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "threadpool: out of memory");
     }
     pool->n_threads = params->n_threads;
+    int n_parts = params->n_threads * params->tasks_per_thread;
+    pool->n_parts = n_parts > MAX_PARTS ? MAX_PARTS : n_parts;
     pool->spin_us = params->spin_us < 0 ? 0 : params->spin_us;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
@@ -148,7 +197,6 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
     for (int i = 1; i < params->n_threads; i++) {
         worker *w = &pool->workers[i - 1];
         w->pool = pool;
-        w->index = i;
         int error = pthread_create(&w->thread, NULL, worker_main, w);
         if (error != 0) {
             quill__threadpool_destroy(pool);
@@ -185,26 +233,36 @@ int quill__threadpool_size(const quill_threadpool *pool) {
     return pool == NULL ? 1 : pool->n_threads;
 }
 
+int quill__threadpool_n_parts(const quill_threadpool *pool) {
+    return pool == NULL || pool->n_threads == 1 ? 1 : pool->n_parts;
+}
+
 void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, void *context) {
     if (pool == NULL || pool->n_threads == 1) {
         task(context, 0, 1);
         return;
     }
-    pool->task = task;
-    pool->context = context;
-    atomic_store(&pool->n_finished, 0);
+    atomic_store_explicit(&pool->task, task, memory_order_relaxed);
+    atomic_store_explicit(&pool->context, context, memory_order_relaxed);
+    atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
 
-    /* Publish: the bump is sequentially consistent, so workers that see it also see task. */
-    pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add(&pool->generation, 1);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mutex);
+    /* Publish: sequentially consistent, so that either a worker about to sleep sees the new
+     * generation, or this thread sees its n_sleeping count and wakes it. */
+    pool->generation++;
+    uint64_t work = (uint64_t)pool->generation << 32 | (uint64_t)pool->n_parts << 16;
+    atomic_store(&pool->work, work);
+    if (atomic_load(&pool->n_sleeping) > 0) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mutex);
+    }
 
-    task(context, 0, pool->n_threads);
+    run_parts(pool, work);
 
-    /* Wait for the workers: spin a little, then yield the core to them. */
-    for (int i = 0; atomic_load(&pool->n_finished) < pool->n_threads - 1; i++) {
-        if (i < 2000) {
+    /* Wait for the parts other threads claimed: spin a little, then yield the core to them. */
+    for (int i = 0; atomic_load_explicit(&pool->n_done, memory_order_acquire) < pool->n_parts;
+         i++) {
+        if (i < DRIVER_SPIN_ROUNDS) {
             CPU_RELAX();
         } else {
             sched_yield();

@@ -28,6 +28,9 @@
 enum {
     DEFAULT_BATCH_MAX = 512,
     SCRATCH_ALIGNMENT = 64,
+    /* Parts per thread of each pool run: with 8, a thread whose core another process holds
+     * delays an op by at most about an eighth of its share (see threadpool.h). */
+    TASKS_PER_THREAD = 8,
 };
 
 struct quill_context {
@@ -45,7 +48,6 @@ struct quill_context {
     float *gate;                  /* f32 [n_batch_max][n_ff] */
     float *up;                    /* f32 [n_batch_max][n_ff] */
     float *rope;                  /* f32 [n_batch_max][n_rot / 2][2]: cos, sin */
-    float *scores;                /* f32 [n_threads][QUILL_ATTENTION_CHUNK] */
     void *matmul_scratch;         /* quill__matmul's activation copies */
     float *logits;                /* f32 [n_batch_max][n_vocab]; rows in use: n_logits */
     int32_t *logits_rows;         /* [n_batch_max] logits row of each entry, or -1 */
@@ -115,7 +117,6 @@ static quill_status allocate_scratch(quill_context *context) {
     context->gate = allocate_rows(n, info->n_ff);
     context->up = allocate_rows(n, info->n_ff);
     context->rope = allocate_rows(n, info->n_rot > 0 ? info->n_rot : 1);
-    context->scores = allocate_rows(context->n_threads, QUILL_ATTENTION_CHUNK);
     /* NOTE: the logits buffer has room for every entry to want logits. For large vocabularies
      * that reserves much address space, but the pages no pass writes stay untouched. */
     context->logits = allocate_rows(n, info->n_vocab);
@@ -132,7 +133,7 @@ static quill_status allocate_scratch(quill_context *context) {
     if (context->residual == NULL || context->normed == NULL || context->projected == NULL ||
         context->q == NULL || context->k == NULL || context->v == NULL ||
         context->attention == NULL || context->gate == NULL || context->up == NULL ||
-        context->rope == NULL || context->scores == NULL || context->logits == NULL ||
+        context->rope == NULL || context->logits == NULL ||
         context->matmul_scratch == NULL || context->logits_rows == NULL ||
         context->logits_entries == NULL || context->seq_ids == NULL || context->seq_ends == NULL ||
         context->entry_blocks == NULL) {
@@ -183,6 +184,7 @@ quill_status quill_context_create(const quill_model *model, const quill_context_
     quill_threadpool_params pool_params = quill__threadpool_params_default();
     pool_params.n_threads = params->n_threads;
     pool_params.use_pinning = params->use_pinning;
+    pool_params.tasks_per_thread = TASKS_PER_THREAD;
     status = quill__threadpool_create(&pool_params, &context->pool);
     if (status != QUILL_OK) {
         goto cleanup;
@@ -215,7 +217,6 @@ void quill_context_destroy(quill_context *context) {
     quill__free(context->gate);
     quill__free(context->up);
     quill__free(context->rope);
-    quill__free(context->scores);
     quill__free(context->logits);
     quill__free(context->matmul_scratch);
     quill__free(context->logits_rows);
@@ -459,7 +460,7 @@ static void attention_worker(void *task_context, int thread_index, int n_threads
     const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
     const size_t element_bytes = view->type == QUILL_TYPE_F32 ? 4 : 2;
     const float scale = 1.0f / sqrtf((float)info->head_dim);
-    float *scores = context->scores + (int64_t)thread_index * QUILL_ATTENTION_CHUNK;
+    float scores[QUILL_ATTENTION_CHUNK];
 
     /* Items are dealt round-robin rather than in contiguous ranges: in a prefill, later
      * entries attend over more keys, so contiguous ranges would leave the last thread with most
