@@ -253,6 +253,10 @@ static enum MHD_Result answer(quill_exchange *exchange) {
                           http_status == 503 ? 1 : 0);
     }
     quill__strbuf_release(&body);
+    if (exchange->error.http_status == 0 && exchange->completion == NULL) {
+        quill__http_error_set(&exchange->error, 500, NULL, NULL,
+                              "the request produced neither a response nor a generation");
+    }
     if (exchange->error.http_status != 0) {
         return queue_error(exchange, &exchange->error);
     }
