@@ -344,6 +344,7 @@ static void test_models_lists_alias(void **state) {
     assert_string_equal(json_string_at(root, "object"), "list");
     assert_string_equal(json_string_at(root, "data.0.id"), "tiny");
     assert_int_equal(json_int_at(root, "data.0.context_length"), 256);
+    assert_int_equal(json_int_at(root, "data.0.vocab_size"), 320);
     json_object_put(root);
     http_reply_release(&reply);
 }
@@ -506,6 +507,29 @@ static void test_completion_stream_n_choices(void **state) {
     assert_int_equal(n_finished[0], 1);
     assert_int_equal(n_finished[1], 1);
     http_reply_release(&reply);
+}
+
+static void test_ignore_eos_runs_to_max(void **state) {
+    (void)state;
+    int32_t eos = quill_tokenizer_eos(quill_model_tokenizer(the_fixture.model));
+    char body[256];
+
+    /* EOS is forced by its bias; without ignore_eos the first token ends the completion. */
+    for (int ignore = 0; ignore <= 1; ignore++) {
+        snprintf(body, sizeof(body),
+                 "{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":%s,"
+                 "\"logit_bias\":{\"%d\":100}}",
+                 ignore ? "true" : "false", eos);
+        http_reply reply;
+        http_post("/v1/completions", body, &reply);
+        assert_int_equal(reply.status, 200);
+        struct json_object *root = parse_json(reply.body);
+        assert_int_equal(json_int_at(root, "usage.completion_tokens"), ignore ? 5 : 1);
+        assert_string_equal(json_string_at(root, "choices.0.finish_reason"),
+                            ignore ? "length" : "stop");
+        json_object_put(root);
+        http_reply_release(&reply);
+    }
 }
 
 static void test_errors_bad_json_and_content_type(void **state) {
@@ -1045,6 +1069,7 @@ int main(void) {
         cmocka_unit_test(test_chat_usage_and_cost),
         cmocka_unit_test(test_chat_stream_matches_plain),
         cmocka_unit_test(test_completion_stream_n_choices),
+        cmocka_unit_test(test_ignore_eos_runs_to_max),
         cmocka_unit_test(test_errors_bad_json_and_content_type),
         cmocka_unit_test(test_errors_name_the_parameter),
         cmocka_unit_test(test_errors_ignored_hints_accepted),

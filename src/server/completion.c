@@ -317,6 +317,7 @@ static quill_status submit_choices(quill_completion *completion, const int32_t *
             params.stop_strings[s] = request->stop[s];
         }
         params.n_stop_strings = request->n_stop;
+        params.ignore_eos = request->ignore_eos;
         params.wants_logprobs = request->wants_logprobs;
         params.n_top_logprobs = request->n_top_logprobs;
         params.arrival_us = completion->arrival_us;

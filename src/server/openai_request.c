@@ -15,18 +15,18 @@
 
 #include "base/alloc.h"
 
-/* Fields Quill honours, per endpoint. */
+/* Fields Quill honours, per endpoint; ignore_eos is an extension that llama.cpp also takes. */
 static const char *const chat_fields[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
     "logprobs", "top_logprobs", "logit_bias", "stream", "stream_options", "user", "metadata",
-    "tools", "tool_choice", "parallel_tool_calls", NULL,
+    "tools", "tool_choice", "parallel_tool_calls", "ignore_eos", NULL,
 };
 static const char *const completion_fields[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
     "logprobs", "logit_bias", "stream", "stream_options", "user", "metadata", "echo", "suffix",
-    "best_of", NULL,
+    "best_of", "ignore_eos", NULL,
 };
 
 /* Fields accepted and ignored because they only hint at how OpenAI's service should handle the
@@ -571,6 +571,9 @@ static quill_status parse_fields(quill_openai_request *request, int32_t n_vocab,
     }
     if (status == QUILL_OK) {
         status = parse_string(request, "user", &request->user, error);
+    }
+    if (status == QUILL_OK) {
+        status = parse_bool(request, "ignore_eos", &request->ignore_eos, error);
     }
     if (status == QUILL_OK) {
         status = parse_metadata(request, error);

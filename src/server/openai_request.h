@@ -51,6 +51,8 @@ typedef struct quill_openai_request {
     int32_t n_top_logprobs;           /* alternatives per token, 0..QUILL_MAX_TOP_LOGPROBS */
     bool is_stream;                   /* stream: true */
     bool wants_stream_usage;          /* stream_options.include_usage */
+    bool ignore_eos;                  /* Quill extension (as in llama.cpp): generate past
+                                         end-of-generation tokens, for benchmarks */
     const char *user;                 /* NULL when absent */
     const char *feature;              /* metadata.feature, or NULL */
 } quill_openai_request;

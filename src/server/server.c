@@ -280,9 +280,9 @@ static void answer_models(quill_server *server, int *http_status, quill_strbuf *
     quill__openai_append_text(body, server->model_id, strlen(server->model_id));
     quill__strbuf_appendf(body,
                           ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"quill\","
-                          "\"context_length\":%lld,\"architecture\":",
+                          "\"context_length\":%lld,\"vocab_size\":%d,\"architecture\":",
                           (long long)quill__clock_unix_seconds(),
-                          (long long)quill_engine_n_ctx(server->engine));
+                          (long long)quill_engine_n_ctx(server->engine), info->n_vocab);
     quill__openai_append_text(body, info->arch_name, strlen(info->arch_name));
     quill__strbuf_append_cstr(body, "}]}\n");
     *http_status = 200;
