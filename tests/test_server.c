@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -668,8 +669,13 @@ static void test_errors_context_length_exceeded(void **state) {
 static int open_stalled_stream(uint16_t port, const char *body) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    /* A small window and a small segment size keep the server's socket buffers small (on
+     * loopback the segment size is about 64 KiB, and Linux sizes send buffers by segments), so
+     * a long stream cannot be written out completely while this client does not read. */
     int receive_bytes = 2048;
+    int segment_bytes = 536;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_bytes, sizeof(receive_bytes));
+    setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &segment_bytes, sizeof(segment_bytes));
     struct sockaddr_in address;
     memset(&address, 0, sizeof(address));
     address.sin_family = AF_INET;
@@ -701,15 +707,17 @@ static int open_stalled_stream(uint16_t port, const char *body) {
     return fd;
 }
 
-static char *long_stream_body(void) {
+/* A streamed request for n_choices x 200 tokens with 20 logprobs each: about 500 KiB of SSE
+ * for 4 choices, far more than the socket buffers of open_stalled_stream hold. */
+static char *long_stream_body(int n_choices) {
     char *ban = ban_special_and_bytes();
     size_t capacity = strlen(ban) + 256;
     char *body = malloc(capacity);
     assert_non_null(body);
     snprintf(body, capacity,
-             "{\"prompt\":\"go\",\"max_tokens\":200,\"stream\":true,\"logprobs\":20,"
-             "\"logit_bias\":%s}",
-             ban);
+             "{\"prompt\":\"go\",\"max_tokens\":200,\"n\":%d,\"stream\":true,"
+             "\"logprobs\":20,\"logit_bias\":%s}",
+             n_choices, ban);
     free(ban);
     return body;
 }
@@ -734,7 +742,7 @@ static void test_disconnect_frees_slot(void **state) {
     (void)state;
     quill_server_stats before;
     quill_server_get_stats(the_fixture.server, &before);
-    char *body = long_stream_body();
+    char *body = long_stream_body(4);
     int fd = open_stalled_stream(quill_server_port(the_fixture.server), body);
     free(body);
 
@@ -759,13 +767,13 @@ static void test_busy_answers_429(void **state) {
     params.port = 0;
     params.n_http_threads = 2;
     params.api_key = API_KEY;
-    params.max_requests_in_flight = 1;
+    params.max_requests_in_flight = 4;
     quill_server *server = NULL;
     assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
     assert_int_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
 
-    /* The stalled stream keeps its one slot: the server cannot finish writing it. */
-    char *body = long_stream_body();
+    /* The stalled stream keeps all four slots: the server cannot finish writing it. */
+    char *body = long_stream_body(4);
     int fd = open_stalled_stream(quill_server_port(server), body);
     free(body);
     const char *second = "{\"prompt\":\"x\",\"max_tokens\":1}";
@@ -954,7 +962,7 @@ static void test_drain_finishes_streams(void **state) {
     assert_int_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
 
     /* A stream is in flight when the drain starts; it still ends with [DONE]. */
-    char *body = long_stream_body();
+    char *body = long_stream_body(1);
     int fd = open_stalled_stream(quill_server_port(server), body);
     free(body);
     drain_call call = {server, QUILL_ERR_IO};
