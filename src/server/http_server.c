@@ -132,8 +132,18 @@ static enum MHD_Result queue_error(quill_exchange *exchange, const quill_http_er
     quill__strbuf_init(&body);
     quill__http_error_write_json(error, &body);
     exchange->state = QUILL_EXCHANGE_ANSWERED;
-    QUILL_LOG_DEBUG("server", "request rejected", "http_status=%d code=%s param=%s",
-                    error->http_status, error->code, error->param);
+
+    /* Client errors are the client's to fix and are logged only at debug level; 500s are
+     * failures an operator must see. */
+    char message[600];
+    quill__log_quote(error->message, message, (int)sizeof(message));
+    if (error->http_status >= 500 && error->http_status != 503) {
+        QUILL_LOG_ERROR("server", "request failed", "http_status=%d error=%s",
+                        error->http_status, message);
+    } else {
+        QUILL_LOG_DEBUG("server", "request rejected", "http_status=%d code=%s param=%s error=%s",
+                        error->http_status, error->code, error->param, message);
+    }
     return queue_body(exchange->connection, error->http_status, &body, "application/json",
                       error->retry_after_s);
 }

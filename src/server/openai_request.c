@@ -611,7 +611,9 @@ quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
         quill__http_error_set(error, 400, NULL, "invalid_json",
                               "the request body is not valid JSON (%s at byte %zu); send one JSON "
                               "object",
-                              parse_error != json_tokener_success
+                              parse_error == json_tokener_continue
+                                  ? "the body ends inside a value"
+                              : parse_error != json_tokener_success
                                   ? json_tokener_error_desc(parse_error)
                                   : "unexpected data after the value",
                               n_parsed);
