@@ -1,8 +1,9 @@
 /*
  * `quill serve`: loads a model into the engine and serves the OpenAI-compatible HTTP API. The
  * port is bound before the model loads, so /health reports 503 while loading. SIGINT and
- * SIGTERM stop new connections, let requests in flight finish, and exit with status 0. Signals
- * are blocked in every thread and taken synchronously with sigwait on the main thread.
+ * SIGTERM stop new connections, let requests in flight finish, and exit with status 0; a second
+ * signal cancels what is still running. Signals are blocked in every thread and taken
+ * synchronously with sigwait on the main thread.
  */
 #include <errno.h>
 #include <signal.h>
@@ -21,6 +22,9 @@
 #include "server/cost.h"
 
 static const char *const command = "serve";
+
+/* How often the shutdown drain checks for a second stop signal, in milliseconds. */
+#define DRAIN_POLL_MS 200
 
 /* Largest accepted --cache-mem, in MiB (1 TiB). */
 #define CACHE_MEM_MAX_MIB ((int64_t)1 << 20)
@@ -208,6 +212,22 @@ static int wait_for_stop_signal(const sigset_t *signals) {
     return signal_number;
 }
 
+/* Waits until every request in flight has its full response. A second SIGINT or SIGTERM ends
+ * the wait, and destroying the server then cancels what is still running. */
+static void drain_until_idle_or_signal(quill_server *server, const sigset_t *signals) {
+    const struct timespec no_wait = {0, 0};
+    while (quill_server_drain(server, DRAIN_POLL_MS) != QUILL_OK) {
+        if (sigtimedwait(signals, NULL, &no_wait) > 0) {
+            quill_server_stats stats;
+            quill_server_get_stats(server, &stats);
+            QUILL_LOG_WARN("server", "second stop signal; cancelling requests in flight",
+                           "n_generations_in_flight=%lld",
+                           (long long)stats.n_generations_in_flight);
+            return;
+        }
+    }
+}
+
 int quill_cli_serve(int argc, char **argv) {
     serve_options options;
     memset(&options, 0, sizeof(options));
@@ -284,7 +304,7 @@ int quill_cli_serve(int argc, char **argv) {
     int signal_number = wait_for_stop_signal(&signals);
     QUILL_LOG_INFO("server", "shutting down; finishing requests in flight", "signal=%s",
                    signal_number == SIGINT ? "SIGINT" : "SIGTERM");
-    quill_server_drain(server, -1);
+    drain_until_idle_or_signal(server, &signals);
     exit_code = 0;
 
 cleanup:

@@ -715,6 +715,21 @@ void quill__completion_write_response(quill_completion *completion, int *http_st
     *http_status = 200;
 }
 
+static const char *outcome_name(const quill_completion *completion, bool is_disconnect) {
+    if (is_disconnect) {
+        return "client_disconnected";
+    }
+    if (completion->has_failed) {
+        return "error";
+    }
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        if (completion->choices[i].finish_reason == QUILL_FINISH_CANCELLED) {
+            return "cancelled";
+        }
+    }
+    return "ok";
+}
+
 /* Logs the accounting line of a request that reached the engine. */
 static void log_accounting(quill_completion *completion, bool is_disconnect) {
     quill_usage total;
@@ -740,8 +755,7 @@ static void log_accounting(quill_completion *completion, bool is_disconnect) {
                                         ? completion->request.feature
                                         : "",
                                     feature, (int)sizeof(feature)),
-                   is_disconnect ? "client_disconnected"
-                                 : (completion->has_failed ? "error" : "ok"));
+                   outcome_name(completion, is_disconnect));
 }
 
 /* Cancels a running choice and waits for its final event, which the engine queues at its next

@@ -391,7 +391,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
     /* Unbind the waker first, so that engine events stop touching this connection. */
     quill__waker_release(server, exchange->waker);
-    bool is_disconnect = termination != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    bool is_disconnect = termination != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+                         termination != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN;
     if (exchange->completion != NULL && is_disconnect) {
         QUILL_LOG_DEBUG("server", "client gone; cancelling its generation", "termination=%d",
                         (int)termination);
@@ -464,7 +465,7 @@ quill_status quill__http_server_start(quill_server *server, int n_threads) {
 }
 
 void quill__http_server_quiesce(quill_server *server) {
-    if (server->daemon != NULL) {
+    if (server->daemon != NULL && !atomic_exchange(&server->is_quiesced, true)) {
         MHD_socket listen_socket = MHD_quiesce_daemon(server->daemon);
         if (listen_socket != MHD_INVALID_SOCKET) {
             close(listen_socket);

@@ -89,6 +89,7 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
     pthread_cond_init(&server->idle_cond, NULL);
     atomic_init(&server->is_ready, false);
     atomic_init(&server->is_stopping, false);
+    atomic_init(&server->is_quiesced, false);
     atomic_init(&server->next_id, 1);
     server->port = params->port;
     server->prices.input_picousd = params->price_input_picousd;

@@ -62,6 +62,7 @@ struct quill_server {
     char *model_id;                /* id in /v1/models and responses */
     atomic_bool is_ready;
     atomic_bool is_stopping;       /* destroy started: nothing suspends any more */
+    atomic_bool is_quiesced;       /* the listening socket is closed (drain started) */
 
     pthread_mutex_t mutex;         /* guards what follows */
     pthread_cond_t idle_cond;      /* signalled when n_exchanges drops to zero */
