@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "kernels/kernels.h"
 #include "quill/engine.h"
 #include "quill/hub.h"
 #include "quill/model.h"
@@ -44,7 +45,10 @@ static void print_usage(FILE *stream) {
             "\n"
             "Serves an OpenAI-compatible API: POST /v1/chat/completions, POST /v1/completions,\n"
             "GET /v1/models, GET /health, POST /tokenize, POST /detokenize, POST "
-            "/apply-template.\n"
+            "/apply-template,\n"
+            "GET /metrics (Prometheus text) and GET /v1/stats (JSON latency, token and cost\n"
+            "summary). With --api-key every endpoint but /health needs the key, /metrics\n"
+            "included, so give the Prometheus scrape job the key as a bearer token.\n"
             "\n"
             "options:\n"
             "  -m, --model PATH            GGUF model file\n"
@@ -293,13 +297,13 @@ int quill_cli_serve(int argc, char **argv) {
     char quoted_path[512];
     QUILL_LOG_INFO("server", "listening",
                    "address=http://%s:%u model=%s path=%s n_ctx=%lld n_parallel=%d "
-                   "queue_limit=%d",
+                   "queue_limit=%d kernels=%s",
                    options.server.host, (unsigned)quill_server_port(server),
                    options.server.model_alias != NULL ? options.server.model_alias
                                                       : quill_model_get_info(model)->name,
                    quill__log_quote(model_path, quoted_path, (int)sizeof(quoted_path)),
                    (long long)quill_engine_n_ctx(engine), options.engine.n_parallel,
-                   options.engine.queue_limit);
+                   options.engine.queue_limit, quill__kernels_variant_name());
 
     int signal_number = wait_for_stop_signal(&signals);
     QUILL_LOG_INFO("server", "shutting down; finishing requests in flight", "signal=%s",

@@ -50,6 +50,15 @@ struct quill_completion {
     int32_t n_finished;
     completion_choice *choices;      /* [n_choices] */
     bool has_written_end;            /* streams: usage and [DONE] are written */
+    int64_t last_content_write_us;   /* streams: monotonic time the last content was handed to
+                                        the socket; 0 before the first */
+    int64_t n_tokens_unwritten;      /* streams: tokens of every choice whose events reached the
+                                        stream since the last content write */
+    bool has_unwritten_content;      /* streams: text was added since the last content write */
+    int64_t *inter_token_us;         /* streams: gaps between content writes, one per token (see
+                                        quill__completion_mark_stream_written) */
+    size_t n_inter_token;            /* entries in inter_token_us */
+    size_t inter_token_capacity;     /* allocated entries of inter_token_us */
     bool has_reserved;               /* n_choices slots are counted as in flight */
     bool has_failed;                 /* a choice finished with an error */
 };
@@ -418,6 +427,46 @@ void quill__completion_mark_content_sent(quill_completion *completion, int64_t n
     completion->pending_content_offset = SIZE_MAX;
 }
 
+/* Appends n_gaps gaps that share gap_us evenly, the remainder going to the first. Drops them
+ * when memory runs out, because a missing latency sample is better than a failed response. */
+static void add_inter_token_gaps(quill_completion *completion, int64_t gap_us, int64_t n_gaps) {
+    size_t n_needed = completion->n_inter_token + (size_t)n_gaps;
+    if (n_needed > completion->inter_token_capacity) {
+        size_t capacity = completion->inter_token_capacity > 0
+                              ? completion->inter_token_capacity * 2
+                              : 64;
+        while (capacity < n_needed) {
+            capacity *= 2;
+        }
+        int64_t *grown = quill__realloc_array(completion->inter_token_us, capacity,
+                                              sizeof(*grown));
+        if (grown == NULL) {
+            return;
+        }
+        completion->inter_token_us = grown;
+        completion->inter_token_capacity = capacity;
+    }
+    for (int64_t i = 0; i < n_gaps; i++) {
+        int64_t share_us = gap_us / n_gaps + (i == 0 ? gap_us % n_gaps : 0);
+        completion->inter_token_us[completion->n_inter_token++] = share_us;
+    }
+}
+
+void quill__completion_mark_stream_written(quill_completion *completion, int64_t now_us) {
+    if (!completion->has_unwritten_content) {
+        return;
+    }
+    /* The first write has no earlier write to measure from; TTFT covers it. */
+    if (completion->last_content_write_us > 0) {
+        int64_t gap_us = now_us - completion->last_content_write_us;
+        int64_t n_gaps = completion->n_tokens_unwritten > 0 ? completion->n_tokens_unwritten : 1;
+        add_inter_token_gaps(completion, gap_us > 0 ? gap_us : 0, n_gaps);
+    }
+    completion->last_content_write_us = now_us;
+    completion->n_tokens_unwritten = 0;
+    completion->has_unwritten_content = false;
+}
+
 static quill_status keep_tokens(completion_choice *choice, const quill_generated_token *tokens,
                                 int32_t n_tokens) {
     if (n_tokens == 0) {
@@ -614,6 +663,9 @@ static quill_status handle_event(quill_completion *completion, int32_t index,
     }
 
     /* Streams: text (or a pending role) makes a chunk; the final event makes another. */
+    completion->n_tokens_unwritten += event->n_tokens;
+    completion->has_unwritten_content = completion->has_unwritten_content ||
+                                        event->n_text_bytes > 0;
     bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
     if (event->n_text_bytes > 0 || (is_chat && !choice->has_sent_role)) {
         write_chunk(completion, index, event->text, event->n_text_bytes, NULL, stream);
@@ -777,6 +829,61 @@ static void cancel_choice(completion_choice *choice) {
     }
 }
 
+void quill__completion_stop(quill_completion *completion) {
+    for (int32_t i = 0; completion != NULL && completion->choices != NULL &&
+                        i < completion->n_choices;
+         i++) {
+        completion_choice *choice = &completion->choices[i];
+        if (choice->request != NULL && !choice->is_finished) {
+            cancel_choice(choice);
+        }
+    }
+}
+
+/* The finish reason of the whole request: the worst over its choices, in the order error,
+ * cancelled, length, stop. A choice without a final event counts as cancelled. */
+static const char *summary_finish_reason(const quill_completion *completion) {
+    static const quill_finish_reason worst_first[] = {QUILL_FINISH_ERROR,
+                                                      QUILL_FINISH_CANCELLED,
+                                                      QUILL_FINISH_LENGTH};
+    for (size_t r = 0; r < sizeof(worst_first) / sizeof(worst_first[0]); r++) {
+        for (int32_t i = 0; i < completion->n_choices; i++) {
+            quill_finish_reason reason = completion->choices[i].finish_reason;
+            if (reason == QUILL_FINISH_NONE) {
+                reason = QUILL_FINISH_CANCELLED;
+            }
+            if (reason == worst_first[r]) {
+                return quill_finish_reason_name(reason);
+            }
+        }
+    }
+    return quill_finish_reason_name(QUILL_FINISH_STOP);
+}
+
+void quill__completion_fill_record(quill_completion *completion, quill_request_record *record) {
+    quill_usage total;
+    quill_cost cost;
+    quill_timings timings;
+    total_usage(completion, &total, &cost, &timings);
+    record->finish_reason = summary_finish_reason(completion);
+    record->user = completion->request.user;
+    record->feature = completion->request.feature;
+    record->n_prompt_tokens = total.n_prompt_tokens;
+    record->n_cached_tokens = total.n_cached_tokens;
+    record->n_completion_tokens = total.n_completion_tokens;
+    record->cost_picousd = cost.total_picousd;
+
+    /* Times follow the response's timings: the first choice's, as the others ran alongside. */
+    const quill_usage *first = &completion->choices[0].usage;
+    int64_t arrival_us = completion->arrival_us;
+    record->queue_us = first->scheduled_us > 0 ? first->scheduled_us - arrival_us : -1;
+    record->ttft_us = completion->first_content_us > 0 ? completion->first_content_us - arrival_us
+                                                       : -1;
+    record->generation_us = first->first_token_us > 0 ? first->generation_us : -1;
+    record->inter_token_us = completion->inter_token_us;
+    record->n_inter_token = completion->n_inter_token;
+}
+
 void quill__completion_destroy(quill_completion *completion, bool is_disconnect) {
     if (completion == NULL) {
         return;
@@ -785,12 +892,9 @@ void quill__completion_destroy(quill_completion *completion, bool is_disconnect)
     /* Choices still running stop now; their final events carry the tokens they used. */
     bool was_submitted = false;
     for (int32_t i = 0; completion->choices != NULL && i < completion->n_choices; i++) {
-        completion_choice *choice = &completion->choices[i];
-        was_submitted = was_submitted || choice->request != NULL;
-        if (choice->request != NULL && !choice->is_finished) {
-            cancel_choice(choice);
-        }
+        was_submitted = was_submitted || completion->choices[i].request != NULL;
     }
+    quill__completion_stop(completion);
     if (completion->has_reserved) {
         quill__server_count_generation_end(completion->server, completion->n_choices,
                                            is_disconnect);
@@ -806,6 +910,7 @@ void quill__completion_destroy(quill_completion *completion, bool is_disconnect)
         quill__free(choice->tokens);
     }
     quill__free(completion->choices);
+    quill__free(completion->inter_token_us);
     quill__openai_request_release(&completion->request);
     quill__free(completion);
 }

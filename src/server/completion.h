@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "base/strbuf.h"
+#include "quill/metrics.h"
 #include "server/errors.h"
 #include "server/openai_request.h"
 #include "server/server_internal.h"
@@ -49,10 +50,27 @@ size_t quill__completion_pending_content_offset(const quill_completion *completi
 /* Records that the first content byte was written to the client at now_us (monotonic). */
 void quill__completion_mark_content_sent(quill_completion *completion, int64_t now_us);
 
+/* For streams: records that every byte in the stream so far was handed to the socket at now_us
+ * (monotonic). When that write carried new text, the time since the previous such write counts
+ * as one inter-token gap per token generated in between, split evenly, so the gaps' sum is the
+ * time between the first and the last content write. The first content write adds no gap. */
+void quill__completion_mark_stream_written(quill_completion *completion, int64_t now_us);
+
 /* For non-streamed completions after poll reported is_finished: writes the response body and
  * its HTTP status (200, or 500 when the engine failed a choice). */
 void quill__completion_write_response(quill_completion *completion, int *http_status,
                                       quill_strbuf *body);
+
+/* Cancels the choices still running and waits for their final events, so that usage holds the
+ * tokens each really used. Accepts NULL. */
+void quill__completion_stop(quill_completion *completion);
+
+/* Fills the finish reason, user, feature, tokens, cost (the total the response shows) and
+ * times of a stopped completion into record. With n > 1 it is one record for the request:
+ * tokens and cost are summed over the choices, the finish reason is the worst one (error,
+ * cancelled, length, stop) and the times are the first choice's, as in the response's timings.
+ * Strings and the gaps are borrowed until the completion is destroyed. */
+void quill__completion_fill_record(quill_completion *completion, quill_request_record *record);
 
 /* Cancels choices still running, logs the request's accounting line and frees. is_disconnect
  * is true when the client went away. Accepts NULL. */

@@ -51,6 +51,8 @@ quill_waker *quill__waker_acquire(quill_server *server, struct MHD_Connection *c
     waker->connection = connection;
     waker->is_suspended = false;
     waker->has_pending = false;
+    waker->binding++;
+    atomic_store(&waker->is_peer_gone, false);
     pthread_mutex_unlock(&waker->mutex);
     return waker;
 }
@@ -63,6 +65,7 @@ void quill__waker_release(quill_server *server, quill_waker *waker) {
     waker->connection = NULL;
     waker->is_suspended = false;
     waker->has_pending = false;
+    waker->binding++;
     pthread_mutex_unlock(&waker->mutex);
 
     pthread_mutex_lock(&server->mutex);
@@ -96,9 +99,10 @@ bool quill__waker_suspend(quill_server *server, quill_waker *waker) {
     return true;
 }
 
-static enum MHD_Result queue_body(struct MHD_Connection *connection, int http_status,
+static enum MHD_Result queue_body(quill_exchange *exchange, int http_status,
                                   quill_strbuf *body, const char *content_type,
                                   int retry_after_s) {
+    exchange->http_status = http_status;
     size_t n_bytes = body->length;
     char *data = quill__strbuf_take(body);
     if (data == NULL) {
@@ -122,7 +126,8 @@ static enum MHD_Result queue_body(struct MHD_Connection *connection, int http_st
     if (http_status == 405) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, POST");
     }
-    enum MHD_Result result = MHD_queue_response(connection, (unsigned int)http_status, response);
+    enum MHD_Result result = MHD_queue_response(exchange->connection, (unsigned int)http_status,
+                                                response);
     MHD_destroy_response(response);
     return result;
 }
@@ -144,7 +149,7 @@ static enum MHD_Result queue_error(quill_exchange *exchange, const quill_http_er
         QUILL_LOG_DEBUG("server", "request rejected", "http_status=%d code=%s param=%s error=%s",
                         error->http_status, error->code, error->param, message);
     }
-    return queue_body(exchange->connection, error->http_status, &body, "application/json",
+    return queue_body(exchange, error->http_status, &body, "application/json",
                       error->retry_after_s);
 }
 
@@ -168,6 +173,8 @@ static ssize_t read_stream(void *cls, uint64_t position, char *buffer, size_t ma
                                                     quill__clock_monotonic_us());
             }
             if (exchange->stream_offset == exchange->stream.length) {
+                quill__completion_mark_stream_written(exchange->completion,
+                                                      quill__clock_monotonic_us());
                 quill__strbuf_clear(&exchange->stream);
                 exchange->stream_offset = 0;
             }
@@ -176,7 +183,8 @@ static ssize_t read_stream(void *cls, uint64_t position, char *buffer, size_t ma
         if (exchange->is_stream_finished) {
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        if (atomic_load(&server->is_stopping)) {
+        if (atomic_load(&server->is_stopping) ||
+            atomic_load(&exchange->waker->is_peer_gone)) {
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
 
@@ -191,9 +199,7 @@ static ssize_t read_stream(void *cls, uint64_t position, char *buffer, size_t ma
         if (exchange->stream.length > 0 || is_finished) {
             continue;
         }
-        /* NOTE: a suspended connection does not see its client leave until the next engine
-         * event resumes it and a write fails, so a request still queued for a slot is
-         * cancelled only once it starts producing output. */
+        /* While suspended, the watchdog (watchdog.c) notices a client that leaves. */
         if (quill__waker_suspend(server, exchange->waker)) {
             return 0; /* suspended: MHD calls again after the engine resumes us */
         }
@@ -215,11 +221,15 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
     return result;
 }
 
-/* Non-streamed generation: reads events until done, suspending between them.
- * NOTE: no write happens before the response, so a client that leaves mid-generation is noticed
- * only when the finished response is sent; the generation runs to its end. */
+/* Non-streamed generation: reads events until done, suspending between them. No byte goes out
+ * before the response, so only the watchdog (watchdog.c) sees a client that leaves meanwhile;
+ * it resumes the connection with is_peer_gone set, and returning MHD_NO here closes it, after
+ * which on_completed cancels the generation. */
 static enum MHD_Result continue_waiting(quill_exchange *exchange) {
     quill_server *server = exchange->server;
+    if (atomic_load(&exchange->waker->is_peer_gone)) {
+        return MHD_NO;
+    }
     for (;;) {
         bool is_finished = false;
         quill_status status = quill__completion_poll(exchange->completion, &exchange->stream,
@@ -235,7 +245,7 @@ static enum MHD_Result continue_waiting(quill_exchange *exchange) {
             quill__strbuf_init(&body);
             quill__completion_write_response(exchange->completion, &http_status, &body);
             exchange->state = QUILL_EXCHANGE_ANSWERED;
-            return queue_body(exchange->connection, http_status, &body, "application/json", 0);
+            return queue_body(exchange, http_status, &body, "application/json", 0);
         }
         if (atomic_load(&server->is_stopping)) {
             quill_http_error error;
@@ -259,7 +269,9 @@ static enum MHD_Result answer(quill_exchange *exchange) {
     quill__server_handle(exchange, &http_status, &body);
     if (http_status != 0) {
         exchange->state = QUILL_EXCHANGE_ANSWERED;
-        return queue_body(exchange->connection, http_status, &body, "application/json",
+        const char *content_type = exchange->content_type != NULL ? exchange->content_type
+                                                                  : "application/json";
+        return queue_body(exchange, http_status, &body, content_type,
                           http_status == 503 ? 1 : 0);
     }
     quill__strbuf_release(&body);
@@ -397,9 +409,15 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
         QUILL_LOG_DEBUG("server", "client gone; cancelling its generation", "termination=%d",
                         (int)termination);
     }
+
+    /* The record needs the tokens that cancelled choices really used, so stop them first. */
+    quill__completion_stop(exchange->completion);
+    quill__server_metrics_record(exchange, is_disconnect);
     quill__completion_destroy(exchange->completion, is_disconnect);
     quill__strbuf_release(&exchange->body);
     quill__strbuf_release(&exchange->stream);
+    quill__free(exchange->user);
+    quill__free(exchange->feature);
     quill__free(exchange);
 
     pthread_mutex_lock(&server->mutex);

@@ -23,6 +23,9 @@ static const route routes[] = {
     {"/tokenize", "POST", QUILL_ENDPOINT_TOKENIZE},
     {"/detokenize", "POST", QUILL_ENDPOINT_DETOKENIZE},
     {"/apply-template", "POST", QUILL_ENDPOINT_APPLY_TEMPLATE},
+    {"/metrics", "GET", QUILL_ENDPOINT_METRICS},
+    {"/v1/stats", "GET", QUILL_ENDPOINT_STATS},
+    {"/stats", "GET", QUILL_ENDPOINT_STATS},
 };
 
 quill_endpoint quill__router_route(const char *method, const char *path) {

@@ -14,6 +14,8 @@ typedef enum quill_endpoint {
     QUILL_ENDPOINT_TOKENIZE = 6,           /* POST /tokenize */
     QUILL_ENDPOINT_DETOKENIZE = 7,         /* POST /detokenize */
     QUILL_ENDPOINT_APPLY_TEMPLATE = 8,     /* POST /apply-template */
+    QUILL_ENDPOINT_METRICS = 9,            /* GET /metrics (Prometheus text) */
+    QUILL_ENDPOINT_STATS = 10,             /* GET /v1/stats (JSON summary) */
 } quill_endpoint;
 
 /* Returns the endpoint for method ("GET", "POST", ...) and path (without the query string). */

@@ -1,6 +1,6 @@
 /*
  * The public quill_server API and the endpoints that respond at once: /health, /v1/models,
- * /tokenize, /detokenize and /apply-template, plus the checks every request passes (API key,
+ * /tokenize, /detokenize, /apply-template, /metrics and /v1/stats, plus the checks every request passes (API key,
  * content type, readiness) before a completion starts. See quill/server.h.
  */
 #include "quill/server.h"
@@ -87,6 +87,11 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
     }
     pthread_mutex_init(&server->mutex, NULL);
     pthread_cond_init(&server->idle_cond, NULL);
+    pthread_condattr_t watchdog_cond_attributes;
+    pthread_condattr_init(&watchdog_cond_attributes);
+    pthread_condattr_setclock(&watchdog_cond_attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&server->watchdog_cond, &watchdog_cond_attributes);
+    pthread_condattr_destroy(&watchdog_cond_attributes);
     atomic_init(&server->is_ready, false);
     atomic_init(&server->is_stopping, false);
     atomic_init(&server->is_quiesced, false);
@@ -109,7 +114,13 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
         status = copy_optional(params->chat_template, &server->chat_template_source);
     }
     if (status == QUILL_OK) {
+        status = quill_metrics_create(NULL, &server->metrics);
+    }
+    if (status == QUILL_OK) {
         status = quill__http_server_start(server, params->n_http_threads);
+    }
+    if (status == QUILL_OK) {
+        status = quill__watchdog_start(server);
     }
     if (status != QUILL_OK) {
         quill_server_destroy(server);
@@ -197,6 +208,7 @@ void quill_server_destroy(quill_server *server) {
     if (server == NULL) {
         return;
     }
+    quill__watchdog_stop(server);
     quill__http_server_stop(server);
 
     quill_waker *waker = server->wakers_all;
@@ -207,6 +219,8 @@ void quill_server_destroy(quill_server *server) {
         waker = next;
     }
     quill_chat_template_destroy(server->chat_template);
+    quill_metrics_destroy(server->metrics);
+    pthread_cond_destroy(&server->watchdog_cond);
     pthread_cond_destroy(&server->idle_cond);
     pthread_mutex_destroy(&server->mutex);
     quill__free(server->model_id);
@@ -436,6 +450,13 @@ static void start_completion(quill_exchange *exchange, quill_openai_kind kind) {
                                     &request, &exchange->error) != QUILL_OK) {
         return;
     }
+    /* Copies for the metrics record, which outlives a request rejected below. */
+    if (request.user != NULL) {
+        exchange->user = quill__strdup(request.user);
+    }
+    if (request.feature != NULL) {
+        exchange->feature = quill__strdup(request.feature);
+    }
     if (request.model != NULL && strcmp(request.model, server->model_id) != 0) {
         quill__http_error_set(&exchange->error, 404, "model", "model_not_found",
                               "the model '%.128s' does not exist; this server serves '%s' (see "
@@ -463,7 +484,8 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
     if (exchange->endpoint == QUILL_ENDPOINT_NOT_FOUND) {
         quill__http_error_set(error, 404, NULL, "not_found",
                               "no such endpoint; see /v1/chat/completions, /v1/completions, "
-                              "/v1/models, /health, /tokenize, /detokenize, /apply-template");
+                              "/v1/models, /health, /tokenize, /detokenize, /apply-template, "
+                              "/metrics, /v1/stats");
         return;
     }
     if (exchange->endpoint == QUILL_ENDPOINT_METHOD_NOT_ALLOWED) {
@@ -479,6 +501,11 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
         quill__http_error_set(error, 401, NULL, "invalid_api_key",
                               "missing or incorrect API key; send it as 'Authorization: Bearer "
                               "KEY'");
+        return;
+    }
+    /* Metrics answer while the model loads too; the engine gauges appear once it is ready. */
+    if (exchange->endpoint == QUILL_ENDPOINT_METRICS || exchange->endpoint == QUILL_ENDPOINT_STATS) {
+        quill__server_metrics_answer(exchange, http_status, body);
         return;
     }
     if (!atomic_load(&server->is_ready)) {

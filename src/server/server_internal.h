@@ -7,7 +7,10 @@
  * across I/O, model work or a callback into the engine, with one exception kept on purpose:
  * a waker's mutex is held across MHD_suspend_connection and MHD_resume_connection, which only
  * flip flags under MHD's own mutex and write to its wake-up pipe, so that a suspension and a
- * resumption of the same connection can never cross.
+ * resumption of the same connection can never cross. The disconnect watchdog (watchdog.c)
+ * follows the same order and polls sockets with no lock held. The metrics registry has its own
+ * lock, taken inside quill_metrics calls only, and the server never calls them while holding
+ * server->mutex or a waker's mutex.
  */
 #ifndef QUILL_SERVER_INTERNAL_H
 #define QUILL_SERVER_INTERNAL_H
@@ -20,6 +23,7 @@
 #include "base/strbuf.h"
 #include "quill/chat.h"
 #include "quill/engine.h"
+#include "quill/metrics.h"
 #include "quill/server.h"
 #include "server/cost.h"
 #include "server/errors.h"
@@ -38,6 +42,11 @@ typedef struct quill_waker {
     struct MHD_Connection *connection;  /* NULL while the waker is unused or closed */
     bool is_suspended;                  /* the connection is suspended and waits for an event */
     bool has_pending;                   /* an event arrived while not suspended */
+    uint64_t binding;                   /* incremented at every acquire and release, so the
+                                           watchdog can tell that a connection it saw suspended
+                                           is still the same one and still open */
+    atomic_bool is_peer_gone;           /* the watchdog saw the client close its socket while
+                                           the connection was suspended; set before the resume */
     struct quill_waker *next_free;      /* free list; guarded by server->mutex */
     struct quill_waker *next_all;       /* every waker; guarded by server->mutex */
 } quill_waker;
@@ -71,6 +80,14 @@ struct quill_server {
     quill_waker *wakers_all;
     quill_waker *wakers_free;
     atomic_uint_fast64_t next_id;  /* response id counter */
+
+    quill_metrics *metrics;        /* request figures for /metrics and /v1/stats; its own lock */
+
+    /* The disconnect watchdog; see watchdog.c. */
+    pthread_t watchdog_thread;
+    bool has_watchdog;             /* watchdog_thread was started; set before any request */
+    bool is_watchdog_stopping;     /* guarded by server->mutex */
+    pthread_cond_t watchdog_cond;  /* CLOCK_MONOTONIC; signalled to stop the watchdog */
 };
 
 /* One HTTP request from its first byte to its completion. Owned by its MHD connection: only the
@@ -95,6 +112,10 @@ typedef struct quill_exchange {
     quill_strbuf stream;           /* SSE bytes produced but not yet handed to MHD */
     size_t stream_offset;          /* bytes of stream already handed to MHD */
     bool is_stream_finished;       /* [DONE] is in stream; end after it drains */
+    int http_status;               /* status of the queued response; 0 before one is queued */
+    const char *content_type;      /* of a body from quill__server_handle; NULL: JSON */
+    char *user;                    /* copy of the request's user for metrics, or NULL */
+    char *feature;                 /* copy of the request's metadata.feature, or NULL */
 } quill_exchange;
 
 /* Takes a waker from the pool (or allocates one) bound to connection; NULL on NOMEM. */
@@ -116,6 +137,23 @@ bool quill__waker_suspend(quill_server *server, quill_waker *waker);
  * status and a body in *http_status and body, or starts a generation (exchange->completion set,
  * *http_status 0). Runs on an MHD worker thread. */
 void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strbuf *body);
+
+/* Records one finished generation request (chat or completions) in server->metrics: its
+ * status, finish reason, tokens, cost and times. Call from on_completed after
+ * quill__completion_stop, with is_disconnect true when the client left early. */
+void quill__server_metrics_record(quill_exchange *exchange, bool is_disconnect);
+
+/* Answers GET /metrics (Prometheus text) and GET /v1/stats (JSON), refreshing the engine gauges
+ * first. Sets exchange->content_type for the Prometheus text. */
+void quill__server_metrics_answer(quill_exchange *exchange, int *http_status,
+                                  quill_strbuf *body);
+
+/* Starts the thread that watches suspended connections for clients that closed their socket.
+ * Call once, after the daemon started. */
+quill_status quill__watchdog_start(quill_server *server);
+
+/* Stops and joins the watchdog. Accepts a server whose watchdog never started. */
+void quill__watchdog_stop(quill_server *server);
 
 /* Releases n_generations slots of one finished request from the in-flight count, and counts a
  * client disconnect when is_disconnect. */
