@@ -9,8 +9,10 @@
  * Idle workers spin for spin_us before sleeping on the condition variable, so back-to-back ops
  * in a forward pass do not pay a wake-up, while an idle server does not burn CPU. The driver
  * signals the condition variable only when a worker sleeps. While it waits for claimed parts,
- * the driver spins briefly, then yields: on a machine whose cores are shared, pure spinning
- * would starve the thread being waited on.
+ * the driver spins for up to DRIVER_SPIN_US, then sleeps until the last part finishes: on a
+ * machine whose cores are shared, a worker preempted inside its part sits in another core's
+ * run queue, and an idle core is what lets the scheduler move it over, while yielding keeps
+ * the driver's core busy.
  *
  * Why a compare-and-swap reads the right task: a thread reads `work`, then task and context,
  * then swaps next for next + 1 only if `work` is unchanged. The driver writes the next run's
@@ -38,8 +40,8 @@
 
 enum {
     MAX_TASKS_PER_THREAD = 64,
-    MAX_PARTS = 0xffff,      /* n_parts and next share 16 bits each of `work` */
-    DRIVER_SPIN_ROUNDS = 4000, /* pause rounds before the waiting driver yields */
+    MAX_PARTS = 0xffff,  /* n_parts and next share 16 bits each of `work` */
+    DRIVER_SPIN_US = 50, /* how long the waiting driver spins before it sleeps */
     CACHE_LINE = 64,
 };
 
@@ -49,25 +51,33 @@ typedef struct worker {
 } worker;
 
 struct quill_threadpool {
-    int n_threads;                           /* including the driver */
-    int n_parts;                             /* parts per run: n_threads * tasks_per_thread */
-    int spin_us;                             /* idle spin before sleeping */
-    worker *workers;                         /* [n_threads - 1] */
-    int n_started;                           /* workers successfully started */
-    uint32_t generation;                     /* driver's count of runs; only it writes */
-    _Atomic(quill_threadpool_task) task;     /* written before `work` is published */
-    _Atomic(void *) context;                 /* likewise */
+    int n_threads;                       /* including the driver */
+    int n_parts;                         /* parts per run: n_threads * tasks_per_thread */
+    int spin_us;                         /* idle spin before sleeping */
+    worker *workers;                     /* [n_threads - 1] */
+    int n_started;                       /* workers successfully started */
+    uint32_t generation;                 /* driver's count of runs; only it writes */
+    _Atomic(quill_threadpool_task) task; /* written before `work` is published */
+    _Atomic(void *) context;             /* likewise */
     alignas(CACHE_LINE) atomic_uint_least64_t work; /* generation, n_parts, next part */
-    alignas(CACHE_LINE) atomic_int n_done;   /* parts finished in the current run */
-    atomic_int n_sleeping;                   /* workers blocked (or about to) on `wake` */
-    atomic_bool is_stopping;                 /* set by destroy */
-    pthread_mutex_t mutex;                   /* guards sleeping workers' wait; the only lock */
-    pthread_cond_t wake;                     /* broadcast under mutex after a publish */
+    alignas(CACHE_LINE) atomic_int n_done;          /* parts finished in the current run */
+    atomic_int n_sleeping;                          /* workers blocked (or about to) on `wake` */
+    atomic_bool is_driver_sleeping;                 /* the driver waits on `finished` */
+    atomic_bool is_stopping;                        /* set by destroy */
+    pthread_mutex_t mutex;                          /* guards both waits; the only lock */
+    pthread_cond_t wake;                            /* broadcast under mutex after a publish */
+    pthread_cond_t finished;                        /* signalled under mutex by the last part */
 };
 
-static uint32_t work_generation(uint64_t work) { return (uint32_t)(work >> 32); }
-static int work_n_parts(uint64_t work) { return (int)((work >> 16) & 0xffff); }
-static int work_next(uint64_t work) { return (int)(work & 0xffff); }
+static uint32_t work_generation(uint64_t work) {
+    return (uint32_t)(work >> 32);
+}
+static int work_n_parts(uint64_t work) {
+    return (int)((work >> 16) & 0xffff);
+}
+static int work_next(uint64_t work) {
+    return (int)(work & 0xffff);
+}
 
 quill_threadpool_params quill__threadpool_params_default(void) {
     quill_threadpool_params params = {
@@ -91,7 +101,14 @@ static void run_parts(quill_threadpool *pool, uint64_t work) {
         if (atomic_compare_exchange_weak_explicit(&pool->work, &work, work + 1,
                                                   memory_order_acquire, memory_order_acquire)) {
             task(context, work_next(work), work_n_parts(work));
-            atomic_fetch_add_explicit(&pool->n_done, 1, memory_order_release);
+            /* Sequentially consistent, so that either the driver sees the count or this
+             * thread sees that the driver sleeps and wakes it. */
+            if (atomic_fetch_add(&pool->n_done, 1) + 1 == work_n_parts(work) &&
+                atomic_load(&pool->is_driver_sleeping)) {
+                pthread_mutex_lock(&pool->mutex);
+                pthread_cond_signal(&pool->finished);
+                pthread_mutex_unlock(&pool->mutex);
+            }
             work = atomic_load_explicit(&pool->work, memory_order_acquire);
         }
     }
@@ -186,6 +203,7 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
     pool->spin_us = params->spin_us < 0 ? 0 : params->spin_us;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->finished, NULL);
     pool->workers = quill__calloc((size_t)params->n_threads, sizeof(worker));
     if (pool->workers == NULL) {
         quill__threadpool_destroy(pool);
@@ -224,6 +242,7 @@ void quill__threadpool_destroy(quill_threadpool *pool) {
         pthread_join(pool->workers[i].thread, NULL);
     }
     pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->finished);
     pthread_mutex_destroy(&pool->mutex);
     quill__free(pool->workers);
     quill__free(pool);
@@ -235,6 +254,17 @@ int quill__threadpool_size(const quill_threadpool *pool) {
 
 int quill__threadpool_n_parts(const quill_threadpool *pool) {
     return pool == NULL || pool->n_threads == 1 ? 1 : pool->n_parts;
+}
+
+/* Sleeps until every part of the current run has finished. */
+static void wait_until_finished(quill_threadpool *pool) {
+    pthread_mutex_lock(&pool->mutex);
+    atomic_store(&pool->is_driver_sleeping, true);
+    while (atomic_load(&pool->n_done) < pool->n_parts) {
+        pthread_cond_wait(&pool->finished, &pool->mutex);
+    }
+    atomic_store(&pool->is_driver_sleeping, false);
+    pthread_mutex_unlock(&pool->mutex);
 }
 
 void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, void *context) {
@@ -259,13 +289,17 @@ void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, v
 
     run_parts(pool, work);
 
-    /* Wait for the parts other threads claimed: spin a little, then yield the core to them. */
+    /* Wait for the parts other threads claimed: spin a little, then sleep. */
+    if (atomic_load_explicit(&pool->n_done, memory_order_acquire) == pool->n_parts) {
+        return;
+    }
+    int64_t spin_deadline_us = quill__clock_monotonic_us() + DRIVER_SPIN_US;
     for (int i = 0; atomic_load_explicit(&pool->n_done, memory_order_acquire) < pool->n_parts;
          i++) {
-        if (i < DRIVER_SPIN_ROUNDS) {
-            CPU_RELAX();
-        } else {
-            sched_yield();
+        CPU_RELAX();
+        if ((i & 63) == 63 && quill__clock_monotonic_us() > spin_deadline_us) {
+            wait_until_finished(pool);
+            return;
         }
     }
 }

@@ -33,6 +33,15 @@ enum {
     TASKS_PER_THREAD = 8,
 };
 
+/* Smallest op that runs on the pool: 256 KiB of weights take about 15 us to read on one
+ * thread, and 64M multiply-adds about 600 us (AMD EPYC with AVX-512, estimates). */
+#define PARALLEL_MIN_BYTES ((int64_t)256 << 10)
+#define PARALLEL_MIN_MACS ((int64_t)64 << 20)
+
+/* Smallest attention that runs on the pool, in multiply-adds: 2M take about 100 us on one
+ * thread with f16 keys (estimate), since each key is converted before use. */
+#define PARALLEL_MIN_ATTENTION_MACS ((int64_t)2 << 20)
+
 struct quill_context {
     const quill_model *model;     /* borrowed; outlives the context */
     quill_threadpool *pool;       /* compute threads, the driver included */
@@ -133,10 +142,9 @@ static quill_status allocate_scratch(quill_context *context) {
     if (context->residual == NULL || context->normed == NULL || context->projected == NULL ||
         context->q == NULL || context->k == NULL || context->v == NULL ||
         context->attention == NULL || context->gate == NULL || context->up == NULL ||
-        context->rope == NULL || context->logits == NULL ||
-        context->matmul_scratch == NULL || context->logits_rows == NULL ||
-        context->logits_entries == NULL || context->seq_ids == NULL || context->seq_ends == NULL ||
-        context->entry_blocks == NULL) {
+        context->rope == NULL || context->logits == NULL || context->matmul_scratch == NULL ||
+        context->logits_rows == NULL || context->logits_entries == NULL ||
+        context->seq_ids == NULL || context->seq_ends == NULL || context->entry_blocks == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM,
                                "context: out of memory for the scratch of %d batch entries; "
                                "lower n_batch_max",
@@ -343,6 +351,25 @@ static quill_status validate_batch(quill_context *context, const quill_kv_cache 
     return status;
 }
 
+/* Returns the pool for an op that reads n_bytes of weights or cache and does n_macs
+ * multiply-adds, or NULL to run it on the calling thread alone. A pool run costs a few
+ * microseconds when the workers spin, and much more when a worker's core is busy with another
+ * process, so only ops that take several times that on one thread go to the pool. */
+static quill_threadpool *pool_for(const quill_context *context, int64_t n_bytes, int64_t n_macs) {
+    if (n_bytes >= PARALLEL_MIN_BYTES || n_macs >= PARALLEL_MIN_MACS) {
+        return context->pool;
+    }
+    return NULL;
+}
+
+/* y[t] = W x[t] for n_tokens rows, on the pool when the product is large enough. */
+static void multiply(quill_context *context, const quill_matrix *weights, const float *x,
+                     int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride) {
+    quill_threadpool *pool = pool_for(context, (int64_t)weights->row_bytes * weights->n_rows,
+                                      weights->n_rows * weights->n_cols * n_tokens);
+    quill__matmul(pool, weights, x, x_stride, n_tokens, y, y_stride, context->matmul_scratch);
+}
+
 /* Looks up each entry's embedding row into residual and computes its RoPE angles. */
 static quill_status embed_tokens(quill_context *context, const quill_batch *batch) {
     const quill_model *model = context->model;
@@ -400,12 +427,9 @@ static void project_qkv(quill_context *context, const quill_layer_weights *layer
     const quill_model_info *info = &context->model->info;
     const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
     const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
-    quill__matmul(context->pool, &layer->attn_q, context->normed, info->n_embd, n_tokens,
-                  context->q, q_dim, context->matmul_scratch);
-    quill__matmul(context->pool, &layer->attn_k, context->normed, info->n_embd, n_tokens,
-                  context->k, kv_dim, context->matmul_scratch);
-    quill__matmul(context->pool, &layer->attn_v, context->normed, info->n_embd, n_tokens,
-                  context->v, kv_dim, context->matmul_scratch);
+    multiply(context, &layer->attn_q, context->normed, info->n_embd, n_tokens, context->q, q_dim);
+    multiply(context, &layer->attn_k, context->normed, info->n_embd, n_tokens, context->k, kv_dim);
+    multiply(context, &layer->attn_v, context->normed, info->n_embd, n_tokens, context->v, kv_dim);
 
     add_bias(context->q, layer->q_bias, n_tokens, q_dim);
     add_bias(context->k, layer->k_bias, n_tokens, kv_dim);
@@ -503,20 +527,26 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
     project_qkv(context, layer, n_tokens);
     store_kv(context, &view, batch);
     attention_task task = {.context = context, .view = &view, .batch = batch};
-    quill__threadpool_run(context->pool, attention_worker, &task);
-    quill__matmul(context->pool, &layer->attn_output, context->attention, q_dim, n_tokens,
-                  context->projected, info->n_embd, context->matmul_scratch);
+    int64_t n_keys_total = 0;
+    for (int32_t t = 0; t < n_tokens; t++) {
+        n_keys_total += (int64_t)batch->positions[t] + 1;
+    }
+    quill_threadpool *pool =
+        n_keys_total * 2 * q_dim >= PARALLEL_MIN_ATTENTION_MACS ? context->pool : NULL;
+    quill__threadpool_run(pool, attention_worker, &task);
+    multiply(context, &layer->attn_output, context->attention, q_dim, n_tokens, context->projected,
+             info->n_embd);
     quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
 
     /* Feed-forward: down(silu(gate(x)) * up(x)). */
     norm_rows(context, n_tokens, layer->ffn_norm);
-    quill__matmul(context->pool, &layer->ffn_gate, context->normed, info->n_embd, n_tokens,
-                  context->gate, info->n_ff, context->matmul_scratch);
-    quill__matmul(context->pool, &layer->ffn_up, context->normed, info->n_embd, n_tokens,
-                  context->up, info->n_ff, context->matmul_scratch);
+    multiply(context, &layer->ffn_gate, context->normed, info->n_embd, n_tokens, context->gate,
+             info->n_ff);
+    multiply(context, &layer->ffn_up, context->normed, info->n_embd, n_tokens, context->up,
+             info->n_ff);
     quill__silu_mul(context->gate, context->up, context->gate, (int64_t)n_tokens * info->n_ff);
-    quill__matmul(context->pool, &layer->ffn_down, context->gate, info->n_ff, n_tokens,
-                  context->projected, info->n_embd, context->matmul_scratch);
+    multiply(context, &layer->ffn_down, context->gate, info->n_ff, n_tokens, context->projected,
+             info->n_embd);
     quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
 }
 
@@ -539,8 +569,8 @@ static void compute_logits(quill_context *context, const quill_batch *batch) {
         n_rows++;
     }
     if (n_rows > 0) {
-        quill__matmul(context->pool, &model->output, context->normed, info->n_embd, n_rows,
-                      context->logits, info->n_vocab, context->matmul_scratch);
+        multiply(context, &model->output, context->normed, info->n_embd, n_rows, context->logits,
+                 info->n_vocab);
     }
     context->n_logits = n_rows;
 }
