@@ -111,6 +111,36 @@ static void test_threadpool_runs_every_thread(void **state) {
     quill__threadpool_destroy(pool);
 }
 
+static void test_threadpool_runs_every_part(void **state) {
+    (void)state;
+    quill_threadpool_params params = quill__threadpool_params_default();
+    params.n_threads = 2;
+    params.tasks_per_thread = 8;
+    quill_threadpool *pool = NULL;
+    assert_int_equal(quill__threadpool_create(&params, &pool), QUILL_OK);
+    assert_int_equal(quill__threadpool_n_parts(pool), 16);
+    for (int round = 0; round < 500; round++) {
+        sum_task task = {.n_items = 1001};
+        atomic_init(&task.total, 0);
+        atomic_init(&task.n_calls, 0);
+        quill__threadpool_run(pool, sum_range, &task);
+        assert_int_equal(atomic_load(&task.n_calls), 16);
+        assert_int_equal(atomic_load(&task.total), 1001 * 1000 / 2);
+    }
+    quill__threadpool_destroy(pool);
+}
+
+static void test_threadpool_rejects_zero_tasks_per_thread(void **state) {
+    (void)state;
+    quill_threadpool_params params = quill__threadpool_params_default();
+    params.n_threads = 2;
+    params.tasks_per_thread = 0;
+    quill_threadpool *pool = NULL;
+    assert_int_equal(quill__threadpool_create(&params, &pool), QUILL_ERR_INVALID_ARG);
+    assert_null(pool);
+    assert_non_null(strstr(quill_error_message(), "tasks_per_thread=0"));
+}
+
 static void test_threadpool_rejects_zero_threads(void **state) {
     (void)state;
     quill_threadpool_params params = quill__threadpool_params_default();
@@ -153,6 +183,8 @@ int main(void) {
         cmocka_unit_test(test_alloc_injected_failure),
         cmocka_unit_test(test_alloc_array_overflow),
         cmocka_unit_test(test_threadpool_runs_every_thread),
+        cmocka_unit_test(test_threadpool_runs_every_part),
+        cmocka_unit_test(test_threadpool_rejects_zero_tasks_per_thread),
         cmocka_unit_test(test_threadpool_rejects_zero_threads),
         cmocka_unit_test(test_threadpool_split_covers_range),
         cmocka_unit_test(test_tensor_type_row_bytes),

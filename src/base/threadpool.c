@@ -40,8 +40,11 @@
 
 enum {
     MAX_TASKS_PER_THREAD = 64,
-    MAX_PARTS = 0xffff,  /* n_parts and next share 16 bits each of `work` */
-    DRIVER_SPIN_US = 50, /* how long the waiting driver spins before it sleeps */
+    MAX_PARTS = 0xffff,         /* n_parts and next share 16 bits each of `work` */
+    DRIVER_SPIN_US = 50,        /* how long the waiting driver spins before it sleeps */
+    STALL_MIN_NS = 1000 * 1000, /* shortest wait for other threads that counts as a stall */
+    BACKOFF_MIN_RUNS = 8,       /* inline runs after a first stall */
+    BACKOFF_MAX_RUNS = 4096,    /* inline runs after repeated stalls */
     CACHE_LINE = 64,
 };
 
@@ -57,6 +60,8 @@ struct quill_threadpool {
     worker *workers;                     /* [n_threads - 1] */
     int n_started;                       /* workers successfully started */
     uint32_t generation;                 /* driver's count of runs; only it writes */
+    int backoff_runs;                    /* inline runs that the next stall imposes */
+    int n_inline_runs;                   /* runs left to run on the driver alone */
     _Atomic(quill_threadpool_task) task; /* written before `work` is published */
     _Atomic(void *) context;             /* likewise */
     alignas(CACHE_LINE) atomic_uint_least64_t work; /* generation, n_parts, next part */
@@ -201,6 +206,7 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
     int n_parts = params->n_threads * params->tasks_per_thread;
     pool->n_parts = n_parts > MAX_PARTS ? MAX_PARTS : n_parts;
     pool->spin_us = params->spin_us < 0 ? 0 : params->spin_us;
+    pool->backoff_runs = BACKOFF_MIN_RUNS;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->finished, NULL);
@@ -267,8 +273,30 @@ static void wait_until_finished(quill_threadpool *pool) {
     pthread_mutex_unlock(&pool->mutex);
 }
 
+/* Records how long the driver waited for the other threads after its own parts. A wait
+ * longer than STALL_MIN_NS and than a quarter of the driver's own time means a worker was
+ * preempted inside a part (its core is busy with another process): the next backoff_runs runs
+ * then go on the driver alone, and each further stall doubles that count. Waits without a
+ * stall shrink it back slowly, so a pool on idle cores stays parallel. */
+static void record_wait(quill_threadpool *pool, int64_t own_ns, int64_t wait_ns) {
+    if (wait_ns > STALL_MIN_NS && wait_ns > own_ns / 4) {
+        pool->n_inline_runs = pool->backoff_runs;
+        pool->backoff_runs =
+            pool->backoff_runs * 2 > BACKOFF_MAX_RUNS ? BACKOFF_MAX_RUNS : pool->backoff_runs * 2;
+        return;
+    }
+    if (pool->backoff_runs > BACKOFF_MIN_RUNS) {
+        pool->backoff_runs -= pool->backoff_runs / 64 > 0 ? pool->backoff_runs / 64 : 1;
+    }
+}
+
 void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, void *context) {
     if (pool == NULL || pool->n_threads == 1) {
+        task(context, 0, 1);
+        return;
+    }
+    if (pool->n_inline_runs > 0) {
+        pool->n_inline_runs--;
         task(context, 0, 1);
         return;
     }
@@ -280,6 +308,7 @@ void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, v
      * generation, or this thread sees its n_sleeping count and wakes it. */
     pool->generation++;
     uint64_t work = (uint64_t)pool->generation << 32 | (uint64_t)pool->n_parts << 16;
+    int64_t start_ns = quill__clock_monotonic_ns();
     atomic_store(&pool->work, work);
     if (atomic_load(&pool->n_sleeping) > 0) {
         pthread_mutex_lock(&pool->mutex);
@@ -293,13 +322,15 @@ void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, v
     if (atomic_load_explicit(&pool->n_done, memory_order_acquire) == pool->n_parts) {
         return;
     }
-    int64_t spin_deadline_us = quill__clock_monotonic_us() + DRIVER_SPIN_US;
+    int64_t own_end_ns = quill__clock_monotonic_ns();
+    int64_t spin_deadline_ns = own_end_ns + (int64_t)DRIVER_SPIN_US * 1000;
     for (int i = 0; atomic_load_explicit(&pool->n_done, memory_order_acquire) < pool->n_parts;
          i++) {
         CPU_RELAX();
-        if ((i & 63) == 63 && quill__clock_monotonic_us() > spin_deadline_us) {
+        if ((i & 63) == 63 && quill__clock_monotonic_ns() > spin_deadline_ns) {
             wait_until_finished(pool);
-            return;
+            break;
         }
     }
+    record_wait(pool, own_end_ns - start_ns, quill__clock_monotonic_ns() - own_end_ns);
 }
