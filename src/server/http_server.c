@@ -216,6 +216,7 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(response, "X-Accel-Buffering", "no");
     exchange->state = QUILL_EXCHANGE_STREAMING;
+    exchange->http_status = MHD_HTTP_OK;
     enum MHD_Result result = MHD_queue_response(exchange->connection, MHD_HTTP_OK, response);
     MHD_destroy_response(response);
     return result;
