@@ -114,6 +114,9 @@ struct quill_engine {
     int32_t *lookup_blocks;        /* [n_blocks_total] scratch for prefix lookups */
     quill_engine_stats step_stats; /* counters kept here, copied to stats after each step */
     int64_t n_finished;            /* requests finished so far, for progress checks */
+    int64_t n_step_decode;         /* decode entries in the batch being built */
+    double decode_step_us;         /* moving average of steps with decode entries only */
+    double prefill_token_us;       /* moving average of the extra time per prefill token */
 
     /* Shared with submitters. */
     pthread_mutex_t mutex;

@@ -339,6 +339,53 @@ static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t
     return logits_index;
 }
 
+/* Returns how many prefill tokens a step may add next to n_decode decode entries. With no
+ * decode entries the whole step budget goes to prefill, which is the most efficient. With
+ * decode entries, a chunk should add at most DECODE_STALL_FACTOR - 1 decode steps' worth of
+ * time, so that a long prompt arriving slows running streams by a bounded factor instead of
+ * stalling them for a whole chunk; the per-token cost comes from the moving averages the
+ * step loop keeps. Until both averages exist, the chunk is MIN_PREFILL_CHUNK tokens. */
+static int64_t prefill_budget(const quill_engine *engine, int64_t n_decode, int64_t budget) {
+    enum { MIN_PREFILL_CHUNK = 8 };
+    const double DECODE_STALL_FACTOR = 2.0;
+    if (n_decode == 0) {
+        return budget;
+    }
+    int64_t chunk = MIN_PREFILL_CHUNK;
+    if (engine->decode_step_us > 0 && engine->prefill_token_us > 0) {
+        double allowed_us = (DECODE_STALL_FACTOR - 1.0) * engine->decode_step_us;
+        chunk = (int64_t)(allowed_us / engine->prefill_token_us);
+    }
+    if (chunk < MIN_PREFILL_CHUNK) {
+        chunk = MIN_PREFILL_CHUNK;
+    }
+    return chunk < budget ? chunk : budget;
+}
+
+/* Updates the step-time averages after a forward pass of n_decode decode entries and
+ * n_prefill prefill entries that took elapsed_us. */
+static void update_step_costs(quill_engine *engine, int64_t n_decode, int64_t n_prefill,
+                              int64_t elapsed_us) {
+    const double weight = 0.2;
+    if (n_prefill == 0 && n_decode > 0) {
+        engine->decode_step_us = engine->decode_step_us == 0
+                                     ? (double)elapsed_us
+                                     : (1 - weight) * engine->decode_step_us + weight * elapsed_us;
+        return;
+    }
+    if (n_prefill < 4) {
+        return; /* too few tokens to separate their cost from the step's fixed cost */
+    }
+    double base_us = n_decode > 0 ? engine->decode_step_us : 0;
+    double per_token_us = ((double)elapsed_us - base_us) / (double)n_prefill;
+    if (per_token_us <= 0) {
+        return;
+    }
+    engine->prefill_token_us = engine->prefill_token_us == 0
+                                   ? per_token_us
+                                   : (1 - weight) * engine->prefill_token_us + weight * per_token_us;
+}
+
 /* Fills the batch: one decode token per generating sequence, then prefill chunks in admission
  * order until the step's token budget is spent. */
 static void build_batch(quill_engine *engine) {
@@ -355,6 +402,8 @@ static void build_batch(quill_engine *engine) {
                                             request->n_computed + 1, request->n_computed);
         budget--;
     }
+    engine->n_step_decode = engine->params.step_tokens - budget;
+    budget = prefill_budget(engine, engine->n_step_decode, budget);
 
     int64_t now_us = quill__clock_monotonic_us();
     for (int32_t i = 0; i < engine->n_running && budget > 0; i++) {
@@ -556,7 +605,11 @@ bool quill__scheduler_step(quill_engine *engine) {
 
     build_batch(engine);
     if (engine->batch.n_tokens > 0) {
+        int64_t start_us = quill__clock_monotonic_us();
         quill_status status = quill_context_forward(engine->context, engine->cache, &engine->batch);
+        update_step_costs(engine, engine->n_step_decode,
+                          engine->batch.n_tokens - engine->n_step_decode,
+                          quill__clock_monotonic_us() - start_us);
         engine->step_stats.n_steps++;
         if (status != QUILL_OK) {
             fail_batch(engine, status);
