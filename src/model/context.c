@@ -28,7 +28,7 @@
 enum {
     DEFAULT_BATCH_MAX = 512,
     SCRATCH_ALIGNMENT = 64,
-    /* Parts per thread of each pool run: with 8, a thread whose core another process holds
+    /* Parts per thread of each pool run: with 8, a thread whose core another process uses
      * delays an op by at most about an eighth of its share (see threadpool.h). */
     TASKS_PER_THREAD = 8,
 };
@@ -41,6 +41,10 @@ enum {
 /* Smallest attention that runs on the pool, in multiply-adds: 2M take about 100 us on one
  * thread with f16 keys (estimate), since each key is converted before use. */
 #define PARALLEL_MIN_ATTENTION_MACS ((int64_t)2 << 20)
+
+/* Smallest batch whose norms, SwiGLU and residual adds run on the pool: for a 2048-wide model,
+ * 16 tokens of SwiGLU take about 0.5 ms on one thread (estimate). */
+enum { ROW_OP_MIN_TOKENS = 16 };
 
 struct quill_context {
     const quill_model *model;     /* borrowed; outlives the context */
@@ -370,6 +374,55 @@ static void multiply(quill_context *context, const quill_matrix *weights, const 
     quill__matmul(pool, weights, x, x_stride, n_tokens, y, y_stride, context->matmul_scratch);
 }
 
+/* Per-token ops of a prefill that run on the pool: each part takes a contiguous range of
+ * tokens, and each token's result depends on that token alone. */
+typedef enum row_op {
+    ROW_OP_NORM,     /* normed[t] = RMSNorm(residual[t]) * weight */
+    ROW_OP_SILU_MUL, /* gate[t] = silu(gate[t]) * up[t] */
+    ROW_OP_ADD,      /* residual[t] += projected[t] */
+} row_op;
+
+typedef struct row_task {
+    quill_context *context; /* scratch and shapes */
+    row_op op;              /* what to compute */
+    const float *weight;    /* ROW_OP_NORM's weight, f32 [n_embd] */
+    int32_t n_tokens;       /* rows of the batch */
+} row_task;
+
+/* Pool task: applies the op to this part's tokens. */
+static void row_worker(void *task_context, int thread_index, int n_threads) {
+    const row_task *task = task_context;
+    quill_context *context = task->context;
+    const quill_model_info *info = &context->model->info;
+    int64_t begin = 0;
+    int64_t end = 0;
+    quill__threadpool_split(task->n_tokens, thread_index, n_threads, &begin, &end);
+    for (int64_t t = begin; t < end; t++) {
+        int64_t embd_offset = t * info->n_embd;
+        int64_t ff_offset = t * info->n_ff;
+        switch (task->op) {
+        case ROW_OP_NORM:
+            quill__rms_norm(context->residual + embd_offset, task->weight,
+                            context->normed + embd_offset, info->n_embd, info->rms_eps);
+            break;
+        case ROW_OP_SILU_MUL:
+            quill__silu_mul(context->gate + ff_offset, context->up + ff_offset,
+                            context->gate + ff_offset, info->n_ff);
+            break;
+        case ROW_OP_ADD:
+            quill__vec_add(context->residual + embd_offset, context->projected + embd_offset,
+                           info->n_embd);
+            break;
+        }
+    }
+}
+
+/* Runs a per-token op over the batch, on the pool for batches of ROW_OP_MIN_TOKENS or more. */
+static void run_rows(quill_context *context, row_op op, const float *weight, int32_t n_tokens) {
+    row_task task = {.context = context, .op = op, .weight = weight, .n_tokens = n_tokens};
+    quill__threadpool_run(n_tokens >= ROW_OP_MIN_TOKENS ? context->pool : NULL, row_worker, &task);
+}
+
 /* Looks up each entry's embedding row into residual and computes its RoPE angles. */
 static quill_status embed_tokens(quill_context *context, const quill_batch *batch) {
     const quill_model *model = context->model;
@@ -387,16 +440,6 @@ static quill_status embed_tokens(quill_context *context, const quill_batch *batc
                            model->rope_freqs, context->rope + (int64_t)t * info->n_rot);
     }
     return QUILL_OK;
-}
-
-/* normed[t] = RMSNorm(residual[t]) * weight for every entry. */
-static void norm_rows(quill_context *context, int32_t n_tokens, const float *weight) {
-    const quill_model_info *info = &context->model->info;
-    for (int32_t t = 0; t < n_tokens; t++) {
-        int64_t offset = (int64_t)t * info->n_embd;
-        quill__rms_norm(context->residual + offset, weight, context->normed + offset, info->n_embd,
-                        info->rms_eps);
-    }
 }
 
 /* Adds an f32 bias (or nothing when NULL) to each of n_tokens rows of n elements. */
@@ -523,7 +566,7 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
 
     /* Attention: every entry's K/V is stored before any entry attends, so an entry reads the
      * K/V of the earlier entries of its own sequence in this batch. */
-    norm_rows(context, n_tokens, layer->attn_norm);
+    run_rows(context, ROW_OP_NORM, layer->attn_norm, n_tokens);
     project_qkv(context, layer, n_tokens);
     store_kv(context, &view, batch);
     attention_task task = {.context = context, .view = &view, .batch = batch};
@@ -536,18 +579,18 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
     quill__threadpool_run(pool, attention_worker, &task);
     multiply(context, &layer->attn_output, context->attention, q_dim, n_tokens, context->projected,
              info->n_embd);
-    quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
+    run_rows(context, ROW_OP_ADD, NULL, n_tokens);
 
     /* Feed-forward: down(silu(gate(x)) * up(x)). */
-    norm_rows(context, n_tokens, layer->ffn_norm);
+    run_rows(context, ROW_OP_NORM, layer->ffn_norm, n_tokens);
     multiply(context, &layer->ffn_gate, context->normed, info->n_embd, n_tokens, context->gate,
              info->n_ff);
     multiply(context, &layer->ffn_up, context->normed, info->n_embd, n_tokens, context->up,
              info->n_ff);
-    quill__silu_mul(context->gate, context->up, context->gate, (int64_t)n_tokens * info->n_ff);
+    run_rows(context, ROW_OP_SILU_MUL, NULL, n_tokens);
     multiply(context, &layer->ffn_down, context->gate, info->n_ff, n_tokens, context->projected,
              info->n_embd);
-    quill__vec_add(context->residual, context->projected, (int64_t)n_tokens * info->n_embd);
+    run_rows(context, ROW_OP_ADD, NULL, n_tokens);
 }
 
 /* Final norm and output projection for the entries that want logits, gathered into
