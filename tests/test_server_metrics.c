@@ -1,10 +1,10 @@
 /*
  * Tests of the server's metrics and of its disconnect watchdog: a tiny random model with a long
  * context is served on 127.0.0.1 port 0, driven by libcurl and raw sockets. The counters in GET
- * /metrics are checked against the usage the responses reported, rejected requests against the
- * histograms, the text against promtool when it is installed, GET /v1/stats against the requests
- * sent, and clients that close their socket while their request runs or waits in the queue
- * against the engine's counts.
+ * /metrics are checked against the usage the responses reported, and rejected requests against
+ * the histograms. promtool lints the text when it is installed. GET /v1/stats is checked
+ * against the requests sent. Clients that close their socket while their request runs or waits
+ * in the queue are checked against the engine's counts.
  *
  * A "long" request asks for LONG_MAX_TOKENS tokens with ignore_eos, which takes the tiny model
  * many seconds as its attention grows, so it is still running when the test closes its socket;

@@ -1,9 +1,13 @@
 /*
  * The OpenAI-compatible HTTP server behind `quill serve`: /v1/chat/completions,
  * /v1/completions (both streamed as server-sent events or not), /v1/models, /health, /tokenize,
- * /detokenize and /apply-template. HTTP worker threads parse, validate, render the chat template,
- * tokenize and submit to the engine; the engine thread's event callback only wakes the
- * connection. Every reply with generated text carries usage, cost in USD and timings.
+ * /detokenize and /apply-template. GET /metrics (Prometheus text) and GET /v1/stats (JSON) serve
+ * the server's quill_metrics, which records every chat and completions request. HTTP worker
+ * threads parse, validate, render the chat template, tokenize and submit to the engine; the
+ * engine thread's event callback only wakes the connection, and a watchdog thread cancels the
+ * requests of clients that close their connection while it waits. Every reply with generated
+ * text carries usage, cost in USD and timings. With an API key, every endpoint except /health
+ * needs it, /metrics included.
  *
  * The server listens from quill_server_create on and returns 503 from /health until
  * quill_server_set_engine attaches a loaded model's engine. quill_server functions are safe

@@ -223,7 +223,7 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
 }
 
 /* Non-streamed generation: reads events until done, suspending between them. No byte goes out
- * before the response, so only the watchdog (watchdog.c) sees a client that leaves meanwhile;
+ * before the response, so only the watchdog (watchdog.c) detects a client that leaves meanwhile;
  * it resumes the connection with is_peer_gone set, and returning MHD_NO here closes it, after
  * which on_completed cancels the generation. */
 static enum MHD_Result continue_waiting(quill_exchange *exchange) {

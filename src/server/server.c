@@ -1,7 +1,8 @@
 /*
  * The public quill_server API and the endpoints that respond at once: /health, /v1/models,
- * /tokenize, /detokenize, /apply-template, /metrics and /v1/stats, plus the checks every request passes (API key,
- * content type, readiness) before a completion starts. See quill/server.h.
+ * /tokenize, /detokenize, /apply-template, /metrics and /v1/stats, plus the checks every
+ * request passes (API key, content type, readiness) before a completion starts. See
+ * quill/server.h.
  */
 #include "quill/server.h"
 
@@ -503,8 +504,10 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
                               "KEY'");
         return;
     }
-    /* Metrics answer while the model loads too; the engine gauges appear once it is ready. */
-    if (exchange->endpoint == QUILL_ENDPOINT_METRICS || exchange->endpoint == QUILL_ENDPOINT_STATS) {
+    /* The metrics endpoints respond while the model loads too; engine gauges appear once ready. */
+    bool is_metrics = exchange->endpoint == QUILL_ENDPOINT_METRICS ||
+                      exchange->endpoint == QUILL_ENDPOINT_STATS;
+    if (is_metrics) {
         quill__server_metrics_answer(exchange, http_status, body);
         return;
     }

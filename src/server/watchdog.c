@@ -1,7 +1,8 @@
 /*
  * The disconnect watchdog: one thread that notices clients who close their socket while their
- * connection is suspended. MHD does not poll a suspended connection, so without it a request
- * still queued, in a long prefill, or a non-streamed one would run to its end for nobody. Every
+ * connection is suspended. MHD does not poll a suspended connection, so without the watchdog a
+ * request still queued, in a long prefill, or a non-streamed one would run to its end although
+ * no client reads the result. Every
  * WATCHDOG_INTERVAL_MS the thread snapshots the socket of each suspended connection, polls them
  * with no lock held, and resumes each one whose peer hung up after marking its waker with
  * is_peer_gone. The connection's MHD thread then ends the response with an error, and
@@ -127,7 +128,9 @@ static void *run_watchdog(void *argument) {
             continue;
         }
 
-        /* POLLHUP and POLLERR are always reported; POLLRDHUP means the peer sent FIN. */
+        /* POLLHUP and POLLERR are always reported; POLLRDHUP means the peer sent FIN.
+         * NOTE: a client that half-closes its sending side but still reads counts as gone, so
+         * its request is cancelled; HTTP clients do not do this while awaiting a response. */
         if (poll(fds, (nfds_t)n_watched, 0) <= 0) {
             continue;
         }
