@@ -42,9 +42,9 @@ enum {
  * thread with f16 keys (estimate), since each key is converted before use. */
 #define PARALLEL_MIN_ATTENTION_MACS ((int64_t)2 << 20)
 
-/* Smallest batch whose norms, SwiGLU and residual adds run on the pool: for a 2048-wide model,
- * 16 tokens of SwiGLU take about 0.5 ms on one thread (estimate). */
-enum { ROW_OP_MIN_TOKENS = 16 };
+/* Smallest norm, SwiGLU or residual add, in elements, that runs on the pool: 256K elements of
+ * SwiGLU take about 1 ms on one thread (estimate). */
+#define ROW_OP_MIN_ELEMENTS ((int64_t)256 << 10)
 
 struct quill_context {
     const quill_model *model;     /* borrowed; outlives the context */
@@ -417,10 +417,13 @@ static void row_worker(void *task_context, int thread_index, int n_threads) {
     }
 }
 
-/* Runs a per-token op over the batch, on the pool for batches of ROW_OP_MIN_TOKENS or more. */
+/* Runs a per-token op over the batch, on the pool from ROW_OP_MIN_ELEMENTS elements. */
 static void run_rows(quill_context *context, row_op op, const float *weight, int32_t n_tokens) {
+    const quill_model_info *info = &context->model->info;
     row_task task = {.context = context, .op = op, .weight = weight, .n_tokens = n_tokens};
-    quill__threadpool_run(n_tokens >= ROW_OP_MIN_TOKENS ? context->pool : NULL, row_worker, &task);
+    int64_t n_elements = (int64_t)n_tokens * (op == ROW_OP_SILU_MUL ? info->n_ff : info->n_embd);
+    quill__threadpool_run(n_elements >= ROW_OP_MIN_ELEMENTS ? context->pool : NULL, row_worker,
+                          &task);
 }
 
 /* Looks up each entry's embedding row into residual and computes its RoPE angles. */
