@@ -4,7 +4,10 @@
 # summary. A steadily growing RSS or failed requests point at leaks or instability.
 #
 #   tools/soak.sh --model PATH [--duration-s 1800] [--port 18080] [--quill build/quill]
-#                 [--out soak-<UTC time>] [-- bench-serve options...]
+#                 [--serve-arg ARG]... [--out soak-<UTC time>] [-- bench-serve options...]
+#
+# Without bench-serve options after `--`, runs cycle through a mix of load shapes: short and
+# long prompts, shared prefixes, low and high concurrency.
 #
 # Outputs in the --out folder: server.log, rss.csv (elapsed_s,rss_kib), bench.jsonl (one
 # bench-serve JSON object per run), summary.txt. Traffic goes only to 127.0.0.1.
@@ -15,7 +18,14 @@ duration_s=1800
 port=18080
 quill="build/quill"
 out="soak-$(date -u +%Y%m%dT%H%M%SZ)"
-bench_args=(--concurrency 4 --requests 16 --prompt-tokens 128 --shared-prefix 64 --max-tokens 64)
+bench_args=()
+serve_args=()
+mixed_shapes=(
+    "--concurrency 4 --requests 16 --prompt-tokens 128 --shared-prefix 64 --max-tokens 64"
+    "--concurrency 8 --requests 16 --prompt-tokens 512 --shared-prefix 256 --max-tokens 32"
+    "--concurrency 2 --requests 4 --prompt-tokens 1024 --max-tokens 128"
+    "--concurrency 1 --requests 4 --prompt-tokens 16 --max-tokens 256"
+)
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -24,6 +34,7 @@ while [ $# -gt 0 ]; do
         --port) port="$2"; shift 2 ;;
         --quill) quill="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
+        --serve-arg) serve_args+=("$2"); shift 2 ;;
         --) shift; bench_args=("$@"); break ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "soak.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
@@ -48,7 +59,8 @@ stop_all() {
 trap stop_all EXIT INT TERM
 
 # Start the server and wait up to 300 s for GET /v1/models to answer.
-"$quill" serve --model "$model" --host 127.0.0.1 --port "$port" >"$out/server.log" 2>&1 &
+"$quill" serve --model "$model" --host 127.0.0.1 --port "$port" "${serve_args[@]}" \
+    >"$out/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
     if curl -fsS --max-time 2 "$url/v1/models" >/dev/null 2>&1; then break; fi
@@ -75,7 +87,11 @@ sampler_pid=$!
 n_runs=0
 n_failed_runs=0
 while [ $(( $(date +%s) - start_s )) -lt "$duration_s" ]; do
-    if ! "$quill" bench-serve --url "$url" --json "${bench_args[@]}" \
+    run_args=("${bench_args[@]}")
+    if [ ${#run_args[@]} -eq 0 ]; then
+        read -r -a run_args <<<"${mixed_shapes[$((n_runs % ${#mixed_shapes[@]}))]}"
+    fi
+    if ! "$quill" bench-serve --url "$url" --json "${run_args[@]}" \
             >>"$out/bench.jsonl" 2>>"$out/bench.log"; then
         n_failed_runs=$((n_failed_runs + 1))
     fi
@@ -101,5 +117,11 @@ done
     awk -F, 'NR == 2 { first = $2 } NR > 1 { last = $2; if ($2 > max) max = $2 }
         END { printf "rss_kib first: %d, max: %d, last: %d, growth: %d\n",
                      first, max, last, last - first }' "$out/rss.csv"
+    # The KV pool is allocated up front and its pages are touched as the prefix cache fills, so
+    # RSS rises early by design; a leak shows as growth between the two halves of the run.
+    awk -F, -v half=$(( duration_s / 2 )) 'NR > 1 && $1 <= half && $2 > first_max { first_max = $2 }
+        NR > 1 && $1 > half && $2 > second_max { second_max = $2 }
+        END { printf "rss_kib max in first half: %d, in second half: %d\n",
+                     first_max, second_max }' "$out/rss.csv"
     echo "last run: $(tail -n 1 "$out/bench.jsonl" 2>/dev/null || echo none)"
 } | tee "$out/summary.txt"
