@@ -54,6 +54,9 @@ static void fixture_open(fixture *f, const char *name, const quill_test_tiny_mod
     context_params.n_threads = n_threads;
     context_params.n_batch_max = 64;
     assert_int_equal(quill_context_create(f->model, &context_params, &f->context), QUILL_OK);
+    /* Every op of these tiny models is below the pool thresholds; send them to the pool so
+     * that multi-thread fixtures cover its paths. */
+    quill__context_set_parallel_min(f->context, 0);
     quill_kv_cache_params cache_params = quill_kv_cache_params_default();
     cache_params.memory_bytes = 4 << 20;
     cache_params.block_tokens = block_tokens;
@@ -397,6 +400,15 @@ static void check_batch_invariance(const char *name, const quill_test_tiny_model
     for (size_t i = 0; i < (size_t)PROMPT_TOKENS * f.n_vocab; i++) {
         assert_true(isfinite(one_shot[i]));
     }
+
+    /* The same batch on one thread. */
+    fixture alone;
+    char alone_name[128];
+    snprintf(alone_name, sizeof(alone_name), "one-thread-%s", name);
+    fixture_open(&alone, alone_name, params, 1, block_tokens);
+    run_chunk(&alone, 0, 0, PROMPT_TOKENS, single);
+    assert_memory_equal(one_shot, single, n_bytes);
+    fixture_close(&alone);
 
     /* Chunks of 5 and 32. */
     run_chunk(&f, 1, 0, 5, chunked);

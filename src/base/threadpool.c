@@ -98,24 +98,31 @@ void quill__threadpool_split(int64_t n_items, int thread_index, int n_threads, i
     *end = *begin + per_thread + (thread_index < remainder ? 1 : 0);
 }
 
-/* Claims and runs parts of the run that `work` belongs to until none is left. */
+/* Claims and runs parts of the run that `work` belongs to until none is left, then adds them
+ * to n_done in one step. Every part claimed here belongs to that one run: the next run starts
+ * only after n_done counts these parts. */
 static void run_parts(quill_threadpool *pool, uint64_t work) {
+    int n_finished = 0;
     while (work_next(work) < work_n_parts(work)) {
         quill_threadpool_task task = atomic_load_explicit(&pool->task, memory_order_relaxed);
         void *context = atomic_load_explicit(&pool->context, memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&pool->work, &work, work + 1,
                                                   memory_order_acquire, memory_order_acquire)) {
             task(context, work_next(work), work_n_parts(work));
-            /* Sequentially consistent, so that either the driver sees the count or this
-             * thread sees that the driver sleeps and wakes it. */
-            if (atomic_fetch_add(&pool->n_done, 1) + 1 == work_n_parts(work) &&
-                atomic_load(&pool->is_driver_sleeping)) {
-                pthread_mutex_lock(&pool->mutex);
-                pthread_cond_signal(&pool->finished);
-                pthread_mutex_unlock(&pool->mutex);
-            }
+            n_finished++;
             work = atomic_load_explicit(&pool->work, memory_order_acquire);
         }
+    }
+    if (n_finished == 0) {
+        return;
+    }
+    /* Sequentially consistent, so that either the driver sees the count or this thread sees
+     * that the driver sleeps and wakes it. */
+    if (atomic_fetch_add(&pool->n_done, n_finished) + n_finished == work_n_parts(work) &&
+        atomic_load(&pool->is_driver_sleeping)) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_signal(&pool->finished);
+        pthread_mutex_unlock(&pool->mutex);
     }
 }
 

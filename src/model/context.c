@@ -50,6 +50,10 @@ struct quill_context {
     const quill_model *model;     /* borrowed; outlives the context */
     quill_threadpool *pool;       /* compute threads, the driver included */
     int n_threads;                /* threads in pool */
+    int64_t min_pool_bytes;       /* PARALLEL_MIN_BYTES unless a test lowers it */
+    int64_t min_pool_macs;        /* PARALLEL_MIN_MACS likewise */
+    int64_t min_pool_attention;   /* PARALLEL_MIN_ATTENTION_MACS likewise */
+    int64_t min_pool_elements;    /* ROW_OP_MIN_ELEMENTS likewise */
     int32_t n_batch_max;          /* entries one pass takes */
     float *residual;              /* f32 [n_batch_max][n_embd] */
     float *normed;                /* f32 [n_batch_max][n_embd] */
@@ -202,6 +206,10 @@ quill_status quill_context_create(const quill_model *model, const quill_context_
         goto cleanup;
     }
     context->n_threads = quill__threadpool_size(context->pool);
+    context->min_pool_bytes = PARALLEL_MIN_BYTES;
+    context->min_pool_macs = PARALLEL_MIN_MACS;
+    context->min_pool_attention = PARALLEL_MIN_ATTENTION_MACS;
+    context->min_pool_elements = ROW_OP_MIN_ELEMENTS;
     status = allocate_scratch(context);
     if (status != QUILL_OK) {
         goto cleanup;
@@ -360,7 +368,7 @@ static quill_status validate_batch(quill_context *context, const quill_kv_cache 
  * microseconds when the workers spin, and much more when a worker's core is busy with another
  * process, so only ops that take several times that on one thread go to the pool. */
 static quill_threadpool *pool_for(const quill_context *context, int64_t n_bytes, int64_t n_macs) {
-    if (n_bytes >= PARALLEL_MIN_BYTES || n_macs >= PARALLEL_MIN_MACS) {
+    if (n_bytes >= context->min_pool_bytes || n_macs >= context->min_pool_macs) {
         return context->pool;
     }
     return NULL;
@@ -422,8 +430,8 @@ static void run_rows(quill_context *context, row_op op, const float *weight, int
     const quill_model_info *info = &context->model->info;
     row_task task = {.context = context, .op = op, .weight = weight, .n_tokens = n_tokens};
     int64_t n_elements = (int64_t)n_tokens * (op == ROW_OP_SILU_MUL ? info->n_ff : info->n_embd);
-    quill__threadpool_run(n_elements >= ROW_OP_MIN_ELEMENTS ? context->pool : NULL, row_worker,
-                          &task);
+    quill__threadpool_run(n_elements >= context->min_pool_elements ? context->pool : NULL,
+                          row_worker, &task);
 }
 
 /* Looks up each entry's embedding row into residual and computes its RoPE angles. */
@@ -578,7 +586,7 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
         n_keys_total += (int64_t)batch->positions[t] + 1;
     }
     quill_threadpool *pool =
-        n_keys_total * 2 * q_dim >= PARALLEL_MIN_ATTENTION_MACS ? context->pool : NULL;
+        n_keys_total * 2 * q_dim >= context->min_pool_attention ? context->pool : NULL;
     quill__threadpool_run(pool, attention_worker, &task);
     multiply(context, &layer->attn_output, context->attention, q_dim, n_tokens, context->projected,
              info->n_embd);
@@ -619,6 +627,13 @@ static void compute_logits(quill_context *context, const quill_batch *batch) {
                  info->n_vocab);
     }
     context->n_logits = n_rows;
+}
+
+void quill__context_set_parallel_min(quill_context *context, int64_t n_min) {
+    context->min_pool_bytes = n_min;
+    context->min_pool_macs = n_min;
+    context->min_pool_attention = n_min;
+    context->min_pool_elements = n_min;
 }
 
 quill_status quill_context_forward(quill_context *context, quill_kv_cache *cache,

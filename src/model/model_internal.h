@@ -44,4 +44,9 @@ struct quill_model {
     quill_layer_weights *layers;     /* [n_layers] */
 };
 
+/* Sets the smallest op, in bytes read, multiply-adds or elements, that a forward pass runs on
+ * the context's pool; 0 sends every op to the pool. Lets tests cover the pool's paths on tiny
+ * models, whose ops the default thresholds keep on the calling thread. */
+void quill__context_set_parallel_min(quill_context *context, int64_t n_min);
+
 #endif
