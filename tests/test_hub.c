@@ -449,6 +449,41 @@ static void test_hub_network_failure(void **state) {
     assert_non_null(strstr(quill_error_message(), "check the network connection"));
 }
 
+/* Offline with nothing downloaded: no resume hint, and no empty .part or folders remain. */
+static void test_hub_offline_leaves_no_trace(void **state) {
+    (void)state;
+    server_stop();
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_ERR_IO);
+    assert_null(path);
+    assert_non_null(strstr(quill_error_message(), "unreachable"));
+    assert_non_null(strstr(quill_error_message(), "-m PATH"));
+    assert_null(strstr(quill_error_message(), "resumes"));
+    char *part_path = cached_path("model-Q4_K_M.gguf.part");
+    assert_int_equal(file_size(part_path), -1);
+    char repo_path[600];
+    snprintf(repo_path, sizeof(repo_path), "%s/hub", cache_dir_path);
+    assert_int_equal(file_size(repo_path), -1);
+    free(part_path);
+}
+
+/* A folder that existed before a failed download stays. */
+static void test_hub_offline_keeps_existing_folder(void **state) {
+    (void)state;
+    char command[700];
+    snprintf(command, sizeof(command), "mkdir -p '%s/hub/owner/repo'", cache_dir_path);
+    assert_int_equal(system(command), 0);
+    server_stop();
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q4_K_M.gguf", &path), QUILL_ERR_IO);
+    char repo_path[600];
+    snprintf(repo_path, sizeof(repo_path), "%s/hub/owner/repo", cache_dir_path);
+    assert_true(file_size(repo_path) >= 0);
+    char *part_path = cached_path("model-Q4_K_M.gguf.part");
+    assert_int_equal(file_size(part_path), -1);
+    free(part_path);
+}
+
 static void test_hub_busy_when_locked(void **state) {
     (void)state;
     char command[700];
@@ -550,6 +585,8 @@ int main(void) {
     make_served_file();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hub_download_then_cached_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_offline_leaves_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_offline_keeps_existing_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_resume_after_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_complete_part_renamed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_size_mismatch, setup, teardown),

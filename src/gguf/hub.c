@@ -49,6 +49,7 @@ typedef struct hub_download {
     const char *part_path;    /* FILE.part */
     const char *display_name; /* FILE, for the progress bar */
     int fd;                   /* open .part file */
+    bool is_locked;           /* this process holds the flock on fd */
     int64_t resume_bytes;     /* bytes already in .part when the request started */
     long http_status;         /* status of the latest response */
     int64_t content_length;   /* Content-Length of the latest response, or -1 */
@@ -197,19 +198,28 @@ static quill_status repo_dir(const hub_reference *reference, char **out) {
     return *out == NULL ? quill_error_set(QUILL_ERR_NOMEM, "hub: out of memory") : QUILL_OK;
 }
 
-/* Creates every missing folder above path's last component, like `mkdir -p $(dirname path)`. */
-static quill_status make_parent_dirs(const char *path) {
+/* Creates every missing folder above path's last component, like `mkdir -p $(dirname path)`.
+ * Stores in *n_existing_bytes the length of the longest prefix of path that already existed as
+ * a folder, so remove_created_dirs can undo exactly what this call created. */
+static quill_status make_parent_dirs(const char *path, size_t *n_existing_bytes) {
+    *n_existing_bytes = strlen(path);
     char *copy = quill__strdup(path);
     if (copy == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "hub: out of memory");
     }
+    bool is_created = false;
     quill_status status = QUILL_OK;
     for (char *p = copy + 1; *p != '\0' && status == QUILL_OK; p++) {
         if (*p != '/') {
             continue;
         }
         *p = '\0';
-        if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
+        int result = mkdir(copy, 0755);
+        if (result == 0 && !is_created) {
+            is_created = true;
+            *n_existing_bytes = (size_t)(strrchr(copy, '/') - copy);
+        }
+        if (result != 0 && errno != EEXIST) {
             int saved_errno = errno;
             char reason[128];
             status = quill_error_set(QUILL_ERR_IO,
@@ -221,6 +231,23 @@ static quill_status make_parent_dirs(const char *path) {
     }
     quill__free(copy);
     return status;
+}
+
+/* Removes the folders above path's last component that are empty and lie below the first
+ * n_existing_bytes of path, deepest first: the ones make_parent_dirs created, unless something
+ * was stored in them since. */
+static void remove_created_dirs(const char *path, size_t n_existing_bytes) {
+    char *copy = quill__strdup(path);
+    if (copy == NULL) {
+        return;
+    }
+    for (char *slash = strrchr(copy, '/'); slash != NULL; slash = strrchr(copy, '/')) {
+        *slash = '\0';
+        if (strlen(copy) <= n_existing_bytes || rmdir(copy) != 0) {
+            break;
+        }
+    }
+    quill__free(copy);
 }
 
 static bool is_regular_file(const char *path) {
@@ -331,10 +358,20 @@ static CURL *make_handle(const char *url, struct curl_slist *headers, char *erro
     return curl;
 }
 
+/* Maps a failed transfer to QUILL_ERR_IO. When no connection could be made (no network, DNS
+ * failure, refused), next_step is replaced by advice that fits an offline machine. */
 static quill_status network_error(const char *url, CURLcode code, const char *error_buffer,
                                   const char *next_step) {
-    return quill_error_set(QUILL_ERR_IO, "hub: request to %s failed: %s; %s", url,
-                           error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code),
+    const char *reason = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
+    if (code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY ||
+        code == CURLE_COULDNT_CONNECT) {
+        return quill_error_set(QUILL_ERR_IO,
+                               "hub: request to %s failed: %s; the network or the server is "
+                               "unreachable, check the network connection and retry, or pass a "
+                               "local GGUF file with -m PATH",
+                               url, reason);
+    }
+    return quill_error_set(QUILL_ERR_IO, "hub: request to %s failed: %s; %s", url, reason,
                            next_step);
 }
 
@@ -597,6 +634,19 @@ static int on_progress(void *context, curl_off_t total_bytes, curl_off_t done_by
     return 0;
 }
 
+static quill_status part_size(const hub_download *download, int64_t *n_bytes) {
+    struct stat info;
+    if (fstat(download->fd, &info) != 0) {
+        int saved_errno = errno;
+        char reason[128];
+        *n_bytes = 0;
+        return quill_error_set(QUILL_ERR_IO, "hub: fstat of '%s' failed: %s", download->part_path,
+                               strerror_r(saved_errno, reason, sizeof(reason)));
+    }
+    *n_bytes = (int64_t)info.st_size;
+    return QUILL_OK;
+}
+
 /* Runs one GET of the file into .part, resuming from its current size. */
 static quill_status run_transfer(hub_download *download) {
     char error_buffer[CURL_ERROR_SIZE] = {0};
@@ -644,9 +694,13 @@ static quill_status run_transfer(hub_download *download) {
         goto cleanup;
     }
     if (code != CURLE_OK) {
+        /* The resume hint is only true when .part holds bytes to resume from. */
+        int64_t n_part_bytes = 0;
+        (void)part_size(download, &n_part_bytes);
         status = network_error(download->url, code, error_buffer,
-                               "check the network connection and run again, the download "
-                               "resumes where it stopped");
+                               n_part_bytes > 0 ? "check the network connection and run again, "
+                                                  "the download resumes where it stopped"
+                                                : "check the network connection and run again");
         goto cleanup;
     }
 
@@ -654,19 +708,6 @@ cleanup:
     curl_easy_cleanup(curl);
     curl_slist_free_all(headers);
     return status;
-}
-
-static quill_status part_size(const hub_download *download, int64_t *n_bytes) {
-    struct stat info;
-    if (fstat(download->fd, &info) != 0) {
-        int saved_errno = errno;
-        char reason[128];
-        *n_bytes = 0;
-        return quill_error_set(QUILL_ERR_IO, "hub: fstat of '%s' failed: %s", download->part_path,
-                               strerror_r(saved_errno, reason, sizeof(reason)));
-    }
-    *n_bytes = (int64_t)info.st_size;
-    return QUILL_OK;
 }
 
 /* Checks a finished transfer: the HTTP status and the size of .part against the announced
@@ -724,6 +765,7 @@ static quill_status open_part(hub_download *download) {
                                "finish and run again",
                                download->part_path);
     }
+    download->is_locked = true;
     return QUILL_OK;
 }
 
@@ -787,6 +829,14 @@ static quill_status download_file(const char *url, const char *final_path,
     }
 
 cleanup:
+    /* An empty .part has nothing to resume, so a failed download leaves no trace of it. It is
+     * removed only while this process holds the lock, never another process's file. */
+    if (status != QUILL_OK && download.is_locked) {
+        int64_t n_part_bytes = -1;
+        if (part_size(&download, &n_part_bytes) == QUILL_OK && n_part_bytes == 0) {
+            (void)unlink(download.part_path);
+        }
+    }
     if (download.fd >= 0) {
         close(download.fd);
     }
@@ -866,11 +916,13 @@ quill_status quill_hub_resolve(const char *reference_text, char **path_out) {
     /* A file at its final path is complete (downloads are renamed into place), so it is used
      * without any request. */
     if (!is_regular_file(final_path.data)) {
-        status = make_parent_dirs(final_path.data);
+        size_t n_existing_bytes = 0;
+        status = make_parent_dirs(final_path.data, &n_existing_bytes);
         if (status == QUILL_OK) {
             status = download_file(url.data, final_path.data, reference.file);
         }
         if (status != QUILL_OK) {
+            remove_created_dirs(final_path.data, n_existing_bytes);
             goto cleanup;
         }
     }
