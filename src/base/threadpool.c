@@ -43,8 +43,7 @@ enum {
     MAX_PARTS = 0xffff,         /* n_parts and next share 16 bits each of `work` */
     DRIVER_SPIN_US = 50,        /* how long the waiting driver spins before it sleeps */
     STALL_MIN_NS = 1000 * 1000, /* shortest wait for other threads that counts as a stall */
-    BACKOFF_MIN_RUNS = 8,       /* inline runs after a first stall */
-    BACKOFF_MAX_RUNS = 4096,    /* inline runs after repeated stalls */
+    STALL_PENALTY = 4,          /* inline time bought by a stall, as a multiple of its wait */
     CACHE_LINE = 64,
 };
 
@@ -60,8 +59,7 @@ struct quill_threadpool {
     worker *workers;                     /* [n_threads - 1] */
     int n_started;                       /* workers successfully started */
     uint32_t generation;                 /* driver's count of runs; only it writes */
-    int backoff_runs;                    /* inline runs that the next stall imposes */
-    int n_inline_runs;                   /* runs left to run on the driver alone */
+    int64_t inline_budget_ns;            /* parallel gain to give up by running on the driver */
     _Atomic(quill_threadpool_task) task; /* written before `work` is published */
     _Atomic(void *) context;             /* likewise */
     alignas(CACHE_LINE) atomic_uint_least64_t work; /* generation, n_parts, next part */
@@ -213,7 +211,6 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
     int n_parts = params->n_threads * params->tasks_per_thread;
     pool->n_parts = n_parts > MAX_PARTS ? MAX_PARTS : n_parts;
     pool->spin_us = params->spin_us < 0 ? 0 : params->spin_us;
-    pool->backoff_runs = BACKOFF_MIN_RUNS;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->finished, NULL);
@@ -282,18 +279,13 @@ static void wait_until_finished(quill_threadpool *pool) {
 
 /* Records how long the driver waited for the other threads after its own parts. A wait
  * longer than STALL_MIN_NS and than a quarter of the driver's own time means a worker was
- * preempted inside a part (its core is busy with another process): the next backoff_runs runs
- * then go on the driver alone, and each further stall doubles that count. Waits without a
- * stall shrink it back slowly, so a pool on idle cores stays parallel. */
+ * preempted inside a part, because its core is busy with another process. The pool then runs
+ * ops on the driver alone until the parallel gain it gives up that way (an op's time times
+ * (n_threads - 1) / n_threads) reaches STALL_PENALTY times the wait. So under steady contention
+ * most runs stay on one thread, while after a rare stall the pool is soon parallel again. */
 static void record_wait(quill_threadpool *pool, int64_t own_ns, int64_t wait_ns) {
     if (wait_ns > STALL_MIN_NS && wait_ns > own_ns / 4) {
-        pool->n_inline_runs = pool->backoff_runs;
-        pool->backoff_runs =
-            pool->backoff_runs * 2 > BACKOFF_MAX_RUNS ? BACKOFF_MAX_RUNS : pool->backoff_runs * 2;
-        return;
-    }
-    if (pool->backoff_runs > BACKOFF_MIN_RUNS) {
-        pool->backoff_runs -= pool->backoff_runs / 64 > 0 ? pool->backoff_runs / 64 : 1;
+        pool->inline_budget_ns += STALL_PENALTY * wait_ns;
     }
 }
 
@@ -302,9 +294,11 @@ void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, v
         task(context, 0, 1);
         return;
     }
-    if (pool->n_inline_runs > 0) {
-        pool->n_inline_runs--;
+    if (pool->inline_budget_ns > 0) {
+        int64_t inline_start_ns = quill__clock_monotonic_ns();
         task(context, 0, 1);
+        int64_t elapsed_ns = quill__clock_monotonic_ns() - inline_start_ns;
+        pool->inline_budget_ns -= elapsed_ns * (pool->n_threads - 1) / pool->n_threads;
         return;
     }
     atomic_store_explicit(&pool->task, task, memory_order_relaxed);
