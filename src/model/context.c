@@ -57,7 +57,7 @@ struct quill_context {
     int32_t n_batch_max;          /* entries one pass takes */
     float *residual;              /* f32 [n_batch_max][n_embd] */
     float *normed;                /* f32 [n_batch_max][n_embd] */
-    float *projected;             /* f32 [n_batch_max][n_embd] */
+    float *projected;             /* f32 [n_batch_max][n_embd]; shares normed's memory */
     float *q;                     /* f32 [n_batch_max][n_heads][head_dim] */
     float *k;                     /* f32 [n_batch_max][n_kv_heads][head_dim] */
     float *v;                     /* f32 [n_batch_max][n_kv_heads][head_dim] */
@@ -126,7 +126,10 @@ static quill_status allocate_scratch(quill_context *context) {
     const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
     context->residual = allocate_rows(n, info->n_embd);
     context->normed = allocate_rows(n, info->n_embd);
-    context->projected = allocate_rows(n, info->n_embd);
+    /* A layer reads normed only before it writes projected (the Q/K/V and gate/up inputs)
+     * and reads projected only before it writes normed again, so one buffer serves both:
+     * 4 MiB less at 512 tokens of a 2048-wide model. */
+    context->projected = context->normed;
     context->q = allocate_rows(n, q_dim);
     context->k = allocate_rows(n, kv_dim);
     context->v = allocate_rows(n, kv_dim);
@@ -229,7 +232,6 @@ void quill_context_destroy(quill_context *context) {
     quill__threadpool_destroy(context->pool);
     quill__free(context->residual);
     quill__free(context->normed);
-    quill__free(context->projected);
     quill__free(context->q);
     quill__free(context->k);
     quill__free(context->v);
