@@ -1,8 +1,8 @@
 /*
  * Thread pool with a claimable work word. The driver publishes (task, context), then stores
  * `work` = generation << 32 | n_parts << 16 | next part. Every thread, the driver included,
- * claims parts by compare-and-swap on `work` until none is left, and counts each finished part
- * in `n_done`. The driver returns once n_done reaches n_parts. A worker that wakes late finds
+ * claims parts by compare-and-swap on `work` until none is left, then adds the parts it
+ * finished to `n_done`. The driver returns once n_done reaches n_parts. A worker that wakes late finds
  * no part left and goes back to waiting, so the driver never waits for a thread that has not
  * started, only for parts that a thread has claimed.
  *
@@ -13,6 +13,9 @@
  * machine whose cores are shared, a worker preempted inside its part sits in another core's
  * run queue, and an idle core is what lets the scheduler move it over, while yielding keeps
  * the driver's core busy.
+ *
+ * When a wait shows that a worker was preempted inside a part, the driver runs the next ops
+ * alone for a while (record_wait), so 2 threads on a busy machine do not fall below 1.
  *
  * Why a compare-and-swap reads the right task: a thread reads `work`, then task and context,
  * then swaps next for next + 1 only if `work` is unchanged. The driver writes the next run's
