@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,7 @@ typedef struct http_reply {
     size_t n_body_bytes;
     char retry_after[32]; /* Retry-After header value, "" when absent */
     char content_type[64];
+    char allow[64];       /* Allow header value, "" when absent */
 } http_reply;
 
 static size_t collect_body(char *data, size_t size, size_t count, void *user_data) {
@@ -83,6 +85,9 @@ static size_t collect_header(char *data, size_t size, size_t count, void *user_d
     line[strcspn(line, "\r\n")] = '\0';
     if (strncasecmp(line, "Retry-After: ", 13) == 0) {
         snprintf(reply->retry_after, sizeof(reply->retry_after), "%.31s", line + 13);
+    }
+    if (strncasecmp(line, "Allow: ", 7) == 0) {
+        snprintf(reply->allow, sizeof(reply->allow), "%.63s", line + 7);
     }
     if (strncasecmp(line, "Content-Type: ", 14) == 0) {
         snprintf(reply->content_type, sizeof(reply->content_type), "%.63s", line + 14);
@@ -114,7 +119,11 @@ static void http_send(uint16_t port, const char *method, const char *path,
     headers = curl_slist_append(headers, "Expect:");
 
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    }
     if (body != NULL) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)n_body_bytes);
@@ -292,6 +301,9 @@ static int group_setup(void **state) {
     params.price_output_picousd = PRICE_OUTPUT_PICOUSD;
     params.max_body_bytes = MAX_BODY_BYTES;
     if (quill_server_create(&params, &the_fixture.server) != QUILL_OK) {
+        return -1;
+    }
+    if (quill_server_set_model_path(the_fixture.server, the_fixture.model_path) != QUILL_OK) {
         return -1;
     }
     return quill_server_set_engine(the_fixture.server, the_fixture.engine) == QUILL_OK ? 0 : -1;
@@ -583,7 +595,7 @@ static void test_errors_name_the_parameter(void **state) {
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":"
          "\"json_object\"}}",
-         "response_format"},
+         "response_format.type"},
         {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
         {"/v1/completions", "{\"prompt\":[1,2,99999]}", "prompt"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}",
@@ -1069,6 +1081,358 @@ static void test_tokenize_round_trip(void **state) {
     http_reply_release(&reply);
 }
 
+/* Asserts that the error message of reply contains part. */
+static void assert_error_mentions(const http_reply *reply, const char *part) {
+    struct json_object *root = parse_json(reply->body);
+    const char *message = json_string_at(root, "error.message");
+    assert_non_null(message);
+    if (strstr(message, part) == NULL) {
+        fail_msg("message '%s' lacks '%s'", message, part);
+    }
+    json_object_put(root);
+}
+
+static double json_double_at(struct json_object *root, const char *path) {
+    struct json_object *node = json_at(root, path);
+    assert_non_null(node);
+    return json_object_get_double(node);
+}
+
+static void test_usage_n_choices_counts_prompt_once(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions",
+              "{\"prompt\":\"hello world\",\"max_tokens\":3,\"n\":3,\"seed\":1}", &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    int64_t n_prompt = count_prompt_tokens("hello world", QUILL_TOKENIZE_ADD_SPECIAL |
+                                                              QUILL_TOKENIZE_PARSE_SPECIAL);
+    assert_usage_and_cost(reply.body, root, n_prompt);
+    assert_true(json_int_at(root, "usage.prompt_tokens_details.cached_tokens") <= n_prompt);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_usage_ttft_within_request_for_plain_reply(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions", "{\"prompt\":\"abc\",\"max_tokens\":6,\"ignore_eos\":true}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+
+    /* TTFT ends at the engine's first text, which comes before the request finished: queue,
+     * prefill and generation together span arrival to the final event. Each field is rounded
+     * to 1 us, hence the slack. */
+    double ttft_ms = json_double_at(root, "usage.timings.ttft_ms");
+    double finished_ms = json_double_at(root, "usage.timings.queue_ms") +
+                         json_double_at(root, "usage.timings.prefill_ms") +
+                         json_double_at(root, "usage.timings.generation_ms");
+    assert_true(ttft_ms > 0.0);
+    assert_true(ttft_ms <= finished_ms + 0.005);
+    json_object_put(root);
+    http_reply_release(&reply);
+}
+
+static void test_errors_body_shapes(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/chat/completions", "null", &reply);
+    assert_error(&reply, 400, NULL, "invalid_json");
+    assert_error_mentions(&reply, "the request body must be a JSON object");
+    http_reply_release(&reply);
+
+    http_post("/v1/chat/completions", "", &reply);
+    assert_error(&reply, 400, NULL, "invalid_json");
+    assert_error_mentions(&reply, "the request body is empty");
+    http_reply_release(&reply);
+
+    http_post("/v1/chat/completions", "[1]", &reply);
+    assert_error_mentions(&reply, "must be a JSON object");
+    http_reply_release(&reply);
+
+    http_post("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"", &reply);
+    assert_error_mentions(&reply, "not valid JSON");
+    http_reply_release(&reply);
+}
+
+static void test_errors_quote_overflowing_numbers(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":99999999999999999999999}",
+              &reply);
+    assert_error(&reply, 400, "max_tokens", NULL);
+    assert_error_mentions(&reply, "'max_tokens' is 99999999999999999999999 but");
+    http_reply_release(&reply);
+}
+
+static void test_errors_point_to_the_other_endpoint(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+              &reply);
+    assert_error(&reply, 400, "messages", "unsupported_parameter");
+    assert_error_mentions(&reply, "/v1/chat/completions");
+    http_reply_release(&reply);
+
+    http_post("/v1/chat/completions", "{\"prompt\":\"x\"}", &reply);
+    assert_error(&reply, 400, "prompt", "unsupported_parameter");
+    assert_error_mentions(&reply, "/v1/completions");
+    http_reply_release(&reply);
+}
+
+static void test_errors_response_format(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1,"
+              "\"response_format\":{\"type\":\"text\"}}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"response_format\":{\"type\":\"json_schema\"}}",
+              &reply);
+    assert_error(&reply, 400, "response_format.type", "unsupported_parameter");
+    http_reply_release(&reply);
+}
+
+static void test_tokenize_fields_checked(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/tokenize", "{}", &reply);
+    assert_error(&reply, 400, "content", NULL);
+    assert_error_mentions(&reply, "'content' is required");
+    http_reply_release(&reply);
+
+    http_post("/tokenize", "{\"text\":\"Hello\"}", &reply);
+    assert_error(&reply, 400, "text", "unsupported_parameter");
+    http_reply_release(&reply);
+
+    http_post("/tokenize", "{\"content\":5}", &reply);
+    assert_error(&reply, 400, "content", NULL);
+    http_reply_release(&reply);
+
+    http_post("/detokenize", "{\"tokens\":[1],\"skip\":true}", &reply);
+    assert_error(&reply, 400, "skip", "unsupported_parameter");
+    http_reply_release(&reply);
+
+    http_post("/detokenize", "{}", &reply);
+    assert_error(&reply, 400, "tokens", NULL);
+    http_reply_release(&reply);
+
+    http_post("/apply-template",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"extra\":1}", &reply);
+    assert_error(&reply, 400, "extra", "unsupported_parameter");
+    http_reply_release(&reply);
+}
+
+static void test_apply_template_generation_prompt_and_kwargs(void **state) {
+    (void)state;
+    http_reply reply;
+    http_post("/apply-template",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],"
+              "\"add_generation_prompt\":false,"
+              "\"chat_template_kwargs\":{\"enable_thinking\":false}}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "prompt"), "<|im_start|>user\nhello<|im_end|>\n");
+    json_object_put(root);
+    http_reply_release(&reply);
+
+    http_post("/apply-template",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"add_generation_prompt\":\"yes\"}",
+              &reply);
+    assert_error(&reply, 400, "add_generation_prompt", NULL);
+    http_reply_release(&reply);
+
+    http_post("/apply-template",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"chat_template_kwargs\":{\"messages\":[]}}",
+              &reply);
+    assert_error(&reply, 400, "chat_template_kwargs", NULL);
+    http_reply_release(&reply);
+
+    /* Chat completions take the same kwargs, but not add_generation_prompt. */
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1,"
+              "\"chat_template_kwargs\":{\"enable_thinking\":true}}",
+              &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+    http_post("/v1/chat/completions",
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"add_generation_prompt\":false}",
+              &reply);
+    assert_error(&reply, 400, "add_generation_prompt", "unsupported_parameter");
+    http_reply_release(&reply);
+}
+
+static void test_models_retrieve_by_id_and_file_name(void **state) {
+    (void)state;
+    uint16_t port = quill_server_port(the_fixture.server);
+    http_reply reply;
+    http_send(port, "GET", "/v1/models/tiny", NULL, API_KEY, NULL, 0, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "id"), "tiny");
+    assert_string_equal(json_string_at(root, "object"), "model");
+    json_object_put(root);
+    http_reply_release(&reply);
+
+    /* The file's base name without .gguf names the same model. */
+    const char *base = strrchr(the_fixture.model_path, '/');
+    base = base != NULL ? base + 1 : the_fixture.model_path;
+    char file_id[256];
+    snprintf(file_id, sizeof(file_id), "%.*s", (int)(strlen(base) - strlen(".gguf")), base);
+    char path[320];
+    snprintf(path, sizeof(path), "/v1/models/%s", file_id);
+    http_send(port, "GET", path, NULL, API_KEY, NULL, 0, &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+    char body[320];
+    snprintf(body, sizeof(body), "{\"model\":\"%s\",\"prompt\":\"x\",\"max_tokens\":1}",
+             file_id);
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "model"), "tiny");
+    json_object_put(root);
+    http_reply_release(&reply);
+
+    http_send(port, "GET", "/v1/models/gpt-9", NULL, API_KEY, NULL, 0, &reply);
+    assert_error(&reply, 404, "model", "model_not_found");
+    http_reply_release(&reply);
+}
+
+static void test_methods_head_and_allow(void **state) {
+    (void)state;
+    uint16_t port = quill_server_port(the_fixture.server);
+    http_reply reply;
+    http_send(port, "HEAD", "/health", NULL, NULL, NULL, 0, &reply);
+    assert_int_equal(reply.status, 200);
+    assert_int_equal(reply.n_body_bytes, 0);
+    http_reply_release(&reply);
+    http_send(port, "HEAD", "/v1/models", NULL, API_KEY, NULL, 0, &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+
+    http_send(port, "POST", "/health", "application/json", NULL, "{}", 2, &reply);
+    assert_error(&reply, 405, NULL, "method_not_allowed");
+    assert_string_equal(reply.allow, "GET, HEAD");
+    http_reply_release(&reply);
+    http_send(port, "GET", "/v1/chat/completions", NULL, API_KEY, NULL, 0, &reply);
+    assert_error(&reply, 405, NULL, "method_not_allowed");
+    assert_string_equal(reply.allow, "POST");
+    http_reply_release(&reply);
+}
+
+static void test_bad_template_message_whole(void **state) {
+    (void)state;
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 1;
+    params.chat_template = "{{ messages[0].content ";
+    quill_server *server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_not_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+    const char *message = quill_error_message();
+    const char *prefix = "server: the chat template (from file) does not parse: ";
+    assert_true(strncmp(message, prefix, strlen(prefix)) == 0);
+    assert_null(strstr(message + strlen(prefix), "does not parse"));
+    assert_non_null(strstr(message, "'}}'"));
+    quill_server_destroy(server);
+}
+
+/* Opens a connection to the server that sends only part of a request's headers. */
+static int open_partial_request(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    const char *partial = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    assert_int_equal(send(fd, partial, strlen(partial), 0), (ssize_t)strlen(partial));
+    return fd;
+}
+
+static void test_idle_connections_do_not_block_health(void **state) {
+    (void)state;
+    enum { N_IDLE = 200 };
+    int fds[N_IDLE];
+    uint16_t port = quill_server_port(the_fixture.server);
+    for (int i = 0; i < N_IDLE; i++) {
+        fds[i] = open_partial_request(port);
+    }
+    http_reply reply;
+    http_send(port, "GET", "/health", NULL, NULL, NULL, 0, &reply);
+    assert_int_equal(reply.status, 200);
+    http_reply_release(&reply);
+    for (int i = 0; i < N_IDLE; i++) {
+        close(fds[i]);
+    }
+}
+
+/* Sends raw bytes and reads the whole response until the server closes the connection. */
+static void raw_exchange(uint16_t port, const char *request, char *response,
+                         size_t response_bytes) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval timeout = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    assert_int_equal(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
+    size_t n_received = 0;
+    while (n_received < response_bytes - 1) {
+        ssize_t n_read = recv(fd, response + n_received, response_bytes - 1 - n_received, 0);
+        if (n_read <= 0) {
+            break;
+        }
+        n_received += (size_t)n_read;
+    }
+    response[n_received] = '\0';
+    close(fd);
+}
+
+static int count_occurrences(const char *text, const char *part) {
+    int n_found = 0;
+    for (const char *at = strstr(text, part); at != NULL; at = strstr(at + 1, part)) {
+        n_found++;
+    }
+    return n_found;
+}
+
+/* libmicrohttpd rejects a negative Content-Length itself, before Quill sees the request; its
+ * 0.9.75 error path writes the status line and headers twice (see http_server.c). This checks
+ * only what Quill can promise: a 400 and a closed connection, with no Quill handler involved. */
+static void test_negative_content_length_rejected_by_library(void **state) {
+    (void)state;
+    quill_server_stats before;
+    quill_server_get_stats(the_fixture.server, &before);
+    char response[8192];
+    raw_exchange(quill_server_port(the_fixture.server),
+                 "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: application/json\r\nContent-Length: -5\r\n\r\n{}",
+                 response, sizeof(response));
+    assert_true(strncmp(response, "HTTP/1.1 400", 12) == 0);
+    assert_true(count_occurrences(response, "HTTP/1.1 400") >= 1);
+    quill_server_stats after;
+    quill_server_get_stats(the_fixture.server, &after);
+    assert_int_equal(after.n_requests, before.n_requests);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_loading_then_ready),
@@ -1096,6 +1460,19 @@ int main(void) {
         cmocka_unit_test(test_user_special_text_stays_plain),
         cmocka_unit_test(test_apply_template_default_chatml),
         cmocka_unit_test(test_tokenize_round_trip),
+        cmocka_unit_test(test_usage_n_choices_counts_prompt_once),
+        cmocka_unit_test(test_usage_ttft_within_request_for_plain_reply),
+        cmocka_unit_test(test_errors_body_shapes),
+        cmocka_unit_test(test_errors_quote_overflowing_numbers),
+        cmocka_unit_test(test_errors_point_to_the_other_endpoint),
+        cmocka_unit_test(test_errors_response_format),
+        cmocka_unit_test(test_tokenize_fields_checked),
+        cmocka_unit_test(test_apply_template_generation_prompt_and_kwargs),
+        cmocka_unit_test(test_models_retrieve_by_id_and_file_name),
+        cmocka_unit_test(test_methods_head_and_allow),
+        cmocka_unit_test(test_bad_template_message_whole),
+        cmocka_unit_test(test_idle_connections_do_not_block_health),
+        cmocka_unit_test(test_negative_content_length_rejected_by_library),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

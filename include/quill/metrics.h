@@ -72,7 +72,8 @@ typedef struct quill_request_record {
     int64_t n_completion_tokens;  /* generated tokens */
     int64_t cost_picousd;         /* price of the request in 1e-12 USD, >= 0 */
     int64_t queue_us;             /* arrival until the first prefill chunk was scheduled */
-    int64_t ttft_us;              /* arrival until the first content byte was written */
+    int64_t ttft_us;              /* arrival until the first content: written to the socket for
+                                     streams, released by the engine for non-streamed replies */
     int64_t generation_us;        /* first generated token until the last */
     int64_t e2e_us;               /* arrival until the last byte was written */
     const int64_t *inter_token_us;/* gaps between successive generated tokens, microseconds;

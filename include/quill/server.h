@@ -1,7 +1,7 @@
 /*
  * The OpenAI-compatible HTTP server behind `quill serve`: /v1/chat/completions,
- * /v1/completions (both streamed as server-sent events or not), /v1/models, /health, /tokenize,
- * /detokenize and /apply-template. GET /metrics (Prometheus text) and GET /v1/stats (JSON) serve
+ * /v1/completions (both streamed as server-sent events or not), /v1/models, /v1/models/{id},
+ * /health, /tokenize, /detokenize and /apply-template; GET endpoints also answer HEAD. GET /metrics (Prometheus text) and GET /v1/stats (JSON) serve
  * the server's quill_metrics, which records every chat and completions request. HTTP worker
  * threads parse, validate, render the chat template, tokenize and submit to the engine; the
  * engine thread's event callback only wakes the connection, and a watchdog thread cancels the
@@ -58,6 +58,11 @@ QUILL_API quill_status quill_server_create(const quill_server_params *params, qu
 /* Attaches the engine (borrowed: it must outlive the server) and its model, renders nothing
  * yet but parses the chat template, and marks the server ready. Call once. */
 QUILL_API quill_status quill_server_set_engine(quill_server *server, quill_engine *engine);
+
+/* Also accepts the base name of path without ".gguf" as a model id in requests and in
+ * GET /v1/models/{id}, beside the served id (the alias or general.name). Copies what it needs.
+ * Call before quill_server_set_engine; optional. */
+QUILL_API quill_status quill_server_set_model_path(quill_server *server, const char *path);
 
 /* The bound TCP port, useful after binding port 0. */
 QUILL_API uint16_t quill_server_port(const quill_server *server);

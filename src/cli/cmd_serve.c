@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -26,6 +27,12 @@ static const char *const command = "serve";
 
 /* How often the shutdown drain checks for a second stop signal, in milliseconds. */
 #define DRAIN_POLL_MS 200
+
+/* Smallest accepted --ctx: room for one prompt token and one generated token. */
+#define SERVE_MIN_CTX_TOKENS 2
+
+/* Open files serve asks for: room for the server's largest connection limit. */
+#define OPEN_FILES_WANTED ((rlim_t)65536 + 64)
 
 /* Largest accepted --cache-mem, in MiB (1 TiB). */
 #define CACHE_MEM_MAX_MIB ((int64_t)1 << 20)
@@ -56,7 +63,8 @@ static void print_usage(FILE *stream) {
             "once\n"
             "  --host ADDRESS              IPv4 address to listen on (default 127.0.0.1)\n"
             "  --port N                    TCP port (default 8080; 0 picks a free port)\n"
-            "  --ctx TOKENS                max tokens per sequence, prompt plus completion\n"
+            "  --ctx TOKENS                max tokens per sequence, prompt plus completion, at\n"
+            "                              least 2\n"
             "                              (default: the model's trained context)\n"
             "  --parallel N                max sequences decoding at once (default 4)\n"
             "  --threads N                 compute threads (default: all CPUs)\n"
@@ -65,7 +73,9 @@ static void print_usage(FILE *stream) {
             "  --queue-limit N             max requests waiting for a slot (default 64); more get "
             "429\n"
             "  --api-key KEY               require 'Authorization: Bearer KEY'\n"
-            "  --model-alias NAME          model id shown in /v1/models and accepted in requests\n"
+            "  --model-alias NAME          model id shown in /v1/models (default: the model's\n"
+            "                              general.name); requests may also name the model by\n"
+            "                              the file's base name without .gguf\n"
             "  --chat-template-file PATH   Jinja chat template replacing the model's own\n"
             "  --price-input USD           price per million uncached prompt tokens (default 0)\n"
             "  --price-cached-input USD    price per million cached prompt tokens\n"
@@ -100,7 +110,10 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         is_ok = quill_cli_parse_int64(command, flag, value, 0, 65535, &number);
         server->port = (uint16_t)number;
     } else if (strcmp(flag, "--ctx") == 0) {
-        is_ok = quill_cli_parse_int64(command, flag, value, 1, INT32_MAX, &engine->n_ctx);
+        /* One prompt token and one generated token, the least a request can use, as in
+         * `quill run -c`. */
+        is_ok = quill_cli_parse_int64(command, flag, value, SERVE_MIN_CTX_TOKENS, INT32_MAX,
+                                      &engine->n_ctx);
     } else if (strcmp(flag, "--parallel") == 0) {
         is_ok = quill_cli_parse_int64(command, flag, value, 1, 1024, &number);
         engine->n_parallel = (int32_t)number;
@@ -113,6 +126,12 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         is_ok = quill_cli_parse_int64(command, flag, value, 0, 1000000, &number);
         engine->queue_limit = (int32_t)number;
     } else if (strcmp(flag, "--api-key") == 0) {
+        if (value[0] == '\0') {
+            fprintf(stderr, "quill %s: --api-key is empty; give a key, or leave the flag out to "
+                            "serve without one\n",
+                    command);
+            is_ok = false;
+        }
         server->api_key = value;
     } else if (strcmp(flag, "--model-alias") == 0) {
         server->model_alias = value;
@@ -208,6 +227,28 @@ static char *read_template_file(const char *path) {
     return text;
 }
 
+/* Raises the soft open-file limit to the hard one (at most OPEN_FILES_WANTED), because the
+ * server sizes its connection limit from it and the usual soft default of 1024 allows only
+ * about a thousand connections. Failure only leaves the lower limit, so it is logged. */
+static void raise_open_file_limit(void) {
+    struct rlimit files;
+    if (getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur >= OPEN_FILES_WANTED) {
+        return;
+    }
+    rlim_t wanted = files.rlim_max < OPEN_FILES_WANTED ? files.rlim_max : OPEN_FILES_WANTED;
+    if (wanted <= files.rlim_cur) {
+        return;
+    }
+    rlim_t previous = files.rlim_cur;
+    files.rlim_cur = wanted;
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) {
+        int saved_errno = errno;
+        QUILL_LOG_WARN("server", "cannot raise the open-file limit; fewer connections fit",
+                       "limit=%llu error=\"%s\"", (unsigned long long)previous,
+                       strerror(saved_errno));
+    }
+}
+
 /* Waits for SIGINT or SIGTERM; they were blocked before any thread started. */
 static int wait_for_stop_signal(const sigset_t *signals) {
     int signal_number = 0;
@@ -256,6 +297,7 @@ int quill_cli_serve(int argc, char **argv) {
     sigaddset(&signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_open_file_limit();
 
     if (options.chat_template_path != NULL) {
         template_text = read_template_file(options.chat_template_path);
@@ -287,6 +329,10 @@ int quill_cli_serve(int argc, char **argv) {
     }
     if (quill_engine_create(model, &options.engine, &engine) != QUILL_OK) {
         quill_cli_report_error(command, "cannot start the engine");
+        goto cleanup;
+    }
+    if (quill_server_set_model_path(server, model_path) != QUILL_OK) {
+        quill_cli_report_error(command, "cannot serve the model");
         goto cleanup;
     }
     if (quill_server_set_engine(server, engine) != QUILL_OK) {

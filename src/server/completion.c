@@ -1,10 +1,20 @@
 /*
  * A completion's life: prompt, submission, events, output. See completion.h.
  *
- * Usage of a request with n choices is the sum over its choices, because each choice is its own
- * engine request. Its prompt therefore counts once per choice. The choices after the first
- * usually find the prompt in the prefix cache, so it shows up as cached_tokens and is priced
- * as such.
+ * Usage of a request with n choices follows OpenAI: the prompt is counted once, although each
+ * choice is its own engine request, and completion_tokens is the sum over the choices.
+ * prompt_tokens and cached_tokens are those of the first choice that reported usage (choice 0
+ * unless it never finished); the later choices usually find the prompt in the prefix cache, and
+ * that reuse is not billed. Cost is computed from these counts, and the metrics record carries
+ * the same counts, so /metrics agrees with the usage returned.
+ *
+ * TTFT (usage.timings.ttft_ms and the metrics) is arrival until the first content reached the
+ * client side:
+ * - streamed replies: the moment the first SSE chunk with content text was handed to the
+ *   socket (quill__completion_mark_content_sent);
+ * - non-streamed replies, whose body is written only at the end: the moment the engine
+ *   released the first content text of any choice (quill_usage.first_text_us), or sampled its
+ *   first token when no text came (first_token_us). This is what `quill run` reports.
  */
 #include "server/completion.h"
 
@@ -44,7 +54,8 @@ struct quill_completion {
     char id[48];                     /* "chatcmpl-..." or "cmpl-..." */
     int64_t created_unix_seconds;
     int64_t arrival_us;              /* monotonic */
-    int64_t first_content_us;        /* monotonic; 0 until the first content byte is written */
+    int64_t first_content_us;        /* monotonic end of TTFT (see the top of this file); 0
+                                        until known */
     size_t pending_content_offset;   /* see quill__completion_pending_content_offset */
     int32_t n_choices;
     int32_t n_finished;
@@ -133,14 +144,22 @@ cleanup:
     return status;
 }
 
-/* Builds the extra template variables tool_choice and parallel_tool_calls, or NULL. */
+/* Builds the extra template variables: chat_template_kwargs, tool_choice and
+ * parallel_tool_calls, or NULL when there are none. The parser keeps kwargs from naming the
+ * other two. */
 static struct json_object *template_extra_vars(const quill_openai_request *request) {
-    if (request->tool_choice == NULL && request->parallel_tool_calls < 0) {
+    if (request->tool_choice == NULL && request->parallel_tool_calls < 0 &&
+        request->template_kwargs == NULL) {
         return NULL;
     }
     struct json_object *vars = json_object_new_object();
     if (vars == NULL) {
         return NULL;
+    }
+    if (request->template_kwargs != NULL) {
+        json_object_object_foreach(request->template_kwargs, key, value) {
+            json_object_object_add(vars, key, json_object_get(value));
+        }
     }
     if (request->tool_choice != NULL) {
         json_object_object_add(vars, "tool_choice", json_object_get(request->tool_choice));
@@ -174,7 +193,8 @@ quill_status quill__completion_render_chat(quill_server *server,
         goto cleanup;
     }
 
-    /* Render with the vocabulary's BOS and EOS texts, ending with the assistant's header. */
+    /* Render with the vocabulary's BOS and EOS texts, ending with the assistant's header unless
+     * /apply-template asked for add_generation_prompt false. */
     quill_chat_render_params params = quill_chat_render_params_default();
     int32_t bos = quill_tokenizer_bos(tokenizer);
     int32_t eos = quill_tokenizer_eos(tokenizer);
@@ -184,7 +204,7 @@ quill_status quill__completion_render_chat(quill_server *server,
     params.extra_vars = extra_vars;
     params.bos_token = bos >= 0 ? quill_tokenizer_token_text(tokenizer, bos) : NULL;
     params.eos_token = eos >= 0 ? quill_tokenizer_token_text(tokenizer, eos) : NULL;
-    params.add_generation_prompt = true;
+    params.add_generation_prompt = request->add_generation_prompt;
     params.now_unix_seconds = -1;
     status = quill_chat_template_render(server->chat_template, &params, &rendered);
     if (status != QUILL_OK) {
@@ -581,10 +601,15 @@ static void write_error_event(const char *message, quill_strbuf *stream) {
 static void total_usage(quill_completion *completion, quill_usage *total, quill_cost *cost,
                         quill_timings *timings) {
     memset(total, 0, sizeof(*total));
+    bool has_prompt = false;
     for (int32_t i = 0; i < completion->n_choices; i++) {
-        total->n_prompt_tokens += completion->choices[i].usage.n_prompt_tokens;
-        total->n_cached_tokens += completion->choices[i].usage.n_cached_tokens;
-        total->n_completion_tokens += completion->choices[i].usage.n_completion_tokens;
+        const quill_usage *usage = &completion->choices[i].usage;
+        if (!has_prompt && usage->n_prompt_tokens > 0) {
+            total->n_prompt_tokens = usage->n_prompt_tokens;
+            total->n_cached_tokens = usage->n_cached_tokens;
+            has_prompt = true;
+        }
+        total->n_completion_tokens += usage->n_completion_tokens;
     }
     if (quill__cost_compute(&completion->server->prices, total->n_prompt_tokens,
                             total->n_cached_tokens, total->n_completion_tokens,
@@ -707,6 +732,21 @@ quill_status quill__completion_poll(quill_completion *completion, quill_strbuf *
     return status;
 }
 
+/* Non-streamed TTFT end (see the top of this file): the earliest first text of any choice, or
+ * its first sampled token when it released no text; 0 when no choice produced a token. */
+static int64_t first_engine_content_us(const quill_completion *completion) {
+    int64_t earliest_us = 0;
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        const quill_usage *usage = &completion->choices[i].usage;
+        int64_t content_us = usage->first_text_us > 0 ? usage->first_text_us
+                                                      : usage->first_token_us;
+        if (content_us > 0 && (earliest_us == 0 || content_us < earliest_us)) {
+            earliest_us = content_us;
+        }
+    }
+    return earliest_us;
+}
+
 static void write_choice(quill_completion *completion, int32_t index, quill_strbuf *body) {
     completion_choice *choice = &completion->choices[index];
     quill__strbuf_appendf(body, "%s{\"index\":%d,", index > 0 ? "," : "", index);
@@ -743,8 +783,7 @@ void quill__completion_write_response(quill_completion *completion, int *http_st
         return;
     }
 
-    /* The body goes out right after this, so now is when its first content byte is written. */
-    completion->first_content_us = quill__clock_monotonic_us();
+    completion->first_content_us = first_engine_content_us(completion);
     bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
     quill__strbuf_appendf(body, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
                           completion->id, is_chat ? "chat.completion" : "text_completion",

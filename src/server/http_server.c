@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,9 +23,24 @@
 #include "base/log.h"
 #include "server/completion.h"
 
-/* Seconds an idle keep-alive connection stays open. Suspended connections (waiting for the
- * engine) are exempt, as MHD removes them from its timeout lists. */
-#define CONNECTION_TIMEOUT_S 300
+/* Connection timeouts, in seconds of inactivity. A connection that has not yet sent a whole
+ * request header, or that idles between keep-alive requests, is closed after
+ * IDLE_TIMEOUT_S, so that clients which open sockets and send nothing (or half a header) do
+ * not hold connection slots for long. Once the header is complete, the request gets
+ * REQUEST_TIMEOUT_S for its body and its response (slow uploads, long streams to slow
+ * readers); it drops back to the idle timeout when the response is complete. Suspended
+ * connections (waiting for the engine) are exempt, as MHD removes them from its timeout
+ * lists. */
+#define IDLE_TIMEOUT_S 15
+#define REQUEST_TIMEOUT_S 300
+
+/* Connections MHD accepts at once: the process's open-file limit less FD_RESERVE (model file,
+ * wake-up pipes, log and listening sockets), capped at MAX_CONNECTIONS. MHD's default is
+ * FD_SETSIZE - 4 (1020) even with epoll, which a thousand idle sockets exhaust. No per-IP
+ * limit is set, because clients behind one proxy or load balancer share an address. */
+#define FD_RESERVE 64
+#define MIN_CONNECTIONS 16
+#define MAX_CONNECTIONS 65536
 
 /* Maximum bytes MHD requests from the SSE reader per call. */
 #define STREAM_BLOCK_BYTES 16384
@@ -123,8 +139,8 @@ static enum MHD_Result queue_body(quill_exchange *exchange, int http_status,
     if (http_status == 401) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     }
-    if (http_status == 405) {
-        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+    if (http_status == 405 && exchange->allowed_methods != NULL) {
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, exchange->allowed_methods);
     }
     enum MHD_Result result = MHD_queue_response(exchange->connection, (unsigned int)http_status,
                                                 response);
@@ -300,6 +316,14 @@ static quill_exchange *exchange_create(quill_server *server, struct MHD_Connecti
     exchange->connection = connection;
     exchange->arrival_us = quill__clock_monotonic_us();
     exchange->endpoint = quill__router_route(method, url);
+    exchange->allowed_methods = quill__router_allowed_methods(url);
+    if (exchange->endpoint == QUILL_ENDPOINT_MODEL) {
+        exchange->path_model_id = quill__strdup(quill__router_model_id(url));
+        if (exchange->path_model_id == NULL) {
+            quill__free(exchange);
+            return NULL;
+        }
+    }
     quill__strbuf_init(&exchange->body);
     quill__strbuf_init(&exchange->stream);
 
@@ -369,6 +393,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
             return MHD_NO;
         }
         *request_context = exchange;
+        MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)REQUEST_TIMEOUT_S);
         if (check_declared_length(exchange)) {
             return queue_error(exchange, &exchange->error);
         }
@@ -396,11 +422,15 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
                          enum MHD_RequestTerminationCode termination) {
     quill_server *server = cls;
     quill_exchange *exchange = *request_context;
-    (void)connection;
     if (exchange == NULL) {
         return;
     }
     *request_context = NULL;
+    if (termination == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* A kept-alive connection waits for its next request under the idle timeout. */
+        MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)IDLE_TIMEOUT_S);
+    }
 
     /* Unbind the waker first, so that engine events stop touching this connection. */
     quill__waker_release(server, exchange->waker);
@@ -419,6 +449,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     quill__strbuf_release(&exchange->stream);
     quill__free(exchange->user);
     quill__free(exchange->feature);
+    quill__free(exchange->path_model_id);
     quill__free(exchange);
 
     pthread_mutex_lock(&server->mutex);
@@ -429,6 +460,15 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     pthread_mutex_unlock(&server->mutex);
 }
 
+/* Logs what libmicrohttpd reports. A client that closes a connection before it sent a whole
+ * request is the client's business and is logged at debug level, so that many idle or
+ * abandoned connections do not flood the log; everything else is a warning.
+ *
+ * Requests that MHD rejects while parsing headers (a malformed Content-Length such as -5, a
+ * bad request line) never reach on_access: MHD answers them with its own HTML page and closes
+ * the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that answer's status line and
+ * headers twice in one response for a negative Content-Length; the duplicate comes from its
+ * error path, not from Quill, and Quill has no hook to replace that answer. */
 static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     (void)cls;
     char message[512];
@@ -438,8 +478,26 @@ static void log_mhd_message(void *cls, const char *fmt, va_list args) {
         message[--length] = '\0';
     }
     char quoted[600];
-    QUILL_LOG_WARN("server", "libmicrohttpd reported a problem", "detail=%s",
-                   quill__log_quote(message, quoted, (int)sizeof(quoted)));
+    quill__log_quote(message, quoted, (int)sizeof(quoted));
+    if (strncmp(message, "Connection was closed by remote side", 36) == 0) {
+        QUILL_LOG_DEBUG("server", "libmicrohttpd reported a client that left", "detail=%s",
+                        quoted);
+    } else {
+        QUILL_LOG_WARN("server", "libmicrohttpd reported a problem", "detail=%s", quoted);
+    }
+}
+
+/* See MAX_CONNECTIONS. */
+static unsigned int connection_limit(void) {
+    struct rlimit files;
+    rlim_t limit = MIN_CONNECTIONS;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY) {
+        limit = files.rlim_cur > FD_RESERVE + MIN_CONNECTIONS ? files.rlim_cur - FD_RESERVE
+                                                              : MIN_CONNECTIONS;
+    } else if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+        limit = MAX_CONNECTIONS;
+    }
+    return (unsigned int)(limit < MAX_CONNECTIONS ? limit : MAX_CONNECTIONS);
 }
 
 quill_status quill__http_server_start(quill_server *server, int n_threads) {
@@ -456,11 +514,13 @@ quill_status quill__http_server_start(quill_server *server, int n_threads) {
 
     /* The logger comes first so that MHD reports option problems through it. With one thread,
      * MHD's own polling thread serves everything; MHD warns about a pool of one. */
+    unsigned int max_connections = connection_limit();
     struct MHD_OptionItem options[] = {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)log_mhd_message, server},
         {MHD_OPTION_SOCK_ADDR, 0, &address},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, server},
-        {MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)max_connections, NULL},
         {n_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, n_threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
@@ -475,6 +535,9 @@ quill_status quill__http_server_start(quill_server *server, int n_threads) {
                                server->host, (unsigned)server->port);
     }
 
+    QUILL_LOG_DEBUG("server", "connection limits", "max_connections=%u idle_timeout_s=%d "
+                    "request_timeout_s=%d",
+                    max_connections, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(server->daemon,
                                                            MHD_DAEMON_INFO_BIND_PORT);
     if (info != NULL && info->port != 0) {

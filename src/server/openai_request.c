@@ -20,7 +20,16 @@ static const char *const chat_fields[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
     "logprobs", "top_logprobs", "logit_bias", "stream", "stream_options", "user", "metadata",
-    "tools", "tool_choice", "parallel_tool_calls", "ignore_eos", NULL,
+    "tools", "tool_choice", "parallel_tool_calls", "ignore_eos", "response_format",
+    "chat_template_kwargs", NULL,
+};
+/* /apply-template takes a chat body and, as llama.cpp's server does, add_generation_prompt. */
+static const char *const template_only_fields[] = {"add_generation_prompt", NULL};
+
+/* Template variables that chat_template_kwargs may not replace, as other fields set them. */
+static const char *const reserved_template_variables[] = {
+    "messages", "tools", "add_generation_prompt", "bos_token", "eos_token", "tool_choice",
+    "parallel_tool_calls", NULL,
 };
 static const char *const completion_fields[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p",
@@ -34,7 +43,7 @@ static const char *const completion_fields[] = {
  * dashboard; Quill stores nothing), service_tier (OpenAI's capacity class), prompt_cache_key
  * (a routing hint for OpenAI's prompt cache; Quill's prefix cache needs none) and
  * safety_identifier (an end-user id for abuse reports). Every other unknown field, such as
- * response_format or reasoning_effort, changes the output, so it is rejected by name. */
+ * reasoning_effort, changes the output, so it is rejected by name. */
 static const char *const ignored_hint_fields[] = {
     "store", "service_tier", "prompt_cache_key", "safety_identifier", NULL,
 };
@@ -87,6 +96,49 @@ static quill_status parse_double(const quill_openai_request *request, const char
     return QUILL_OK;
 }
 
+/* Copies the text of the top-level number field name as it appears in the raw body into
+ * text, for numbers json-c could not hold. Returns false when it cannot be found (the key also
+ * appears elsewhere, or the text does not look like an integer); the caller then prints the
+ * parsed value. */
+static bool find_number_text(const quill_openai_request *request, const char *name, char *text,
+                             size_t n_text_bytes) {
+    if (request->body == NULL) {
+        return false;
+    }
+    char key[72];
+    snprintf(key, sizeof(key), "\"%s\"", name);
+    size_t n_key = strlen(key);
+    const char *end = request->body + request->n_body_bytes;
+    const char *found = NULL;
+    for (const char *at = request->body; at + n_key <= end; at++) {
+        if (memcmp(at, key, n_key) != 0 || (at > request->body && at[-1] == '\\')) {
+            continue;
+        }
+        if (found != NULL) {
+            return false; /* more than one place: nested objects may use the same key */
+        }
+        found = at;
+    }
+    if (found == NULL) {
+        return false;
+    }
+    const char *at = found + n_key;
+    while (at < end && (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r' || *at == ':')) {
+        at++;
+    }
+    size_t n_digits = 0;
+    while (at + n_digits < end && (at[n_digits] == '-' || (at[n_digits] >= '0' &&
+                                                            at[n_digits] <= '9'))) {
+        n_digits++;
+    }
+    if (n_digits == 0 || n_digits + 1 > n_text_bytes) {
+        return false;
+    }
+    memcpy(text, at, n_digits);
+    text[n_digits] = '\0';
+    return true;
+}
+
 static quill_status parse_int(const quill_openai_request *request, const char *name, int64_t min,
                               int64_t max, int64_t *out, quill_http_error *error) {
     struct json_object *value = field(request, name);
@@ -98,6 +150,14 @@ static quill_status parse_int(const quill_openai_request *request, const char *n
     }
     errno = 0;
     int64_t number = json_object_get_int64(value);
+    /* json-c clamps integers beyond int64 to its limits, so those are quoted as sent. */
+    bool is_clamped = errno != 0 || number == INT64_MAX || number == INT64_MIN;
+    char sent[48];
+    if (is_clamped && find_number_text(request, name, sent, sizeof(sent))) {
+        quill__http_error_set(error, 400, name, NULL, "'%s' is %s but must be between %lld and "
+                              "%lld", name, sent, (long long)min, (long long)max);
+        return QUILL_ERR_INVALID_ARG;
+    }
     if (errno != 0 || number < min || number > max) {
         quill__http_error_set(error, 400, name, NULL,
                               "'%s' is %lld but must be between %lld and %lld", name,
@@ -141,7 +201,22 @@ static quill_status check_known_fields(const quill_openai_request *request,
                                                                   : completion_fields;
     json_object_object_foreach(request->root, key, value) {
         (void)value;
-        if (!is_listed(known, key) && !is_listed(ignored_hint_fields, key)) {
+        bool is_template_field = request->is_template_only &&
+                                 is_listed(template_only_fields, key);
+        if (request->kind == QUILL_OPENAI_COMPLETION && strcmp(key, "messages") == 0) {
+            quill__http_error_set(error, 400, key, "unsupported_parameter",
+                                  "'messages' belongs to chat requests; send this body to "
+                                  "/v1/chat/completions, or give 'prompt' here");
+            return QUILL_ERR_INVALID_ARG;
+        }
+        if (request->kind == QUILL_OPENAI_CHAT && strcmp(key, "prompt") == 0) {
+            quill__http_error_set(error, 400, key, "unsupported_parameter",
+                                  "'prompt' belongs to text completions; send this body to "
+                                  "/v1/completions, or give 'messages' here");
+            return QUILL_ERR_INVALID_ARG;
+        }
+        if (!is_listed(known, key) && !is_listed(ignored_hint_fields, key) &&
+            !is_template_field) {
             quill__http_error_set(error, 400, key, "unsupported_parameter",
                                   "'%s' is not supported by Quill; remove it from the request",
                                   key);
@@ -451,6 +526,56 @@ static quill_status parse_tools(quill_openai_request *request, quill_http_error 
     return status;
 }
 
+/* response_format: only {"type": "text"}, the default; Quill has no constrained decoding. */
+static quill_status parse_response_format(quill_openai_request *request,
+                                          quill_http_error *error) {
+    struct json_object *format = field(request, "response_format");
+    struct json_object *type = NULL;
+    if (format == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(format, json_type_object) ||
+        !json_object_object_get_ex(format, "type", &type) ||
+        !json_object_is_type(type, json_type_string)) {
+        quill__http_error_set(error, 400, "response_format", NULL,
+                              "'response_format' must be an object with a string 'type'");
+        return QUILL_ERR_INVALID_ARG;
+    }
+    if (strcmp(json_object_get_string(type), "text") != 0) {
+        quill__http_error_set(error, 400, "response_format.type", "unsupported_parameter",
+                              "'response_format.type' is '%.32s', but Quill supports only "
+                              "'text'; it has no JSON mode or schema-constrained output",
+                              json_object_get_string(type));
+        return QUILL_ERR_INVALID_ARG;
+    }
+    return QUILL_OK;
+}
+
+/* chat_template_kwargs (llama.cpp's name): extra template variables such as enable_thinking. */
+static quill_status parse_template_kwargs(quill_openai_request *request,
+                                          quill_http_error *error) {
+    struct json_object *kwargs = field(request, "chat_template_kwargs");
+    if (kwargs == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(kwargs, json_type_object)) {
+        return reject(error, "chat_template_kwargs",
+                      "'%s' must be an object of template variables%s", "");
+    }
+    json_object_object_foreach(kwargs, key, value) {
+        (void)value;
+        if (is_listed(reserved_template_variables, key)) {
+            quill__http_error_set(error, 400, "chat_template_kwargs", NULL,
+                                  "'chat_template_kwargs.%s' is set by the request's own field "
+                                  "of that name; remove it from chat_template_kwargs",
+                                  key);
+            return QUILL_ERR_INVALID_ARG;
+        }
+    }
+    request->template_kwargs = kwargs;
+    return QUILL_OK;
+}
+
 /* Completion-only fields that Quill accepts only at their neutral value. */
 static quill_status check_completion_neutral_fields(quill_openai_request *request,
                                                     quill_http_error *error) {
@@ -551,6 +676,16 @@ static quill_status parse_fields(quill_openai_request *request, int32_t n_vocab,
     if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
         status = parse_tools(request, error);
     }
+    if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
+        status = parse_response_format(request, error);
+    }
+    if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
+        status = parse_template_kwargs(request, error);
+    }
+    if (status == QUILL_OK && request->is_template_only) {
+        status = parse_bool(request, "add_generation_prompt", &request->add_generation_prompt,
+                            error);
+    }
     if (status == QUILL_OK && request->kind == QUILL_OPENAI_COMPLETION) {
         status = check_completion_neutral_fields(request, error);
     }
@@ -597,17 +732,42 @@ quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
         return QUILL_ERR_NOMEM;
     }
     json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    struct json_object *root = json_tokener_parse_ex(tokener, body, (int)n_bytes);
-    enum json_tokener_error parse_error = json_tokener_get_error(tokener);
-    size_t n_parsed = json_tokener_get_parse_end(tokener);
+    bool is_blank = true;
+    for (size_t i = 0; i < n_bytes && is_blank; i++) {
+        is_blank = body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t';
+    }
+    struct json_object *root = NULL;
+    enum json_tokener_error parse_error = json_tokener_success;
+    size_t n_parsed = 0;
+    if (!is_blank) {
+        root = json_tokener_parse_ex(tokener, body, (int)n_bytes);
+        parse_error = json_tokener_get_error(tokener);
+        n_parsed = json_tokener_get_parse_end(tokener);
+    }
+    /* A bare literal or number at the very end (such as "null") stays open until json-c sees
+     * a terminator, so one NUL byte ends the input; a body cut inside a string or an object
+     * still reports continue. */
+    if (!is_blank && root == NULL && parse_error == json_tokener_continue) {
+        root = json_tokener_parse_ex(tokener, "", 1);
+        parse_error = json_tokener_get_error(tokener);
+        if (parse_error != json_tokener_success) {
+            parse_error = json_tokener_continue;
+        }
+    }
     json_tokener_free(tokener);
 
+    if (is_blank) {
+        quill__http_error_set(error, 400, NULL, "invalid_json",
+                              "the request body is empty; send one JSON object");
+        return QUILL_ERR_INVALID_ARG;
+    }
     bool has_trailing = false;
     for (size_t i = n_parsed; root != NULL && i < n_bytes; i++) {
         has_trailing = has_trailing || (body[i] != ' ' && body[i] != '\n' && body[i] != '\r' &&
                                         body[i] != '\t');
     }
-    if (root == NULL || parse_error != json_tokener_success || has_trailing) {
+    bool is_null = root == NULL && parse_error == json_tokener_success;
+    if (!is_null && (root == NULL || parse_error != json_tokener_success || has_trailing)) {
         quill__http_error_set(error, 400, NULL, "invalid_json",
                               "the request body is not valid JSON (%s at byte %zu); send one JSON "
                               "object",
@@ -620,9 +780,10 @@ quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
         json_object_put(root);
         return QUILL_ERR_INVALID_ARG;
     }
-    if (!json_object_is_type(root, json_type_object)) {
+    if (is_null || !json_object_is_type(root, json_type_object)) {
         quill__http_error_set(error, 400, NULL, "invalid_json",
-                              "the request body must be a JSON object");
+                              "the request body must be a JSON object, not %s",
+                              is_null ? "null" : json_type_to_name(json_object_get_type(root)));
         json_object_put(root);
         return QUILL_ERR_INVALID_ARG;
     }
@@ -634,7 +795,11 @@ quill_status quill__openai_request_parse(const char *body, size_t n_bytes, quill
                                          int32_t n_vocab, quill_openai_request *out,
                                          quill_http_error *error) {
     memset(out, 0, sizeof(*out));
-    out->kind = kind;
+    out->kind = kind == QUILL_OPENAI_TEMPLATE ? QUILL_OPENAI_CHAT : kind;
+    out->is_template_only = kind == QUILL_OPENAI_TEMPLATE;
+    out->add_generation_prompt = true;
+    out->body = body;
+    out->n_body_bytes = n_bytes;
     out->max_tokens = -1;
     out->parallel_tool_calls = -1;
     out->n_choices = 1;
@@ -644,6 +809,8 @@ quill_status quill__openai_request_parse(const char *body, size_t n_bytes, quill
     if (status == QUILL_OK) {
         status = parse_fields(out, n_vocab, error);
     }
+    out->body = NULL;
+    out->n_body_bytes = 0;
     if (status != QUILL_OK) {
         quill__openai_request_release(out);
     }

@@ -27,6 +27,8 @@ struct json_object;
 typedef enum quill_openai_kind {
     QUILL_OPENAI_CHAT = 1,       /* POST /v1/chat/completions */
     QUILL_OPENAI_COMPLETION = 2, /* POST /v1/completions */
+    QUILL_OPENAI_TEMPLATE = 3,   /* POST /apply-template: a chat body plus
+                                    add_generation_prompt; parsed into kind QUILL_OPENAI_CHAT */
 } quill_openai_kind;
 
 typedef struct quill_openai_request {
@@ -37,6 +39,11 @@ typedef struct quill_openai_request {
     struct json_object *tools;        /* chat: array or NULL */
     struct json_object *tool_choice;  /* chat: string or object, or NULL */
     int parallel_tool_calls;          /* chat: -1 absent, else 0 or 1 */
+    struct json_object *template_kwargs; /* chat: chat_template_kwargs, an object of extra
+                                            template variables (e.g. enable_thinking), or NULL */
+    bool is_template_only;            /* parsed for /apply-template */
+    bool add_generation_prompt;       /* chat: end the prompt with the assistant's header; true
+                                         unless /apply-template sends false */
     const char *prompt_text;          /* completion: prompt as text, or NULL */
     size_t n_prompt_text_bytes;       /* bytes of prompt_text */
     int32_t *prompt_tokens;           /* completion: prompt as token ids (owned), or NULL */
@@ -55,6 +62,9 @@ typedef struct quill_openai_request {
                                          end-of-generation tokens, for benchmarks */
     const char *user;                 /* NULL when absent */
     const char *feature;              /* metadata.feature, or NULL */
+    const char *body;                 /* the raw body, only while parsing (to quote numbers
+                                         json-c cannot hold); NULL afterwards */
+    size_t n_body_bytes;
 } quill_openai_request;
 
 /* Parses body (n_bytes of JSON) as a request of the given kind. On failure fills error with a

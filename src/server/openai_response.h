@@ -18,7 +18,8 @@
 /* Latency and speed of one request as reported in usage.timings. */
 typedef struct quill_timings {
     int64_t queue_us;           /* arrival until the first prefill chunk was scheduled */
-    int64_t ttft_us;            /* arrival until the first content byte was written */
+    int64_t ttft_us;            /* arrival until the first content: written to the socket for
+                                   streams, released by the engine for other replies */
     int64_t prefill_us;         /* scheduling until the first token was sampled */
     int64_t generation_us;      /* first token until the request finished */
     double prefill_tokens_per_second; /* uncached prompt tokens / prefill time; 0 if unmeasured */
@@ -26,7 +27,7 @@ typedef struct quill_timings {
 } quill_timings;
 
 /* Fills timings from the engine's usage record and the server's own TTFT stamps (monotonic
- * microseconds; first_content_us <= 0 when no content byte was written). */
+ * microseconds; first_content_us <= 0 when there was no content). */
 void quill__openai_timings_compute(const quill_usage *usage, int64_t arrival_us,
                                    int64_t first_content_us, quill_timings *out);
 

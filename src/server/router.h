@@ -16,10 +16,19 @@ typedef enum quill_endpoint {
     QUILL_ENDPOINT_APPLY_TEMPLATE = 8,     /* POST /apply-template */
     QUILL_ENDPOINT_METRICS = 9,            /* GET /metrics (Prometheus text) */
     QUILL_ENDPOINT_STATS = 10,             /* GET /v1/stats (JSON summary) */
+    QUILL_ENDPOINT_MODEL = 11,             /* GET /v1/models/{id} */
 } quill_endpoint;
 
-/* Returns the endpoint for method ("GET", "POST", ...) and path (without the query string). */
+/* Returns the endpoint for method ("GET", "POST", ...) and path (without the query string).
+ * HEAD reaches the endpoint of GET. */
 quill_endpoint quill__router_route(const char *method, const char *path);
+
+/* The Allow header value for path ("GET, HEAD" or "POST"), or NULL for an unknown path.
+ * Static storage. */
+const char *quill__router_allowed_methods(const char *path);
+
+/* The {id} of a /v1/models/{id} path (borrowed from path), or NULL for any other path. */
+const char *quill__router_model_id(const char *path);
 
 /* True for endpoints whose request carries a JSON body. */
 int quill__router_takes_body(quill_endpoint endpoint);

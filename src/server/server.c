@@ -7,6 +7,7 @@
 #include "quill/server.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -154,8 +155,12 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
     quill_status status = quill_chat_template_create(source, strlen(source),
                                                      &server->chat_template);
     if (status != QUILL_OK) {
+        /* quill_error_set writes the thread's message buffer, which quill_error_message()
+         * points into, so the parser's message is copied before it is quoted. */
+        char detail[1024];
+        snprintf(detail, sizeof(detail), "%s", quill_error_message());
         return quill_error_set(status, "server: the chat template (from %s) does not parse: %s",
-                               origin, quill_error_message());
+                               origin, detail);
     }
 
     server->model_id = quill__strdup(server->model_alias != NULL ? server->model_alias
@@ -168,6 +173,30 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
     server->engine = engine;
     server->model = model;
     atomic_store(&server->is_ready, true);
+    return QUILL_OK;
+}
+
+quill_status quill_server_set_model_path(quill_server *server, const char *path) {
+    if (atomic_load(&server->is_ready)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "server: set the model path before quill_server_set_engine");
+    }
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    size_t n_bytes = strlen(base);
+    size_t n_suffix = strlen(".gguf");
+    if (n_bytes > n_suffix && strcasecmp(base + n_bytes - n_suffix, ".gguf") == 0) {
+        n_bytes -= n_suffix;
+    }
+    if (n_bytes == 0) {
+        return QUILL_OK;
+    }
+    char *id = quill__strndup(base, n_bytes);
+    if (id == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM, "server: out of memory copying the model path");
+    }
+    quill__free(server->model_file_id);
+    server->model_file_id = id;
     return QUILL_OK;
 }
 
@@ -227,6 +256,7 @@ void quill_server_destroy(quill_server *server) {
     quill__free(server->model_id);
     quill__free(server->chat_template_source);
     quill__free(server->model_alias);
+    quill__free(server->model_file_id);
     quill__free(server->api_key);
     quill__free(server->host);
     quill__free(server);
@@ -290,9 +320,10 @@ static void answer_health(quill_server *server, int *http_status, quill_strbuf *
                                              : "{\"status\":\"loading\"}\n");
 }
 
-static void answer_models(quill_server *server, int *http_status, quill_strbuf *body) {
+/* Appends one model object of /v1/models. */
+static void append_model(quill_server *server, quill_strbuf *body) {
     const quill_model_info *info = quill_model_get_info(server->model);
-    quill__strbuf_append_cstr(body, "{\"object\":\"list\",\"data\":[{\"id\":");
+    quill__strbuf_append_cstr(body, "{\"id\":");
     quill__openai_append_text(body, server->model_id, strlen(server->model_id));
     quill__strbuf_appendf(body,
                           ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"quill\","
@@ -300,8 +331,60 @@ static void answer_models(quill_server *server, int *http_status, quill_strbuf *
                           (long long)quill__clock_unix_seconds(),
                           (long long)quill_engine_n_ctx(server->engine), info->n_vocab);
     quill__openai_append_text(body, info->arch_name, strlen(info->arch_name));
-    quill__strbuf_append_cstr(body, "}]}\n");
+    quill__strbuf_append_char(body, '}');
+}
+
+static void answer_models(quill_server *server, int *http_status, quill_strbuf *body) {
+    quill__strbuf_append_cstr(body, "{\"object\":\"list\",\"data\":[");
+    append_model(server, body);
+    quill__strbuf_append_cstr(body, "]}\n");
     *http_status = 200;
+}
+
+/* True when id names the served model: its id, or the model file's base name. */
+static bool is_served_model(const quill_server *server, const char *id) {
+    return strcmp(id, server->model_id) == 0 ||
+           (server->model_file_id != NULL && strcmp(id, server->model_file_id) == 0);
+}
+
+static void set_model_not_found(quill_server *server, const char *id, quill_http_error *error) {
+    quill__http_error_set(error, 404, "model", "model_not_found",
+                          "the model '%.128s' does not exist; this server serves '%s' (see "
+                          "GET /v1/models)",
+                          id, server->model_id);
+}
+
+/* GET /v1/models/{id}, which the OpenAI SDK's models.retrieve calls. The answer always carries
+ * the served id, also when the request named the file's base name. */
+static void answer_model(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
+    quill_server *server = exchange->server;
+    if (!is_served_model(server, exchange->path_model_id)) {
+        set_model_not_found(server, exchange->path_model_id, &exchange->error);
+        return;
+    }
+    append_model(server, body);
+    quill__strbuf_append_char(body, '\n');
+    *http_status = 200;
+}
+
+/* Rejects fields outside known (a NULL-terminated list), naming the first, as the chat
+ * endpoints do. */
+static bool check_fields(struct json_object *root, const char *const *known, const char *usage,
+                         quill_http_error *error) {
+    json_object_object_foreach(root, key, value) {
+        (void)value;
+        bool is_known = false;
+        for (size_t i = 0; known[i] != NULL && !is_known; i++) {
+            is_known = strcmp(known[i], key) == 0;
+        }
+        if (!is_known) {
+            quill__http_error_set(error, 400, key, "unsupported_parameter",
+                                  "'%.64s' is not a field of this endpoint; it takes %s", key,
+                                  usage);
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool read_bool_field(struct json_object *root, const char *name, bool fallback,
@@ -319,6 +402,9 @@ static bool read_bool_field(struct json_object *root, const char *name, bool fal
     return true;
 }
 
+static const char *const tokenize_fields[] = {"content", "add_special", "parse_special", NULL};
+static const char *const detokenize_fields[] = {"tokens", NULL};
+
 /* POST /tokenize {"content": TEXT, "add_special": false, "parse_special": true} */
 static void answer_tokenize(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
     struct json_object *root = NULL;
@@ -332,8 +418,15 @@ static void answer_tokenize(quill_exchange *exchange, int *http_status, quill_st
                                         error) != QUILL_OK) {
         return;
     }
-    if (!json_object_object_get_ex(root, "content", &content) ||
-        !json_object_is_type(content, json_type_string)) {
+    if (!check_fields(root, tokenize_fields, "content, add_special and parse_special", error)) {
+        goto cleanup;
+    }
+    if (!json_object_object_get_ex(root, "content", &content) || content == NULL) {
+        quill__http_error_set(error, 400, "content", NULL,
+                              "'content' is required: the text to tokenize");
+        goto cleanup;
+    }
+    if (!json_object_is_type(content, json_type_string)) {
         quill__http_error_set(error, 400, "content", NULL, "'content' must be a string");
         goto cleanup;
     }
@@ -376,8 +469,15 @@ static void answer_detokenize(quill_exchange *exchange, int *http_status, quill_
                                         error) != QUILL_OK) {
         return;
     }
-    if (!json_object_object_get_ex(root, "tokens", &array) ||
-        !json_object_is_type(array, json_type_array)) {
+    if (!check_fields(root, detokenize_fields, "only tokens", error)) {
+        goto cleanup;
+    }
+    if (!json_object_object_get_ex(root, "tokens", &array) || array == NULL) {
+        quill__http_error_set(error, 400, "tokens", NULL,
+                              "'tokens' is required: an array of token ids");
+        goto cleanup;
+    }
+    if (!json_object_is_type(array, json_type_array)) {
         quill__http_error_set(error, 400, "tokens", NULL, "'tokens' must be an array of ids");
         goto cleanup;
     }
@@ -417,7 +517,9 @@ cleanup:
     json_object_put(root);
 }
 
-/* POST /apply-template: a chat request body; returns the rendered prompt. */
+/* POST /apply-template: a chat request body, plus add_generation_prompt (default true), as
+ * llama.cpp's server takes it; returns the rendered prompt and its token count. Fields outside
+ * the chat body are rejected by name, as on /v1/chat/completions. */
 static void answer_apply_template(quill_exchange *exchange, int *http_status,
                                   quill_strbuf *body) {
     quill_openai_request request;
@@ -427,8 +529,13 @@ static void answer_apply_template(quill_exchange *exchange, int *http_status,
     quill_server *server = exchange->server;
     int32_t n_vocab = quill_tokenizer_n_vocab(quill_model_tokenizer(server->model));
     if (quill__openai_request_parse(exchange->body.data, exchange->body.length,
-                                    QUILL_OPENAI_CHAT, n_vocab, &request,
+                                    QUILL_OPENAI_TEMPLATE, n_vocab, &request,
                                     &exchange->error) != QUILL_OK) {
+        return;
+    }
+    if (request.model != NULL && !is_served_model(server, request.model)) {
+        set_model_not_found(server, request.model, &exchange->error);
+        quill__openai_request_release(&request);
         return;
     }
     if (quill__completion_render_chat(server, &request, &tokens, &n_tokens, &prompt,
@@ -458,11 +565,8 @@ static void start_completion(quill_exchange *exchange, quill_openai_kind kind) {
     if (request.feature != NULL) {
         exchange->feature = quill__strdup(request.feature);
     }
-    if (request.model != NULL && strcmp(request.model, server->model_id) != 0) {
-        quill__http_error_set(&exchange->error, 404, "model", "model_not_found",
-                              "the model '%.128s' does not exist; this server serves '%s' (see "
-                              "GET /v1/models)",
-                              request.model, server->model_id);
+    if (request.model != NULL && !is_served_model(server, request.model)) {
+        set_model_not_found(server, request.model, &exchange->error);
         quill__openai_request_release(&request);
         return;
     }
@@ -491,7 +595,9 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
     }
     if (exchange->endpoint == QUILL_ENDPOINT_METHOD_NOT_ALLOWED) {
         quill__http_error_set(error, 405, NULL, "method_not_allowed",
-                              "this endpoint does not take that HTTP method");
+                              "this endpoint takes only %s (see the Allow header)",
+                              exchange->allowed_methods != NULL ? exchange->allowed_methods
+                                                                : "other methods");
         return;
     }
     if (exchange->endpoint == QUILL_ENDPOINT_HEALTH) {
@@ -526,6 +632,9 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
     switch (exchange->endpoint) {
     case QUILL_ENDPOINT_MODELS:
         answer_models(server, http_status, body);
+        break;
+    case QUILL_ENDPOINT_MODEL:
+        answer_model(exchange, http_status, body);
         break;
     case QUILL_ENDPOINT_TOKENIZE:
         answer_tokenize(exchange, http_status, body);

@@ -57,6 +57,8 @@ struct quill_server {
     uint16_t port;
     char *api_key;                 /* NULL: no authentication */
     char *model_alias;             /* NULL: the model's name */
+    char *model_file_id;           /* the model file's base name without .gguf, accepted as a
+                                      model id in requests; NULL: none. Set before is_ready */
     char *chat_template_source;    /* NULL: the model's own or ChatML */
     quill_prices prices;
     int32_t max_requests_in_flight;
@@ -116,6 +118,8 @@ typedef struct quill_exchange {
     const char *content_type;      /* of a body from quill__server_handle; NULL: JSON */
     char *user;                    /* copy of the request's user for metrics, or NULL */
     char *feature;                 /* copy of the request's metadata.feature, or NULL */
+    const char *allowed_methods;   /* Allow header of a 405 for this path (static), or NULL */
+    char *path_model_id;           /* GET /v1/models/{id}: copy of the id; NULL otherwise */
 } quill_exchange;
 
 /* Takes a waker from the pool (or allocates one) bound to connection; NULL on NOMEM. */
