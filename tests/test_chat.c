@@ -1104,10 +1104,51 @@ static void test_cli_template_reads_model(void **state) {
     assert_string_equal(output, "<|begin|>hiX");
     free(output);
 
+    /* The same model as a cached Hugging Face reference; port 1 refuses any request. */
+    char *cache_path = quill_test_tmp_path("chat-hub-cache");
+    char command[4096];
+    snprintf(command, sizeof(command),
+             "rm -rf '%s' && mkdir -p '%s/hub/owner/repo' && cp '%s' '%s/hub/owner/repo/m.gguf'",
+             cache_path, cache_path, model_path, cache_path);
+    assert_int_equal(system(command), 0);
+    snprintf(command, sizeof(command),
+             "env QUILL_CACHE_DIR='%s' QUILL_HF_BASE_URL=http://127.0.0.1:1 %s template "
+             "-hf owner/repo:m.gguf --messages %s 2>&1",
+             cache_path, quill_test_binary(), messages_path);
+    output = quill_test_run_capture(command, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_string_equal(output, "<|begin|>hi<|end|>");
+    free(output);
+    snprintf(command, sizeof(command), "rm -rf '%s'", cache_path);
+    assert_int_equal(system(command), 0);
+    free(cache_path);
+
     unlink(model_path);
     unlink(messages_path);
     free(model_path);
     free(messages_path);
+}
+
+static void test_cli_template_hub_errors(void **state) {
+    (void)state;
+    if (quill_test_binary() == NULL) {
+        skip();
+    }
+    int exit_status = -1;
+    char *output = run_cli("-hf badref --messages m.json", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "hub: invalid reference 'badref'"));
+    free(output);
+
+    output = run_cli("-hf owner/repo --template-file t.jinja --messages m.json", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "exactly one of -m MODEL, -hf"));
+    free(output);
+
+    output = run_cli("-hf owner/repo -m a.gguf --messages m.json", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "exactly one of -m MODEL, -hf"));
+    free(output);
 }
 
 int main(void) {
@@ -1145,6 +1186,7 @@ int main(void) {
         cmocka_unit_test(test_cli_template_renders_file),
         cmocka_unit_test(test_cli_template_errors),
         cmocka_unit_test(test_cli_template_reads_model),
+        cmocka_unit_test(test_cli_template_hub_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -198,7 +198,7 @@ static void test_info_invalid_hub_reference(void **state) {
     (void)state;
     int exit_status = -1;
     char *output = run_info("-hf '../evil'", &exit_status);
-    assert_int_equal(exit_status, 1);
+    assert_int_equal(exit_status, 2);
     assert_one_error_line("hub: invalid reference '../evil'");
     free(output);
 }

@@ -2,7 +2,8 @@
  * Tests of `quill run` through the built binary: greedy generation from BOS on stories260K
  * against ids and text from an independent implementation (skipped when the data folder lacks
  * them), the JSON output's fields, streamed text equal to the JSON text, seeded runs, and usage
- * errors on a tiny generated model; also `quill bench --json` and its flag errors.
+ * errors on a tiny generated model; the reported seed, -hf from the cache and malformed -hf
+ * references; also `quill bench --json` and its flag errors.
  */
 #include "test_support.h"
 
@@ -107,6 +108,7 @@ static void test_run_bad_flags_exit_two(void **state) {
     expect_usage_error("--ctx 1", "--ctx");
     expect_usage_error("-p", "-p needs a value");
     expect_usage_error("-hf owner/repo", "exactly one of -m MODEL or -hf");
+    expect_usage_error("-hf badref", "hub: invalid reference 'badref'");
 }
 
 static void test_run_requires_model(void **state) {
@@ -195,6 +197,84 @@ static void test_run_seed_reproducible(void **state) {
     json_object_put(b);
     free(first);
     free(second);
+}
+
+/* Without --seed the drawn seed is reported, and passing it back reproduces the tokens. */
+static void test_run_random_seed_reproducible(void **state) {
+    (void)state;
+    int exit_status = 0;
+    const char *args = "-p 'seed' -n 16 --temp 0.9 --top-k 0 --ignore-eos --json";
+    char *first = run_tiny(args, false, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *a = parse_json(first);
+    uint64_t seed = json_object_get_uint64(get_field(a, "seed"));
+
+    char seeded_args[COMMAND_BYTES];
+    snprintf(seeded_args, sizeof(seeded_args), "%s --seed %llu", args, (unsigned long long)seed);
+    char *second = run_tiny(seeded_args, false, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *b = parse_json(second);
+    assert_true(json_object_get_uint64(get_field(b, "seed")) == seed);
+    assert_string_equal(json_object_to_json_string(get_field(a, "tokens")),
+                        json_object_to_json_string(get_field(b, "tokens")));
+    json_object_put(a);
+    json_object_put(b);
+    free(first);
+    free(second);
+}
+
+static void test_run_prints_seed(void **state) {
+    (void)state;
+    int exit_status = 0;
+    char *output = run_tiny("-p 'seed' -n 2 --seed 18446744073709551615", true, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_non_null(strstr(output, "\nseed: 18446744073709551615\n"));
+    free(output);
+
+    output = run_tiny("-p 'seed' -n 2", true, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_non_null(strstr(output, "\nseed: "));
+    free(output);
+}
+
+/* A cached reference resolves without a request: port 1 refuses connections. */
+static void test_run_hub_reference_from_cache(void **state) {
+    (void)state;
+    char *cache_path = quill_test_tmp_path("cli-run-hub-cache");
+    char command[COMMAND_BYTES];
+    snprintf(command, sizeof(command),
+             "rm -rf '%s' && mkdir -p '%s/hub/owner/repo' && cp '%s' '%s/hub/owner/repo/t.gguf'",
+             cache_path, cache_path, tiny_path, cache_path);
+    assert_int_equal(system(command), 0);
+    snprintf(command, sizeof(command),
+             "env QUILL_CACHE_DIR='%s' QUILL_HF_BASE_URL=http://127.0.0.1:1 '%s' run "
+             "-hf owner/repo:t.gguf -t 1 -p abc -n 3 --temp 0 --ignore-eos --json 2>/dev/null",
+             cache_path, binary);
+    int exit_status = 0;
+    char *output = quill_test_run_capture(command, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *root = parse_json(output);
+    assert_int_equal(json_object_array_length(get_field(root, "tokens")), 3);
+    json_object_put(root);
+    free(output);
+    snprintf(command, sizeof(command), "rm -rf '%s'", cache_path);
+    assert_int_equal(system(command), 0);
+    free(cache_path);
+}
+
+/* Every command that takes -hf rejects a malformed reference as a usage error. */
+static void test_hub_reference_usage_errors(void **state) {
+    (void)state;
+    const char *subcommands[] = {"run", "bench", "info"};
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++) {
+        int exit_status = 0;
+        char *output = run_subcommand(subcommands[i], "-hf badref", true, &exit_status);
+        assert_int_equal(exit_status, 2);
+        if (strstr(output, "hub: invalid reference 'badref'") == NULL) {
+            fail_msg("quill %s: expected the reference error in: %s", subcommands[i], output);
+        }
+        free(output);
+    }
 }
 
 static void test_run_empty_prompt_is_bos(void **state) {
@@ -333,6 +413,10 @@ int main(void) {
         cmocka_unit_test(test_run_json_fields),
         cmocka_unit_test(test_run_stream_equals_json),
         cmocka_unit_test(test_run_seed_reproducible),
+        cmocka_unit_test(test_run_random_seed_reproducible),
+        cmocka_unit_test(test_run_prints_seed),
+        cmocka_unit_test(test_run_hub_reference_from_cache),
+        cmocka_unit_test(test_hub_reference_usage_errors),
         cmocka_unit_test(test_run_empty_prompt_is_bos),
         cmocka_unit_test(test_run_stories_greedy_matches),
         cmocka_unit_test(test_bench_json_fields),

@@ -544,6 +544,8 @@ static void test_hub_invalid_references(void **state) {
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         char *path = NULL;
         assert_false(quill_hub_is_reference(invalid[i]));
+        assert_int_equal(quill_hub_check_reference(invalid[i]), QUILL_ERR_INVALID_ARG);
+        assert_non_null(strstr(quill_error_message(), "expected OWNER/REPO[:FILE]"));
         assert_int_equal(quill_hub_resolve(invalid[i], &path), QUILL_ERR_INVALID_ARG);
         assert_null(path);
         assert_non_null(strstr(quill_error_message(), "hub: invalid reference"));
@@ -554,6 +556,7 @@ static void test_hub_invalid_references(void **state) {
                            "owner/repo:dir/x.gguf"};
     for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
         assert_true(quill_hub_is_reference(valid[i]));
+        assert_int_equal(quill_hub_check_reference(valid[i]), QUILL_OK);
     }
 }
 

@@ -777,6 +777,83 @@ static void test_cli_detokenize_checks_ids(void **state) {
     free(path);
 }
 
+/* Copies path into a fresh hub cache as owner/repo:vocab.gguf and returns the cache folder,
+ * so that -hf resolves to it without any request. */
+static char *make_hub_cache(const char *path) {
+    char *cache_path = quill_test_tmp_path("tokenizer-hub-cache");
+    char command[1024];
+    snprintf(command, sizeof(command),
+             "rm -rf '%s' && mkdir -p '%s/hub/owner/repo' && cp '%s' '%s/hub/owner/repo/vocab.gguf'",
+             cache_path, cache_path, path, cache_path);
+    assert_int_equal(system(command), 0);
+    return cache_path;
+}
+
+static void test_cli_hub_reference_accepted(void **state) {
+    (void)state;
+    if (quill_test_binary() == NULL) {
+        skip();
+    }
+    char *path = write_spm_file();
+    char *cache_path = make_hub_cache(path);
+    /* Port 1 on 127.0.0.1 refuses connections, so a request would fail the test. */
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "env QUILL_CACHE_DIR='%s' QUILL_HF_BASE_URL=http://127.0.0.1:1",
+             cache_path);
+    char arguments[1024];
+    int exit_status = -1;
+    snprintf(arguments, sizeof(arguments), "tokenize -hf owner/repo:vocab.gguf --ids 'hello wo'");
+    char command[2048];
+    snprintf(command, sizeof(command), "%s %s %s 2>&1", prefix, quill_test_binary(), arguments);
+    char *output = quill_test_run_capture(command, &exit_status);
+    assert_int_equal(exit_status, 0);
+    char expected[64];
+    snprintf(expected, sizeof(expected), "1 %d %d %d\n", spm_id("\xe2\x96\x81hello"),
+             spm_id("\xe2\x96\x81w"), spm_id("o"));
+    assert_string_equal(output, expected);
+    free(output);
+
+    snprintf(command, sizeof(command), "%s %s detokenize --hf-repo owner/repo:vocab.gguf 1 %d 2>&1",
+             prefix, quill_test_binary(), spm_id("\xe2\x96\x81hello"));
+    output = quill_test_run_capture(command, &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_string_equal(output, "hello\n");
+    free(output);
+
+    snprintf(command, sizeof(command), "rm -rf '%s'", cache_path);
+    assert_int_equal(system(command), 0);
+    free(cache_path);
+    remove(path);
+    free(path);
+}
+
+static void test_cli_hub_reference_errors(void **state) {
+    (void)state;
+    if (quill_test_binary() == NULL) {
+        skip();
+    }
+    int exit_status = -1;
+    char *output = run_cli("tokenize -hf badref hello", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "hub: invalid reference 'badref'"));
+    free(output);
+
+    output = run_cli("detokenize -hf badref 1", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "hub: invalid reference 'badref'"));
+    free(output);
+
+    output = run_cli("tokenize -m a.gguf -hf owner/repo hello", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "exactly one of -m MODEL or -hf"));
+    free(output);
+
+    output = run_cli("detokenize 1", &exit_status);
+    assert_int_equal(exit_status, 2);
+    assert_non_null(strstr(output, "exactly one of -m MODEL or -hf"));
+    free(output);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_merges_by_score),
@@ -809,6 +886,8 @@ int main(void) {
         cmocka_unit_test(test_load_survives_alloc_failures),
         cmocka_unit_test(test_cli_tokenize_prints_ids),
         cmocka_unit_test(test_cli_detokenize_checks_ids),
+        cmocka_unit_test(test_cli_hub_reference_accepted),
+        cmocka_unit_test(test_cli_hub_reference_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,11 @@ QUILL_EXTERN_C_BEGIN
  * the allowed characters), so a CLI can tell `-hf` values from local paths. */
 QUILL_API bool quill_hub_is_reference(const char *text);
 
+/* Checks that text is a well-formed reference, without any file or network access. Returns
+ * QUILL_OK, or QUILL_ERR_INVALID_ARG with a message that names the reference, the malformed part
+ * and the accepted form. */
+QUILL_API quill_status quill_hub_check_reference(const char *text);
+
 /* Resolves reference to a local file path, downloading the file when it is not cached. Stores a
  * new string in *path_out, which the caller frees with quill_hub_path_free. Errors:
  * QUILL_ERR_INVALID_ARG (malformed reference or missing cache location), QUILL_ERR_NOT_FOUND

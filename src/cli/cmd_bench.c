@@ -17,7 +17,7 @@
 #include "base/clock.h"
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "quill/hub.h"
+#include "cli/model_source.h"
 #include "quill/kv_cache.h"
 #include "quill/model.h"
 
@@ -31,8 +31,7 @@ enum {
 };
 
 typedef struct bench_options {
-    const char *model_path;    /* -m */
-    const char *hub_reference; /* -hf */
+    quill_cli_model_source model_source; /* -m or -hf */
     int n_prompt_tokens;       /* -p */
     int n_gen_tokens;          /* -n */
     int n_threads;             /* -t */
@@ -100,12 +99,11 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
         if (is_flag(arg, "-h", "--help")) {
             print_usage(stdout);
             return 0;
-        } else if (is_flag(arg, "-m", "--model")) {
-            options->model_path = quill_cli_take_value(command, argc, argv, &i);
-            is_ok = options->model_path != NULL;
-        } else if (is_flag(arg, "-hf", "--hf-repo")) {
-            options->hub_reference = quill_cli_take_value(command, argc, argv, &i);
-            is_ok = options->hub_reference != NULL;
+        }
+        int handled =
+            quill_cli_model_source_parse_flag(&options->model_source, command, argc, argv, &i);
+        if (handled != 0) {
+            is_ok = handled > 0;
         } else if (is_flag(arg, "-p", "--n-prompt")) {
             is_ok = take_int(argc, argv, &i, 1, 1 << 20, &options->n_prompt_tokens);
         } else if (is_flag(arg, "-n", "--n-gen")) {
@@ -124,11 +122,7 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
             return 2;
         }
     }
-    if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
-        fprintf(stderr,
-                "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                "'quill %s --help'\n",
-                command, command);
+    if (!quill_cli_model_source_check(&options->model_source, command)) {
         return 2;
     }
     return -1;
@@ -323,21 +317,6 @@ static void print_text(const bench_options *options, const char *model_name,
            decode.max);
 }
 
-static quill_status load_model(const bench_options *options, quill_model **model) {
-    char *downloaded_path = NULL;
-    const char *path = options->model_path;
-    quill_status status = QUILL_OK;
-    if (options->hub_reference != NULL) {
-        status = quill_hub_resolve(options->hub_reference, &downloaded_path);
-        path = downloaded_path;
-    }
-    if (status == QUILL_OK) {
-        status = quill_model_load(path, NULL, model);
-    }
-    quill_hub_path_free(downloaded_path);
-    return status;
-}
-
 int quill_cli_bench(int argc, char **argv) {
     long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
     bench_options options = {
@@ -356,7 +335,11 @@ int quill_cli_bench(int argc, char **argv) {
     bench_run *runs = NULL;
     exit_code = 1;
     quill_error_clear();
-    if (load_model(&options, &state.model) != QUILL_OK) {
+    const char *model_path = quill_cli_model_source_resolve(&options.model_source, command);
+    if (model_path == NULL) {
+        goto cleanup;
+    }
+    if (quill_model_load(model_path, NULL, &state.model) != QUILL_OK) {
         quill_cli_report_error(command, "cannot load the model");
         goto cleanup;
     }
@@ -394,5 +377,6 @@ int quill_cli_bench(int argc, char **argv) {
 cleanup:
     quill__free(runs);
     release_state(&state);
+    quill_cli_model_source_release(&options.model_source);
     return exit_code;
 }

@@ -11,6 +11,7 @@
 #include "base/alloc.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "quill/gguf.h"
 #include "quill/tokenizer.h"
 
@@ -18,13 +19,15 @@ static const char *const command = "detokenize";
 
 static void print_usage(FILE *stream) {
     fprintf(stream,
-            "usage: quill detokenize -m MODEL [--special] IDS...\n"
+            "usage: quill detokenize (-m MODEL | -hf OWNER/REPO[:FILE]) [--special] IDS...\n"
             "\n"
             "Prints the text of token ids (separate arguments, or one argument with ids\n"
             "separated by spaces or commas).\n"
             "\n"
             "options:\n"
             "  -m, --model PATH        GGUF file whose vocabulary is used\n"
+            "  -hf, --hf-repo REF      Hugging Face reference OWNER/REPO[:FILE], downloaded into\n"
+            "                          the cache on first use\n"
             "  --special               print the text of control tokens such as <s>\n"
             "  -h, --help              print this help\n");
 }
@@ -80,7 +83,7 @@ static quill_status load_tokenizer(const char *path, quill_tokenizer **tokenizer
 }
 
 int quill_cli_detokenize(int argc, char **argv) {
-    const char *model_path = NULL;
+    quill_cli_model_source model_source = {0};
     bool render_special = false;
     int first_id_arg = argc;
     quill_tokenizer *tokenizer = NULL;
@@ -102,12 +105,15 @@ int quill_cli_detokenize(int argc, char **argv) {
             print_usage(stdout);
             exit_code = 0;
             goto cleanup;
-        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
-            model_path = quill_cli_take_value(command, argc, argv, &i);
-            if (model_path == NULL) {
-                goto cleanup;
-            }
-        } else if (strcmp(arg, "--special") == 0) {
+        }
+        int handled = quill_cli_model_source_parse_flag(&model_source, command, argc, argv, &i);
+        if (handled < 0) {
+            goto cleanup;
+        }
+        if (handled > 0) {
+            continue;
+        }
+        if (strcmp(arg, "--special") == 0) {
             render_special = true;
         } else if (arg[0] == '-' && arg[1] != '\0' && (arg[1] < '0' || arg[1] > '9')) {
             quill_cli_unknown_option(command, arg);
@@ -117,9 +123,7 @@ int quill_cli_detokenize(int argc, char **argv) {
             first_id_arg = i < first_id_arg ? i : first_id_arg;
         }
     }
-    if (model_path == NULL) {
-        fprintf(stderr, "quill %s: -m MODEL is required; see 'quill %s --help'\n", command,
-                command);
+    if (!quill_cli_model_source_check(&model_source, command)) {
         goto cleanup;
     }
     if (first_id_arg == argc) {
@@ -129,6 +133,10 @@ int quill_cli_detokenize(int argc, char **argv) {
     }
 
     exit_code = 1;
+    const char *model_path = quill_cli_model_source_resolve(&model_source, command);
+    if (model_path == NULL) {
+        goto cleanup;
+    }
     if (load_tokenizer(model_path, &tokenizer) != QUILL_OK) {
         quill_cli_report_error(command, "cannot load the vocabulary");
         goto cleanup;
@@ -155,5 +163,6 @@ cleanup:
     quill__free(ids);
     quill_tokenizer_destroy(tokenizer);
     quill__free(is_id_arg);
+    quill_cli_model_source_release(&model_source);
     return exit_code;
 }

@@ -10,8 +10,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "quill/gguf.h"
-#include "quill/hub.h"
 #include "quill/tensor_type.h"
 
 static const char *const command = "info";
@@ -318,7 +318,7 @@ static quill_status print_json_info(const quill_gguf *file, const model_info *in
 /* ---- Entry point --------------------------------------------------------------------------- */
 
 /* Parses the flags; returns 0 to continue, or an exit code (0 after --help, 2 on misuse). */
-static int parse_flags(int argc, char **argv, const char **model_path, const char **hub_reference,
+static int parse_flags(int argc, char **argv, quill_cli_model_source *model_source,
                        bool *use_json, bool *is_done) {
     *is_done = false;
     for (int i = 1; i < argc; i++) {
@@ -327,52 +327,43 @@ static int parse_flags(int argc, char **argv, const char **model_path, const cha
             print_usage(stdout);
             *is_done = true;
             return 0;
-        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
-            *model_path = quill_cli_take_value(command, argc, argv, &i);
-            if (*model_path == NULL) {
-                return 2;
-            }
-        } else if (strcmp(arg, "-hf") == 0 || strcmp(arg, "--hf-repo") == 0) {
-            *hub_reference = quill_cli_take_value(command, argc, argv, &i);
-            if (*hub_reference == NULL) {
-                return 2;
-            }
-        } else if (strcmp(arg, "--json") == 0) {
+        }
+        int handled = quill_cli_model_source_parse_flag(model_source, command, argc, argv, &i);
+        if (handled < 0) {
+            return 2;
+        }
+        if (handled > 0) {
+            continue;
+        }
+        if (strcmp(arg, "--json") == 0) {
             *use_json = true;
         } else {
             quill_cli_unknown_option(command, arg);
             return 2;
         }
     }
-    if ((*model_path == NULL) == (*hub_reference == NULL)) {
-        fprintf(stderr, "quill info: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                        "'quill info --help'\n");
+    if (!quill_cli_model_source_check(model_source, command)) {
         return 2;
     }
     return 0;
 }
 
 int quill_cli_info(int argc, char **argv) {
-    const char *model_path = NULL;
-    const char *hub_reference = NULL;
+    quill_cli_model_source model_source = {0};
     bool use_json = false;
     bool is_done = false;
-    int exit_code = parse_flags(argc, argv, &model_path, &hub_reference, &use_json, &is_done);
+    int exit_code = parse_flags(argc, argv, &model_source, &use_json, &is_done);
     if (exit_code != 0 || is_done) {
         return exit_code;
     }
 
-    char *downloaded_path = NULL;
     quill_gguf *file = NULL;
     model_info info;
     exit_code = 1;
     quill_error_clear();
-    if (hub_reference != NULL) {
-        if (quill_hub_resolve(hub_reference, &downloaded_path) != QUILL_OK) {
-            quill_cli_report_error(command, "cannot download the model");
-            goto cleanup;
-        }
-        model_path = downloaded_path;
+    const char *model_path = quill_cli_model_source_resolve(&model_source, command);
+    if (model_path == NULL) {
+        goto cleanup;
     }
     if (quill_gguf_open(model_path, &file) != QUILL_OK) {
         quill_cli_report_error(command, "cannot read the model");
@@ -394,6 +385,6 @@ int quill_cli_info(int argc, char **argv) {
 
 cleanup:
     quill_gguf_close(file);
-    quill_hub_path_free(downloaded_path);
+    quill_cli_model_source_release(&model_source);
     return exit_code;
 }

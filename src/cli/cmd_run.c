@@ -2,20 +2,23 @@
  * `quill run`: generates one completion for a prompt through the engine (a single request) and
  * streams its text to stdout as the engine releases it, then prints usage and timings to
  * stderr. With --json it prints one JSON object with the text, the generated ids, the finish
- * reason, usage and timings instead.
+ * reason, the seed, usage and timings instead. Without --seed a random seed is drawn here, not
+ * in the sampler, so it can be printed and the run reproduced.
  */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/strbuf.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "quill/engine.h"
-#include "quill/hub.h"
 #include "quill/model.h"
 #include "quill/tokenizer.h"
 
@@ -25,8 +28,7 @@ enum { DEFAULT_MAX_TOKENS = 128 };
 
 /* Parsed command line. */
 typedef struct run_options {
-    const char *model_path;    /* -m */
-    const char *hub_reference; /* -hf */
+    quill_cli_model_source model_source; /* -m or -hf */
     const char *prompt;        /* -p; "" starts from BOS alone */
     int64_t max_tokens;        /* -n; 0 means up to the context */
     quill_sampling_params sampling;
@@ -73,12 +75,12 @@ static void print_usage(FILE *stream) {
             "                            (default: %d)\n"
             "  --presence-penalty F      subtracted once from seen tokens (default: 0)\n"
             "  --frequency-penalty F     subtracted per occurrence (default: 0)\n"
-            "  --seed S                  RNG seed (default: random)\n"
+            "  --seed S                  RNG seed (default: random, printed as 'seed: N')\n"
             "  --ignore-eos              keep generating past end-of-generation tokens\n"
             "  -t, --threads N           compute threads (default: online CPUs)\n"
             "  -c, --ctx N               context length in tokens (default: the model's)\n"
             "  --json                    print one JSON object: text, tokens, finish_reason,\n"
-            "                            usage, timings\n"
+            "                            seed, usage, timings\n"
             "  -h, --help                print this help\n",
             DEFAULT_MAX_TOKENS, (double)defaults.temperature, defaults.top_k,
             (double)defaults.top_p, (double)defaults.min_p, defaults.penalty_last_n);
@@ -149,17 +151,14 @@ static int parse_sampling_flag(int argc, char **argv, int *index, quill_sampling
  * value. */
 static int parse_general_flag(int argc, char **argv, int *index, run_options *options) {
     const char *arg = argv[*index];
-    const char **text_target = NULL;
-    if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
-        text_target = &options->model_path;
-    } else if (strcmp(arg, "-hf") == 0 || strcmp(arg, "--hf-repo") == 0) {
-        text_target = &options->hub_reference;
-    } else if (strcmp(arg, "-p") == 0 || strcmp(arg, "--prompt") == 0) {
-        text_target = &options->prompt;
+    int handled = quill_cli_model_source_parse_flag(&options->model_source, command, argc, argv,
+                                                    index);
+    if (handled != 0) {
+        return handled;
     }
-    if (text_target != NULL) {
-        *text_target = quill_cli_take_value(command, argc, argv, index);
-        return *text_target != NULL ? 1 : -1;
+    if (strcmp(arg, "-p") == 0 || strcmp(arg, "--prompt") == 0) {
+        options->prompt = quill_cli_take_value(command, argc, argv, index);
+        return options->prompt != NULL ? 1 : -1;
     }
     if (strcmp(arg, "--ignore-eos") == 0) {
         options->ignore_eos = true;
@@ -224,11 +223,7 @@ static int parse_flags(int argc, char **argv, run_options *options) {
             return 2;
         }
     }
-    if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
-        fprintf(stderr,
-                "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                "'quill %s --help'\n",
-                command, command);
+    if (!quill_cli_model_source_check(&options->model_source, command)) {
         return 2;
     }
     return -1;
@@ -341,14 +336,15 @@ static run_timings compute_timings(const quill_usage *usage) {
     return timings;
 }
 
-static void print_summary(const run_result *result) {
+static void print_summary(const run_result *result, uint64_t seed) {
     run_timings timings = compute_timings(&result->usage);
     fprintf(stderr,
             "\n\nfinish reason: %s\n"
+            "seed: %llu\n"
             "prompt tokens: %lld, completion tokens: %lld\n"
             "time to first token: %.2f ms, generation: %.2f ms\n"
             "prefill: %.2f tokens/s, decode: %.2f tokens/s\n",
-            quill_finish_reason_name(result->finish_reason),
+            quill_finish_reason_name(result->finish_reason), (unsigned long long)seed,
             (long long)result->usage.n_prompt_tokens, (long long)result->usage.n_completion_tokens,
             timings.ttft_ms, timings.generation_ms, timings.prefill_tokens_per_second,
             timings.decode_tokens_per_second);
@@ -361,7 +357,7 @@ static json_object *json_rounded(double value) {
     return json_object_new_double_s(value, text);
 }
 
-static quill_status print_json(const run_result *result) {
+static quill_status print_json(const run_result *result, uint64_t seed) {
     run_timings timings = compute_timings(&result->usage);
     json_object *root = json_object_new_object();
     json_object *tokens = json_object_new_array();
@@ -385,6 +381,8 @@ static quill_status print_json(const run_result *result) {
     json_object_object_add(root, "tokens", tokens);
     json_object_object_add(root, "finish_reason",
                            json_object_new_string(quill_finish_reason_name(result->finish_reason)));
+    /* As uint64, so a seed above INT64_MAX stays exact. */
+    json_object_object_add(root, "seed", json_object_new_uint64(seed));
 
     /* Usage and timings. */
     json_object_object_add(usage, "prompt_tokens",
@@ -403,6 +401,16 @@ static quill_status print_json(const run_result *result) {
                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
     return QUILL_OK;
+}
+
+/* Draws a seed from the kernel's entropy, falling back to the clock, so that the seed a run
+ * used can be printed and passed to --seed to reproduce it. */
+static uint64_t draw_seed(void) {
+    uint64_t seed = 0;
+    if (getentropy(&seed, sizeof(seed)) != 0) {
+        seed = (uint64_t)quill__clock_monotonic_ns() ^ ((uint64_t)getpid() << 32);
+    }
+    return seed;
 }
 
 /* Runs the single request on a one-sequence engine. */
@@ -453,12 +461,15 @@ int quill_cli_run(int argc, char **argv) {
     if (exit_code >= 0) {
         return exit_code;
     }
+    if (!options.sampling.has_seed) {
+        options.sampling.seed = draw_seed();
+        options.sampling.has_seed = true;
+    }
     /* The engine's lifecycle lines would interleave with the streamed text on a terminal. */
     if (getenv("QUILL_LOG_LEVEL") == NULL) {
         quill__log_set_level(QUILL_LOG_LEVEL_WARN);
     }
 
-    char *downloaded_path = NULL;
     quill_model *model = NULL;
     int32_t *prompt = NULL;
     int64_t n_prompt = 0;
@@ -469,13 +480,9 @@ int quill_cli_run(int argc, char **argv) {
     quill_error_clear();
 
     /* Load the model and tokenize the prompt. */
-    const char *model_path = options.model_path;
-    if (options.hub_reference != NULL) {
-        if (quill_hub_resolve(options.hub_reference, &downloaded_path) != QUILL_OK) {
-            quill_cli_report_error(command, "cannot download the model");
-            goto cleanup;
-        }
-        model_path = downloaded_path;
+    const char *model_path = quill_cli_model_source_resolve(&options.model_source, command);
+    if (model_path == NULL) {
+        goto cleanup;
     }
     if (quill_model_load(model_path, NULL, &model) != QUILL_OK) {
         quill_cli_report_error(command, "cannot load the model");
@@ -493,12 +500,12 @@ int quill_cli_run(int argc, char **argv) {
         goto cleanup;
     }
     if (options.use_json) {
-        if (print_json(&result) != QUILL_OK) {
+        if (print_json(&result, options.sampling.seed) != QUILL_OK) {
             quill_cli_report_error(command, "cannot print the result");
             goto cleanup;
         }
     } else {
-        print_summary(&result);
+        print_summary(&result, options.sampling.seed);
     }
     exit_code = 0;
 
@@ -507,6 +514,6 @@ cleanup:
     quill__strbuf_release(&result.text);
     quill_tokens_free(prompt);
     quill_model_destroy(model);
-    quill_hub_path_free(downloaded_path);
+    quill_cli_model_source_release(&options.model_source);
     return exit_code;
 }

@@ -15,6 +15,7 @@
 #include "base/alloc.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "quill/chat.h"
 #include "quill/gguf.h"
 
@@ -26,7 +27,7 @@ enum {
 
 /* Parsed command line. */
 typedef struct template_options {
-    const char *model_path;        /* -m */
+    quill_cli_model_source model_source; /* -m or -hf */
     const char *template_path;     /* --template-file */
     const char *messages_path;     /* --messages */
     const char *tools_path;        /* --tools, or NULL */
@@ -41,7 +42,8 @@ typedef struct template_options {
 static void print_usage(FILE *stream) {
     fprintf(
         stream,
-        "usage: quill template (-m MODEL | --template-file FILE) --messages FILE.json\n"
+        "usage: quill template (-m MODEL | -hf OWNER/REPO[:FILE] | --template-file FILE)\n"
+        "                      --messages FILE.json\n"
         "                      [--tools FILE.json] [--bos-token TEXT] [--eos-token TEXT]\n"
         "                      [--add-generation-prompt] [--var NAME=JSON]... [--now TIME]\n"
         "                      [--raw-messages]\n"
@@ -51,6 +53,8 @@ static void print_usage(FILE *stream) {
         "options:\n"
         "  -m, --model PATH          GGUF file: reads tokenizer.chat_template and the BOS/EOS\n"
         "                            token texts (ChatML when the model has no template)\n"
+        "  -hf, --hf-repo REF        Hugging Face reference OWNER/REPO[:FILE] to read as -m,\n"
+        "                            downloaded into the cache on first use\n"
         "  --template-file PATH      Jinja template file to render instead of a model's\n"
         "  --messages PATH           JSON array of messages, or an object with \"messages\"\n"
         "                            and optionally \"tools\"\n"
@@ -158,9 +162,16 @@ static int parse_flags(int argc, char **argv, template_options *options) {
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             print_usage(stdout);
             return 0;
-        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
-            target = &options->model_path;
-        } else if (strcmp(arg, "--template-file") == 0) {
+        }
+        int handled =
+            quill_cli_model_source_parse_flag(&options->model_source, command, argc, argv, &i);
+        if (handled < 0) {
+            return 2;
+        }
+        if (handled > 0) {
+            continue;
+        }
+        if (strcmp(arg, "--template-file") == 0) {
             target = &options->template_path;
         } else if (strcmp(arg, "--messages") == 0) {
             target = &options->messages_path;
@@ -209,10 +220,13 @@ static int parse_flags(int argc, char **argv, template_options *options) {
             }
         }
     }
-    if ((options->model_path == NULL) == (options->template_path == NULL)) {
+    const quill_cli_model_source *source = &options->model_source;
+    bool has_model = quill_cli_model_source_is_set(source);
+    bool has_both_models = source->model_path != NULL && source->hub_reference != NULL;
+    if (has_model == (options->template_path != NULL) || has_both_models) {
         fprintf(stderr,
-                "quill %s: pass exactly one of -m MODEL and --template-file FILE; see "
-                "'quill %s --help'\n",
+                "quill %s: pass exactly one of -m MODEL, -hf OWNER/REPO[:FILE] and "
+                "--template-file FILE; see 'quill %s --help'\n",
                 command, command);
         return 2;
     }
@@ -337,7 +351,7 @@ static int load_from_model(const char *path, char **source, size_t *n_source, ch
     return 0;
 }
 
-static int run(const template_options *options) {
+static int run(template_options *options) {
     int exit_code = 1;
     char *source = NULL;
     size_t n_source = 0;
@@ -350,8 +364,10 @@ static int run(const template_options *options) {
     quill_chat_rendered rendered = {0};
 
     /* Template and special tokens. */
-    if (options->model_path != NULL) {
-        if (load_from_model(options->model_path, &source, &n_source, &model_bos, &model_eos) != 0) {
+    if (quill_cli_model_source_is_set(&options->model_source)) {
+        const char *model_path = quill_cli_model_source_resolve(&options->model_source, command);
+        if (model_path == NULL ||
+            load_from_model(model_path, &source, &n_source, &model_bos, &model_eos) != 0) {
             goto cleanup;
         }
     } else {
@@ -452,5 +468,6 @@ int quill_cli_template(int argc, char **argv) {
         exit_code = run(&options);
     }
     json_object_put(options.variables);
+    quill_cli_model_source_release(&options.model_source);
     return exit_code;
 }

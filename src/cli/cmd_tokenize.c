@@ -11,6 +11,7 @@
 #include "base/alloc.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "quill/gguf.h"
 #include "quill/tokenizer.h"
 
@@ -18,7 +19,7 @@ static const char *const command = "tokenize";
 
 /* Parsed command line. */
 typedef struct tokenize_options {
-    const char *model_path;  /* -m */
+    quill_cli_model_source model_source; /* -m or -hf */
     const char *file_path;   /* --file, or NULL */
     const char *text;        /* positional TEXT, or NULL */
     bool use_ids;            /* --ids */
@@ -28,14 +29,16 @@ typedef struct tokenize_options {
 
 static void print_usage(FILE *stream) {
     fprintf(stream,
-            "usage: quill tokenize -m MODEL [--no-bos] [--parse-special] [--ids] (--file FILE | "
-            "TEXT)\n"
+            "usage: quill tokenize (-m MODEL | -hf OWNER/REPO[:FILE]) [--no-bos] [--parse-special]\n"
+            "                      [--ids] (--file FILE | TEXT)\n"
             "\n"
             "Prints the tokens of a text, one 'id<TAB>piece' line per token with the piece as a\n"
             "JSON string (bytes that are not valid UTF-8 shown as \\xNN), or the ids alone.\n"
             "\n"
             "options:\n"
             "  -m, --model PATH        GGUF file whose vocabulary is used\n"
+            "  -hf, --hf-repo REF      Hugging Face reference OWNER/REPO[:FILE], downloaded into\n"
+            "                          the cache on first use\n"
             "  --file PATH             tokenize the contents of this file instead of TEXT\n"
             "  --no-bos                do not add the BOS/EOS (CLS/SEP) tokens of the vocabulary\n"
             "  --parse-special         match control-token text such as <|im_start|> in the text\n"
@@ -50,12 +53,16 @@ static int parse_flags(int argc, char **argv, tokenize_options *options) {
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             print_usage(stdout);
             return 0;
-        } else if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) {
-            options->model_path = quill_cli_take_value(command, argc, argv, &i);
-            if (options->model_path == NULL) {
-                return 2;
-            }
-        } else if (strcmp(arg, "--file") == 0) {
+        }
+        int handled =
+            quill_cli_model_source_parse_flag(&options->model_source, command, argc, argv, &i);
+        if (handled < 0) {
+            return 2;
+        }
+        if (handled > 0) {
+            continue;
+        }
+        if (strcmp(arg, "--file") == 0) {
             options->file_path = quill_cli_take_value(command, argc, argv, &i);
             if (options->file_path == NULL) {
                 return 2;
@@ -77,9 +84,7 @@ static int parse_flags(int argc, char **argv, tokenize_options *options) {
             options->text = arg;
         }
     }
-    if (options->model_path == NULL) {
-        fprintf(stderr, "quill %s: -m MODEL is required; see 'quill %s --help'\n", command,
-                command);
+    if (!quill_cli_model_source_check(&options->model_source, command)) {
         return 2;
     }
     if (options->text == NULL && options->file_path == NULL) {
@@ -227,7 +232,11 @@ int quill_cli_tokenize(int argc, char **argv) {
         }
         text = file_text;
     }
-    if (load_tokenizer(options.model_path, &tokenizer) != QUILL_OK) {
+    const char *model_path = quill_cli_model_source_resolve(&options.model_source, command);
+    if (model_path == NULL) {
+        goto cleanup;
+    }
+    if (load_tokenizer(model_path, &tokenizer) != QUILL_OK) {
         quill_cli_report_error(command, "cannot load the vocabulary");
         goto cleanup;
     }
@@ -243,5 +252,6 @@ cleanup:
     quill_tokens_free(tokens);
     quill_tokenizer_destroy(tokenizer);
     quill__free(file_text);
+    quill_cli_model_source_release(&options.model_source);
     return exit_code;
 }

@@ -147,6 +147,11 @@ static quill_status parse_reference(const char *text, hub_reference *out) {
     return QUILL_OK;
 }
 
+quill_status quill_hub_check_reference(const char *text) {
+    hub_reference reference;
+    return parse_reference(text, &reference);
+}
+
 bool quill_hub_is_reference(const char *text) {
     hub_reference reference;
     bool is_reference = parse_reference(text, &reference) == QUILL_OK;
