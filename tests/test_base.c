@@ -1,13 +1,19 @@
 /*
- * Tests of the base layer: error messages, the string buffer, allocation failure injection and
- * the thread pool.
+ * Tests of the base layer: error messages, the string buffer, allocation failure injection,
+ * the thread pool and the log level read from QUILL_LOG_LEVEL.
  */
 #include "test_support.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
 #include "base/strbuf.h"
 #include "base/threadpool.h"
 #include "quill/status.h"
@@ -174,6 +180,58 @@ static void test_tensor_type_row_bytes(void **state) {
     assert_string_equal(quill_type_name(QUILL_TYPE_BF16), "BF16");
 }
 
+/* The level is read once per process, so each case runs in a forked child whose stderr goes
+ * to a file. The child exits 0 when debug lines are enabled, 1 when they are not, 2 when it
+ * cannot redirect stderr. Returns the child's stderr (free it). */
+static char *log_level_in_child(const char *value, int *exit_status) {
+    char *stderr_path = quill_test_tmp_path("base-log-stderr.txt");
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        setenv("QUILL_LOG_LEVEL", value, 1);
+        int fd = open(stderr_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+            _exit(2);
+        }
+        bool is_debug = quill__log_enabled(QUILL_LOG_LEVEL_DEBUG);
+        bool is_info = quill__log_enabled(QUILL_LOG_LEVEL_INFO);
+        fflush(stderr);
+        _exit(is_debug ? 0 : (is_info ? 1 : 3));
+    }
+    int wait_status = 0;
+    assert_int_equal(waitpid(child, &wait_status, 0), child);
+    assert_true(WIFEXITED(wait_status));
+    *exit_status = WEXITSTATUS(wait_status);
+    size_t n_bytes = 0;
+    char *output = quill_test_read_file(stderr_path, &n_bytes);
+    assert_non_null(output);
+    remove(stderr_path);
+    free(stderr_path);
+    return output;
+}
+
+static void test_log_level_invalid_warns(void **state) {
+    (void)state;
+    int exit_status = -1;
+    char *output = log_level_in_child("bogus", &exit_status);
+    assert_int_equal(exit_status, 1); /* info kept, debug off */
+    assert_non_null(strstr(output, "level=warn"));
+    assert_non_null(strstr(output, "value=\"bogus\""));
+    assert_non_null(strstr(output, "error, warn, info or debug"));
+    assert_non_null(strchr(output, '\n'));
+    assert_string_equal(strchr(output, '\n'), "\n"); /* one line */
+    free(output);
+}
+
+static void test_log_level_valid_is_silent(void **state) {
+    (void)state;
+    int exit_status = -1;
+    char *output = log_level_in_child("DEBUG", &exit_status);
+    assert_int_equal(exit_status, 0);
+    assert_string_equal(output, "");
+    free(output);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_set_returns_status),
@@ -188,6 +246,8 @@ int main(void) {
         cmocka_unit_test(test_threadpool_rejects_zero_threads),
         cmocka_unit_test(test_threadpool_split_covers_range),
         cmocka_unit_test(test_tensor_type_row_bytes),
+        cmocka_unit_test(test_log_level_invalid_warns),
+        cmocka_unit_test(test_log_level_valid_is_silent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,24 @@ static pthread_once_t log_level_once = PTHREAD_ONCE_INIT;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
+static void write_line(quill_log_level level, const char *component, const char *message,
+                       const char *fields, va_list args) __attribute__((format(printf, 4, 0)));
+
+/* Writes a line without checking the level, so that the level reader can warn. */
+static void write_line_unchecked(quill_log_level level, const char *component,
+                                 const char *message, const char *fields, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void write_line_unchecked(quill_log_level level, const char *component,
+                                 const char *message, const char *fields, ...) {
+    va_list args;
+    va_start(args, fields);
+    write_line(level, component, message, fields, args);
+    va_end(args);
+}
+
+/* Runs once. An unknown value keeps the default and is reported, as a typo would otherwise
+ * silently hide the debug lines the operator asked for. */
 static void read_level_from_environment(void) {
     const char *value = getenv("QUILL_LOG_LEVEL");
     if (value == NULL) {
@@ -28,8 +46,13 @@ static void read_level_from_environment(void) {
     for (int level = 0; level <= QUILL_LOG_LEVEL_DEBUG; level++) {
         if (strcasecmp(value, level_names[level]) == 0) {
             atomic_store(&log_level, level);
+            return;
         }
     }
+    char quoted[256];
+    write_line_unchecked(QUILL_LOG_LEVEL_WARN, "log",
+                         "invalid QUILL_LOG_LEVEL; expected error, warn, info or debug, using info",
+                         "value=%s", quill__log_quote(value, quoted, (int)sizeof(quoted)));
 }
 
 void quill__log_set_level(quill_log_level level) {
@@ -64,6 +87,14 @@ void quill__log_write(quill_log_level level, const char *component, const char *
     if (!quill__log_enabled(level)) {
         return;
     }
+    va_list args;
+    va_start(args, fields);
+    write_line(level, component, message, fields, args);
+    va_end(args);
+}
+
+static void write_line(quill_log_level level, const char *component, const char *message,
+                       const char *fields, va_list args) {
     char line[LOG_LINE_BYTES];
     char quoted[512];
     struct timespec now;
@@ -78,10 +109,7 @@ void quill__log_write(quill_log_level level, const char *component, const char *
                       quill__log_quote(message, quoted, (int)sizeof(quoted)));
     if (fields != NULL && at > 0 && at < (int)sizeof(line) - 2) {
         line[at++] = ' ';
-        va_list args;
-        va_start(args, fields);
         int n_fields = vsnprintf(line + at, sizeof(line) - (size_t)at, fields, args);
-        va_end(args);
         if (n_fields > 0) {
             at += n_fields;
         }

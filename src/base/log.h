@@ -17,7 +17,8 @@ typedef enum quill_log_level {
 } quill_log_level;
 
 /* Sets the most verbose level that is written; INFO by default, or QUILL_LOG_LEVEL from the
- * environment (error, warn, info, debug) on first use. */
+ * environment (error, warn, info, debug, any case) on first use. Another QUILL_LOG_LEVEL value
+ * writes one warning line naming it and keeps INFO. */
 void quill__log_set_level(quill_log_level level);
 
 /* Returns true when a line at this level would be written. */
