@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -728,6 +729,46 @@ static void *record_from_thread(void *argument) {
     return NULL;
 }
 
+static void test_stats_json_outcomes_by_side(void **state) {
+    (void)state;
+    fake_clock clock = {.now_us = 0};
+    quill_metrics *metrics = create_with_clock(&clock);
+
+    /* One success, two client errors, a rejection, a disconnect and two server errors. */
+    static const struct {
+        int32_t http_status;
+        const char *finish_reason;
+    } cases[] = {
+        {200, "stop"}, {400, NULL}, {404, NULL},          {429, NULL},
+        {499, "cancelled"}, {500, "error"}, {503, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        quill_request_record record = quill_request_record_default();
+        record.model = "m";
+        record.http_status = cases[i].http_status;
+        record.finish_reason = cases[i].finish_reason;
+        assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+    }
+
+    json_object *root = render_stats(metrics);
+    static const char *const periods[] = {"since_start", "last_5_minutes"};
+    for (size_t p = 0; p < 2; p++) {
+        json_object *period = JSON_AT(root, "models", "m", periods[p]);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "requests")), 7);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "errors")), 2);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "client_errors")), 2);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "rejections")), 1);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "client_disconnects")), 1);
+        /* Rates are printed rounded, so they are compared to a tolerance. */
+        double client_error_rate = json_object_get_double(JSON_AT(period, "client_error_rate"));
+        double rejection_rate = json_object_get_double(JSON_AT(period, "rejection_rate"));
+        assert_true(fabs(client_error_rate - 2.0 / 7.0) < 1e-3);
+        assert_true(fabs(rejection_rate - 1.0 / 7.0) < 1e-3);
+    }
+    json_object_put(root);
+    quill_metrics_destroy(metrics);
+}
+
 static void test_metrics_threads_record_concurrently(void **state) {
     (void)state;
     quill_metrics *metrics = NULL;
@@ -775,6 +816,7 @@ int main(void) {
         cmocka_unit_test(test_prometheus_parsed_counts),
         cmocka_unit_test(test_metrics_set_gauges_rejects_invalid),
         cmocka_unit_test(test_stats_json_rates_and_users),
+        cmocka_unit_test(test_stats_json_outcomes_by_side),
         cmocka_unit_test(test_metrics_threads_record_concurrently),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

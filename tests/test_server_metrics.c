@@ -489,6 +489,27 @@ static void test_metrics_counters_match_responses(void **state) {
     check_with_promtool(text);
     free(text);
 
+    /* /v1/stats keeps the client's mistakes and the capacity rejection out of errors. */
+    http_send(port, "/v1/stats", API_KEY, NULL, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *stats = json_tokener_parse(reply.body);
+    assert_non_null(stats);
+    struct json_object *since_start = NULL;
+    assert_true(json_object_object_get_ex(stats, "models", &since_start));
+    assert_true(json_object_object_get_ex(since_start, MODEL_ALIAS, &since_start));
+    assert_true(json_object_object_get_ex(since_start, "since_start", &since_start));
+    static const struct {
+        const char *key;
+        int64_t count;
+    } outcomes[] = {{"errors", 0}, {"client_errors", 2}, {"rejections", 1}};
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++) {
+        struct json_object *count = NULL;
+        assert_true(json_object_object_get_ex(since_start, outcomes[i].key, &count));
+        assert_int_equal(json_object_get_int64(count), outcomes[i].count);
+    }
+    json_object_put(stats);
+    http_reply_release(&reply);
+
     /* The client of the long request leaves: it counts as 499 "cancelled", with its prompt
      * tokens, and stays out of the latency histograms. */
     close(held_fd);

@@ -5,8 +5,12 @@
  * renders, and serves the Prometheus text (GET /metrics) and the JSON summary (GET /v1/stats).
  *
  * Which requests enter which figures:
- * - Every record counts in quill_requests_total by status and finish reason, and in the error
- *   rate (status >= 500 or finish reason "error").
+ * - Every record counts in quill_requests_total by status and finish reason, and in at most one
+ *   outcome of the JSON summary: errors (server side: status >= 500 or finish reason "error",
+ *   the figure to alert on), client_errors (status 400..499 except 429 and 499: bad requests,
+ *   auth, unknown model or path, too large), rejections (429: no slot or queue place) and
+ *   client_disconnects (499: the client closed the connection first). Each has a rate over
+ *   all requests (error_rate, client_error_rate, rejection_rate, client_disconnect_rate).
  * - Token and cost counters take every record with a finish reason, because those tokens were
  *   processed and billed. Rejected requests (finish reason NULL) carry no tokens or cost.
  * - Latency and per-request token histograms and percentiles take only successful requests:
@@ -77,7 +81,8 @@ typedef struct quill_request_record {
     int64_t generation_us;        /* first generated token until the last */
     int64_t e2e_us;               /* arrival until the last byte was written */
     const int64_t *inter_token_us;/* gaps between successive generated tokens, microseconds;
-                                     borrowed for the call; may be NULL when n is 0 */
+                                     borrowed for the call; may be NULL when n is 0. The server
+                                     measures them for streamed requests only */
     size_t n_inter_token;         /* entries in inter_token_us */
 } quill_request_record;
 

@@ -94,6 +94,31 @@ static void tokens_add(quill__metrics_tokens *into, const quill__metrics_tokens 
     into->cost_picousd += from->cost_picousd;
 }
 
+static void outcomes_add(quill__metrics_outcomes *into, const quill__metrics_outcomes *from) {
+    into->n_errors += from->n_errors;
+    into->n_client_errors += from->n_client_errors;
+    into->n_rejections += from->n_rejections;
+    into->n_disconnects += from->n_disconnects;
+}
+
+/* Sorts one record into at most one outcome (see quill/metrics.h). */
+static quill__metrics_outcomes outcome_of(const quill_request_record *record,
+                                          int32_t finish_index) {
+    quill__metrics_outcomes outcome;
+    memset(&outcome, 0, sizeof(outcome));
+    int32_t http_status = record->http_status;
+    if (http_status >= 500 || finish_index == FINISH_ERROR) {
+        outcome.n_errors = 1;
+    } else if (http_status == 429) {
+        outcome.n_rejections = 1;
+    } else if (http_status == 499) {
+        outcome.n_disconnects = 1;
+    } else if (http_status >= 400) {
+        outcome.n_client_errors = 1;
+    }
+    return outcome;
+}
+
 static void slices_reset(quill__metrics_slice *slices) {
     memset(slices, 0, sizeof(*slices) * QUILL__QUANTILE_N_SLICES);
     for (size_t i = 0; i < QUILL__QUANTILE_N_SLICES; i++) {
@@ -121,7 +146,7 @@ void quill__metrics_slices_sum(const quill__metrics_slice *slices, int64_t now_u
             continue;
         }
         sum->n_records += slices[i].n_records;
-        sum->n_errors += slices[i].n_errors;
+        outcomes_add(&sum->outcomes, &slices[i].outcomes);
         tokens_add(&sum->tokens, &slices[i].tokens);
     }
 }
@@ -424,7 +449,7 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
     if (status != QUILL_OK) {
         return status;
     }
-    bool is_error = record->http_status >= 500 || finish_index == FINISH_ERROR;
+    quill__metrics_outcomes outcome = outcome_of(record, finish_index);
     bool is_success = record->http_status < 400 && finish_index != FINISH_NONE &&
                       finish_index != FINISH_ERROR;
     quill__metrics_tokens tokens = {
@@ -466,11 +491,11 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
     /* Counters, window slices and tags. */
     count->n_requests += 1;
     model->n_records += 1;
-    model->n_errors += is_error ? 1 : 0;
+    outcomes_add(&model->outcomes, &outcome);
     tokens_add(&model->tokens, &tokens);
     quill__metrics_slice *slice = slices_current(model->slices, now_us);
     slice->n_records += 1;
-    slice->n_errors += is_error ? 1 : 0;
+    outcomes_add(&slice->outcomes, &outcome);
     tokens_add(&slice->tokens, &tokens);
     tokens_add(&feature_entry->tokens, &tokens);
     feature_entry->last_seen_us = now_us;
@@ -479,7 +504,7 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
         user_entry->last_seen_us = now_us;
         quill__metrics_slice *user_slice = slices_current(metrics->user_slices, now_us);
         user_slice->n_records += 1;
-        user_slice->n_errors += is_error ? 1 : 0;
+        outcomes_add(&user_slice->outcomes, &outcome);
         tokens_add(&user_slice->tokens, &tokens);
     }
 

@@ -55,11 +55,20 @@ typedef struct quill__metrics_named_tokens {
     int64_t last_seen_us;        /* registry time of the latest request */
 } quill__metrics_named_tokens;
 
+/* Requests that did not succeed, by whose side failed; see quill/metrics.h. The four counts
+ * are disjoint. */
+typedef struct quill__metrics_outcomes {
+    uint64_t n_errors;           /* server side: status >= 500 or finish reason "error" */
+    uint64_t n_client_errors;    /* status 400..499 except 429 and 499 */
+    uint64_t n_rejections;       /* status 429: no slot or queue place */
+    uint64_t n_disconnects;      /* status 499: the client closed the connection first */
+} quill__metrics_outcomes;
+
 /* Counts of one window slice, reused once its epoch leaves the window. */
 typedef struct quill__metrics_slice {
     int64_t epoch;               /* registry time / slice duration; -1 unused */
     uint64_t n_records;          /* every record, rejected ones included */
-    uint64_t n_errors;           /* status >= 500 or finish reason "error" */
+    quill__metrics_outcomes outcomes;
     quill__metrics_tokens tokens;
 } quill__metrics_slice;
 
@@ -73,7 +82,7 @@ typedef struct quill__metrics_model {
     size_t n_request_counts;
     size_t request_counts_capacity;
     uint64_t n_records;                                   /* every record */
-    uint64_t n_errors;                                    /* status >= 500 or "error" */
+    quill__metrics_outcomes outcomes;
     quill__metrics_tokens tokens;                         /* records with a finish reason */
     quill__metrics_named_tokens *features;                /* at most max_features + 1 */
     size_t n_features;

@@ -24,9 +24,11 @@ typedef struct latency_family {
 
 static const latency_family latency_families[] = {
     {QUILL__METRICS_LATENCY_TTFT, "quill_time_to_first_token_seconds",
-     "Time from arrival to the first content byte, successful requests that produced a token."},
+     "Time from arrival to the first content (written for streams, released by the engine "
+     "otherwise), successful requests that produced a token."},
     {QUILL__METRICS_LATENCY_ITL, "quill_inter_token_latency_seconds",
-     "Gap between successive generated tokens of successful requests."},
+     "Gap between successive content writes of successful streamed requests, shared among the "
+     "tokens each write carried."},
     {QUILL__METRICS_LATENCY_GENERATION, "quill_generation_seconds",
      "Time from the first to the last generated token of requests finished by stop or length."},
     {QUILL__METRICS_LATENCY_E2E, "quill_e2e_request_latency_seconds",

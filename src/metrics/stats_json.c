@@ -86,15 +86,31 @@ static json_object *new_period(const quill__metrics_model *model, int64_t now_us
         quill__metrics_slices_sum(model->slices, now_us, &sum);
     } else {
         sum.n_records = model->n_records;
-        sum.n_errors = model->n_errors;
+        sum.outcomes = model->outcomes;
         sum.tokens = model->tokens;
     }
 
     json_object *period = json_object_new_object();
     json_object_object_add(period, "requests", json_object_new_int64((int64_t)sum.n_records));
-    json_object_object_add(period, "errors", json_object_new_int64((int64_t)sum.n_errors));
-    json_object_object_add(period, "error_rate",
-                           new_ratio((double)sum.n_errors, (double)sum.n_records));
+    /* errors and error_rate are server-side failures, the figure an operator alerts on;
+     * requests the client got wrong, requests turned away for capacity and clients that left
+     * are counted apart, so that a misbehaving client does not page anyone but still shows. */
+    const struct {
+        const char *count_key;
+        const char *rate_key;
+        uint64_t count;
+    } outcomes[] = {
+        {"errors", "error_rate", sum.outcomes.n_errors},
+        {"client_errors", "client_error_rate", sum.outcomes.n_client_errors},
+        {"rejections", "rejection_rate", sum.outcomes.n_rejections},
+        {"client_disconnects", "client_disconnect_rate", sum.outcomes.n_disconnects},
+    };
+    for (size_t i = 0; i < ARRAY_COUNT(outcomes); i++) {
+        json_object_object_add(period, outcomes[i].count_key,
+                               json_object_new_int64((int64_t)outcomes[i].count));
+        json_object_object_add(period, outcomes[i].rate_key,
+                               new_ratio((double)outcomes[i].count, (double)sum.n_records));
+    }
     json_object_object_add(period, "finished_requests",
                            json_object_new_int64((int64_t)sum.tokens.n_requests));
     add_tokens(period, &sum.tokens);

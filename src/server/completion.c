@@ -919,6 +919,10 @@ void quill__completion_fill_record(quill_completion *completion, quill_request_r
     record->ttft_us = completion->first_content_us > 0 ? completion->first_content_us - arrival_us
                                                        : -1;
     record->generation_us = first->first_token_us > 0 ? first->generation_us : -1;
+    /* Inter-token latency comes from streams only (the metric's HELP says so): a non-streamed
+     * reply writes nothing until the end, and the engine reports only its first and last token
+     * times, so the one figure it could give is an average, which hides the stalls the metric
+     * is there to show. */
     record->inter_token_us = completion->inter_token_us;
     record->n_inter_token = completion->n_inter_token;
 }
