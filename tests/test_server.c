@@ -1208,6 +1208,11 @@ static void test_tokenize_fields_checked(void **state) {
     http_reply_release(&reply);
 
     http_post("/tokenize", "{\"text\":\"Hello\"}", &reply);
+    assert_error(&reply, 400, "content", NULL);
+    assert_error_mentions(&reply, "'content' is required");
+    http_reply_release(&reply);
+
+    http_post("/tokenize", "{\"content\":\"Hello\",\"text\":\"Hello\"}", &reply);
     assert_error(&reply, 400, "text", "unsupported_parameter");
     http_reply_release(&reply);
 

@@ -158,11 +158,13 @@ static enum MHD_Result queue_error(quill_exchange *exchange, const quill_http_er
      * failures an operator must see. */
     char message[600];
     quill__log_quote(error->message, message, (int)sizeof(message));
+    const char *endpoint = quill__router_endpoint_name(exchange->endpoint);
     if (error->http_status >= 500 && error->http_status != 503) {
-        QUILL_LOG_ERROR("server", "request failed", "http_status=%d error=%s",
-                        error->http_status, message);
+        QUILL_LOG_ERROR("server", "request failed", "endpoint=%s http_status=%d error=%s",
+                        endpoint, error->http_status, message);
     } else {
-        QUILL_LOG_DEBUG("server", "request rejected", "http_status=%d code=%s param=%s error=%s",
+        QUILL_LOG_DEBUG("server", "request rejected",
+                        "endpoint=%s http_status=%d code=%s param=%s error=%s", endpoint,
                         error->http_status, error->code, error->param, message);
     }
     return queue_body(exchange, error->http_status, &body, "application/json",

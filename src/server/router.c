@@ -81,6 +81,15 @@ const char *quill__router_allowed_methods(const char *path) {
     return NULL;
 }
 
+const char *quill__router_endpoint_name(quill_endpoint endpoint) {
+    static const char *const names[] = {
+        "not_found", "method_not_allowed", "health", "models", "chat", "completions",
+        "tokenize", "detokenize", "apply_template", "metrics", "stats", "model",
+    };
+    size_t index = (size_t)endpoint;
+    return index < sizeof(names) / sizeof(names[0]) ? names[index] : "unknown";
+}
+
 int quill__router_takes_body(quill_endpoint endpoint) {
     return endpoint == QUILL_ENDPOINT_CHAT || endpoint == QUILL_ENDPOINT_COMPLETIONS ||
            endpoint == QUILL_ENDPOINT_TOKENIZE || endpoint == QUILL_ENDPOINT_DETOKENIZE ||

@@ -30,6 +30,9 @@ const char *quill__router_allowed_methods(const char *path);
 /* The {id} of a /v1/models/{id} path (borrowed from path), or NULL for any other path. */
 const char *quill__router_model_id(const char *path);
 
+/* A short name for logs ("chat", "tokenize", ...). Static storage. */
+const char *quill__router_endpoint_name(quill_endpoint endpoint);
+
 /* True for endpoints whose request carries a JSON body. */
 int quill__router_takes_body(quill_endpoint endpoint);
 

@@ -418,12 +418,14 @@ static void answer_tokenize(quill_exchange *exchange, int *http_status, quill_st
                                         error) != QUILL_OK) {
         return;
     }
-    if (!check_fields(root, tokenize_fields, "content, add_special and parse_special", error)) {
-        goto cleanup;
-    }
+    /* The missing required field is named first: it is what a client sending the wrong
+     * field name (such as "text") needs to hear. */
     if (!json_object_object_get_ex(root, "content", &content) || content == NULL) {
         quill__http_error_set(error, 400, "content", NULL,
                               "'content' is required: the text to tokenize");
+        goto cleanup;
+    }
+    if (!check_fields(root, tokenize_fields, "content, add_special and parse_special", error)) {
         goto cleanup;
     }
     if (!json_object_is_type(content, json_type_string)) {
@@ -469,12 +471,12 @@ static void answer_detokenize(quill_exchange *exchange, int *http_status, quill_
                                         error) != QUILL_OK) {
         return;
     }
-    if (!check_fields(root, detokenize_fields, "only tokens", error)) {
-        goto cleanup;
-    }
     if (!json_object_object_get_ex(root, "tokens", &array) || array == NULL) {
         quill__http_error_set(error, 400, "tokens", NULL,
                               "'tokens' is required: an array of token ids");
+        goto cleanup;
+    }
+    if (!check_fields(root, detokenize_fields, "only tokens", error)) {
         goto cleanup;
     }
     if (!json_object_is_type(array, json_type_array)) {
