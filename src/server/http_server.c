@@ -35,9 +35,10 @@
 #define REQUEST_TIMEOUT_S 300
 
 /* Connections MHD accepts at once: the process's open-file limit less FD_RESERVE (model file,
- * wake-up pipes, log and listening sockets), capped at MAX_CONNECTIONS. MHD's default is
- * FD_SETSIZE - 4 (1020) even with epoll, which a thousand idle sockets exhaust. No per-IP
- * limit is set, because clients behind one proxy or load balancer share an address. */
+ * wake-up pipes, log and listening sockets), capped at MAX_CONNECTIONS. MHD's default
+ * (MHD_MAX_CONNECTIONS_DEFAULT in its daemon.c: FD_SETSIZE less 4 to 6, about 1020) applies
+ * with epoll too, and a thousand idle sockets exhausted it. No per-IP limit is set, because
+ * clients behind one proxy or load balancer share an address. */
 #define FD_RESERVE 64
 #define MIN_CONNECTIONS 16
 #define MAX_CONNECTIONS 65536

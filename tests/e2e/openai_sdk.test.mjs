@@ -1,7 +1,7 @@
 // End-to-end tests of `quill serve`: a tiny random model is written with the C helper, the
 // server is started on 127.0.0.1 with a free port, and the official OpenAI Node SDK and curl
 // drive it. Covers chat and completions, streamed and not, usage with cost and timings, error
-// classes, and a clean exit on SIGTERM.
+// classes, model retrieval, HEAD, and a clean exit on SIGTERM.
 // Environment: QUILL_BINARY (the quill CLI) and QUILL_MODEL_WRITER (e2e_write_tiny_model).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,7 +47,7 @@ function waitForListening() {
 
 before(async () => {
   folder = mkdtempSync(path.join(process.env.QUILL_TEST_TMP_DIR || tmpdir(), 'quill-e2e-'));
-  const modelPath = path.join(folder, 'tiny.gguf');
+  const modelPath = path.join(folder, 'tiny-model.gguf');
   const writer = spawnSync(process.env.QUILL_MODEL_WRITER, [modelPath], { encoding: 'utf8' });
   assert.equal(writer.status, 0, writer.stderr);
 
@@ -199,7 +199,46 @@ test('errors map to SDK classes', async () => {
       model: 'tiny', messages: [{ role: 'user', content: 'x' }],
       response_format: { type: 'json_object' },
     }),
-    (error) => error instanceof OpenAI.BadRequestError && error.param === 'response_format');
+    (error) => error instanceof OpenAI.BadRequestError && error.param === 'response_format.type');
+  await assert.rejects(client.models.retrieve('gpt-9'), OpenAI.NotFoundError);
+});
+
+test('models retrieve by alias and file name', async () => {
+  const byAlias = await client.models.retrieve('tiny');
+  assert.equal(byAlias.id, 'tiny');
+  assert.equal(byAlias.object, 'model');
+  // The file is tiny-model.gguf: its base name names the same model, served as the alias.
+  const byFile = await client.models.retrieve('tiny-model');
+  assert.equal(byFile.id, 'tiny');
+  const reply = await client.completions.create({
+    model: 'tiny-model', prompt: 'x', max_tokens: 1,
+  });
+  assert.equal(reply.model, 'tiny');
+});
+
+test('response_format text is the default and accepted', async () => {
+  const reply = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2,
+    response_format: { type: 'text' },
+  });
+  assert.equal(reply.object, 'chat.completion');
+});
+
+test('n choices count the prompt once', async () => {
+  const single = await client.completions.create({ model: 'tiny', prompt: 'hello', max_tokens: 2 });
+  const double = await client.completions.create({
+    model: 'tiny', prompt: 'hello', max_tokens: 2, n: 2,
+  });
+  assert.equal(double.choices.length, 2);
+  assert.equal(double.usage.prompt_tokens, single.usage.prompt_tokens);
+  checkUsage(double.usage);
+});
+
+test('HEAD on /health answers without a body', () => {
+  const result = spawnSync('curl', ['-sS', '-I', `http://127.0.0.1:${port}/health`],
+    { encoding: 'utf8' });
+  assert.equal(result.status, 0, result.stderr);
+  assert.match(result.stdout, /^HTTP\/1\.1 200/);
 });
 
 test('curl chat reply prints exact cost', () => {
