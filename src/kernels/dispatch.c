@@ -5,6 +5,9 @@
  */
 #include "kernels/dispatch.h"
 
+#if defined(QUILL_HAVE_X86)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +31,21 @@ static const char *const variant_labels[QUILL_KERNEL_VARIANT_COUNT] = {
     [QUILL_KERNEL_VARIANT_NEON] = "neon",
 };
 
+#if defined(QUILL_HAVE_X86)
+bool quill__cpu_has_f16c(void) {
+    /* CPUID leaf 1, ECX bit 29. Read directly because clang before version 15 does not accept
+     * "f16c" in __builtin_cpu_supports. */
+    unsigned int eax = 0;
+    unsigned int ebx = 0;
+    unsigned int ecx = 0;
+    unsigned int edx = 0;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) {
+        return false;
+    }
+    return (ecx & (1u << 29)) != 0;
+}
+#endif
+
 /* Marks the variants this CPU and build can run and fills their tables. */
 static void detect_variants(void) {
     quill__kernel_table_fill_ref(&variant_tables[QUILL_KERNEL_VARIANT_REF]);
@@ -36,7 +54,7 @@ static void detect_variants(void) {
 #if defined(QUILL_HAVE_X86)
     __builtin_cpu_init();
     bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+                    quill__cpu_has_f16c();
     bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");

@@ -76,4 +76,9 @@ void quill__kernel_table_fill_ref(quill_kernel_table *table);
 void quill__kernel_table_fill_avx2(quill_kernel_table *table);
 void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16);
 
+#if defined(QUILL_HAVE_X86)
+/* Returns true when the CPU has the F16C half-precision conversion instructions. */
+bool quill__cpu_has_f16c(void);
+#endif
+
 #endif
