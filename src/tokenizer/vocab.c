@@ -18,7 +18,9 @@
 static const char *const eog_texts[] = {
     "<|eot_id|>", "<|im_end|>",    "<|end_of_text|>", "<|endoftext|>",
     "<end_of_turn>", "<|end|>",    "<|eom_id|>",      "<EOT>",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+    /* DeepSeek's "<｜end▁of▁sentence｜>", written with octal escapes because a hex escape
+     * would swallow the following letters. */
+    "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>",
 };
 
 static uint64_t hash_key(const char *key, uint32_t n_bytes, uint32_t tag) {
