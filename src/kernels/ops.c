@@ -28,7 +28,7 @@ static void select_variants(void) {
 bool quill__attention_has_avx2(void) {
 #if defined(QUILL_HAVE_X86)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           quill__cpu_has_f16c();
 #else
     return false;
 #endif
