@@ -343,15 +343,16 @@ static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t
  * decode entries the whole step budget goes to prefill, which is the most efficient. With
  * decode entries, a chunk should add at most DECODE_STALL_FACTOR - 1 decode steps' worth of
  * time, so that a long prompt arriving slows running streams by a bounded factor instead of
- * stalling them for a whole chunk; the per-token cost comes from the moving averages the
- * step loop keeps. Until both averages exist, the chunk is MIN_PREFILL_CHUNK tokens. */
+ * stalling them for a whole chunk. The per-token cost comes from the moving averages the step
+ * loop keeps; until both exist, a chunk is FIRST_PREFILL_CHUNK tokens, which is also large
+ * enough to measure that cost. */
 static int64_t prefill_budget(const quill_engine *engine, int64_t n_decode, int64_t budget) {
-    enum { MIN_PREFILL_CHUNK = 8 };
+    enum { FIRST_PREFILL_CHUNK = 8, MIN_PREFILL_CHUNK = 2 };
     const double DECODE_STALL_FACTOR = 2.0;
     if (n_decode == 0) {
         return budget;
     }
-    int64_t chunk = MIN_PREFILL_CHUNK;
+    int64_t chunk = FIRST_PREFILL_CHUNK;
     if (engine->decode_step_us > 0 && engine->prefill_token_us > 0) {
         double allowed_us = (DECODE_STALL_FACTOR - 1.0) * engine->decode_step_us;
         chunk = (int64_t)(allowed_us / engine->prefill_token_us);
@@ -373,8 +374,8 @@ static void update_step_costs(quill_engine *engine, int64_t n_decode, int64_t n_
                                      : (1 - weight) * engine->decode_step_us + weight * elapsed_us;
         return;
     }
-    if (n_prefill < 4) {
-        return; /* too few tokens to separate their cost from the step's fixed cost */
+    if (n_prefill < 2) {
+        return; /* a single token's cost cannot be told from the step's fixed cost */
     }
     double base_us = n_decode > 0 ? engine->decode_step_us : 0;
     double per_token_us = ((double)elapsed_us - base_us) / (double)n_prefill;
