@@ -1,18 +1,22 @@
 /*
  * Matmul throughput of every kernel variant this CPU runs, for each weight type: a 2048 x 2048
- * weight matrix, decode (1 token; reported as GB/s of weight bytes read) and prefill (64
- * tokens by default; reported as GFLOP/s, 2 * rows * cols * tokens per call). Run by hand:
+ * weight matrix by default, decode (1 token; reported as GB/s of weight bytes read) and prefill
+ * (64 tokens by default; reported as GFLOP/s, 2 * rows * cols * tokens per call). Run by hand:
  *
  *   cmake --build build --target quill_lib
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc tools/bench_kernels.c build/libquill.a \
- *      -lpthread -lm -o /tmp/bench_kernels && /tmp/bench_kernels [n_threads] [n_prefill_tokens]
+ *      -lpthread -lm -o /tmp/bench_kernels && \
+ *      /tmp/bench_kernels [n_threads] [n_prefill_tokens] [n_rows] [n_cols] [variant] [type]
  *
- * n_threads defaults to 1 (the calling thread only).
+ * n_threads defaults to 1 (the calling thread only). n_rows x n_cols larger than the L3 cache
+ * (8192 x 2048 is a Llama-3.2-1B gate matrix) measure memory streaming; variant ("ref",
+ * "avx2", "avx512") limits the run to one kernel variant and type ("q4_0", ...) to one weight type.
  * Timings use the monotonic clock and take the best of several repetitions.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "base/alloc.h"
@@ -21,7 +25,11 @@
 #include "kernels/kernels.h"
 #include "quill/tensor_type.h"
 
-enum { N_ROWS = 2048, N_COLS = 2048, N_MAX_PREFILL_TOKENS = 1024 };
+enum { N_MAX_PREFILL_TOKENS = 1024, N_MAX_DIM = 65536 };
+
+/* The weight matrix shape: rows x cols. */
+static int64_t bench_rows = 2048;
+static int64_t bench_cols = 2048;
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -38,7 +46,7 @@ static double time_matmul(const quill_kernel_table *table, quill_threadpool *poo
     int n_runs = 0;
     while (n_runs < 2 || now_seconds() - start < min_seconds) {
         double t0 = now_seconds();
-        quill__matmul_with_table(table, pool, weights, x, N_COLS, n_tokens, y, N_ROWS, scratch);
+        quill__matmul_with_table(table, pool, weights, x, bench_cols, n_tokens, y, bench_rows, scratch);
         double elapsed = now_seconds() - t0;
         best = elapsed < best ? elapsed : best;
         n_runs++;
@@ -67,6 +75,10 @@ int main(int argc, char **argv) {
                               QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
     int n_threads = (int)parse_count(argc, argv, 1, 1, 256);
     int64_t n_prefill = parse_count(argc, argv, 2, 64, N_MAX_PREFILL_TOKENS);
+    bench_rows = parse_count(argc, argv, 3, 2048, N_MAX_DIM);
+    bench_cols = parse_count(argc, argv, 4, 2048, N_MAX_DIM) / 256 * 256;
+    const char *only_variant = argc > 5 ? argv[5] : NULL;
+    const char *only_type = argc > 6 ? argv[6] : NULL;
     quill_threadpool_params params = quill__threadpool_params_default();
     params.n_threads = n_threads;
     quill_threadpool *pool = NULL;
@@ -74,41 +86,45 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_kernels: cannot create a pool of %d threads\n", n_threads);
         return 1;
     }
-    float *w = malloc(sizeof(float) * N_COLS);
-    float *x = malloc(sizeof(float) * N_COLS * (size_t)n_prefill);
-    float *y = malloc(sizeof(float) * N_ROWS * (size_t)n_prefill);
-    void *scratch = quill__aligned_alloc(64, (size_t)N_COLS * 2 * (size_t)n_prefill);
+    float *w = malloc(sizeof(float) * bench_cols);
+    float *x = malloc(sizeof(float) * bench_cols * (size_t)n_prefill);
+    float *y = malloc(sizeof(float) * bench_rows * (size_t)n_prefill);
+    void *scratch = quill__aligned_alloc(64, (size_t)bench_cols * 2 * (size_t)n_prefill);
     unsigned seed = 1;
-    for (int64_t i = 0; i < N_COLS * n_prefill; i++) {
+    for (int64_t i = 0; i < bench_cols * n_prefill; i++) {
         seed = seed * 1103515245u + 12345u;
         x[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
     }
 
-    printf("threads=%d prefill_tokens=%lld\n", n_threads, (long long)n_prefill);
+    printf("threads=%d prefill_tokens=%lld rows=%lld cols=%lld\n", n_threads, (long long)n_prefill,
+           (long long)bench_rows, (long long)bench_cols);
     printf("%-6s %-7s %14s %16s\n", "type", "variant", "decode GB/s", "prefill GFLOP/s");
     for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+        if (only_type != NULL && strcasecmp(quill_type_name(types[k]), only_type) != 0) {
+            continue;
+        }
         size_t row_bytes = 0;
-        quill_type_row_bytes(types[k], N_COLS, &row_bytes);
-        uint8_t *data = malloc(row_bytes * N_ROWS);
-        for (int r = 0; r < N_ROWS; r++) {
-            for (int i = 0; i < N_COLS; i++) {
+        quill_type_row_bytes(types[k], bench_cols, &row_bytes);
+        uint8_t *data = malloc(row_bytes * bench_rows);
+        for (int64_t r = 0; r < bench_rows; r++) {
+            for (int64_t i = 0; i < bench_cols; i++) {
                 seed = seed * 1103515245u + 12345u;
                 w[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
             }
-            quill__quantize_row(types[k], w, data + (size_t)r * row_bytes, N_COLS);
+            quill__quantize_row(types[k], w, data + (size_t)r * row_bytes, bench_cols);
         }
-        quill_matrix weights = {types[k], N_ROWS, N_COLS, data, row_bytes};
+        quill_matrix weights = {types[k], bench_rows, bench_cols, data, row_bytes};
         for (int v = 0; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
             const quill_kernel_table *table = quill__kernels_variant_table((quill_kernel_variant)v);
-            if (table == NULL) {
+            if (table == NULL || (only_variant != NULL && strcmp(table->name, only_variant) != 0)) {
                 continue;
             }
             double min_seconds = v == QUILL_KERNEL_VARIANT_REF ? 0.2 : 0.5;
             double decode = time_matmul(table, pool, &weights, x, 1, y, scratch, min_seconds);
             double prefill =
                 time_matmul(table, pool, &weights, x, n_prefill, y, scratch, min_seconds);
-            double bytes = (double)row_bytes * N_ROWS;
-            double flops = 2.0 * N_ROWS * N_COLS * (double)n_prefill;
+            double bytes = (double)row_bytes * bench_rows;
+            double flops = 2.0 * bench_rows * bench_cols * (double)n_prefill;
             printf("%-6s %-7s %14.2f %16.2f\n", quill_type_name(types[k]), table->name,
                    bytes / decode * 1e-9, flops / prefill * 1e-9);
             fflush(stdout);

@@ -22,6 +22,10 @@ enum { QUILL_MATMUL_TILE_ROWS = 16, QUILL_MATMUL_TILE_TOKENS = 32 };
  * 2048 matrix (tools/bench_kernels.c, AMD EPYC with AVX-512). */
 enum { QUILL_MATMUL_GROUP_BYTES = 512 * 1024 };
 
+/* Up to this many tokens (decode), the calling thread quantizes the activations itself: a
+ * pool run for one row gives the other threads nothing and costs a wake-up and a barrier. */
+enum { QUILL_MATMUL_INLINE_QUANTIZE_TOKENS = 2 };
+
 /* Activation rows in scratch start on 64-byte boundaries. */
 enum { QUILL_MATMUL_ROW_ALIGN = 64 };
 
@@ -169,7 +173,11 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
         job.activation_ops = &table->types[job.ops->vec_dot_type];
         job.activations = scratch;
         job.activation_row_bytes = stride;
-        quill__threadpool_run(pool, quantize_task, &job);
+        if (n_tokens <= QUILL_MATMUL_INLINE_QUANTIZE_TOKENS) {
+            quantize_task(&job, 0, 1);
+        } else {
+            quill__threadpool_run(pool, quantize_task, &job);
+        }
     }
 
     quill__threadpool_run(pool, multiply_task, &job);

@@ -73,14 +73,32 @@ QUILL_X86_INLINE __m256i unpack_weight(int kind, const uint8_t *block, float *d,
     }
 }
 
+/* Prefetches the 64-byte lines that hold [from, from + n_bytes): into L1 when the whole next
+ * tile (tile_bytes) fits beside the current one in a 32 KB L1 cache, else into L2. Measured on
+ * AMD EPYC, 1 thread, matrices 4x its L3: L1 for 8-row Q4_0 tiles of 2048 columns (9 KB), L2
+ * for 8-row Q8_0 tiles of 2048 columns (17 KB, 18 -> 26 GB/s) and Q4_0 tiles of 8192 columns. */
+QUILL_X86_INLINE void prefetch_step(const uint8_t *from, size_t n_bytes, size_t tile_bytes) {
+    for (size_t offset = 0; offset < n_bytes + 63; offset += 64) {
+        if (tile_bytes <= 12 * 1024) {
+            _mm_prefetch((const char *)from + offset, _MM_HINT_T0);
+        } else {
+            _mm_prefetch((const char *)from + offset, _MM_HINT_T1);
+        }
+    }
+}
+
 /* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens) with n_rows <= DECODE_ROWS and
  * n_tokens <= TILE_TOKENS; see the file comment for the per-pair arithmetic. Q4_0 and Q5_0
  * levels are unsigned with an offset of 8 or 16, so their lanes are dot(u, x) - dot(offset, x),
- * the same integers as dot(u - offset, x). */
+ * the same integers as dot(u - offset, x). When prefetch is not NULL, each block step also
+ * prefetches the next n_rows * weight_row_bytes bytes from there, spread evenly over the
+ * blocks: decode streams weights from memory, and short rows read as several interleaved
+ * streams leave the hardware prefetchers too little to go on (7 GB/s instead of 16 GB/s on an
+ * 8192 x 2048 Q4_0 matrix, AMD EPYC). Prefetching never changes a value. */
 QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *weights,
                                   size_t weight_row_bytes, int n_rows, const uint8_t *activations,
                                   size_t activation_row_bytes, int n_tokens, float *y,
-                                  int64_t y_stride) {
+                                  int64_t y_stride, const uint8_t *prefetch) {
     const size_t w_bytes = weight_block_bytes(kind);
     const size_t x_bytes = has_offset(kind) ? sizeof(quill_block_q8_1) : sizeof(quill_block_q8_0);
     const size_t x_qs = has_offset(kind) ? 4 : 2;
@@ -94,6 +112,10 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
     }
 
     for (int64_t b = 0; b < n_blocks; b++) {
+        if (prefetch != NULL) {
+            prefetch_step(prefetch + (size_t)b * (size_t)n_rows * w_bytes, (size_t)n_rows * w_bytes,
+                          (size_t)n_rows * weight_row_bytes);
+        }
         /* Unpack this block of every row once; it serves all tokens of the tile. */
         __m256i levels[DECODE_ROWS];
         float d_w[DECODE_ROWS];
@@ -150,7 +172,8 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights, size
         for (; row + DECODE_ROWS <= n_rows; row += DECODE_ROWS) {
             const uint8_t *w = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
             tile_legacy(kind, n_blocks, w, weight_row_bytes, DECODE_ROWS, activations,
-                        activation_row_bytes, 1, y + row, y_stride);
+                        activation_row_bytes, 1, y + row, y_stride,
+                        w + DECODE_ROWS * weight_row_bytes);
         }
     }
     for (; row < n_rows; row += TILE_ROWS) {
@@ -162,13 +185,13 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights, size
             float *y_tile = y + token * y_stride + row;
             if (rows == TILE_ROWS && tokens == TILE_TOKENS) {
                 tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
-                            TILE_TOKENS, y_tile, y_stride);
+                            TILE_TOKENS, y_tile, y_stride, NULL);
             } else if (rows == TILE_ROWS && tokens == 1) {
                 tile_legacy(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
-                            1, y_tile, y_stride);
+                            1, y_tile, y_stride, NULL);
             } else {
                 tile_legacy(kind, n_blocks, w, weight_row_bytes, rows, x, activation_row_bytes,
-                            tokens, y_tile, y_stride);
+                            tokens, y_tile, y_stride, NULL);
             }
         }
     }
@@ -179,7 +202,7 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights, size
     float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
                                             const void *activations) {                             \
         float result;                                                                              \
-        tile_legacy(kind, n / QUILL_QK, weights, 0, 1, activations, 0, 1, &result, 0);             \
+        tile_legacy(kind, n / QUILL_QK, weights, 0, 1, activations, 0, 1, &result, 0, NULL);       \
         return result;                                                                             \
     }                                                                                              \
     void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \
