@@ -3,8 +3,8 @@
  * started here with libmicrohttpd on 127.0.0.1 and an ephemeral port. The fake server streams
  * completions with known token counts (one or two tokens per chunk, with or without a usage
  * chunk) and records what the load generator sent, so counts are checked exactly. Timings are
- * not asserted. CLI error cases (bad URL, bad flags, connection refused, HTTP errors) check the
- * exit code and part of the message.
+ * not asserted. CLI error cases (bad URL, bad flags, connection refused, a missing API key, HTTP
+ * errors) check the exit code and part of the message.
  */
 #include "test_support.h"
 
@@ -46,6 +46,7 @@ typedef struct fake_server {
     uint16_t port;
     pthread_mutex_t mutex;
     fake_observations seen;       /* guarded by mutex */
+    char required_authorization[128]; /* guarded by mutex; "" accepts any request */
 } fake_server;
 
 static fake_server server;
@@ -220,7 +221,15 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
     pthread_mutex_lock(&server.mutex);
     snprintf(server.seen.last_authorization, sizeof(server.seen.last_authorization), "%s",
              authorization != NULL ? authorization : "");
+    bool is_authorized = server.required_authorization[0] == '\0' ||
+                         (authorization != NULL &&
+                          strcmp(authorization, server.required_authorization) == 0);
     pthread_mutex_unlock(&server.mutex);
+    if (!is_authorized) {
+        return reply_text(connection, 401,
+                          "{\"error\":{\"message\":\"invalid API key\",\"type\":"
+                          "\"authentication_error\"}}");
+    }
 
     if (strcmp(method, "GET") == 0 && strcmp(url, "/v1/models") == 0) {
         pthread_mutex_lock(&server.mutex);
@@ -383,11 +392,15 @@ static void test_bench_serve_multi_token_chunks(void **state) {
     json_object_put(root);
     free(output);
 
+    /* GET /v1/models is sent even with --model and --vocab, to check the server first. */
     pthread_mutex_lock(&server.mutex);
-    assert_int_equal(server.seen.n_models_requests, 0);
-    assert_int_equal(server.seen.n_ignore_eos, 4);
-    assert_int_equal(server.seen.n_ids_out_of_range, 0);
+    int n_models_requests = server.seen.n_models_requests;
+    int n_ignore_eos = server.seen.n_ignore_eos;
+    int n_ids_out_of_range = server.seen.n_ids_out_of_range;
     pthread_mutex_unlock(&server.mutex);
+    assert_int_equal(n_models_requests, 1);
+    assert_int_equal(n_ignore_eos, 4);
+    assert_int_equal(n_ids_out_of_range, 0);
 }
 
 static void test_bench_serve_text_report(void **state) {
@@ -438,17 +451,51 @@ static unsigned closed_port(void) {
     return ntohs(address.sin_port);
 }
 
+/* An unreachable server fails at once, before any completion request or report. */
 static void test_bench_serve_connection_refused(void **state) {
     (void)state;
     char args[512];
-    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --vocab 50 --requests 2 --json",
-             closed_port());
+    snprintf(args, sizeof(args),
+             "--url http://127.0.0.1:%u --model m --vocab 50 --requests 2 --json", closed_port());
     int exit_code = -1;
     char *output = run_bench(args, true, &exit_code);
     assert_int_equal(exit_code, 1);
-    assert_non_null(strstr(output, "\"failed\":2"));
-    assert_non_null(strstr(output, "first error: request to http://127.0.0.1:"));
+    assert_non_null(strstr(output, "cannot reach the server: GET http://127.0.0.1:"));
+    assert_null(strstr(output, "\"failed\""));
+    assert_null(strstr(output, "vocabulary"));
     free(output);
+}
+
+/* A 401 on GET /v1/models is named with the server's message and the --api-key hint. */
+static void test_bench_serve_missing_api_key(void **state) {
+    (void)state;
+    reset_server_counts(0);
+    pthread_mutex_lock(&server.mutex);
+    snprintf(server.required_authorization, sizeof(server.required_authorization),
+             "Bearer secret");
+    pthread_mutex_unlock(&server.mutex);
+    char args[512];
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --requests 1 --json",
+             (unsigned)server.port);
+    int exit_code = -1;
+    char *output = run_bench(args, true, &exit_code);
+    assert_int_equal(exit_code, 1);
+    assert_non_null(strstr(output, "/v1/models returned HTTP 401: invalid API key"));
+    assert_non_null(strstr(output, "pass it with --api-key"));
+    assert_null(strstr(output, "found no vocabulary size"));
+    free(output);
+
+    /* With the key the same run succeeds. */
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --requests 1 --api-key secret --json",
+             (unsigned)server.port);
+    output = run_bench(args, true, &exit_code);
+    assert_int_equal(exit_code, 0);
+    assert_null(strstr(output, "HTTP 401"));
+    free(output);
+
+    pthread_mutex_lock(&server.mutex);
+    server.required_authorization[0] = '\0';
+    pthread_mutex_unlock(&server.mutex);
 }
 
 static void test_bench_serve_rejects_bad_arguments(void **state) {
@@ -495,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_bench_serve_text_report),
         cmocka_unit_test(test_bench_serve_http_error_counted),
         cmocka_unit_test(test_bench_serve_connection_refused),
+        cmocka_unit_test(test_bench_serve_missing_api_key),
         cmocka_unit_test(test_bench_serve_rejects_bad_arguments),
         cmocka_unit_test(test_bench_serve_help_exits_zero),
     };

@@ -6,6 +6,10 @@
  * the gaps between content chunks (inter-token latency, ITL) and the end-to-end time, then
  * prints throughput and P50/P95/P99/max of each. Traffic goes only to the --url given.
  *
+ * Before any load it sends GET /v1/models, which finds the model name and vocabulary size and
+ * checks the server: an unreachable server fails the run at once, and an HTTP error (a 401 for
+ * a missing --api-key) is reported with the server's message.
+ *
  * Prompts are token-id arrays: the first --shared-prefix ids are the same for every request
  * and the rest differ per request, drawn from a fixed seed, so two runs send the same prompts.
  */
@@ -571,16 +575,91 @@ static int64_t entry_vocab_size(json_object *entry) {
     return 0;
 }
 
-/* Fills run->model (unless --model) and run->vocab_size (unless --vocab) from GET /v1/models.
- * A server that does not answer is not an error here: the requests then fail and are counted. */
-static void discover_model(bench_run *run, const char *models_url) {
+/* Outcome of GET /v1/models. */
+typedef enum discovery_result {
+    DISCOVERY_OK,          /* a model list arrived (it may lack the model or a vocabulary size) */
+    DISCOVERY_HTTP_ERROR,  /* the server replied with a non-200 status or no model list */
+    DISCOVERY_UNREACHABLE, /* no reply at all: refused, unresolved, reset or timed out */
+    DISCOVERY_NO_MEMORY,
+} discovery_result;
+
+/* Writes the server's error message into message: OpenAI's {"error":{"message":...}} when the
+ * body has it, else the start of the body. */
+static void describe_error_body(const char *body, char *message, size_t message_bytes) {
+    json_object *root = body != NULL ? json_tokener_parse(body) : NULL;
+    json_object *error = NULL;
+    json_object *text = NULL;
+    if (root != NULL && json_object_object_get_ex(root, "error", &error) &&
+        json_object_object_get_ex(error, "message", &text) &&
+        json_object_is_type(text, json_type_string)) {
+        snprintf(message, message_bytes, "%s", json_object_get_string(text));
+    } else if (body != NULL && body[0] != '\0') {
+        snprintf(message, message_bytes, "%.*s", MAX_ERROR_BODY_BYTES, body);
+    } else {
+        snprintf(message, message_bytes, "(empty reply)");
+    }
+    json_object_put(root);
+}
+
+/* Prints why GET /v1/models returned http_status, with the next step. */
+static void report_models_status(const char *models_url, long http_status, const char *body) {
+    char server_message[MAX_ERROR_BODY_BYTES + 1];
+    describe_error_body(body, server_message, sizeof(server_message));
+    const char *next_step = "check --url";
+    if (http_status == 401) {
+        next_step = "the server requires an API key, pass it with --api-key";
+    } else if (http_status == 403) {
+        next_step = "the server rejected the API key, check --api-key";
+    }
+    fprintf(stderr, "quill %s: GET %s returned HTTP %ld: %s; %s\n", command_name, models_url,
+            http_status, server_message, next_step);
+}
+
+/* Picks the entry of --model, else the first one, from a /v1/models reply, and fills
+ * run->model and run->vocab_size where they are still unset. Returns false when the reply
+ * holds no model list. */
+static bool read_model_list(bench_run *run, const char *body) {
+    json_object *root = json_tokener_parse(body);
+    json_object *data = NULL;
+    if (root == NULL || !json_object_object_get_ex(root, "data", &data) ||
+        !json_object_is_type(data, json_type_array)) {
+        json_object_put(root);
+        return false;
+    }
+    json_object *chosen = NULL;
+    for (size_t i = 0; i < json_object_array_length(data) && chosen == NULL; i++) {
+        json_object *entry = json_object_array_get_idx(data, i);
+        json_object *id = NULL;
+        json_object_object_get_ex(entry, "id", &id);
+        if (run->options.model == NULL ||
+            (id != NULL && strcmp(json_object_get_string(id), run->options.model) == 0)) {
+            chosen = entry;
+        }
+    }
+    json_object *id = NULL;
+    if (chosen != NULL && run->model == NULL && json_object_object_get_ex(chosen, "id", &id)) {
+        run->model = quill__strdup(json_object_get_string(id));
+    }
+    if (chosen != NULL && run->vocab_size == 0) {
+        run->vocab_size = entry_vocab_size(chosen);
+    }
+    json_object_put(root);
+    return true;
+}
+
+/* Sends GET /v1/models, which also checks that the server is reachable before any load is
+ * sent, and fills run->model (unless --model) and run->vocab_size (unless --vocab) from the
+ * reply. Prints why the request failed, unless the result is DISCOVERY_OK. */
+static discovery_result discover_model(bench_run *run, const char *models_url) {
     quill_strbuf buffer;
     quill__strbuf_init(&buffer);
     buffer.limit_bytes = 1 << 20;
-    CURL *easy = curl_easy_init();
+    char curl_error[CURL_ERROR_SIZE] = {0};
     struct curl_slist *headers = NULL;
-    json_object *root = NULL;
+    discovery_result result = DISCOVERY_NO_MEMORY;
+    CURL *easy = curl_easy_init();
     if (easy == NULL) {
+        fprintf(stderr, "quill %s: out of memory for a curl handle\n", command_name);
         goto cleanup;
     }
     if (run->options.api_key != NULL) {
@@ -595,45 +674,46 @@ static void discover_model(bench_run *run, const char *models_url) {
     curl_easy_setopt(easy, CURLOPT_URL, models_url);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_models_bytes);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &buffer);
-    long http_status = 0;
-    if (curl_easy_perform(easy) != CURLE_OK || buffer.data == NULL) {
-        goto cleanup;
-    }
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
-    root = http_status == 200 ? json_tokener_parse(buffer.data) : NULL;
-    json_object *data = NULL;
-    if (root == NULL || !json_object_object_get_ex(root, "data", &data) ||
-        !json_object_is_type(data, json_type_array)) {
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
+
+    /* No reply: every completion request would fail the same way, so none is sent. */
+    CURLcode code = curl_easy_perform(easy);
+    if (code != CURLE_OK && !(code == CURLE_WRITE_ERROR && buffer.is_failed)) {
+        fprintf(stderr,
+                "quill %s: cannot reach the server: GET %s failed: %s; start the server or fix "
+                "--url\n",
+                command_name, models_url, curl_error[0] != '\0' ? curl_error
+                                                                : curl_easy_strerror(code));
+        result = DISCOVERY_UNREACHABLE;
         goto cleanup;
     }
 
-    /* The entry of --model, else the first one. */
-    json_object *chosen = NULL;
-    for (size_t i = 0; i < json_object_array_length(data); i++) {
-        json_object *entry = json_object_array_get_idx(data, i);
-        json_object *id = NULL;
-        json_object_object_get_ex(entry, "id", &id);
-        bool is_match = run->options.model == NULL ||
-                        (id != NULL && strcmp(json_object_get_string(id), run->options.model) == 0);
-        if (is_match && chosen == NULL) {
-            chosen = entry;
+    /* A reply that is not a model list is reported, and the run goes on with the defaults. */
+    long http_status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+    result = DISCOVERY_HTTP_ERROR;
+    bool is_list_needed = run->options.model == NULL || run->options.vocab_size == 0;
+    bool is_key_rejected = http_status == 401 || http_status == 403;
+    if (http_status != 200) {
+        /* With --model and --vocab the list is not needed, so a server without the endpoint
+         * only hears about a rejected key, which its completions will reject too. */
+        if (is_list_needed || is_key_rejected) {
+            report_models_status(models_url, http_status, buffer.data);
         }
-    }
-    json_object *id = NULL;
-    if (chosen != NULL && run->model == NULL && json_object_object_get_ex(chosen, "id", &id)) {
-        run->model = quill__strdup(json_object_get_string(id));
-    }
-    if (chosen != NULL && run->vocab_size == 0) {
-        run->vocab_size = entry_vocab_size(chosen);
+    } else if (buffer.is_failed || buffer.data == NULL || !read_model_list(run, buffer.data)) {
+        fprintf(stderr, "quill %s: GET %s returned no JSON model list ({\"data\": [...]})\n",
+                command_name, models_url);
+    } else {
+        result = DISCOVERY_OK;
     }
 
 cleanup:
-    json_object_put(root);
     curl_slist_free_all(headers);
     if (easy != NULL) {
         curl_easy_cleanup(easy);
     }
     quill__strbuf_release(&buffer);
+    return result;
 }
 
 /* Returns a new URL of path appended to the base URL's API root: "<base>/v1/<path>", or
@@ -870,15 +950,18 @@ static int prepare_run(bench_run *run) {
     if (run->options.model != NULL) {
         run->model = quill__strdup(run->options.model);
     }
-    if (run->vocab_size == 0 || run->options.model == NULL) {
-        discover_model(run, models_url);
-    }
+    discovery_result discovery = discover_model(run, models_url);
     quill__free(models_url);
+    if (discovery == DISCOVERY_UNREACHABLE || discovery == DISCOVERY_NO_MEMORY) {
+        return 1;
+    }
     if (run->vocab_size <= FIRST_SAFE_TOKEN_ID) {
         fprintf(stderr,
-                "quill %s: found no vocabulary size in GET /v1/models; drawing prompt ids "
-                "from %d..%d, pass --vocab to change\n",
-                command_name, FIRST_SAFE_TOKEN_ID, FALLBACK_VOCAB_SIZE - 1);
+                "quill %s: %s; drawing prompt ids from %d..%d, pass --vocab to change\n",
+                command_name,
+                discovery == DISCOVERY_OK ? "found no vocabulary size in GET /v1/models"
+                                          : "no vocabulary size known",
+                FIRST_SAFE_TOKEN_ID, FALLBACK_VOCAB_SIZE - 1);
         run->vocab_size = FALLBACK_VOCAB_SIZE;
     }
 
