@@ -2,8 +2,8 @@
  * Tests of `quill run` through the built binary: greedy generation from BOS on stories260K
  * against ids and text from an independent implementation (skipped when the data folder lacks
  * them), the JSON output's fields, streamed text equal to the JSON text, seeded runs, and usage
- * errors on a tiny generated model; the reported seed, -hf from the cache and malformed -hf
- * references; also `quill bench --json` and its flag errors.
+ * errors on a tiny generated model. Also the reported seed, -hf from the cache, malformed -hf
+ * references, and `quill bench --json` with its flag errors.
  */
 #include "test_support.h"
 

@@ -6,9 +6,9 @@
  * the gaps between content chunks (inter-token latency, ITL) and the end-to-end time, then
  * prints throughput and P50/P95/P99/max of each. Traffic goes only to the --url given.
  *
- * Before any load it sends GET /v1/models, which finds the model name and vocabulary size and
- * checks the server: an unreachable server fails the run at once, and an HTTP error (a 401 for
- * a missing --api-key) is reported with the server's message.
+ * Before any load it sends GET /v1/models to find the model name and vocabulary size and to
+ * check the server. An unreachable server fails the run at once. An HTTP error, such as a 401
+ * for a missing --api-key, is printed with the server's message.
  *
  * Prompts are token-id arrays: the first --shared-prefix ids are the same for every request
  * and the rest differ per request, drawn from a fixed seed, so two runs send the same prompts.
@@ -617,7 +617,7 @@ static void report_models_status(const char *models_url, long http_status, const
 
 /* Picks the entry of --model, else the first one, from a /v1/models reply, and fills
  * run->model and run->vocab_size where they are still unset. Returns false when the reply
- * holds no model list. */
+ * contains no model list. */
 static bool read_model_list(bench_run *run, const char *body) {
     json_object *root = json_tokener_parse(body);
     json_object *data = NULL;

@@ -699,7 +699,7 @@ static quill_status run_transfer(hub_download *download) {
         goto cleanup;
     }
     if (code != CURLE_OK) {
-        /* The resume hint is only true when .part holds bytes to resume from. */
+        /* The resume hint is only true when .part contains bytes to resume from. */
         int64_t n_part_bytes = 0;
         (void)part_size(download, &n_part_bytes);
         status = network_error(download->url, code, error_buffer,
