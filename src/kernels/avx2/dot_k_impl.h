@@ -131,11 +131,14 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
     out->mins = _mm256_setzero_si256();
 }
 
-/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens), bounds at most the tile. */
+/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens), bounds at most the tile.
+ * When prefetch is not NULL, each super-block step also prefetches the next n_rows *
+ * weight_row_bytes bytes from there, spread evenly over the steps (decode streams weights from
+ * memory; see quill_x86_prefetch_step). Prefetching never changes a value. */
 QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                              size_t weight_row_bytes, int n_rows, const uint8_t *activations,
-                             size_t activation_row_bytes, int n_tokens, float *y,
-                             int64_t y_stride) {
+                             size_t activation_row_bytes, int n_tokens, float *y, int64_t y_stride,
+                             const uint8_t *prefetch) {
     const size_t w_bytes = k_block_bytes(kind);
     __m256 acc[TILE_ROWS][TILE_TOKENS];
     float min_sum[TILE_ROWS][TILE_TOKENS];
@@ -148,6 +151,10 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
 
     unpacked_k unpacked[TILE_ROWS];
     for (int64_t b = 0; b < n_blocks; b++) {
+        if (prefetch != NULL) {
+            quill_x86_prefetch_step(prefetch + (size_t)b * (size_t)n_rows * w_bytes,
+                                    (size_t)n_rows * w_bytes, (size_t)n_rows * weight_row_bytes);
+        }
         for (int r = 0; r < n_rows; r++) {
             const uint8_t *block = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
             if (kind == KIND_Q6_K) {
@@ -216,13 +223,15 @@ QUILL_X86_INLINE void gemm_k(int kind, int64_t n, const void *weights, size_t we
             float *y_tile = y + token * y_stride + row;
             if (rows == TILE_ROWS && tokens == TILE_TOKENS) {
                 tile_k(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
-                       TILE_TOKENS, y_tile, y_stride);
+                       TILE_TOKENS, y_tile, y_stride, NULL);
             } else if (rows == TILE_ROWS && tokens == 1) {
+                /* Decode: a single token reads each tile once, straight from memory. */
+                const uint8_t *next = n_tokens == 1 ? w + TILE_ROWS * weight_row_bytes : NULL;
                 tile_k(kind, n_blocks, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes, 1,
-                       y_tile, y_stride);
+                       y_tile, y_stride, next);
             } else {
                 tile_k(kind, n_blocks, w, weight_row_bytes, rows, x, activation_row_bytes, tokens,
-                       y_tile, y_stride);
+                       y_tile, y_stride, NULL);
             }
         }
     }
@@ -232,7 +241,7 @@ QUILL_X86_INLINE void gemm_k(int kind, int64_t n, const void *weights, size_t we
     float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
                                             const void *activations) {                             \
         float result;                                                                              \
-        tile_k(kind, n / QUILL_QK_K, weights, 0, 1, activations, 0, 1, &result, 0);                \
+        tile_k(kind, n / QUILL_QK_K, weights, 0, 1, activations, 0, 1, &result, 0, NULL);          \
         return result;                                                                             \
     }                                                                                              \
     void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \

@@ -73,20 +73,6 @@ QUILL_X86_INLINE __m256i unpack_weight(int kind, const uint8_t *block, float *d,
     }
 }
 
-/* Prefetches the 64-byte lines that hold [from, from + n_bytes): into L1 when the whole next
- * tile (tile_bytes) fits beside the current one in a 32 KB L1 cache, else into L2. Measured on
- * AMD EPYC, 1 thread, matrices 4x its L3: L1 for 8-row Q4_0 tiles of 2048 columns (9 KB), L2
- * for 8-row Q8_0 tiles of 2048 columns (17 KB, 18 -> 26 GB/s) and Q4_0 tiles of 8192 columns. */
-QUILL_X86_INLINE void prefetch_step(const uint8_t *from, size_t n_bytes, size_t tile_bytes) {
-    for (size_t offset = 0; offset < n_bytes + 63; offset += 64) {
-        if (tile_bytes <= 12 * 1024) {
-            _mm_prefetch((const char *)from + offset, _MM_HINT_T0);
-        } else {
-            _mm_prefetch((const char *)from + offset, _MM_HINT_T1);
-        }
-    }
-}
-
 /* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens) with n_rows <= DECODE_ROWS and
  * n_tokens <= TILE_TOKENS; see the file comment for the per-pair arithmetic. Q4_0 and Q5_0
  * levels are unsigned with an offset of 8 or 16, so their lanes are dot(u, x) - dot(offset, x),
@@ -113,8 +99,8 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
 
     for (int64_t b = 0; b < n_blocks; b++) {
         if (prefetch != NULL) {
-            prefetch_step(prefetch + (size_t)b * (size_t)n_rows * w_bytes, (size_t)n_rows * w_bytes,
-                          (size_t)n_rows * weight_row_bytes);
+            quill_x86_prefetch_step(prefetch + (size_t)b * (size_t)n_rows * w_bytes,
+                                    (size_t)n_rows * w_bytes, (size_t)n_rows * weight_row_bytes);
         }
         /* Unpack this block of every row once; it serves all tokens of the tile. */
         __m256i levels[DECODE_ROWS];
