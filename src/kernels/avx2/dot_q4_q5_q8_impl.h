@@ -117,18 +117,20 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
             __m256i x = _mm256_loadu_si256((const __m256i *)(x_block + x_qs));
             float d_x = quill_x86_load_fp16(x_block);
             float s_x = has_offset(kind) ? quill_x86_load_fp16(x_block + 2) : 0.0f;
+            /* -dot(offset, x), the start of every row's lane sums (one VNNI op per row). */
             __m256i offset_lanes = _mm256_setzero_si256();
             if (kind == KIND_Q4_0) {
                 offset_lanes = quill_x86_dot_u8_s8(_mm256_set1_epi8(8), x);
             } else if (kind == KIND_Q5_0) {
                 offset_lanes = quill_x86_dot_u8_s8(_mm256_set1_epi8(16), x);
             }
+            __m256i negative_offset = _mm256_sub_epi32(_mm256_setzero_si256(), offset_lanes);
             for (int r = 0; r < n_rows; r++) {
                 __m256i lanes;
                 if (kind == KIND_Q8_0) {
                     lanes = quill_x86_dot_s8_s8(levels[r], x);
                 } else {
-                    lanes = _mm256_sub_epi32(quill_x86_dot_u8_s8(levels[r], x), offset_lanes);
+                    lanes = quill_x86_dot_u8_s8_add(negative_offset, levels[r], x);
                 }
                 __m256 scale = _mm256_set1_ps(d_w[r] * d_x);
                 acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);

@@ -30,6 +30,16 @@ QUILL_X86_INLINE __m256i quill_x86_dot_u8_s8(__m256i unsigned_bytes, __m256i sig
 #endif
 }
 
+/* start + the lane sums of u8 * s8 products (exact int32, as quill_x86_dot_u8_s8). */
+QUILL_X86_INLINE __m256i quill_x86_dot_u8_s8_add(__m256i start, __m256i unsigned_bytes,
+                                                 __m256i signed_bytes) {
+#if QUILL_X86_USE_VNNI
+    return _mm256_dpbusd_epi32(start, unsigned_bytes, signed_bytes);
+#else
+    return _mm256_add_epi32(start, quill_x86_dot_u8_s8(unsigned_bytes, signed_bytes));
+#endif
+}
+
 /* Lane sums of s8 * s8 products: |a| times b with a's sign moved onto b. Requires b != -128,
  * which holds for activations from the Q8 quantizers (they clamp to [-127, 127]). */
 QUILL_X86_INLINE __m256i quill_x86_dot_s8_s8(__m256i a, __m256i b) {
