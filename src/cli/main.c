@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cli/commands.h"
 #include "kernels/kernels.h"
 #include "quill/status.h"
@@ -47,6 +48,10 @@ int main(int argc, char **argv) {
         printf("quill 0.1.0\n");
         return 0;
     }
+    /* Read QUILL_LOG_LEVEL now, so that an invalid value is reported even by commands that
+     * log nothing. */
+    (void)quill__log_enabled(QUILL_LOG_LEVEL_INFO);
+
     /* A QUILL_KERNELS value naming a variant this CPU lacks must stop the run here, rather
      * than leave it on the slow scalar kernels without a word. */
     if (quill__kernels_init() != QUILL_OK) {
