@@ -846,6 +846,60 @@ static void test_matmul_invalid_weights_write_nan(void **state) {
     }
 }
 
+/* Prepared activations and row ranges ([0, 5), [5, 22), [22, 37), with an empty and a clamped
+ * range) give quill__matmul's outputs bit for bit, for decode and a batch. */
+static void test_matmul_rows_match_matmul(void **state) {
+    (void)state;
+    rng generator = {909};
+    const int64_t bounds[] = {0, 5, 5, 22, matmul_n_rows + 4};
+    const int64_t token_counts[] = {1, 9};
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = weight_types[t];
+        int64_t n_cols = block_size_of(type) > 32 ? 256 : 96;
+        matmul_case test_case;
+        matmul_case_init(&test_case, type, matmul_n_rows, n_cols, &generator);
+        for (size_t k = 0; k < 2; k++) {
+            int64_t n_tokens = token_counts[k];
+            float *expected = run_matmul(quill__kernels_table(), NULL, &test_case, 3, n_tokens);
+            size_t scratch_bytes = quill__matmul_scratch_bytes(&test_case.weights, n_tokens);
+            void *scratch = quill__aligned_alloc(64, scratch_bytes > 0 ? scratch_bytes : 64);
+            float *y = quill__malloc_array((size_t)(n_tokens * test_case.y_stride), sizeof(float));
+            assert_non_null(scratch);
+            assert_non_null(y);
+            for (int64_t i = 0; i < n_tokens * test_case.y_stride; i++) {
+                y[i] = -12345.0f;
+            }
+            const float *x = test_case.x + 3 * test_case.x_stride;
+            quill__matmul_prepare(&test_case.weights, x, test_case.x_stride, n_tokens, scratch);
+            for (size_t b = 0; b + 1 < sizeof(bounds) / sizeof(bounds[0]); b++) {
+                quill__matmul_rows(&test_case.weights, x, test_case.x_stride, n_tokens, scratch,
+                                   bounds[b], bounds[b + 1], y, test_case.y_stride);
+            }
+            assert_memory_equal(y, expected,
+                                (size_t)(n_tokens * test_case.y_stride) * sizeof(float));
+            quill__free(y);
+            quill__free(scratch);
+            quill__free(expected);
+        }
+        matmul_case_release(&test_case);
+    }
+}
+
+/* A weight type without a dot product gives NaN in the requested rows only. */
+static void test_matmul_rows_invalid_weights_write_nan(void **state) {
+    (void)state;
+    uint8_t data[3 * 292] = {0};
+    float x[256] = {0};
+    float y[3] = {1.0f, 1.0f, 1.0f};
+    quill_matrix weights = {.type = QUILL_TYPE_Q8_K, .n_rows = 3, .n_cols = 256, .data = data,
+                            .row_bytes = 292};
+    quill__matmul_prepare(&weights, x, 256, 1, NULL);
+    quill__matmul_rows(&weights, x, 256, 1, NULL, 1, 2, y, 3);
+    assert_true(y[0] == 1.0f);
+    assert_true(isnan(y[1]));
+    assert_true(y[2] == 1.0f);
+}
+
 static void test_matmul_scratch_bytes(void **state) {
     (void)state;
     quill_matrix weights = {.type = QUILL_TYPE_Q4_0, .n_rows = 8, .n_cols = 4096};
@@ -961,6 +1015,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matmul_batch_and_thread_invariant),
         cmocka_unit_test(test_matmul_token_groups_invariant),
         cmocka_unit_test(test_matmul_invalid_weights_write_nan),
+        cmocka_unit_test(test_matmul_rows_match_matmul),
+        cmocka_unit_test(test_matmul_rows_invalid_weights_write_nan),
         cmocka_unit_test(test_matmul_scratch_bytes),
         cmocka_unit_test(test_kernels_init_default_ok),
         cmocka_unit_test(test_kernels_forced_unknown_variant_fails),

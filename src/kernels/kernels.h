@@ -73,4 +73,24 @@ size_t quill__matmul_scratch_bytes(const quill_matrix *weights, int64_t n_tokens
 void quill__matmul(quill_threadpool *pool, const quill_matrix *weights, const float *x,
                    int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride, void *scratch);
 
+/* The two halves of quill__matmul, for callers that run several matrices in one pool run
+ * (Q, K and V, or gate and up, over the same activations): prepare once on one thread, then
+ * any threads compute disjoint row ranges of any matrices that share the activations.
+ *
+ * quill__matmul_prepare quantizes the n_tokens activation rows of x (f32 [n_tokens][x_stride],
+ * first n_cols used) into scratch (quill__matmul_scratch_bytes(weights, n_tokens) bytes, 64-byte
+ * aligned) on the calling thread; for types whose activations stay f32 (F32, F16, BF16) it
+ * writes nothing. Matrices with the same quill__vec_dot_type and n_cols share one prepared
+ * scratch. Weights without a dot product are a no-op here and give NaN in quill__matmul_rows.
+ *
+ * quill__matmul_rows computes y[t][r] for t < n_tokens and r in [row_begin, row_end) (clamped
+ * to [0, n_rows)) on the calling thread, reading x and the prepared scratch; both must stay
+ * unchanged while any thread computes. The values equal quill__matmul's bit for bit, whatever
+ * the ranges. */
+void quill__matmul_prepare(const quill_matrix *weights, const float *x, int64_t x_stride,
+                           int64_t n_tokens, void *scratch);
+void quill__matmul_rows(const quill_matrix *weights, const float *x, int64_t x_stride,
+                        int64_t n_tokens, const void *scratch, int64_t row_begin, int64_t row_end,
+                        float *y, int64_t y_stride);
+
 #endif

@@ -1,6 +1,8 @@
 /*
  * quill__matmul: y[t][r] = dot(W[r], x[t]) over a thread pool. Activation rows are quantized
- * once each into scratch (split by token), then weight rows are split by thread. Each thread
+ * once each into scratch (split by token; on the calling thread for decode), then weight rows
+ * are split by thread. quill__matmul_prepare and quill__matmul_rows expose the two steps so a
+ * caller can run several matrices in one pool run. Each thread
  * takes the tokens in groups whose activation rows fit in L2, and for each group walks its
  * weight rows in tiles, multiplying a tile with every token of the group before reading the
  * next: a weight row leaves memory once per group and the group's activations stay in cache.
@@ -10,6 +12,8 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "kernels/dispatch.h"
 
@@ -110,13 +114,8 @@ static void multiply_rows(const matmul_job *job, int64_t row, int64_t n_rows, in
     }
 }
 
-/* Multiplies this thread's rows of W with every token: token groups outside, row tiles inside. */
-static void multiply_task(void *context, int thread_index, int n_threads) {
-    matmul_job *job = context;
-    int64_t begin;
-    int64_t end;
-    quill__threadpool_split(job->weights->n_rows, thread_index, n_threads, &begin, &end);
-
+/* Multiplies rows [begin, end) of W with every token: token groups outside, row tiles inside. */
+static void multiply_range(const matmul_job *job, int64_t begin, int64_t end) {
     int64_t group_tokens = (int64_t)(QUILL_MATMUL_GROUP_BYTES / job->activation_row_bytes);
     group_tokens = group_tokens / QUILL_MATMUL_TILE_TOKENS * QUILL_MATMUL_TILE_TOKENS;
     if (group_tokens < QUILL_MATMUL_TILE_TOKENS) {
@@ -134,10 +133,21 @@ static void multiply_task(void *context, int thread_index, int n_threads) {
     }
 }
 
-void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool *pool,
-                              const quill_matrix *weights, const float *x, int64_t x_stride,
-                              int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
-    matmul_job job = {
+/* Multiplies this thread's share of the rows of W with every token. */
+static void multiply_task(void *context, int thread_index, int n_threads) {
+    matmul_job *job = context;
+    int64_t begin;
+    int64_t end;
+    quill__threadpool_split(job->weights->n_rows, thread_index, n_threads, &begin, &end);
+    multiply_range(job, begin, end);
+}
+
+/* Fills a job for weights and the activations; returns false when the weight type has no dot
+ * product or n_cols is not a multiple of its block size (outputs are then NaN). */
+static bool job_init(matmul_job *job, const quill_kernel_table *table, const quill_matrix *weights,
+                     const float *x, int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride,
+                     void *scratch) {
+    *job = (matmul_job){
         .ops = weights->type < QUILL_TYPE_COUNT ? &table->types[weights->type] : NULL,
         .weights = weights,
         .x = x,
@@ -147,39 +157,55 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
         .y_stride = y_stride,
         .scratch = scratch,
     };
+    size_t row_bytes = 0;
+    if (weights->type >= QUILL_TYPE_COUNT || job->ops->vec_dot == NULL ||
+        !quill_type_row_bytes(weights->type, weights->n_cols, &row_bytes)) {
+        return false;
+    }
+    /* F32 activations are read in place; the others are quantized once per row. */
+    size_t stride = activation_row_stride(table, weights);
+    if (stride == 0) {
+        job->activations = x;
+        job->activation_row_bytes = (size_t)x_stride * sizeof(float);
+    } else {
+        job->activation_ops = &table->types[job->ops->vec_dot_type];
+        job->activations = scratch;
+        job->activation_row_bytes = stride;
+    }
+    return true;
+}
+
+/* Writes NaN to rows [row_begin, row_end) of every token's output. */
+static void fill_nan(float *y, int64_t y_stride, int64_t n_tokens, int64_t row_begin,
+                     int64_t row_end) {
+    for (int64_t t = 0; t < n_tokens; t++) {
+        for (int64_t r = row_begin; r < row_end; r++) {
+            y[t * y_stride + r] = NAN;
+        }
+    }
+}
+
+void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool *pool,
+                              const quill_matrix *weights, const float *x, int64_t x_stride,
+                              int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
     if (n_tokens <= 0 || weights->n_rows <= 0) {
         return;
     }
     /* A type without a dot product (an activation format, or no kernels), or a row length that
      * is not a multiple of the block size, yields NaN outputs rather than a crash or a read
      * past the rows; the model loader rejects such weights before this point. */
-    size_t row_bytes = 0;
-    if (weights->type >= QUILL_TYPE_COUNT || job.ops->vec_dot == NULL ||
-        !quill_type_row_bytes(weights->type, weights->n_cols, &row_bytes)) {
-        for (int64_t t = 0; t < n_tokens; t++) {
-            for (int64_t r = 0; r < weights->n_rows; r++) {
-                y[t * y_stride + r] = NAN;
-            }
-        }
+    matmul_job job;
+    if (!job_init(&job, table, weights, x, x_stride, n_tokens, y, y_stride, scratch)) {
+        fill_nan(y, y_stride, n_tokens, 0, weights->n_rows);
         return;
     }
-
-    /* F32 activations are read in place; the others are quantized once per row. */
-    size_t stride = activation_row_stride(table, weights);
-    if (stride == 0) {
-        job.activations = x;
-        job.activation_row_bytes = (size_t)x_stride * sizeof(float);
-    } else {
-        job.activation_ops = &table->types[job.ops->vec_dot_type];
-        job.activations = scratch;
-        job.activation_row_bytes = stride;
+    if (job.activation_ops != NULL) {
         if (n_tokens <= QUILL_MATMUL_INLINE_QUANTIZE_TOKENS) {
             quantize_task(&job, 0, 1);
         } else {
             quill__threadpool_run(pool, quantize_task, &job);
         }
     }
-
     quill__threadpool_run(pool, multiply_task, &job);
 }
 
@@ -187,4 +213,34 @@ void quill__matmul(quill_threadpool *pool, const quill_matrix *weights, const fl
                    int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride, void *scratch) {
     quill__matmul_with_table(quill__kernels_table(), pool, weights, x, x_stride, n_tokens, y,
                              y_stride, scratch);
+}
+
+void quill__matmul_prepare(const quill_matrix *weights, const float *x, int64_t x_stride,
+                           int64_t n_tokens, void *scratch) {
+    matmul_job job;
+    if (n_tokens <= 0 || !job_init(&job, quill__kernels_table(), weights, x, x_stride, n_tokens,
+                                   NULL, 0, scratch)) {
+        return;
+    }
+    if (job.activation_ops != NULL) {
+        quantize_task(&job, 0, 1);
+    }
+}
+
+void quill__matmul_rows(const quill_matrix *weights, const float *x, int64_t x_stride,
+                        int64_t n_tokens, const void *scratch, int64_t row_begin, int64_t row_end,
+                        float *y, int64_t y_stride) {
+    row_begin = row_begin < 0 ? 0 : row_begin;
+    row_end = row_end > weights->n_rows ? weights->n_rows : row_end;
+    if (n_tokens <= 0 || row_begin >= row_end) {
+        return;
+    }
+    matmul_job job;
+    /* The job only reads scratch here; the cast drops const for the shared job type. */
+    if (!job_init(&job, quill__kernels_table(), weights, x, x_stride, n_tokens, y, y_stride,
+                  (void *)(uintptr_t)scratch)) {
+        fill_nan(y, y_stride, n_tokens, row_begin, row_end);
+        return;
+    }
+    multiply_range(&job, row_begin, row_end);
 }
