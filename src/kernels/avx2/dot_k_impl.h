@@ -131,6 +131,57 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
     out->mins = _mm256_setzero_si256();
 }
 
+/* One Q8_K activation block loaded for the rows of a tile. */
+typedef struct activation_k {
+    __m256i values[8]; /* q_x of elements 32k .. 32k + 31 */
+    __m256i offset[8]; /* Q6_K: 32 * (pair sums of q_x), which recentres the levels */
+    __m256i sums;      /* the 16 int16 sums of q_x over 16-value groups */
+    float d;           /* block scale */
+} activation_k;
+
+QUILL_X86_INLINE void load_activation_k(int kind, const quill_block_q8_k *x, activation_k *out) {
+    out->d = quill__load_f32(x->d);
+    out->sums = _mm256_loadu_si256((const __m256i *)x->bsums);
+    for (int k = 0; k < 8; k++) {
+        out->values[k] = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
+        if (kind == KIND_Q6_K) {
+            out->offset[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), out->values[k]);
+        }
+    }
+}
+
+QUILL_X86_INLINE void unpack_k(int kind, const uint8_t *block, unpacked_k *out) {
+    if (kind == KIND_Q6_K) {
+        unpack_q6_k(block, out);
+    } else {
+        unpack_q4_q5_k(kind, block, out);
+    }
+}
+
+/* Adds one super-block of a (row, token) pair to its accumulators (the file comment's
+ * arithmetic). */
+QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activation_k *x,
+                                   __m256 *acc, float *min_sum) {
+    __m256i lanes = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x->values[k]);
+        if (kind == KIND_Q6_K) {
+            pairs = _mm256_sub_epi16(pairs, x->offset[k]);
+        }
+        lanes = quill_x86_madd_i16_add(lanes, pairs, w->scales[k]);
+    }
+    int32_t mins = 0;
+    if (kind != KIND_Q6_K) {
+        /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. */
+        mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x->sums));
+    }
+    __m256 scale = _mm256_set1_ps(w->d * x->d);
+    *acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), *acc);
+    if (kind != KIND_Q6_K) {
+        *min_sum += (w->dmin * x->d) * (float)mins;
+    }
+}
+
 /* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens), bounds at most the tile.
  * When prefetch is not NULL, each super-block step also prefetches the next n_rows *
  * weight_row_bytes bytes from there, spread evenly over the steps (decode streams weights from
@@ -149,56 +200,35 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
         }
     }
 
-    unpacked_k unpacked[TILE_ROWS];
     for (int64_t b = 0; b < n_blocks; b++) {
         if (prefetch != NULL) {
             quill_x86_prefetch_step(prefetch + (size_t)b * (size_t)n_rows * w_bytes,
                                     (size_t)n_rows * w_bytes, (size_t)n_rows * weight_row_bytes);
         }
-        for (int r = 0; r < n_rows; r++) {
-            const uint8_t *block = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
-            if (kind == KIND_Q6_K) {
-                unpack_q6_k(block, &unpacked[r]);
-            } else {
-                unpack_q4_q5_k(kind, block, &unpacked[r]);
+        if (n_tokens == 1) {
+            /* Decode: unpack one row at a time so the block stays in registers. */
+            activation_k x;
+            load_activation_k(kind, (const quill_block_q8_k *)activations + b, &x);
+            for (int r = 0; r < n_rows; r++) {
+                unpacked_k w;
+                unpack_k(kind, weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes, &w);
+                accumulate_k(kind, &w, &x, &acc[r][0], &min_sum[r][0]);
             }
+            continue;
         }
 
+        unpacked_k unpacked[TILE_ROWS];
+        for (int r = 0; r < n_rows; r++) {
+            unpack_k(kind, weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes,
+                     &unpacked[r]);
+        }
         for (int t = 0; t < n_tokens; t++) {
-            const quill_block_q8_k *x =
-                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-            float d_x = quill__load_f32(x->d);
-            __m256i x_values[8];
-            __m256i x_offset[8];
-            __m256i x_sums = _mm256_loadu_si256((const __m256i *)x->bsums);
-            for (int k = 0; k < 8; k++) {
-                x_values[k] = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
-                if (kind == KIND_Q6_K) {
-                    /* 32 * (pair sums of q_x): subtracting it recentres the Q6_K levels. */
-                    x_offset[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), x_values[k]);
-                }
-            }
-
+            activation_k x;
+            load_activation_k(
+                kind, (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b,
+                &x);
             for (int r = 0; r < n_rows; r++) {
-                const unpacked_k *w = &unpacked[r];
-                __m256i lanes = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k++) {
-                    __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x_values[k]);
-                    if (kind == KIND_Q6_K) {
-                        pairs = _mm256_sub_epi16(pairs, x_offset[k]);
-                    }
-                    lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(pairs, w->scales[k]));
-                }
-                int32_t mins = 0;
-                if (kind != KIND_Q6_K) {
-                    /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. */
-                    mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x_sums));
-                }
-                __m256 scale = _mm256_set1_ps(w->d * d_x);
-                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
-                if (kind != KIND_Q6_K) {
-                    min_sum[r][t] += (w->dmin * d_x) * (float)mins;
-                }
+                accumulate_k(kind, &unpacked[r], &x, &acc[r][t], &min_sum[r][t]);
             }
         }
     }

@@ -40,6 +40,15 @@ QUILL_X86_INLINE __m256i quill_x86_dot_u8_s8_add(__m256i start, __m256i unsigned
 #endif
 }
 
+/* start + the int16 pair products of a and b summed per int32 lane (exact, as madd_epi16). */
+QUILL_X86_INLINE __m256i quill_x86_madd_i16_add(__m256i start, __m256i a, __m256i b) {
+#if QUILL_X86_USE_VNNI
+    return _mm256_dpwssd_epi32(start, a, b);
+#else
+    return _mm256_add_epi32(start, _mm256_madd_epi16(a, b));
+#endif
+}
+
 /* Lane sums of s8 * s8 products: |a| times b with a's sign moved onto b. Requires b != -128,
  * which holds for activations from the Q8 quantizers (they clamp to [-127, 127]). */
 QUILL_X86_INLINE __m256i quill_x86_dot_s8_s8(__m256i a, __m256i b) {
