@@ -46,10 +46,16 @@ QUILL_X86_INLINE float load_weight1(int kind, const uint8_t *row, int64_t i) {
     return quill__bf16_to_fp32((uint16_t)(row[2 * i] | (row[2 * i + 1] << 8)));
 }
 
+/* Computes the pairs of rows [0, n_rows) x tokens [0, n_tokens). When prefetch is not NULL,
+ * every 32 elements also prefetch the next n_rows * weight_row_bytes bytes from there, spread
+ * evenly over the row (decode streams weights from memory; see quill_x86_prefetch_step).
+ * Prefetching never changes a value. */
 QUILL_X86_INLINE void tile_float(int kind, int64_t n, const uint8_t *weights,
                                  size_t weight_row_bytes, int n_rows, const uint8_t *activations,
                                  size_t activation_row_bytes, int n_tokens, float *y,
-                                 int64_t y_stride) {
+                                 int64_t y_stride, const uint8_t *prefetch) {
+    const size_t element_bytes = kind == KIND_F32 ? 4 : 2;
+    const size_t step_bytes = (size_t)n_rows * 32 * element_bytes;
     __m256 acc[TILE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
@@ -59,6 +65,10 @@ QUILL_X86_INLINE void tile_float(int kind, int64_t n, const uint8_t *weights,
 
     int64_t n_vector = n - n % 8;
     for (int64_t i = 0; i < n_vector; i += 8) {
+        if (prefetch != NULL && i % 32 == 0) {
+            quill_x86_prefetch_step(prefetch + (size_t)(i / 32) * step_bytes, step_bytes,
+                                    (size_t)n_rows * weight_row_bytes);
+        }
         __m256 w[TILE_ROWS];
         for (int r = 0; r < n_rows; r++) {
             w[r] = load_weights8(kind, weights + (size_t)r * weight_row_bytes, i);
@@ -98,13 +108,15 @@ QUILL_X86_INLINE void gemm_float(int kind, int64_t n, const void *weights, size_
             float *y_tile = y + token * y_stride + row;
             if (rows == TILE_ROWS && tokens == TILE_TOKENS) {
                 tile_float(kind, n, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes,
-                           TILE_TOKENS, y_tile, y_stride);
+                           TILE_TOKENS, y_tile, y_stride, NULL);
             } else if (rows == TILE_ROWS && tokens == 1) {
+                /* Decode reads each tile once, straight from memory. */
+                const uint8_t *next = n_tokens == 1 ? w + 2 * TILE_ROWS * weight_row_bytes : NULL;
                 tile_float(kind, n, w, weight_row_bytes, TILE_ROWS, x, activation_row_bytes, 1,
-                           y_tile, y_stride);
+                           y_tile, y_stride, next);
             } else {
                 tile_float(kind, n, w, weight_row_bytes, rows, x, activation_row_bytes, tokens,
-                           y_tile, y_stride);
+                           y_tile, y_stride, NULL);
             }
         }
     }
@@ -114,7 +126,7 @@ QUILL_X86_INLINE void gemm_float(int kind, int64_t n, const void *weights, size_
     float QUILL_X86_NAME(quill__dot_##stem)(int64_t n, const void *weights,                        \
                                             const void *activations) {                             \
         float result;                                                                              \
-        tile_float(kind, n, weights, 0, 1, activations, 0, 1, &result, 0);                         \
+        tile_float(kind, n, weights, 0, 1, activations, 0, 1, &result, 0, NULL);                   \
         return result;                                                                             \
     }                                                                                              \
     void QUILL_X86_NAME(quill__gemm_##stem)(int64_t n, const void *weights,                        \
