@@ -154,6 +154,23 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
     return is_ok;
 }
 
+/* Every flag of serve takes a value; these are their spellings. */
+static const char *const valued_flags[] = {
+    "-m",          "--model",       "-hf",         "--hf-repo",          "--host",
+    "--port",      "--ctx",         "--parallel",  "--threads",          "--cache-mem",
+    "--queue-limit", "--api-key",   "--model-alias", "--chat-template-file", "--price-input",
+    "--price-cached-input", "--price-output", "--max-body-bytes",
+};
+
+static bool is_valued_flag(const char *arg) {
+    for (size_t i = 0; i < sizeof(valued_flags) / sizeof(valued_flags[0]); i++) {
+        if (strcmp(arg, valued_flags[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Returns -1 to continue, or the exit code (0 after --help, 2 on misuse). */
 static int parse_flags(int argc, char **argv, serve_options *options) {
     for (int i = 1; i < argc; i++) {
@@ -167,6 +184,10 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
                     command, arg, command);
             return 2;
         }
+        if (!is_valued_flag(arg)) {
+            quill_cli_unknown_option(command, arg);
+            return 2;
+        }
         const char *value = quill_cli_take_value(command, argc, argv, &i);
         if (value == NULL || !parse_valued_flag(arg, value, options)) {
             return 2;
@@ -176,6 +197,11 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
         fprintf(stderr, "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
                         "'quill %s --help'\n",
                 command, command);
+        return 2;
+    }
+    if (options->hub_reference != NULL &&
+        quill_hub_check_reference(options->hub_reference) != QUILL_OK) {
+        fprintf(stderr, "quill %s: %s\n", command, quill_error_message());
         return 2;
     }
     if (options->price_cached_text == NULL) {
