@@ -14,6 +14,7 @@
 
 #include "base/alloc.h"
 #include "quill/status.h"
+#include "tokenizer/merge_queue.h"
 
 /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes
  * take code points 256.. in byte order. */
@@ -110,13 +111,6 @@ typedef struct symbol {
     uint32_t n_bytes;  /* 0 once merged into its left neighbour */
 } symbol;
 
-typedef struct bigram {
-    int32_t left;      /* symbol index */
-    int32_t right;     /* symbol index */
-    int32_t rank;      /* merge rank, lower merges first */
-    uint32_t n_bytes;  /* bytes of the pair when queued, to detect stale entries */
-} bigram;
-
 /* Scratch space reused across the pieces of one encode call. */
 typedef struct bpe_session {
     const quill_tokenizer *tokenizer;
@@ -125,67 +119,8 @@ typedef struct bpe_session {
     size_t word_capacity;      /* bytes allocated for word */
     symbol *symbols;           /* symbols of the piece */
     size_t symbol_capacity;    /* symbols allocated */
-    bigram *heap;              /* binary min-heap by (rank, left) */
-    size_t n_heap;             /* entries used */
-    size_t heap_capacity;      /* entries allocated */
+    quill__merge_queue queue;  /* candidate pairs, priority = merge rank */
 } bpe_session;
-
-static bool bigram_before(const bigram *a, const bigram *b) {
-    if (a->rank != b->rank) {
-        return a->rank < b->rank;
-    }
-    return a->left < b->left;
-}
-
-static quill_status heap_push(bpe_session *session, bigram item) {
-    if (session->n_heap == session->heap_capacity) {
-        size_t capacity = session->heap_capacity > 0 ? session->heap_capacity * 2 : 64;
-        bigram *heap = quill__realloc_array(session->heap, capacity, sizeof(*heap));
-        if (heap == NULL) {
-            return quill_error_set(QUILL_ERR_NOMEM, "tokenizer: out of memory for %zu BPE "
-                                   "merge candidates", capacity);
-        }
-        session->heap = heap;
-        session->heap_capacity = capacity;
-    }
-    size_t index = session->n_heap++;
-    while (index > 0) {
-        size_t parent = (index - 1) / 2;
-        if (!bigram_before(&item, &session->heap[parent])) {
-            break;
-        }
-        session->heap[index] = session->heap[parent];
-        index = parent;
-    }
-    session->heap[index] = item;
-    return QUILL_OK;
-}
-
-static bigram heap_pop(bpe_session *session) {
-    bigram *heap = session->heap;
-    bigram top = heap[0];
-    bigram last = heap[--session->n_heap];
-    size_t n_items = session->n_heap;
-    size_t index = 0;
-    for (;;) {
-        size_t child = index * 2 + 1;
-        if (child >= n_items) {
-            break;
-        }
-        if (child + 1 < n_items && bigram_before(&heap[child + 1], &heap[child])) {
-            child++;
-        }
-        if (!bigram_before(&heap[child], &last)) {
-            break;
-        }
-        heap[index] = heap[child];
-        index = child;
-    }
-    if (n_items > 0) {
-        heap[index] = last;
-    }
-    return top;
-}
 
 static quill_status try_add_bigram(bpe_session *session, int32_t left, int32_t right) {
     if (left < 0 || right < 0) {
@@ -199,9 +134,9 @@ static quill_status try_add_bigram(bpe_session *session, int32_t left, int32_t r
     if (rank < 0) {
         return QUILL_OK;
     }
-    bigram item = {.left = left, .right = right, .rank = rank,
-                   .n_bytes = a->n_bytes + b->n_bytes};
-    return heap_push(session, item);
+    quill__merge_candidate item = {.left = left, .right = right, .priority = rank,
+                                   .n_bytes = a->n_bytes + b->n_bytes};
+    return quill__merge_queue_push(&session->queue, item);
 }
 
 /* Maps the piece's bytes to GPT-2 code points (UTF-8) in session->word. */
@@ -259,12 +194,12 @@ static quill_status make_symbols(bpe_session *session, size_t n_word, int32_t *n
 
 static quill_status merge_symbols(bpe_session *session, int32_t n_symbols) {
     quill_status status = QUILL_OK;
-    session->n_heap = 0;
+    quill__merge_queue_clear(&session->queue);
     for (int32_t i = 1; status == QUILL_OK && i < n_symbols; i++) {
         status = try_add_bigram(session, i - 1, i);
     }
-    while (status == QUILL_OK && session->n_heap > 0) {
-        bigram item = heap_pop(session);
+    while (status == QUILL_OK && session->queue.n_items > 0) {
+        quill__merge_candidate item = quill__merge_queue_pop(&session->queue);
         symbol *left = &session->symbols[item.left];
         symbol *right = &session->symbols[item.right];
         if (left->n_bytes == 0 || right->n_bytes == 0 ||
@@ -337,7 +272,7 @@ quill_status quill__bpe_encode(const quill_tokenizer *tokenizer, const char *tex
     bpe_session session = {.tokenizer = tokenizer, .out = out};
     quill_status status = quill__pretokenizer_split(tokenizer->pretokenizer, text, n_bytes,
                                                     encode_piece, &session);
-    quill__free(session.heap);
+    quill__merge_queue_release(&session.queue);
     quill__free(session.symbols);
     quill__free(session.word);
     return status;

@@ -4,7 +4,8 @@
  * concatenation is a vocabulary entry are merged, highest score first (ties: leftmost first),
  * until no pair is left. Symbols that are not tokens fall back to <0xNN> byte tokens.
  *
- * The pending pairs sit in a binary heap, so a fragment of n characters costs O(n log n).
+ * The pending pairs sit in a binary heap (merge_queue.c), so a fragment of n characters costs
+ * O(n log n).
  */
 #include "tokenizer/tokenizer_internal.h"
 
@@ -12,6 +13,7 @@
 
 #include "base/alloc.h"
 #include "quill/status.h"
+#include "tokenizer/merge_queue.h"
 
 /* U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's visible space. */
 static const char space_marker[] = "\xe2\x96\x81";
@@ -23,78 +25,8 @@ typedef struct symbol {
     size_t n_bytes;    /* 0 once merged into its left neighbour */
 } symbol;
 
-typedef struct bigram {
-    int32_t left;    /* symbol index */
-    int32_t right;   /* symbol index */
-    float score;     /* score of the merged token */
-    size_t n_bytes;  /* bytes of the pair when it was queued, to detect stale entries */
-} bigram;
-
-typedef struct bigram_heap {
-    bigram *items;    /* binary max-heap by (score, -left) */
-    size_t n_items;   /* used */
-    size_t capacity;  /* allocated */
-} bigram_heap;
-
-/* True when a ranks before b: higher score, then the leftmost pair. */
-static bool bigram_before(const bigram *a, const bigram *b) {
-    if (a->score != b->score) {
-        return a->score > b->score;
-    }
-    return a->left < b->left;
-}
-
-static quill_status heap_push(bigram_heap *heap, bigram item) {
-    if (heap->n_items == heap->capacity) {
-        size_t capacity = heap->capacity > 0 ? heap->capacity * 2 : 64;
-        bigram *items = quill__realloc_array(heap->items, capacity, sizeof(*items));
-        if (items == NULL) {
-            return quill_error_set(QUILL_ERR_NOMEM, "tokenizer: out of memory for %zu SPM "
-                                   "merge candidates", capacity);
-        }
-        heap->items = items;
-        heap->capacity = capacity;
-    }
-    size_t index = heap->n_items++;
-    while (index > 0) {
-        size_t parent = (index - 1) / 2;
-        if (!bigram_before(&item, &heap->items[parent])) {
-            break;
-        }
-        heap->items[index] = heap->items[parent];
-        index = parent;
-    }
-    heap->items[index] = item;
-    return QUILL_OK;
-}
-
-static bigram heap_pop(bigram_heap *heap) {
-    bigram top = heap->items[0];
-    bigram last = heap->items[--heap->n_items];
-    size_t index = 0;
-    for (;;) {
-        size_t child = index * 2 + 1;
-        if (child >= heap->n_items) {
-            break;
-        }
-        if (child + 1 < heap->n_items && bigram_before(&heap->items[child + 1],
-                                                       &heap->items[child])) {
-            child++;
-        }
-        if (!bigram_before(&heap->items[child], &last)) {
-            break;
-        }
-        heap->items[index] = heap->items[child];
-        index = child;
-    }
-    if (heap->n_items > 0) {
-        heap->items[index] = last;
-    }
-    return top;
-}
-
 static quill_status try_add_bigram(const quill_tokenizer *tokenizer, const symbol *symbols,
-                                   int32_t left, int32_t right, bigram_heap *heap) {
+                                   int32_t left, int32_t right, quill__merge_queue *queue) {
     if (left < 0 || right < 0) {
         return QUILL_OK;
     }
@@ -103,9 +35,11 @@ static quill_status try_add_bigram(const quill_tokenizer *tokenizer, const symbo
     if (id < 0) {
         return QUILL_OK;
     }
-    bigram item = {.left = left, .right = right, .score = tokenizer->scores[id],
-                   .n_bytes = n_bytes};
-    return heap_push(heap, item);
+    /* Higher scores merge first, so the queue's priority is the negated score. */
+    quill__merge_candidate item = {.left = left, .right = right,
+                                   .priority = -(double)tokenizer->scores[id],
+                                   .n_bytes = n_bytes};
+    return quill__merge_queue_push(queue, item);
 }
 
 /* Escapes spaces as U+2581, with one prepended when add_prefix_space is set. */
@@ -170,17 +104,17 @@ static quill_status emit_symbol(const quill_tokenizer *tokenizer, const symbol *
 }
 
 static quill_status merge_symbols(const quill_tokenizer *tokenizer, symbol *symbols,
-                                  int32_t n_symbols, bigram_heap *heap) {
+                                  int32_t n_symbols, quill__merge_queue *queue) {
     quill_status status = QUILL_OK;
 
     /* Seed the queue with every adjacent pair. */
     for (int32_t i = 1; status == QUILL_OK && i < n_symbols; i++) {
-        status = try_add_bigram(tokenizer, symbols, i - 1, i, heap);
+        status = try_add_bigram(tokenizer, symbols, i - 1, i, queue);
     }
 
     /* Merge the best pair until none is left; entries whose symbols changed are stale. */
-    while (status == QUILL_OK && heap->n_items > 0) {
-        bigram item = heap_pop(heap);
+    while (status == QUILL_OK && queue->n_items > 0) {
+        quill__merge_candidate item = quill__merge_queue_pop(queue);
         symbol *left = &symbols[item.left];
         symbol *right = &symbols[item.right];
         if (left->n_bytes == 0 || right->n_bytes == 0 ||
@@ -193,9 +127,9 @@ static quill_status merge_symbols(const quill_tokenizer *tokenizer, symbol *symb
         if (right->next >= 0) {
             symbols[right->next].prev = item.left;
         }
-        status = try_add_bigram(tokenizer, symbols, left->prev, item.left, heap);
+        status = try_add_bigram(tokenizer, symbols, left->prev, item.left, queue);
         if (status == QUILL_OK) {
-            status = try_add_bigram(tokenizer, symbols, item.left, left->next, heap);
+            status = try_add_bigram(tokenizer, symbols, item.left, left->next, queue);
         }
     }
     return status;
@@ -205,7 +139,7 @@ quill_status quill__spm_encode(const quill_tokenizer *tokenizer, const char *tex
                                size_t n_bytes, bool add_prefix_space, quill__token_list *out) {
     quill_status status = QUILL_OK;
     symbol *symbols = NULL;
-    bigram_heap heap = {0};
+    quill__merge_queue queue = {0};
     size_t n_escaped = 0;
     char *escaped = escape_spaces(text, n_bytes, add_prefix_space, &n_escaped);
     if (escaped == NULL) {
@@ -241,13 +175,13 @@ quill_status quill__spm_encode(const quill_tokenizer *tokenizer, const char *tex
     }
     symbols[n_symbols - 1].next = -1;
 
-    status = merge_symbols(tokenizer, symbols, n_symbols, &heap);
+    status = merge_symbols(tokenizer, symbols, n_symbols, &queue);
     for (int32_t i = 0; status == QUILL_OK && i != -1; i = symbols[i].next) {
         status = emit_symbol(tokenizer, &symbols[i], out);
     }
 
 cleanup:
-    quill__free(heap.items);
+    quill__merge_queue_release(&queue);
     quill__free(symbols);
     quill__free(escaped);
     return status;
