@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/file_read.h"
 #include "kernels/kernels.h"
 #include "quill/engine.h"
 #include "quill/hub.h"
@@ -214,45 +215,6 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
     return -1;
 }
 
-static char *read_template_file(const char *path) {
-    FILE *stream = fopen(path, "rb");
-    if (stream == NULL) {
-        int saved_errno = errno;
-        fprintf(stderr, "quill %s: cannot open --chat-template-file '%s': %s\n", command, path,
-                strerror(saved_errno));
-        return NULL;
-    }
-    char *text = NULL;
-    size_t n_bytes = 0;
-    size_t capacity = 0;
-    bool is_ok = true;
-    for (;;) {
-        if (n_bytes + 4096 + 1 > capacity) {
-            capacity = capacity > 0 ? capacity * 2 : 8192;
-            char *grown = quill__realloc(text, capacity);
-            if (grown == NULL) {
-                is_ok = false;
-                break;
-            }
-            text = grown;
-        }
-        size_t n_read = fread(text + n_bytes, 1, 4096, stream);
-        n_bytes += n_read;
-        if (n_read < 4096) {
-            is_ok = !ferror(stream);
-            break;
-        }
-    }
-    fclose(stream);
-    if (!is_ok) {
-        fprintf(stderr, "quill %s: cannot read --chat-template-file '%s'\n", command, path);
-        quill__free(text);
-        return NULL;
-    }
-    text[n_bytes] = '\0';
-    return text;
-}
-
 /* Raises the soft open-file limit to the hard one (at most OPEN_FILES_WANTED), because the
  * server sizes its connection limit from it and the usual soft default of 1024 allows only
  * about a thousand connections. Failure only leaves the lower limit, so it is logged. */
@@ -326,7 +288,8 @@ int quill_cli_serve(int argc, char **argv) {
     raise_open_file_limit();
 
     if (options.chat_template_path != NULL) {
-        template_text = read_template_file(options.chat_template_path);
+        template_text = quill_cli_file_read(command, "--chat-template-file",
+                                            options.chat_template_path, NULL);
         if (template_text == NULL) {
             goto cleanup;
         }

@@ -4,7 +4,6 @@
  * messages from a JSON file (an array, or an object with "messages" and optionally "tools"),
  * normalized as the server normalizes OpenAI requests unless --raw-messages is given.
  */
-#include <errno.h>
 #include <stdint.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include "base/alloc.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/file_read.h"
 #include "cli/model_source.h"
 #include "quill/chat.h"
 #include "quill/gguf.h"
@@ -238,46 +238,9 @@ static int parse_flags(int argc, char **argv, template_options *options) {
     return -1;
 }
 
-static char *read_whole_file(const char *flag, const char *path, size_t *n_bytes) {
-    FILE *stream = fopen(path, "rb");
-    if (stream == NULL) {
-        int saved_errno = errno;
-        fprintf(stderr, "quill %s: cannot open %s '%s': %s\n", command, flag, path,
-                strerror(saved_errno));
-        return NULL;
-    }
-    size_t capacity = 4096;
-    size_t length = 0;
-    char *data = quill__malloc(capacity + 1);
-    while (data != NULL) {
-        length += fread(data + length, 1, capacity - length, stream);
-        if (length < capacity) {
-            break;
-        }
-        char *bigger = quill__realloc(data, capacity * 2 + 1);
-        if (bigger == NULL) {
-            quill__free(data);
-            data = NULL;
-            break;
-        }
-        data = bigger;
-        capacity *= 2;
-    }
-    bool has_error = ferror(stream) != 0;
-    fclose(stream);
-    if (data == NULL || has_error) {
-        fprintf(stderr, "quill %s: cannot read %s '%s'\n", command, flag, path);
-        quill__free(data);
-        return NULL;
-    }
-    data[length] = '\0';
-    *n_bytes = length;
-    return data;
-}
-
 static struct json_object *read_json_file(const char *flag, const char *path) {
     size_t n_bytes = 0;
-    char *text = read_whole_file(flag, path, &n_bytes);
+    char *text = quill_cli_file_read(command, flag, path, &n_bytes);
     if (text == NULL) {
         return NULL;
     }
@@ -371,7 +334,8 @@ static int run(template_options *options) {
             goto cleanup;
         }
     } else {
-        source = read_whole_file("--template-file", options->template_path, &n_source);
+        source = quill_cli_file_read(command, "--template-file", options->template_path,
+                                     &n_source);
         if (source == NULL) {
             goto cleanup;
         }

@@ -3,7 +3,6 @@
  * `id<TAB>"piece"` line per token, or all ids on one line with --ids. Only the vocabulary is
  * read (quill_gguf_open + quill_tokenizer_load), so it works for any GGUF with a tokenizer.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "base/alloc.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/file_read.h"
 #include "cli/model_source.h"
 #include "quill/gguf.h"
 #include "quill/tokenizer.h"
@@ -96,43 +96,6 @@ static int parse_flags(int argc, char **argv, tokenize_options *options) {
         return 2;
     }
     return -1;
-}
-
-static char *read_whole_file(const char *path, size_t *n_bytes) {
-    FILE *stream = fopen(path, "rb");
-    if (stream == NULL) {
-        int saved_errno = errno;
-        fprintf(stderr, "quill %s: cannot open --file '%s': %s\n", command, path,
-                strerror(saved_errno));
-        return NULL;
-    }
-    size_t capacity = 4096;
-    size_t length = 0;
-    char *data = quill__malloc(capacity);
-    while (data != NULL) {
-        size_t n_read = fread(data + length, 1, capacity - length, stream);
-        length += n_read;
-        if (length < capacity) {
-            break;
-        }
-        char *bigger = quill__realloc(data, capacity * 2);
-        if (bigger == NULL) {
-            quill__free(data);
-            data = NULL;
-            break;
-        }
-        data = bigger;
-        capacity *= 2;
-    }
-    bool has_error = ferror(stream) != 0;
-    fclose(stream);
-    if (data == NULL || has_error) {
-        fprintf(stderr, "quill %s: cannot read --file '%s'\n", command, path);
-        quill__free(data);
-        return NULL;
-    }
-    *n_bytes = length;
-    return data;
 }
 
 /* Prints bytes as a JSON string; bytes that are not valid UTF-8 appear as \xNN. */
@@ -226,7 +189,7 @@ int quill_cli_tokenize(int argc, char **argv) {
     const char *text = options.text;
     size_t n_bytes = text != NULL ? strlen(text) : 0;
     if (options.file_path != NULL) {
-        file_text = read_whole_file(options.file_path, &n_bytes);
+        file_text = quill_cli_file_read(command, "--file", options.file_path, &n_bytes);
         if (file_text == NULL) {
             goto cleanup;
         }
