@@ -7,6 +7,7 @@
  * text typed by a user, and the ChatML default template.
  */
 #include "test_support.h"
+#include "test_http.h"
 #include "tiny_model.h"
 
 #include <arpa/inet.h>
@@ -52,106 +53,9 @@ typedef struct fixture {
 
 static fixture the_fixture;
 
-typedef struct http_reply {
-    long status;
-    char *body;           /* NUL-terminated */
-    size_t n_body_bytes;
-    char retry_after[32]; /* Retry-After header value, "" when absent */
-    char content_type[64];
-    char allow[64];       /* Allow header value, "" when absent */
-} http_reply;
-
-static size_t collect_body(char *data, size_t size, size_t count, void *user_data) {
-    http_reply *reply = user_data;
-    size_t n_bytes = size * count;
-    char *grown = realloc(reply->body, reply->n_body_bytes + n_bytes + 1);
-    if (grown == NULL) {
-        return 0;
-    }
-    memcpy(grown + reply->n_body_bytes, data, n_bytes);
-    reply->n_body_bytes += n_bytes;
-    grown[reply->n_body_bytes] = '\0';
-    reply->body = grown;
-    return n_bytes;
-}
-
-static size_t collect_header(char *data, size_t size, size_t count, void *user_data) {
-    http_reply *reply = user_data;
-    size_t n_bytes = size * count;
-    char line[256];
-    size_t n_line = n_bytes < sizeof(line) - 1 ? n_bytes : sizeof(line) - 1;
-    memcpy(line, data, n_line);
-    line[n_line] = '\0';
-    line[strcspn(line, "\r\n")] = '\0';
-    if (strncasecmp(line, "Retry-After: ", 13) == 0) {
-        snprintf(reply->retry_after, sizeof(reply->retry_after), "%.31s", line + 13);
-    }
-    if (strncasecmp(line, "Allow: ", 7) == 0) {
-        snprintf(reply->allow, sizeof(reply->allow), "%.63s", line + 7);
-    }
-    if (strncasecmp(line, "Content-Type: ", 14) == 0) {
-        snprintf(reply->content_type, sizeof(reply->content_type), "%.63s", line + 14);
-    }
-    return n_bytes;
-}
-
-/* Sends one request. content_type NULL sends none; api_key NULL sends no Authorization. */
-static void http_send(uint16_t port, const char *method, const char *path,
-                      const char *content_type, const char *api_key, const char *body,
-                      size_t n_body_bytes, http_reply *reply) {
-    memset(reply, 0, sizeof(*reply));
-    CURL *curl = curl_easy_init();
-    assert_non_null(curl);
-    char url[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)port, path);
-    struct curl_slist *headers = NULL;
-    char header[256];
-    if (content_type != NULL) {
-        snprintf(header, sizeof(header), "Content-Type: %s", content_type);
-    } else {
-        snprintf(header, sizeof(header), "Content-Type:");
-    }
-    headers = curl_slist_append(headers, header);
-    if (api_key != NULL) {
-        snprintf(header, sizeof(header), "Authorization: Bearer %s", api_key);
-        headers = curl_slist_append(headers, header);
-    }
-    headers = curl_slist_append(headers, "Expect:");
-
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    if (strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    } else {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    }
-    if (body != NULL) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)n_body_bytes);
-    }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, reply);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, reply);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
-    CURLcode code = curl_easy_perform(curl);
-    assert_int_equal(code, CURLE_OK);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
-    if (reply->body == NULL) {
-        reply->body = calloc(1, 1);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-}
-
-static void http_post(const char *path, const char *body, http_reply *reply) {
-    http_send(quill_server_port(the_fixture.server), "POST", path, "application/json", API_KEY,
-              body, strlen(body), reply);
-}
-
-static void http_reply_release(http_reply *reply) {
-    free(reply->body);
-    memset(reply, 0, sizeof(*reply));
+static void http_post(const char *path, const char *body, quill_test_http_reply *reply) {
+    quill_test_http_send(quill_server_port(the_fixture.server), "POST", path, "application/json",
+                         API_KEY, body, strlen(body), reply);
 }
 
 static struct json_object *parse_json(const char *text) {
@@ -189,7 +93,7 @@ static int64_t json_int_at(struct json_object *root, const char *path) {
 }
 
 /* Checks an OpenAI error body: status, param (NULL for JSON null) and code (NULL: any). */
-static void assert_error(const http_reply *reply, long status, const char *param,
+static void assert_error(const quill_test_http_reply *reply, long status, const char *param,
                          const char *code) {
     assert_int_equal(reply->status, status);
     struct json_object *root = parse_json(reply->body);
@@ -329,29 +233,29 @@ static void test_health_loading_then_ready(void **state) {
     params.n_http_threads = 1;
     quill_server *loading = NULL;
     assert_int_equal(quill_server_create(&params, &loading), QUILL_OK);
-    http_reply reply;
-    http_send(quill_server_port(loading), "GET", "/health", NULL, NULL, NULL, 0, &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(quill_server_port(loading), "GET", "/health", NULL, NULL, NULL, 0, &reply);
     assert_int_equal(reply.status, 503);
-    http_reply_release(&reply);
-    http_send(quill_server_port(loading), "POST", "/v1/completions", "application/json", NULL,
-              "{\"prompt\":\"a\"}", 14, &reply);
+    quill_test_http_reply_release(&reply);
+    quill_test_http_send(quill_server_port(loading), "POST", "/v1/completions", "application/json",
+                         NULL, "{\"prompt\":\"a\"}", 14, &reply);
     assert_error(&reply, 503, NULL, "model_loading");
     assert_string_equal(reply.retry_after, "1");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     quill_server_destroy(loading);
 
-    http_send(quill_server_port(the_fixture.server), "GET", "/health", NULL, NULL, NULL, 0,
-              &reply);
+    quill_test_http_send(quill_server_port(the_fixture.server), "GET", "/health", NULL, NULL, NULL,
+                         0, &reply);
     assert_int_equal(reply.status, 200);
     assert_non_null(strstr(reply.body, "\"ok\""));
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_models_lists_alias(void **state) {
     (void)state;
-    http_reply reply;
-    http_send(quill_server_port(the_fixture.server), "GET", "/v1/models", NULL, API_KEY, NULL, 0,
-              &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(quill_server_port(the_fixture.server), "GET", "/v1/models", NULL, API_KEY,
+                         NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = parse_json(reply.body);
     assert_string_equal(json_string_at(root, "object"), "list");
@@ -359,7 +263,7 @@ static void test_models_lists_alias(void **state) {
     assert_int_equal(json_int_at(root, "data.0.context_length"), 256);
     assert_int_equal(json_int_at(root, "data.0.vocab_size"), 320);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static int64_t count_prompt_tokens(const char *text, uint32_t flags) {
@@ -404,7 +308,7 @@ static void assert_usage_and_cost(const char *body, struct json_object *root,
 
 static void test_completion_usage_and_cost(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions",
               "{\"model\":\"tiny\",\"prompt\":\"hello world\",\"max_tokens\":8,"
               "\"temperature\":0}",
@@ -419,12 +323,12 @@ static void test_completion_usage_and_cost(void **state) {
                                                               QUILL_TOKENIZE_PARSE_SPECIAL);
     assert_usage_and_cost(reply.body, root, n_prompt);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_chat_usage_and_cost(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}],"
@@ -448,7 +352,7 @@ static void test_chat_usage_and_cost(void **state) {
     assert_true(n_reported == n_prompt || n_reported == n_with_bos);
     assert_usage_and_cost(reply.body, root, n_reported);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_chat_stream_matches_plain(void **state) {
@@ -456,12 +360,12 @@ static void test_chat_stream_matches_plain(void **state) {
     const char *request_plain =
         "{\"messages\":[{\"role\":\"user\",\"content\":\"tell\"}],\"max_tokens\":10,"
         "\"temperature\":0}";
-    http_reply plain;
+    quill_test_http_reply plain;
     http_post("/v1/chat/completions", request_plain, &plain);
     assert_int_equal(plain.status, 200);
     struct json_object *plain_root = parse_json(plain.body);
 
-    http_reply streamed;
+    quill_test_http_reply streamed;
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"tell\"}],\"max_tokens\":10,"
               "\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
@@ -492,13 +396,13 @@ static void test_chat_stream_matches_plain(void **state) {
     assert_non_null(json_at(usage_root, "usage.cost.total"));
     json_object_put(usage_root);
     json_object_put(plain_root);
-    http_reply_release(&streamed);
-    http_reply_release(&plain);
+    quill_test_http_reply_release(&streamed);
+    quill_test_http_reply_release(&plain);
 }
 
 static void test_completion_stream_n_choices(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions",
               "{\"prompt\":\"abc\",\"max_tokens\":4,\"n\":2,\"seed\":7,\"stream\":true}",
               &reply);
@@ -519,7 +423,7 @@ static void test_completion_stream_n_choices(void **state) {
     }
     assert_int_equal(n_finished[0], 1);
     assert_int_equal(n_finished[1], 1);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_ignore_eos_runs_to_max(void **state) {
@@ -533,7 +437,7 @@ static void test_ignore_eos_runs_to_max(void **state) {
                  "{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":%s,"
                  "\"logit_bias\":{\"%d\":100}}",
                  ignore ? "true" : "false", eos);
-        http_reply reply;
+        quill_test_http_reply reply;
         http_post("/v1/completions", body, &reply);
         assert_int_equal(reply.status, 200);
         struct json_object *root = parse_json(reply.body);
@@ -541,22 +445,22 @@ static void test_ignore_eos_runs_to_max(void **state) {
         assert_string_equal(json_string_at(root, "choices.0.finish_reason"),
                             ignore ? "length" : "stop");
         json_object_put(root);
-        http_reply_release(&reply);
+        quill_test_http_reply_release(&reply);
     }
 }
 
 static void test_errors_bad_json_and_content_type(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/chat/completions", "{\"messages\": [", &reply);
     assert_error(&reply, 400, NULL, "invalid_json");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    http_send(quill_server_port(the_fixture.server), "POST", "/v1/chat/completions",
-              "text/plain", API_KEY, body, strlen(body), &reply);
+    quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/chat/completions",
+                         "text/plain", API_KEY, body, strlen(body), &reply);
     assert_error(&reply, 400, NULL, "invalid_content_type");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_name_the_parameter(void **state) {
@@ -602,47 +506,47 @@ static void test_errors_name_the_parameter(void **state) {
          "stream_options"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        http_reply reply;
+        quill_test_http_reply reply;
         http_post(cases[i].path, cases[i].body, &reply);
         assert_error(&reply, 400, cases[i].param, NULL);
-        http_reply_release(&reply);
+        quill_test_http_reply_release(&reply);
     }
 }
 
 static void test_errors_ignored_hints_accepted(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions",
               "{\"prompt\":\"x\",\"max_tokens\":1,\"store\":false,\"service_tier\":\"auto\","
               "\"user\":\"u1\",\"suffix\":null}",
               &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_api_key(void **state) {
     (void)state;
     const char *body = "{\"prompt\":\"x\",\"max_tokens\":1}";
-    http_reply reply;
-    http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
-              "application/json", NULL, body, strlen(body), &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+                         "application/json", NULL, body, strlen(body), &reply);
     assert_error(&reply, 401, NULL, "invalid_api_key");
-    http_reply_release(&reply);
-    http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
-              "application/json", "wrong-key", body, strlen(body), &reply);
+    quill_test_http_reply_release(&reply);
+    quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+                         "application/json", "wrong-key", body, strlen(body), &reply);
     assert_error(&reply, 401, NULL, "invalid_api_key");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_unknown_model_and_path(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", "{\"model\":\"gpt-9\",\"prompt\":\"x\"}", &reply);
     assert_error(&reply, 404, "model", "model_not_found");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     http_post("/v1/embeddings", "{}", &reply);
     assert_error(&reply, 404, NULL, "not_found");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_body_too_large(void **state) {
@@ -652,19 +556,19 @@ static void test_errors_body_too_large(void **state) {
     assert_non_null(body);
     memset(body, ' ', n_bytes);
     body[n_bytes] = '\0';
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", body, &reply);
     assert_error(&reply, 413, NULL, "request_too_large");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     free(body);
 }
 
 static void test_errors_context_length_exceeded(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":300}", &reply);
     assert_error(&reply, 400, "prompt", "context_length_exceeded");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     /* Streamed requests fail the same way, before any chunk. */
     http_post("/v1/chat/completions",
@@ -673,7 +577,7 @@ static void test_errors_context_length_exceeded(void **state) {
               &reply);
     assert_error(&reply, 400, "messages", "context_length_exceeded");
     assert_null(strstr(reply.body, "data:"));
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 /* Opens a raw connection with a tiny receive buffer, sends a streamed request and reads until
@@ -688,12 +592,7 @@ static int open_stalled_stream(uint16_t port, const char *body) {
     int segment_bytes = 536;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_bytes, sizeof(receive_bytes));
     setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &segment_bytes, sizeof(segment_bytes));
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof(address));
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    quill_test_loopback_connect(fd, port);
 
     char request[16384];
     int n_request = snprintf(request, sizeof(request),
@@ -789,12 +688,12 @@ static void test_busy_answers_429(void **state) {
     int fd = open_stalled_stream(quill_server_port(server), body);
     free(body);
     const char *second = "{\"prompt\":\"x\",\"max_tokens\":1}";
-    http_reply reply;
-    http_send(quill_server_port(server), "POST", "/v1/completions", "application/json",
-              API_KEY, second, strlen(second), &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(quill_server_port(server), "POST", "/v1/completions", "application/json",
+                         API_KEY, second, strlen(second), &reply);
     assert_error(&reply, 429, NULL, "rate_limit_exceeded");
     assert_string_equal(reply.retry_after, "1");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     close(fd);
     quill_server_destroy(server);
@@ -816,7 +715,7 @@ static void test_utf8_split_across_byte_tokens(void **state) {
              "{\"prompt\":\"a\",\"max_tokens\":3,\"temperature\":0,\"stream\":true,"
              "\"repetition_penalty\":10,\"logit_bias\":{\"%d\":30,\"%d\":20,\"%d\":10}}",
              e2, x82, xac);
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", body, &reply);
     assert_int_equal(reply.status, 200);
     char *events[64];
@@ -827,7 +726,7 @@ static void test_utf8_split_across_byte_tokens(void **state) {
     join_stream_text(events, n_events, false, text, sizeof(text), &finish_reason, &usage_root);
     assert_string_equal(text, "\xe2\x82\xac");
     assert_string_equal(finish_reason, "length");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_invalid_utf8_becomes_replacement(void **state) {
@@ -838,7 +737,7 @@ static void test_invalid_utf8_becomes_replacement(void **state) {
     snprintf(body, sizeof(body),
              "{\"prompt\":\"a\",\"max_tokens\":2,\"temperature\":0,\"logit_bias\":{\"%d\":100}}",
              x82);
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", body, &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = parse_json(reply.body);
@@ -846,7 +745,7 @@ static void test_invalid_utf8_becomes_replacement(void **state) {
     assert_non_null(text);
     assert_non_null(strstr(text, "\xef\xbf\xbd"));
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_stop_string_across_tokens(void **state) {
@@ -857,14 +756,14 @@ static void test_stop_string_across_tokens(void **state) {
     assert_non_null(body);
     snprintf(body, capacity,
              "{\"prompt\":\"hello\",\"max_tokens\":12,\"temperature\":0,\"logit_bias\":%s}", ban);
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", body, &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = parse_json(reply.body);
     char full[256];
     snprintf(full, sizeof(full), "%s", json_string_at(root, "choices.0.text"));
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     /* Pieces are one or two letters (with or without a leading space), so three characters
      * from offset 2 span at least two tokens. */
@@ -902,7 +801,7 @@ static void test_stop_string_across_tokens(void **state) {
         assert_int_equal(strlen(text), n_expected);
         assert_memory_equal(text, full, n_expected);
         assert_string_equal(finish_reason, "stop");
-        http_reply_release(&reply);
+        quill_test_http_reply_release(&reply);
     }
     free(body);
     free(ban);
@@ -910,7 +809,7 @@ static void test_stop_string_across_tokens(void **state) {
 
 static void test_chat_logprobs_and_choices(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3,"
               "\"n\":2,\"seed\":3,\"logprobs\":true,\"top_logprobs\":2}",
@@ -930,12 +829,12 @@ static void test_chat_logprobs_and_choices(void **state) {
     assert_int_equal(
         json_object_array_length(json_at(root, "choices.0.logprobs.content.0.top_logprobs")), 2);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_completion_logprobs_shape(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions",
               "{\"prompt\":\"ab\",\"max_tokens\":3,\"temperature\":0,\"logprobs\":1}", &reply);
     assert_int_equal(reply.status, 200);
@@ -950,7 +849,7 @@ static void test_completion_logprobs_shape(void **state) {
     assert_int_equal(json_object_object_length(json_at(root, "choices.0.logprobs.top_logprobs.0")),
                      1);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 typedef struct drain_call {
@@ -1047,7 +946,7 @@ static void test_user_special_text_stays_plain(void **state) {
 
 static void test_apply_template_default_chatml(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/apply-template",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}", &reply);
     assert_int_equal(reply.status, 200);
@@ -1055,12 +954,12 @@ static void test_apply_template_default_chatml(void **state) {
     assert_string_equal(json_string_at(root, "prompt"),
                         "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n");
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_tokenize_round_trip(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/tokenize", "{\"content\":\"abc def\"}", &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = parse_json(reply.body);
@@ -1071,18 +970,18 @@ static void test_tokenize_round_trip(void **state) {
     char body[512];
     snprintf(body, sizeof(body), "{\"tokens\":%s}", json_object_to_json_string(tokens));
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/detokenize", body, &reply);
     assert_int_equal(reply.status, 200);
     root = parse_json(reply.body);
     assert_string_equal(json_string_at(root, "content"), "abc def");
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 /* Asserts that the error message of reply contains part. */
-static void assert_error_mentions(const http_reply *reply, const char *part) {
+static void assert_error_mentions(const quill_test_http_reply *reply, const char *part) {
     struct json_object *root = parse_json(reply->body);
     const char *message = json_string_at(root, "error.message");
     assert_non_null(message);
@@ -1100,7 +999,7 @@ static double json_double_at(struct json_object *root, const char *path) {
 
 static void test_usage_n_choices_counts_prompt_once(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions",
               "{\"prompt\":\"hello world\",\"max_tokens\":3,\"n\":3,\"seed\":1}", &reply);
     assert_int_equal(reply.status, 200);
@@ -1110,12 +1009,12 @@ static void test_usage_n_choices_counts_prompt_once(void **state) {
     assert_usage_and_cost(reply.body, root, n_prompt);
     assert_true(json_int_at(root, "usage.prompt_tokens_details.cached_tokens") <= n_prompt);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_usage_ttft_within_request_for_plain_reply(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", "{\"prompt\":\"abc\",\"max_tokens\":6,\"ignore_eos\":true}",
               &reply);
     assert_int_equal(reply.status, 200);
@@ -1131,112 +1030,112 @@ static void test_usage_ttft_within_request_for_plain_reply(void **state) {
     assert_true(ttft_ms > 0.0);
     assert_true(ttft_ms <= finished_ms + 0.005);
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_body_shapes(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/chat/completions", "null", &reply);
     assert_error(&reply, 400, NULL, "invalid_json");
     assert_error_mentions(&reply, "the request body must be a JSON object");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/v1/chat/completions", "", &reply);
     assert_error(&reply, 400, NULL, "invalid_json");
     assert_error_mentions(&reply, "the request body is empty");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/v1/chat/completions", "[1]", &reply);
     assert_error_mentions(&reply, "must be a JSON object");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"", &reply);
     assert_error_mentions(&reply, "not valid JSON");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_quote_overflowing_numbers(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":99999999999999999999999}",
               &reply);
     assert_error(&reply, 400, "max_tokens", NULL);
     assert_error_mentions(&reply, "'max_tokens' is 99999999999999999999999 but");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_point_to_the_other_endpoint(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
               &reply);
     assert_error(&reply, 400, "messages", "unsupported_parameter");
     assert_error_mentions(&reply, "/v1/chat/completions");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/v1/chat/completions", "{\"prompt\":\"x\"}", &reply);
     assert_error(&reply, 400, "prompt", "unsupported_parameter");
     assert_error_mentions(&reply, "/v1/completions");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_errors_response_format(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1,"
               "\"response_format\":{\"type\":\"text\"}}",
               &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":{\"type\":\"json_schema\"}}",
               &reply);
     assert_error(&reply, 400, "response_format.type", "unsupported_parameter");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_tokenize_fields_checked(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/tokenize", "{}", &reply);
     assert_error(&reply, 400, "content", NULL);
     assert_error_mentions(&reply, "'content' is required");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/tokenize", "{\"text\":\"Hello\"}", &reply);
     assert_error(&reply, 400, "content", NULL);
     assert_error_mentions(&reply, "'content' is required");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/tokenize", "{\"content\":\"Hello\",\"text\":\"Hello\"}", &reply);
     assert_error(&reply, 400, "text", "unsupported_parameter");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/tokenize", "{\"content\":5}", &reply);
     assert_error(&reply, 400, "content", NULL);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/detokenize", "{\"tokens\":[1],\"skip\":true}", &reply);
     assert_error(&reply, 400, "skip", "unsupported_parameter");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/detokenize", "{}", &reply);
     assert_error(&reply, 400, "tokens", NULL);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/apply-template",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"extra\":1}", &reply);
     assert_error(&reply, 400, "extra", "unsupported_parameter");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_apply_template_generation_prompt_and_kwargs(void **state) {
     (void)state;
-    http_reply reply;
+    quill_test_http_reply reply;
     http_post("/apply-template",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],"
               "\"add_generation_prompt\":false,"
@@ -1246,21 +1145,21 @@ static void test_apply_template_generation_prompt_and_kwargs(void **state) {
     struct json_object *root = parse_json(reply.body);
     assert_string_equal(json_string_at(root, "prompt"), "<|im_start|>user\nhello<|im_end|>\n");
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/apply-template",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"add_generation_prompt\":\"yes\"}",
               &reply);
     assert_error(&reply, 400, "add_generation_prompt", NULL);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     http_post("/apply-template",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"chat_template_kwargs\":{\"messages\":[]}}",
               &reply);
     assert_error(&reply, 400, "chat_template_kwargs", NULL);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     /* Chat completions take the same kwargs, but not add_generation_prompt. */
     http_post("/v1/chat/completions",
@@ -1268,26 +1167,26 @@ static void test_apply_template_generation_prompt_and_kwargs(void **state) {
               "\"chat_template_kwargs\":{\"enable_thinking\":true}}",
               &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     http_post("/v1/chat/completions",
               "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"add_generation_prompt\":false}",
               &reply);
     assert_error(&reply, 400, "add_generation_prompt", "unsupported_parameter");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_models_retrieve_by_id_and_file_name(void **state) {
     (void)state;
     uint16_t port = quill_server_port(the_fixture.server);
-    http_reply reply;
-    http_send(port, "GET", "/v1/models/tiny", NULL, API_KEY, NULL, 0, &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(port, "GET", "/v1/models/tiny", NULL, API_KEY, NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = parse_json(reply.body);
     assert_string_equal(json_string_at(root, "id"), "tiny");
     assert_string_equal(json_string_at(root, "object"), "model");
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     /* The file's base name without .gguf names the same model. */
     const char *base = strrchr(the_fixture.model_path, '/');
@@ -1296,9 +1195,9 @@ static void test_models_retrieve_by_id_and_file_name(void **state) {
     snprintf(file_id, sizeof(file_id), "%.*s", (int)(strlen(base) - strlen(".gguf")), base);
     char path[320];
     snprintf(path, sizeof(path), "/v1/models/%s", file_id);
-    http_send(port, "GET", path, NULL, API_KEY, NULL, 0, &reply);
+    quill_test_http_send(port, "GET", path, NULL, API_KEY, NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     char body[320];
     snprintf(body, sizeof(body), "{\"model\":\"%s\",\"prompt\":\"x\",\"max_tokens\":1}",
              file_id);
@@ -1307,33 +1206,33 @@ static void test_models_retrieve_by_id_and_file_name(void **state) {
     root = parse_json(reply.body);
     assert_string_equal(json_string_at(root, "model"), "tiny");
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
-    http_send(port, "GET", "/v1/models/gpt-9", NULL, API_KEY, NULL, 0, &reply);
+    quill_test_http_send(port, "GET", "/v1/models/gpt-9", NULL, API_KEY, NULL, 0, &reply);
     assert_error(&reply, 404, "model", "model_not_found");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_methods_head_and_allow(void **state) {
     (void)state;
     uint16_t port = quill_server_port(the_fixture.server);
-    http_reply reply;
-    http_send(port, "HEAD", "/health", NULL, NULL, NULL, 0, &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(port, "HEAD", "/health", NULL, NULL, NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
     assert_int_equal(reply.n_body_bytes, 0);
-    http_reply_release(&reply);
-    http_send(port, "HEAD", "/v1/models", NULL, API_KEY, NULL, 0, &reply);
+    quill_test_http_reply_release(&reply);
+    quill_test_http_send(port, "HEAD", "/v1/models", NULL, API_KEY, NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
-    http_send(port, "POST", "/health", "application/json", NULL, "{}", 2, &reply);
+    quill_test_http_send(port, "POST", "/health", "application/json", NULL, "{}", 2, &reply);
     assert_error(&reply, 405, NULL, "method_not_allowed");
     assert_string_equal(reply.allow, "GET, HEAD");
-    http_reply_release(&reply);
-    http_send(port, "GET", "/v1/chat/completions", NULL, API_KEY, NULL, 0, &reply);
+    quill_test_http_reply_release(&reply);
+    quill_test_http_send(port, "GET", "/v1/chat/completions", NULL, API_KEY, NULL, 0, &reply);
     assert_error(&reply, 405, NULL, "method_not_allowed");
     assert_string_equal(reply.allow, "POST");
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 }
 
 static void test_bad_template_message_whole(void **state) {
@@ -1357,12 +1256,7 @@ static void test_bad_template_message_whole(void **state) {
 static int open_partial_request(uint16_t port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof(address));
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    quill_test_loopback_connect(fd, port);
     const char *partial = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";
     assert_int_equal(send(fd, partial, strlen(partial), 0), (ssize_t)strlen(partial));
     return fd;
@@ -1376,10 +1270,10 @@ static void test_idle_connections_do_not_block_health(void **state) {
     for (int i = 0; i < N_IDLE; i++) {
         fds[i] = open_partial_request(port);
     }
-    http_reply reply;
-    http_send(port, "GET", "/health", NULL, NULL, NULL, 0, &reply);
+    quill_test_http_reply reply;
+    quill_test_http_send(port, "GET", "/health", NULL, NULL, NULL, 0, &reply);
     assert_int_equal(reply.status, 200);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     for (int i = 0; i < N_IDLE; i++) {
         close(fds[i]);
     }
@@ -1392,12 +1286,7 @@ static void raw_exchange(uint16_t port, const char *request, char *response,
     assert_true(fd >= 0);
     struct timeval timeout = {30, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof(address));
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    quill_test_loopback_connect(fd, port);
     assert_int_equal(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
     size_t n_received = 0;
     while (n_received < response_bytes - 1) {

@@ -11,6 +11,7 @@
  * no assertion depends on how long it takes.
  */
 #include "test_support.h"
+#include "test_http.h"
 #include "tiny_model.h"
 
 #include <arpa/inet.h>
@@ -55,13 +56,6 @@ typedef struct fixture {
 
 static fixture the_fixture;
 
-typedef struct http_reply {
-    long status;
-    char *body; /* NUL-terminated */
-    size_t n_body_bytes;
-    char content_type[96];
-} http_reply;
-
 /* Token and cost totals over a set of responses. */
 typedef struct usage_sum {
     int64_t n_prompt_tokens;
@@ -70,86 +64,21 @@ typedef struct usage_sum {
     int64_t cost_picousd;
 } usage_sum;
 
-static size_t collect_body(char *data, size_t size, size_t count, void *user_data) {
-    http_reply *reply = user_data;
-    size_t n_bytes = size * count;
-    char *grown = realloc(reply->body, reply->n_body_bytes + n_bytes + 1);
-    if (grown == NULL) {
-        return 0;
-    }
-    memcpy(grown + reply->n_body_bytes, data, n_bytes);
-    reply->n_body_bytes += n_bytes;
-    grown[reply->n_body_bytes] = '\0';
-    reply->body = grown;
-    return n_bytes;
-}
-
-static size_t collect_header(char *data, size_t size, size_t count, void *user_data) {
-    http_reply *reply = user_data;
-    size_t n_bytes = size * count;
-    char line[256];
-    size_t n_line = n_bytes < sizeof(line) - 1 ? n_bytes : sizeof(line) - 1;
-    memcpy(line, data, n_line);
-    line[n_line] = '\0';
-    line[strcspn(line, "\r\n")] = '\0';
-    if (strncasecmp(line, "Content-Type: ", 14) == 0) {
-        snprintf(reply->content_type, sizeof(reply->content_type), "%.95s", line + 14);
-    }
-    return n_bytes;
-}
-
-/* Sends one request; body NULL sends a GET. api_key NULL sends no Authorization. */
+/* Sends one request with a JSON content type: a POST when body is set, else a GET. api_key
+ * NULL sends no Authorization. */
 static void http_send(uint16_t port, const char *path, const char *api_key, const char *body,
-                      http_reply *reply) {
-    memset(reply, 0, sizeof(*reply));
-    CURL *curl = curl_easy_init();
-    assert_non_null(curl);
-    char url[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)port, path);
-    struct curl_slist *headers = NULL;
-    char header[256];
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    if (api_key != NULL) {
-        snprintf(header, sizeof(header), "Authorization: Bearer %s", api_key);
-        headers = curl_slist_append(headers, header);
-    }
-    headers = curl_slist_append(headers, "Expect:");
-
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    if (body != NULL) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, reply);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, reply);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
-    assert_int_equal(curl_easy_perform(curl), CURLE_OK);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
-    if (reply->body == NULL) {
-        reply->body = calloc(1, 1);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-}
-
-static void http_reply_release(http_reply *reply) {
-    free(reply->body);
-    memset(reply, 0, sizeof(*reply));
+                      quill_test_http_reply *reply) {
+    const char *method = body != NULL ? "POST" : "GET";
+    size_t n_body_bytes = body != NULL ? strlen(body) : 0;
+    quill_test_http_send(port, method, path, "application/json", api_key, body, n_body_bytes,
+                         reply);
 }
 
 /* Sends a POST on a raw socket and returns the socket without reading the response. */
 static int send_raw_request(uint16_t port, const char *path, const char *body) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof(address));
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    quill_test_loopback_connect(fd, port);
 
     char request[4096];
     int n_request = snprintf(request, sizeof(request),
@@ -345,7 +274,7 @@ static double histogram_count(const char *text, const char *family) {
 }
 
 static char *scrape_metrics(uint16_t port) {
-    http_reply reply;
+    quill_test_http_reply reply;
     http_send(port, "/metrics", API_KEY, NULL, &reply);
     assert_int_equal(reply.status, 200);
     assert_string_equal(reply.content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -440,30 +369,30 @@ static void test_metrics_counters_match_responses(void **state) {
     usage_sum sum;
     memset(&sum, 0, sizeof(sum));
     for (int i = 0; i < N_SUCCESSFUL; i++) {
-        http_reply reply;
+        quill_test_http_reply reply;
         http_send(port, successful_requests[i][0], API_KEY, successful_requests[i][1], &reply);
         assert_int_equal(reply.status, 200);
         add_usage(reply.body, &sum);
-        http_reply_release(&reply);
+        quill_test_http_reply_release(&reply);
         wait_for_open_requests(server, 0); /* also frees the slots for the next request */
     }
     assert_true(sum.cost_picousd > 0);
 
     /* Rejections: bad JSON, a wrong key, and a request beyond the two slots that a long request
      * with two choices holds. */
-    http_reply reply;
+    quill_test_http_reply reply;
     http_send(port, "/v1/completions", API_KEY, "{\"prompt\":", &reply);
     assert_int_equal(reply.status, 400);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     http_send(port, "/v1/chat/completions", "wrong-key", "{}", &reply);
     assert_int_equal(reply.status, 401);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     int held_fd = send_raw_request(port, "/v1/completions", long_request_body(false, 2));
     wait_for(server, ENGINE_RUNNING_ONE);
     assert_true(engine_meets(server, ENGINE_RUNNING_ONE));
     http_send(port, "/v1/completions", API_KEY, "{\"prompt\":\"x\",\"max_tokens\":1}", &reply);
     assert_int_equal(reply.status, 429);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     wait_for_open_requests(server, 1); /* the long request */
 
     /* Counters match the responses exactly; rejections are absent from the histograms. */
@@ -508,7 +437,7 @@ static void test_metrics_counters_match_responses(void **state) {
         assert_int_equal(json_object_get_int64(count), outcomes[i].count);
     }
     json_object_put(stats);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
 
     /* The client of the long request leaves: it counts as 499 "cancelled", with its prompt
      * tokens, and stays out of the latency histograms. */
@@ -529,13 +458,13 @@ static void test_metrics_counters_match_responses(void **state) {
 static void test_metrics_need_api_key(void **state) {
     (void)state;
     quill_server *server = start_server(0);
-    http_reply reply;
+    quill_test_http_reply reply;
     http_send(quill_server_port(server), "/metrics", NULL, NULL, &reply);
     assert_int_equal(reply.status, 401);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     http_send(quill_server_port(server), "/v1/stats", "wrong-key", NULL, &reply);
     assert_int_equal(reply.status, 401);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     quill_server_destroy(server);
 }
 
@@ -565,19 +494,19 @@ static void test_stats_counts_and_cache_hits(void **state) {
         snprintf(body, sizeof(body),
                  "{\"prompt\":\"%s%s\",\"max_tokens\":2,\"ignore_eos\":true,\"user\":\"carol\"}",
                  prefix, endings[i]);
-        http_reply reply;
+        quill_test_http_reply reply;
         http_send(port, "/v1/completions", API_KEY, body, &reply);
         assert_int_equal(reply.status, 200);
         usage_sum sum;
         memset(&sum, 0, sizeof(sum));
         add_usage(reply.body, &sum);
         n_cached_second = sum.n_cached_tokens;
-        http_reply_release(&reply);
+        quill_test_http_reply_release(&reply);
         wait_for_open_requests(server, 0);
     }
     assert_true(n_cached_second > 0);
 
-    http_reply reply;
+    quill_test_http_reply reply;
     http_send(port, "/v1/stats", API_KEY, NULL, &reply);
     assert_int_equal(reply.status, 200);
     struct json_object *root = json_tokener_parse(reply.body);
@@ -591,7 +520,7 @@ static void test_stats_counts_and_cache_hits(void **state) {
     assert_true(json_object_get_int64(json_get(engine, "prefix_cache_hits")) > 0);
     assert_non_null(json_get(json_get(root, "users"), "carol"));
     json_object_put(root);
-    http_reply_release(&reply);
+    quill_test_http_reply_release(&reply);
     quill_server_destroy(server);
 }
 
