@@ -212,18 +212,28 @@ quill_status quill__gguf_writer_set_bool(quill_gguf_writer *writer, const char *
     return set_payload(writer, key, QUILL_GGUF_BOOL, &byte, 1);
 }
 
+/* Stores the payload encoded in buffer under key. encode_status is the result of encoding it,
+ * and an encoding fails only when memory runs out, so it becomes QUILL_ERR_NOMEM for the key.
+ * Takes ownership of buffer, also on failure. */
+static quill_status set_encoded_payload(quill_gguf_writer *writer, const char *key,
+                                        quill_gguf_value_type type, quill_strbuf *buffer,
+                                        quill_status encode_status) {
+    quill_status status = encode_status;
+    if (status == QUILL_OK) {
+        status = set_payload(writer, key, type, buffer->data, buffer->length);
+    } else {
+        status = quill_error_set(QUILL_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
+    }
+    quill__strbuf_release(buffer);
+    return status;
+}
+
 quill_status quill__gguf_writer_set_string(quill_gguf_writer *writer, const char *key,
                                            const char *value) {
     quill_strbuf buffer;
     quill__strbuf_init(&buffer);
     quill_status status = append_string(&buffer, value, strlen(value));
-    if (status == QUILL_OK) {
-        status = set_payload(writer, key, QUILL_GGUF_STRING, buffer.data, buffer.length);
-    } else {
-        status = quill_error_set(QUILL_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
-    }
-    quill__strbuf_release(&buffer);
-    return status;
+    return set_encoded_payload(writer, key, QUILL_GGUF_STRING, &buffer, status);
 }
 
 /* Array payload: u32 item type, u64 item count, then the items. */
@@ -244,13 +254,7 @@ quill_status quill__gguf_writer_set_string_array(quill_gguf_writer *writer, cons
     for (uint64_t i = 0; i < n_values && status == QUILL_OK; i++) {
         status = append_string(&buffer, values[i], strlen(values[i]));
     }
-    if (status == QUILL_OK) {
-        status = set_payload(writer, key, QUILL_GGUF_ARRAY, buffer.data, buffer.length);
-    } else {
-        status = quill_error_set(QUILL_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
-    }
-    quill__strbuf_release(&buffer);
-    return status;
+    return set_encoded_payload(writer, key, QUILL_GGUF_ARRAY, &buffer, status);
 }
 
 quill_status quill__gguf_writer_set_f32_array(quill_gguf_writer *writer, const char *key,
@@ -263,13 +267,7 @@ quill_status quill__gguf_writer_set_f32_array(quill_gguf_writer *writer, const c
         memcpy(&bits, &values[i], sizeof(bits));
         status = append_u32(&buffer, bits);
     }
-    if (status == QUILL_OK) {
-        status = set_payload(writer, key, QUILL_GGUF_ARRAY, buffer.data, buffer.length);
-    } else {
-        status = quill_error_set(QUILL_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
-    }
-    quill__strbuf_release(&buffer);
-    return status;
+    return set_encoded_payload(writer, key, QUILL_GGUF_ARRAY, &buffer, status);
 }
 
 quill_status quill__gguf_writer_set_i32_array(quill_gguf_writer *writer, const char *key,
@@ -280,13 +278,7 @@ quill_status quill__gguf_writer_set_i32_array(quill_gguf_writer *writer, const c
     for (uint64_t i = 0; i < n_values && status == QUILL_OK; i++) {
         status = append_u32(&buffer, (uint32_t)values[i]);
     }
-    if (status == QUILL_OK) {
-        status = set_payload(writer, key, QUILL_GGUF_ARRAY, buffer.data, buffer.length);
-    } else {
-        status = quill_error_set(QUILL_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
-    }
-    quill__strbuf_release(&buffer);
-    return status;
+    return set_encoded_payload(writer, key, QUILL_GGUF_ARRAY, &buffer, status);
 }
 
 quill_status quill__gguf_writer_set_raw(quill_gguf_writer *writer, const char *key,
