@@ -241,20 +241,29 @@ static quill_status check_f32_data(const loader *load, const quill_gguf_tensor *
     return QUILL_OK;
 }
 
+/* Points *out at the tensor `name`. A missing tensor fails when is_required, else leaves *out
+ * NULL and returns QUILL_OK. */
+static quill_status find_tensor(const loader *load, const char *name, bool is_required,
+                                const quill_gguf_tensor **out) {
+    *out = quill_gguf_find_tensor(load->model->file, name);
+    if (*out == NULL && is_required) {
+        return quill_error_set(QUILL_ERR_FORMAT,
+                               "model: tensor '%s' is missing in '%s'; the %s architecture needs "
+                               "it",
+                               name, load->path, load->model->arch_name);
+    }
+    return QUILL_OK;
+}
+
 /* Points *out at the f32 vector `name` of n elements. A missing tensor fails when is_required,
  * else leaves *out NULL. */
 static quill_status find_vector(const loader *load, const char *name, int64_t n, bool is_required,
                                 const float **out) {
     *out = NULL;
-    const quill_gguf_tensor *tensor = quill_gguf_find_tensor(load->model->file, name);
-    if (tensor == NULL && !is_required) {
-        return QUILL_OK;
-    }
-    if (tensor == NULL) {
-        return quill_error_set(QUILL_ERR_FORMAT,
-                               "model: tensor '%s' is missing in '%s'; the %s architecture needs "
-                               "it",
-                               name, load->path, load->model->arch_name);
+    const quill_gguf_tensor *tensor = NULL;
+    quill_status status = find_tensor(load, name, is_required, &tensor);
+    if (status != QUILL_OK || tensor == NULL) {
+        return status;
     }
     if (tensor->n_dims != 1 || tensor->ne[0] != n) {
         return quill_error_set(QUILL_ERR_FORMAT,
@@ -263,7 +272,7 @@ static quill_status find_vector(const loader *load, const char *name, int64_t n,
                                name, (long long)tensor->ne[0], (long long)tensor->ne[1],
                                (long long)n, load->path);
     }
-    quill_status status = check_f32_data(load, tensor);
+    status = check_f32_data(load, tensor);
     if (status == QUILL_OK) {
         *out = tensor->data;
     }
@@ -275,15 +284,10 @@ static quill_status find_vector(const loader *load, const char *name, int64_t n,
 static quill_status find_matrix(const loader *load, const char *name, int64_t n_rows,
                                 int64_t n_cols, bool is_required, quill_matrix *out) {
     memset(out, 0, sizeof(*out));
-    const quill_gguf_tensor *tensor = quill_gguf_find_tensor(load->model->file, name);
-    if (tensor == NULL && !is_required) {
-        return QUILL_OK;
-    }
-    if (tensor == NULL) {
-        return quill_error_set(QUILL_ERR_FORMAT,
-                               "model: tensor '%s' is missing in '%s'; the %s architecture needs "
-                               "it",
-                               name, load->path, load->model->arch_name);
+    const quill_gguf_tensor *tensor = NULL;
+    quill_status status = find_tensor(load, name, is_required, &tensor);
+    if (status != QUILL_OK || tensor == NULL) {
+        return status;
     }
     if (tensor->n_dims != 2 || tensor->ne[0] != n_cols || tensor->ne[1] != n_rows) {
         return quill_error_set(QUILL_ERR_FORMAT,
