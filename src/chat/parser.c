@@ -325,6 +325,31 @@ static quill_chat_node *parse_filter_chain(parser *p, quill_chat_node *node) {
     }
 }
 
+/* Parses a list literal `[a, b]` (kind QUILL_CHAT_NODE_LIST) or a dict literal `{k: v}` (kind
+ * QUILL_CHAT_NODE_DICT, args alternate key and value) from its opening bracket up to and
+ * including close. A trailing comma is allowed. */
+static quill_chat_node *parse_collection(parser *p, quill_chat_node_kind kind, const char *close) {
+    quill_chat_node *node = new_node(p, kind);
+    advance(p);
+    node_vector items = {0};
+    while (!is_operator(current(p), close)) {
+        if (items.n_items > 0) {
+            expect_operator(p, ",");
+            if (is_operator(current(p), close)) {
+                break;
+            }
+        }
+        vector_push(p, &items, parse_expression(p, true));
+        if (kind == QUILL_CHAT_NODE_DICT) {
+            expect_operator(p, ":");
+            vector_push(p, &items, parse_expression(p, true));
+        }
+    }
+    expect_operator(p, close);
+    node->args = vector_list(&items);
+    return node;
+}
+
 static quill_chat_node *parse_primary(parser *p) {
     const quill_chat_token *token = current(p);
     quill_chat_node *node = NULL;
@@ -373,40 +398,10 @@ static quill_chat_node *parse_primary(parser *p) {
             return node;
         }
         if (is_operator(token, "[")) {
-            node = new_node(p, QUILL_CHAT_NODE_LIST);
-            advance(p);
-            node_vector items = {0};
-            while (!is_operator(current(p), "]")) {
-                if (items.n_items > 0) {
-                    expect_operator(p, ",");
-                    if (is_operator(current(p), "]")) {
-                        break;
-                    }
-                }
-                vector_push(p, &items, parse_expression(p, true));
-            }
-            expect_operator(p, "]");
-            node->args = vector_list(&items);
-            return node;
+            return parse_collection(p, QUILL_CHAT_NODE_LIST, "]");
         }
         if (is_operator(token, "{")) {
-            node = new_node(p, QUILL_CHAT_NODE_DICT);
-            advance(p);
-            node_vector items = {0};
-            while (!is_operator(current(p), "}")) {
-                if (items.n_items > 0) {
-                    expect_operator(p, ",");
-                    if (is_operator(current(p), "}")) {
-                        break;
-                    }
-                }
-                vector_push(p, &items, parse_expression(p, true));
-                expect_operator(p, ":");
-                vector_push(p, &items, parse_expression(p, true));
-            }
-            expect_operator(p, "}");
-            node->args = vector_list(&items);
-            return node;
+            return parse_collection(p, QUILL_CHAT_NODE_DICT, "}");
         }
         break;
     default:
