@@ -12,7 +12,6 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/model_source.h"
-#include "quill/gguf.h"
 #include "quill/tokenizer.h"
 
 static const char *const command = "detokenize";
@@ -72,16 +71,6 @@ static bool parse_ids(const char *arg, int32_t n_vocab, int32_t **ids, int64_t *
     }
 }
 
-static quill_status load_tokenizer(const char *path, quill_tokenizer **tokenizer) {
-    quill_gguf *file = NULL;
-    quill_status status = quill_gguf_open(path, &file);
-    if (status == QUILL_OK) {
-        status = quill_tokenizer_load(file, tokenizer);
-    }
-    quill_gguf_close(file);
-    return status;
-}
-
 int quill_cli_detokenize(int argc, char **argv) {
     quill_cli_model_source model_source = {0};
     bool render_special = false;
@@ -133,12 +122,8 @@ int quill_cli_detokenize(int argc, char **argv) {
     }
 
     exit_code = 1;
-    const char *model_path = quill_cli_model_source_resolve(&model_source, command);
-    if (model_path == NULL) {
-        goto cleanup;
-    }
-    if (load_tokenizer(model_path, &tokenizer) != QUILL_OK) {
-        quill_cli_report_error(command, "cannot load the vocabulary");
+    tokenizer = quill_cli_model_source_load_tokenizer(&model_source, command);
+    if (tokenizer == NULL) {
         goto cleanup;
     }
     exit_code = 2;

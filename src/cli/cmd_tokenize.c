@@ -12,7 +12,6 @@
 #include "cli/commands.h"
 #include "cli/file_read.h"
 #include "cli/model_source.h"
-#include "quill/gguf.h"
 #include "quill/tokenizer.h"
 
 static const char *const command = "tokenize";
@@ -164,16 +163,6 @@ static int print_tokens(const quill_tokenizer *tokenizer, const int32_t *tokens,
     return 0;
 }
 
-static quill_status load_tokenizer(const char *path, quill_tokenizer **tokenizer) {
-    quill_gguf *file = NULL;
-    quill_status status = quill_gguf_open(path, &file);
-    if (status == QUILL_OK) {
-        status = quill_tokenizer_load(file, tokenizer);
-    }
-    quill_gguf_close(file);
-    return status;
-}
-
 int quill_cli_tokenize(int argc, char **argv) {
     tokenize_options options = {.add_special = true};
     quill_tokenizer *tokenizer = NULL;
@@ -195,12 +184,8 @@ int quill_cli_tokenize(int argc, char **argv) {
         }
         text = file_text;
     }
-    const char *model_path = quill_cli_model_source_resolve(&options.model_source, command);
-    if (model_path == NULL) {
-        goto cleanup;
-    }
-    if (load_tokenizer(model_path, &tokenizer) != QUILL_OK) {
-        quill_cli_report_error(command, "cannot load the vocabulary");
+    tokenizer = quill_cli_model_source_load_tokenizer(&options.model_source, command);
+    if (tokenizer == NULL) {
         goto cleanup;
     }
     uint32_t flags = (options.add_special ? QUILL_TOKENIZE_ADD_SPECIAL : 0) |

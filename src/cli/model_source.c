@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "quill/gguf.h"
 #include "quill/hub.h"
 #include "quill/status.h"
+#include "quill/tokenizer.h"
 
 int quill_cli_model_source_parse_flag(quill_cli_model_source *source, const char *command,
                                       int argc, char **argv, int *index) {
@@ -65,6 +67,26 @@ const char *quill_cli_model_source_resolve(quill_cli_model_source *source, const
         }
     }
     return source->downloaded_path;
+}
+
+quill_tokenizer *quill_cli_model_source_load_tokenizer(quill_cli_model_source *source,
+                                                      const char *command) {
+    const char *path = quill_cli_model_source_resolve(source, command);
+    if (path == NULL) {
+        return NULL;
+    }
+    quill_gguf *file = NULL;
+    quill_tokenizer *tokenizer = NULL;
+    quill_status status = quill_gguf_open(path, &file);
+    if (status == QUILL_OK) {
+        status = quill_tokenizer_load(file, &tokenizer);
+    }
+    quill_gguf_close(file);
+    if (status != QUILL_OK) {
+        quill_cli_report_error(command, "cannot load the vocabulary");
+        return NULL;
+    }
+    return tokenizer;
 }
 
 void quill_cli_model_source_release(quill_cli_model_source *source) {

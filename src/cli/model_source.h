@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 
+#include "quill/tokenizer.h"
+
 /* A parsed -m or -hf flag and, after resolving, the local path. Zero-initialize it. */
 typedef struct quill_cli_model_source {
     const char *model_path;    /* -m value; borrowed from argv */
@@ -34,6 +36,12 @@ bool quill_cli_model_source_check(const quill_cli_model_source *source, const ch
  * "quill <command>: cannot download the model: <reason>" to stderr and returns NULL (exit
  * status 1). */
 const char *quill_cli_model_source_resolve(quill_cli_model_source *source, const char *command);
+
+/* Resolves the model as quill_cli_model_source_resolve does and loads only its vocabulary.
+ * Returns a new tokenizer; the caller destroys it. On failure prints the download error or
+ * "quill <command>: cannot load the vocabulary: <reason>" and returns NULL (exit status 1). */
+quill_tokenizer *quill_cli_model_source_load_tokenizer(quill_cli_model_source *source,
+                                                      const char *command);
 
 /* Frees the downloaded path. Accepts a source that was never resolved. */
 void quill_cli_model_source_release(quill_cli_model_source *source);
