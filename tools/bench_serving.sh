@@ -9,7 +9,7 @@
 #               with the same new prefix arriving at once
 #   stall       inter-token latency of 4 running streams, idle and while a 2000-token prompt
 #               arrives
-# Env: QUILL=build/quill  THREADS=2  PORT=18200
+# Env: QUILL=build/quill  THREADS=2  PORT=18200  SCENARIOS="throughput prefix stall"
 # Writes one bench-serve JSON object per measurement to OUT_DIR/<scenario>-<case>.json and the
 # server logs beside them.
 set -euo pipefail
@@ -20,6 +20,7 @@ quill="${QUILL:-$here/build/quill}"
 threads="${THREADS:-2}"
 port="${PORT:-18200}"
 url="http://127.0.0.1:$port"
+scenarios=" ${SCENARIOS:-throughput prefix stall} "
 mkdir -p "$out"
 
 server_pid=""
@@ -53,15 +54,22 @@ bench() { # bench NAME bench-serve-options...
     echo "$name: $(cat "$out/$name.json")"
 }
 
+wants() { # wants SCENARIO: true when SCENARIOS lists it
+    [[ "$scenarios" == *" $1 "* ]]
+}
+
 # Throughput: the same work one at a time and eight at a time.
+if wants throughput; then
 start_server throughput
 bench throughput-warmup --concurrency 1 --requests 1 --prompt-tokens 32 --max-tokens 8
 bench throughput-c1 --concurrency 1 --requests 4 --prompt-tokens 32 --max-tokens 64
 bench throughput-c8 --concurrency 8 --requests 16 --prompt-tokens 32 --max-tokens 64
 stop_server
+fi
 
 # Prefix cache: cold, cached, and a burst sharing a prefix nobody computed yet. bench-serve draws
 # the shared prefix from a fixed seed, so every run here shares the same 2000 tokens.
+if wants prefix; then
 start_server prefix
 bench prefix-cold --concurrency 1 --requests 1 --prompt-tokens 2001 --shared-prefix 2000 \
     --max-tokens 1
@@ -74,8 +82,10 @@ bench prefix-burst --concurrency 4 --requests 4 --prompt-tokens 2001 --shared-pr
 bench prefix-burst-cached --concurrency 4 --requests 4 --prompt-tokens 2001 --shared-prefix 2000 \
     --max-tokens 1
 stop_server
+fi
 
 # Stall: four streams alone, then four streams with a 2000-token prompt arriving after 3 s.
+if wants stall; then
 start_server stall
 bench stall-idle --concurrency 4 --requests 4 --prompt-tokens 16 --max-tokens 64
 "$quill" bench-serve --url "$url" --json --ignore-eos --concurrency 4 --requests 4 \
@@ -86,3 +96,4 @@ bench stall-long-prompt --concurrency 1 --requests 1 --prompt-tokens 2000 --max-
 wait "$streams_pid"
 echo "stall-loaded: $(cat "$out/stall-loaded.json")"
 stop_server
+fi
