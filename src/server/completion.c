@@ -511,11 +511,14 @@ static quill_status keep_tokens(completion_choice *choice, const quill_generated
     return QUILL_OK;
 }
 
-/* Appends the chunk header up to and including "choices":[ */
-static void append_chunk_head(quill_completion *completion, quill_strbuf *json) {
+/* Appends a response or stream chunk up to and including "choices":[ . chat_object is the
+ * "object" value of a chat reply ("chat.completion" or "chat.completion.chunk"); completions
+ * use "text_completion" for both. */
+static void append_response_head(quill_completion *completion, const char *chat_object,
+                                 quill_strbuf *json) {
     bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
     quill__strbuf_appendf(json, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-                          completion->id, is_chat ? "chat.completion.chunk" : "text_completion",
+                          completion->id, is_chat ? chat_object : "text_completion",
                           (long long)completion->created_unix_seconds);
     quill__openai_append_text(json, completion->server->model_id,
                               strlen(completion->server->model_id));
@@ -547,7 +550,7 @@ static void write_chunk(quill_completion *completion, int32_t index, const char 
     bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
     quill_strbuf json;
     quill__strbuf_init(&json);
-    append_chunk_head(completion, &json);
+    append_response_head(completion, "chat.completion.chunk", &json);
     quill__strbuf_appendf(&json, "{\"index\":%d,", index);
     if (is_chat) {
         quill__strbuf_append_cstr(&json, "\"delta\":{");
@@ -636,7 +639,7 @@ static void write_stream_end(quill_completion *completion, quill_strbuf *stream)
         total_usage(completion, &total, &cost, &timings);
         quill_strbuf json;
         quill__strbuf_init(&json);
-        append_chunk_head(completion, &json);
+        append_response_head(completion, "chat.completion.chunk", &json);
         quill__strbuf_append_cstr(&json, "],");
         quill__openai_append_usage(&json, total.n_prompt_tokens, total.n_cached_tokens,
                                    total.n_completion_tokens, &cost, &timings);
@@ -784,13 +787,7 @@ void quill__completion_write_response(quill_completion *completion, int *http_st
     }
 
     completion->first_content_us = first_engine_content_us(completion);
-    bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
-    quill__strbuf_appendf(body, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-                          completion->id, is_chat ? "chat.completion" : "text_completion",
-                          (long long)completion->created_unix_seconds);
-    quill__openai_append_text(body, completion->server->model_id,
-                              strlen(completion->server->model_id));
-    quill__strbuf_append_cstr(body, ",\"choices\":[");
+    append_response_head(completion, "chat.completion", body);
     for (int32_t i = 0; i < completion->n_choices; i++) {
         write_choice(completion, i, body);
     }
