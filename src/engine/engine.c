@@ -276,11 +276,13 @@ cleanup:
     return status;
 }
 
-void quill_engine_drain(quill_engine *engine) {
-    if (engine == NULL) {
-        return;
-    }
+/* Tells the scheduler thread to end and joins it. Without is_stopping it finishes the admitted
+ * requests first (drain), and with it cancels them. Safe to call again after the thread ended. */
+static void end_scheduler(quill_engine *engine, bool is_stopping) {
     pthread_mutex_lock(&engine->mutex);
+    if (is_stopping) {
+        engine->is_stopping = true;
+    }
     engine->is_draining = true;
     pthread_cond_broadcast(&engine->wake);
     pthread_mutex_unlock(&engine->mutex);
@@ -290,19 +292,18 @@ void quill_engine_drain(quill_engine *engine) {
     }
 }
 
+void quill_engine_drain(quill_engine *engine) {
+    if (engine == NULL) {
+        return;
+    }
+    end_scheduler(engine, false);
+}
+
 void quill_engine_destroy(quill_engine *engine) {
     if (engine == NULL) {
         return;
     }
-    pthread_mutex_lock(&engine->mutex);
-    engine->is_stopping = true;
-    engine->is_draining = true;
-    pthread_cond_broadcast(&engine->wake);
-    pthread_mutex_unlock(&engine->mutex);
-    if (engine->has_thread) {
-        pthread_join(engine->thread, NULL);
-        engine->has_thread = false;
-    }
+    end_scheduler(engine, true);
     if (engine->is_started) {
         QUILL_LOG_INFO("engine", "engine stopped", "n_steps=%lld n_prefix_hits=%lld",
                        (long long)engine->stats.n_steps, (long long)engine->stats.n_prefix_hits);
