@@ -954,21 +954,35 @@ static quill_status kv_integer(const quill_gguf *file, const gguf_kv *kv, int64_
     return QUILL_OK;
 }
 
-quill_status quill_gguf_get_u32(const quill_gguf *file, const char *key, uint32_t *out) {
+/* Looks up key and reads it as an integer in [min, max], where a u64 above INT64_MAX is out of
+ * range too. expected names the type in messages. Leaves *out 0 on failure. */
+static quill_status get_integer_in_range(const quill_gguf *file, const char *key, int64_t min,
+                                         int64_t max, const char *expected, int64_t *out) {
     *out = 0;
     const gguf_kv *kv = NULL;
     quill_status status = kv_lookup(file, key, &kv);
     int64_t value = 0;
     bool is_huge = false;
     if (status == QUILL_OK) {
-        status = kv_integer(file, kv, 0, UINT32_MAX, "u32", &value, &is_huge);
+        status = kv_integer(file, kv, min, max, expected, &value, &is_huge);
     }
     if (status == QUILL_OK && is_huge) {
         status = quill_error_set(QUILL_ERR_FORMAT,
-                                 "gguf: %s: key '%s' has value %llu, outside the range of u32; "
+                                 "gguf: %s: key '%s' has value %llu, outside the range of %s; "
                                  "the file is corrupt",
-                                 file->path, key, (unsigned long long)load_u64(kv->value));
+                                 file->path, key, (unsigned long long)load_u64(kv->value),
+                                 expected);
     }
+    if (status == QUILL_OK) {
+        *out = value;
+    }
+    return status;
+}
+
+quill_status quill_gguf_get_u32(const quill_gguf *file, const char *key, uint32_t *out) {
+    *out = 0;
+    int64_t value = 0;
+    quill_status status = get_integer_in_range(file, key, 0, UINT32_MAX, "u32", &value);
     if (status == QUILL_OK) {
         *out = (uint32_t)value;
     }
@@ -976,24 +990,7 @@ quill_status quill_gguf_get_u32(const quill_gguf *file, const char *key, uint32_
 }
 
 quill_status quill_gguf_get_i64(const quill_gguf *file, const char *key, int64_t *out) {
-    *out = 0;
-    const gguf_kv *kv = NULL;
-    quill_status status = kv_lookup(file, key, &kv);
-    int64_t value = 0;
-    bool is_huge = false;
-    if (status == QUILL_OK) {
-        status = kv_integer(file, kv, INT64_MIN, INT64_MAX, "i64", &value, &is_huge);
-    }
-    if (status == QUILL_OK && is_huge) {
-        status = quill_error_set(QUILL_ERR_FORMAT,
-                                 "gguf: %s: key '%s' has value %llu, outside the range of i64; "
-                                 "the file is corrupt",
-                                 file->path, key, (unsigned long long)load_u64(kv->value));
-    }
-    if (status == QUILL_OK) {
-        *out = value;
-    }
-    return status;
+    return get_integer_in_range(file, key, INT64_MIN, INT64_MAX, "i64", out);
 }
 
 quill_status quill_gguf_get_u64(const quill_gguf *file, const char *key, uint64_t *out) {
