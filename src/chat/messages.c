@@ -27,6 +27,17 @@ static bool is_known_role(const char *role) {
     return false;
 }
 
+/* Returns the member key of object when it exists and has the given type, else NULL (also when
+ * object is no JSON object). Borrowed: valid while object is. */
+static struct json_object *member_of_type(struct json_object *object, const char *key,
+                                          json_type type) {
+    struct json_object *member = NULL;
+    if (!json_object_object_get_ex(object, key, &member) || !json_object_is_type(member, type)) {
+        return NULL;
+    }
+    return member;
+}
+
 /* Validates a content array; stores the joined text in *joined unless keep_parts. */
 static quill_status normalize_parts(struct json_object *parts, size_t message_index,
                                     bool keep_parts, struct json_object **out) {
@@ -37,11 +48,8 @@ static quill_status normalize_parts(struct json_object *parts, size_t message_in
     size_t n_parts = json_object_array_length(parts);
     for (size_t i = 0; i < n_parts; i++) {
         struct json_object *part = json_object_array_get_idx(parts, i);
-        struct json_object *type = NULL;
-        struct json_object *part_text = NULL;
-        if (!json_object_is_type(part, json_type_object) ||
-            !json_object_object_get_ex(part, "type", &type) ||
-            !json_object_is_type(type, json_type_string)) {
+        struct json_object *type = member_of_type(part, "type", json_type_string);
+        if (type == NULL) {
             status = quill_error_set(QUILL_ERR_INVALID_ARG,
                                      "chat messages: messages[%zu].content[%zu] must be an object "
                                      "with a string 'type'",
@@ -55,8 +63,8 @@ static quill_status normalize_parts(struct json_object *parts, size_t message_in
                                      message_index, i, json_object_get_string(type));
             goto cleanup;
         }
-        if (!json_object_object_get_ex(part, "text", &part_text) ||
-            !json_object_is_type(part_text, json_type_string)) {
+        struct json_object *part_text = member_of_type(part, "text", json_type_string);
+        if (part_text == NULL) {
             status = quill_error_set(QUILL_ERR_INVALID_ARG,
                                      "chat messages: messages[%zu].content[%zu].text is missing or "
                                      "not a string",
@@ -101,20 +109,16 @@ static quill_status normalize_tool_calls(struct json_object *tool_calls, size_t 
     size_t n_calls = json_object_array_length(tool_calls);
     for (size_t i = 0; i < n_calls; i++) {
         struct json_object *call = json_object_array_get_idx(tool_calls, i);
-        struct json_object *function = NULL;
-        struct json_object *name = NULL;
         struct json_object *arguments = NULL;
-        if (!json_object_is_type(call, json_type_object) ||
-            !json_object_object_get_ex(call, "function", &function) ||
-            !json_object_is_type(function, json_type_object)) {
+        struct json_object *function = member_of_type(call, "function", json_type_object);
+        if (function == NULL) {
             status = quill_error_set(QUILL_ERR_INVALID_ARG,
                                      "chat messages: messages[%zu].tool_calls[%zu] needs a "
                                      "'function' object",
                                      message_index, i);
             goto cleanup;
         }
-        if (!json_object_object_get_ex(function, "name", &name) ||
-            !json_object_is_type(name, json_type_string)) {
+        if (member_of_type(function, "name", json_type_string) == NULL) {
             status = quill_error_set(QUILL_ERR_INVALID_ARG,
                                      "chat messages: messages[%zu].tool_calls[%zu].function.name "
                                      "is missing or not a string",
@@ -190,8 +194,8 @@ static quill_status normalize_message(struct json_object *message, size_t index,
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "chat messages: messages[%zu] must be an object", index);
     }
-    if (!json_object_object_get_ex(message, "role", &role) ||
-        !json_object_is_type(role, json_type_string)) {
+    role = member_of_type(message, "role", json_type_string);
+    if (role == NULL) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "chat messages: messages[%zu].role is missing or not a string",
                                index);
