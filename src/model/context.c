@@ -1,6 +1,7 @@
 /*
  * The forward pass over a batch of entries from one or more sequences. Every matrix product
- * runs over all of the batch's tokens at once through quill__matmul. Attention runs per
+ * runs over all of the batch's tokens at once through quill__matmul, and Q/K/V and gate/up
+ * each run as one pool run over their concatenated rows. Attention runs per
  * (entry, query head) on the compute pool, and each entry attends over its own sequence's
  * positions [0, position] in the paged KV cache. All scratch is allocated in
  * quill_context_create for n_batch_max tokens, so a forward pass allocates nothing.
@@ -15,6 +16,7 @@
 #include "quill/model.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -384,6 +386,103 @@ static void multiply(quill_context *context, const quill_matrix *weights, const 
     quill__matmul(pool, weights, x, x_stride, n_tokens, y, y_stride, context->matmul_scratch);
 }
 
+enum {
+    /* Rows per part of a fused product: a multiple of the matmul's tile height (16 rows), so
+     * no part cuts a tile in two. */
+    FUSED_ROW_ALIGN = 16,
+    FUSED_MAX_MATRICES = 3,
+    /* Up to this many tokens (decode), the calling thread quantizes the activations alone, as
+     * quill__matmul does. */
+    FUSED_INLINE_PREPARE_TOKENS = 2,
+};
+
+/* A product of several matrices with the same activations (Q, K and V, or gate and up) as one
+ * pool run over their concatenated rows [W0 rows | W1 rows | ...]. This costs one wake-up and
+ * one barrier instead of one per matrix, and each part streams one contiguous slice of rows. */
+typedef struct fused_task {
+    const quill_matrix *weights[FUSED_MAX_MATRICES]; /* same n_cols and activation type */
+    float *y[FUSED_MAX_MATRICES];                    /* f32 [n_tokens][y_stride[i]] */
+    int64_t y_stride[FUSED_MAX_MATRICES];            /* floats between output rows */
+    int n_matrices;                                  /* entries in use */
+    int64_t n_rows;                                  /* rows of all matrices together */
+    const float *x;                                  /* f32 [n_tokens][x_stride] */
+    int64_t x_stride;                                /* floats between activation rows */
+    int64_t n_tokens;                                /* activation rows */
+    void *scratch;                                   /* prepared activations */
+    size_t scratch_row_bytes;                        /* scratch bytes per activation row */
+} fused_task;
+
+/* Pool task: quantizes this part's activation rows into the shared scratch. */
+static void fused_prepare_worker(void *task_context, int thread_index, int n_threads) {
+    const fused_task *task = task_context;
+    int64_t begin = 0;
+    int64_t end = 0;
+    quill__threadpool_split(task->n_tokens, thread_index, n_threads, &begin, &end);
+    if (begin < end) {
+        quill__matmul_prepare(task->weights[0], task->x + begin * task->x_stride, task->x_stride,
+                              end - begin, (char *)task->scratch + begin * task->scratch_row_bytes);
+    }
+}
+
+/* Pool task: computes this part's slice of the concatenated rows, in whole tiles. */
+static void fused_rows_worker(void *task_context, int thread_index, int n_threads) {
+    const fused_task *task = task_context;
+    int64_t n_tiles = (task->n_rows + FUSED_ROW_ALIGN - 1) / FUSED_ROW_ALIGN;
+    int64_t begin = 0;
+    int64_t end = 0;
+    quill__threadpool_split(n_tiles, thread_index, n_threads, &begin, &end);
+    begin *= FUSED_ROW_ALIGN;
+    end = end * FUSED_ROW_ALIGN < task->n_rows ? end * FUSED_ROW_ALIGN : task->n_rows;
+    int64_t offset = 0;
+    for (int i = 0; i < task->n_matrices && begin < end; i++) {
+        const quill_matrix *w = task->weights[i];
+        if (begin < offset + w->n_rows) {
+            int64_t local_end = end - offset < w->n_rows ? end - offset : w->n_rows;
+            quill__matmul_rows(w, task->x, task->x_stride, task->n_tokens, task->scratch,
+                               begin - offset, local_end, task->y[i], task->y_stride[i]);
+            begin = offset + local_end;
+        }
+        offset += w->n_rows;
+    }
+}
+
+/* y_i[t] = W_i x[t] for each of n_matrices matrices that read the same activations x. They run
+ * as one pool run when they share n_cols and activation type, every matrix but the last has a
+ * whole number of tiles, and together they reach the pool's threshold. Otherwise each matrix
+ * runs through multiply. */
+static void multiply_fused(quill_context *context, const quill_matrix *const *weights,
+                           float *const *y, const int64_t *y_stride, int n_matrices,
+                           const float *x, int64_t x_stride, int64_t n_tokens) {
+    fused_task task = {.n_matrices = n_matrices, .x = x, .x_stride = x_stride,
+                       .n_tokens = n_tokens, .scratch = context->matmul_scratch};
+    int64_t n_bytes = 0;
+    bool can_fuse = context->pool != NULL && n_tokens > 0;
+    uint32_t activation_type = quill__vec_dot_type(weights[0]->type);
+    for (int i = 0; i < n_matrices; i++) {
+        task.weights[i] = weights[i];
+        task.y[i] = y[i];
+        task.y_stride[i] = y_stride[i];
+        task.n_rows += weights[i]->n_rows;
+        n_bytes += (int64_t)weights[i]->row_bytes * weights[i]->n_rows;
+        /* Every matrix but the last must end on a tile boundary, or a part that spans two
+         * matrices would compute a partial tile. */
+        can_fuse = can_fuse && weights[i]->n_cols == weights[0]->n_cols &&
+                   quill__vec_dot_type(weights[i]->type) == activation_type &&
+                   (i == n_matrices - 1 || weights[i]->n_rows % FUSED_ROW_ALIGN == 0);
+    }
+    if (!can_fuse ||
+        pool_for(context, n_bytes, task.n_rows * weights[0]->n_cols * n_tokens) == NULL) {
+        for (int i = 0; i < n_matrices; i++) {
+            multiply(context, weights[i], x, x_stride, n_tokens, y[i], y_stride[i]);
+        }
+        return;
+    }
+    task.scratch_row_bytes = quill__matmul_scratch_bytes(weights[0], 1);
+    quill__threadpool_run(n_tokens > FUSED_INLINE_PREPARE_TOKENS ? context->pool : NULL,
+                          fused_prepare_worker, &task);
+    quill__threadpool_run(context->pool, fused_rows_worker, &task);
+}
+
 /* Per-token ops of a prefill that run on the pool: each part takes a contiguous range of
  * tokens, and each token's result depends on that token alone. */
 typedef enum row_op {
@@ -483,9 +582,11 @@ static void project_qkv(quill_context *context, const quill_layer_weights *layer
     const quill_model_info *info = &context->model->info;
     const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
     const int64_t kv_dim = (int64_t)info->n_kv_heads * info->head_dim;
-    multiply(context, &layer->attn_q, context->normed, info->n_embd, n_tokens, context->q, q_dim);
-    multiply(context, &layer->attn_k, context->normed, info->n_embd, n_tokens, context->k, kv_dim);
-    multiply(context, &layer->attn_v, context->normed, info->n_embd, n_tokens, context->v, kv_dim);
+    const quill_matrix *weights[] = {&layer->attn_q, &layer->attn_k, &layer->attn_v};
+    float *outputs[] = {context->q, context->k, context->v};
+    const int64_t strides[] = {q_dim, kv_dim, kv_dim};
+    multiply_fused(context, weights, outputs, strides, 3, context->normed, info->n_embd,
+                   n_tokens);
 
     add_bias(context->q, layer->q_bias, n_tokens, q_dim);
     add_bias(context->k, layer->k_bias, n_tokens, kv_dim);
@@ -596,10 +697,11 @@ static void run_layer(quill_context *context, quill_kv_cache *cache, const quill
 
     /* Feed-forward: down(silu(gate(x)) * up(x)). */
     run_rows(context, ROW_OP_NORM, layer->ffn_norm, n_tokens);
-    multiply(context, &layer->ffn_gate, context->normed, info->n_embd, n_tokens, context->gate,
-             info->n_ff);
-    multiply(context, &layer->ffn_up, context->normed, info->n_embd, n_tokens, context->up,
-             info->n_ff);
+    const quill_matrix *ffn_weights[] = {&layer->ffn_gate, &layer->ffn_up};
+    float *ffn_outputs[] = {context->gate, context->up};
+    const int64_t ffn_strides[] = {info->n_ff, info->n_ff};
+    multiply_fused(context, ffn_weights, ffn_outputs, ffn_strides, 2, context->normed,
+                   info->n_embd, n_tokens);
     run_rows(context, ROW_OP_SILU_MUL, NULL, n_tokens);
     multiply(context, &layer->ffn_down, context->gate, info->n_ff, n_tokens, context->projected,
              info->n_embd);
