@@ -6,14 +6,15 @@
 # For each model and thread count, runs `quill bench --json` and the llama.cpp peer harness
 # (llamacpp_bench.mjs from the data folder's peer/, installed by its install.sh) one after the
 # other, so both see the same machine state, and prints one JSON line per run plus a table.
-# Env: QUILL=build/quill  PEER_DIR=<data folder>/peer  NODE_LLAMA_CPP_DIR=$HOME/.cache/quill-peer
+# Env: QUILL=build/quill  PEER_DIR=<folder with llamacpp_bench.mjs> (required)
+#      NODE_LLAMA_CPP_DIR=$HOME/.cache/quill-peer
 #      THREADS="1 2"  P=512  G=128  REPS=3
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:?usage: bench_compare.sh OUT.jsonl MODEL.gguf...}"
 shift
 quill="${QUILL:-$here/build/quill}"
-peer_dir="${PEER_DIR:-$here/../shared/peer}"
+peer_dir="${PEER_DIR:?set PEER_DIR to the folder holding llamacpp_bench.mjs}"
 export NODE_LLAMA_CPP_DIR="${NODE_LLAMA_CPP_DIR:-$HOME/.cache/quill-peer}"
 threads_list="${THREADS:-1 2}"
 n_prompt="${P:-512}"

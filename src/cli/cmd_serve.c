@@ -32,8 +32,9 @@ static const char *const command = "serve";
 /* Smallest accepted --ctx: room for one prompt token and one generated token. */
 #define SERVE_MIN_CTX_TOKENS 2
 
-/* Open files serve asks for: room for the server's largest connection limit. */
-#define OPEN_FILES_WANTED ((rlim_t)65536 + 64)
+/* Soft open-file limit that serve requests: the largest connection limit plus spare
+ * descriptors for the model file, logs and the listening socket. */
+#define OPEN_FILES_REQUESTED ((rlim_t)65536 + 64)
 
 /* Largest accepted --cache-mem, in MiB (1 TiB). */
 #define CACHE_MEM_MAX_MIB ((int64_t)1 << 20)
@@ -215,15 +216,15 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
     return -1;
 }
 
-/* Raises the soft open-file limit to the hard one (at most OPEN_FILES_WANTED), because the
+/* Raises the soft open-file limit to the hard one (at most OPEN_FILES_REQUESTED), because the
  * server sizes its connection limit from it and the usual soft default of 1024 allows only
  * about a thousand connections. Failure only leaves the lower limit, so it is logged. */
 static void raise_open_file_limit(void) {
     struct rlimit files;
-    if (getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur >= OPEN_FILES_WANTED) {
+    if (getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur >= OPEN_FILES_REQUESTED) {
         return;
     }
-    rlim_t wanted = files.rlim_max < OPEN_FILES_WANTED ? files.rlim_max : OPEN_FILES_WANTED;
+    rlim_t wanted = files.rlim_max < OPEN_FILES_REQUESTED ? files.rlim_max : OPEN_FILES_REQUESTED;
     if (wanted <= files.rlim_cur) {
         return;
     }
