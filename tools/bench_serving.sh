@@ -67,7 +67,7 @@ bench throughput-c8 --concurrency 8 --requests 16 --prompt-tokens 32 --max-token
 stop_server
 fi
 
-# Prefix cache: cold, cached, and a burst sharing a prefix nobody computed yet. bench-serve draws
+# Prefix cache: cold, cached, and a burst sharing a prefix not yet computed. bench-serve draws
 # the shared prefix from a fixed seed, so every run here shares the same 2000 tokens.
 if wants prefix; then
 start_server prefix
