@@ -1,7 +1,8 @@
 /*
- * One engine step: drop cancelled requests, admit waiting ones (reusing cached prompt prefixes),
- * build one batch of a decode token per running sequence plus prefill chunks up to the step
- * token budget, run the forward pass, then sample, detokenize, match stop strings and publish.
+ * One engine step. It drops cancelled requests and admits waiting ones, reusing cached prompt
+ * prefixes. It builds one batch of a decode token per running sequence plus prefill chunks up to
+ * the step token budget and runs the forward pass. Then it samples, detokenizes, matches stop
+ * strings and publishes the results.
  *
  * KV admission: each request reserves blocks for its longest possible run (prompt plus
  * max_tokens, plus one block for a copy-on-write), and the reservations of running requests
@@ -332,7 +333,8 @@ static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t
         if (wants_logits) {
             logits_index = engine->batch.n_tokens;
         }
-        /* Capacity is step_tokens and the budget never exceeds it, so this cannot fail. */
+        /* The batch holds step_tokens entries and build_batch never hands out more than that
+         * budget, so this cannot fail. */
         (void)quill_batch_add(&engine->batch, request->tokens[position], (int32_t)position,
                               request->seq_id, wants_logits);
     }
@@ -343,8 +345,8 @@ static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t
  * decode entries the whole step budget goes to prefill, which is the most efficient. With
  * decode entries, a chunk should add at most DECODE_STALL_FACTOR - 1 decode steps' worth of
  * time, so that a long prompt arriving slows running streams by a bounded factor instead of
- * stalling them for a whole chunk. The per-token cost comes from the moving averages the step
- * loop keeps; until both exist, a chunk is FIRST_PREFILL_CHUNK tokens, which is also large
+ * stalling them for a whole chunk. The per-token cost comes from the moving averages that the
+ * step loop keeps. Until both exist, a chunk is FIRST_PREFILL_CHUNK tokens, which is also large
  * enough to measure that cost. */
 static int64_t prefill_budget(const quill_engine *engine, int64_t n_decode, int64_t budget) {
     enum { FIRST_PREFILL_CHUNK = 8, MIN_PREFILL_CHUNK = 2 };
@@ -375,7 +377,7 @@ static void update_step_costs(quill_engine *engine, int64_t n_decode, int64_t n_
         return;
     }
     if (n_prefill < 2) {
-        return; /* a single token's cost cannot be told from the step's fixed cost */
+        return; /* one token's cost cannot be separated from the step's fixed cost */
     }
     double base_us = n_decode > 0 ? engine->decode_step_us : 0;
     double per_token_us = ((double)elapsed_us - base_us) / (double)n_prefill;
