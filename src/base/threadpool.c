@@ -2,9 +2,9 @@
  * Thread pool with a claimable work word. The driver publishes (task, context), then stores
  * `work` = generation << 32 | n_parts << 16 | next part. Every thread, the driver included,
  * claims parts by compare-and-swap on `work` until none is left, then adds the parts it
- * finished to `n_done`. The driver returns once n_done reaches n_parts. A worker that wakes late finds
- * no part left and goes back to waiting, so the driver never waits for a thread that has not
- * started, only for parts that a thread has claimed.
+ * finished to `n_done`. The driver returns once n_done reaches n_parts. A worker that wakes
+ * late finds no part left and goes back to waiting, so the driver waits only for parts that a
+ * thread has claimed, not for a thread that has not started.
  *
  * Idle workers spin for spin_us before sleeping on the condition variable, so back-to-back ops
  * in a forward pass do not pay a wake-up, while an idle server does not burn CPU. The driver
@@ -117,8 +117,8 @@ static void run_parts(quill_threadpool *pool, uint64_t work) {
     if (n_finished == 0) {
         return;
     }
-    /* Sequentially consistent, so that either the driver sees the count or this thread sees
-     * that the driver sleeps and wakes it. */
+    /* Sequentially consistent, so that either the driver loads the new count or this thread
+     * loads is_driver_sleeping as set and wakes the driver. */
     if (atomic_fetch_add(&pool->n_done, n_finished) + n_finished == work_n_parts(work) &&
         atomic_load(&pool->is_driver_sleeping)) {
         pthread_mutex_lock(&pool->mutex);
@@ -308,8 +308,8 @@ void quill__threadpool_run(quill_threadpool *pool, quill_threadpool_task task, v
     atomic_store_explicit(&pool->context, context, memory_order_relaxed);
     atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
 
-    /* Publish: sequentially consistent, so that either a worker about to sleep sees the new
-     * generation, or this thread sees its n_sleeping count and wakes it. */
+    /* Publish: sequentially consistent, so that either a worker about to sleep loads the new
+     * generation, or this thread loads its n_sleeping count and wakes it. */
     pool->generation++;
     uint64_t work = (uint64_t)pool->generation << 32 | (uint64_t)pool->n_parts << 16;
     int64_t start_ns = quill__clock_monotonic_ns();

@@ -709,6 +709,7 @@ static quill_chat_node *parse_set(parser *p) {
         expect_block_end(p);
         return node;
     }
+
     parse_target_names(p, node);
     if (accept_operator(p, "=")) {
         node->a = parse_tuple(p, true, false);
@@ -718,6 +719,7 @@ static quill_chat_node *parse_set(parser *p) {
     if (node->has_tuple_target) {
         parse_fail(p, "'=' after several names");
     }
+
     node->kind = QUILL_CHAT_NODE_SET_BLOCK;
     node->name = node->names[0];
     parse_filter_list(p, node, true);
@@ -733,6 +735,7 @@ static quill_chat_node *parse_macro(parser *p) {
     static const char *const ends[] = {"endmacro", NULL};
     quill_chat_node *node = new_node(p, QUILL_CHAT_NODE_MACRO);
     node->name = expect_identifier(p);
+
     expect_operator(p, "(");
     const char *names[64];
     node_vector defaults = {0};
@@ -755,16 +758,19 @@ static quill_chat_node *parse_macro(parser *p) {
     }
     expect_operator(p, ")");
     expect_block_end(p);
+
     node->names = quill__chat_arena_alloc_array(p->arena, n_names + 1, sizeof(*node->names));
     if (n_names > 0) {
         memcpy(node->names, names, n_names * sizeof(*names));
     }
     node->n_names = n_names;
     node->args = vector_list(&defaults);
+
     int saved_open_loops = p->n_open_loops;
     p->n_open_loops = 0; /* a macro body cannot break out of the caller's loop */
     node->body = parse_statements(p, ends);
     p->n_open_loops = saved_open_loops;
+
     advance(p);
     advance(p);
     if (current(p)->kind == QUILL_CHAT_TOKEN_NAME) {
@@ -782,6 +788,7 @@ static quill_chat_node *parse_statement_tag(parser *p) {
     const char *name = token->text;
     quill_chat_node *node = NULL;
     advance(p);
+
     if (strcmp(name, "if") == 0) {
         return parse_if(p);
     }
@@ -794,6 +801,7 @@ static quill_chat_node *parse_statement_tag(parser *p) {
     if (strcmp(name, "macro") == 0) {
         return parse_macro(p);
     }
+
     if (strcmp(name, "break") == 0 || strcmp(name, "continue") == 0) {
         if (p->n_open_loops == 0) {
             quill__chat_arena_fail(p->arena, QUILL_ERR_FORMAT,
@@ -806,12 +814,14 @@ static quill_chat_node *parse_statement_tag(parser *p) {
         expect_block_end(p);
         return node;
     }
+
     if (strcmp(name, "do") == 0) {
         node = new_node(p, QUILL_CHAT_NODE_DO);
         node->a = parse_tuple(p, true, false);
         expect_block_end(p);
         return node;
     }
+
     if (strcmp(name, "generation") == 0) {
         static const char *const ends[] = {"endgeneration", NULL};
         node = new_node(p, QUILL_CHAT_NODE_GENERATION);
@@ -822,6 +832,7 @@ static quill_chat_node *parse_statement_tag(parser *p) {
         expect_block_end(p);
         return node;
     }
+
     if (strcmp(name, "filter") == 0) {
         static const char *const ends[] = {"endfilter", NULL};
         node = new_node(p, QUILL_CHAT_NODE_FILTER_BLOCK);
@@ -833,6 +844,7 @@ static quill_chat_node *parse_statement_tag(parser *p) {
         expect_block_end(p);
         return node;
     }
+
     if (strcmp(name, "call") == 0) {
         static const char *const ends[] = {"endcall", NULL};
         node = new_node(p, QUILL_CHAT_NODE_CALL_BLOCK);
@@ -847,6 +859,7 @@ static quill_chat_node *parse_statement_tag(parser *p) {
         expect_block_end(p);
         return node;
     }
+
     p->position--;
     parse_fail(p, "a known statement (if, for, set, macro, call, filter, break, continue, "
                   "generation, do, raw)");

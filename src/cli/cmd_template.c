@@ -80,6 +80,7 @@ static bool parse_time(const char *text, int64_t *out) {
     if (sscanf(text, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &n_read) != 3) {
         return false;
     }
+
     const char *rest = text + n_read;
     if (*rest == 'T' || *rest == ' ') {
         int n_time = 0;
@@ -95,6 +96,7 @@ static bool parse_time(const char *text, int64_t *out) {
             rest += 1 + n_seconds;
         }
     }
+
     int64_t offset_seconds = 0;
     if (*rest == 'Z') {
         rest++;
@@ -108,10 +110,12 @@ static bool parse_time(const char *text, int64_t *out) {
         offset_seconds = (int64_t)(hours * 3600 + minutes * 60) * (*rest == '+' ? 1 : -1);
         rest += 1 + n_offset;
     }
+
     if (*rest != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
         tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60) {
         return false;
     }
+
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     *out = (int64_t)timegm(&tm) - offset_seconds;
@@ -127,6 +131,7 @@ static bool add_variable(template_options *options, const char *text) {
                 command, text);
         return false;
     }
+
     enum json_tokener_error error = json_tokener_success;
     struct json_object *value = json_tokener_parse_verbose(equals + 1, &error);
     if (error != json_tokener_success) {
@@ -140,6 +145,7 @@ static bool add_variable(template_options *options, const char *text) {
                 command, text);
         return false;
     }
+
     char name[256];
     size_t n_name = (size_t)(equals - text);
     if (n_name >= sizeof(name)) {
@@ -147,6 +153,7 @@ static bool add_variable(template_options *options, const char *text) {
         json_object_put(value);
         return false;
     }
+
     memcpy(name, text, n_name);
     name[n_name] = '\0';
     json_object_object_add(options->variables, name, value);

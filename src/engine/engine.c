@@ -214,8 +214,8 @@ static void *engine_main(void *argument) {
         if (is_done) {
             break;
         }
-        /* A step without progress cannot happen while work is admissible; should it happen,
-         * the thread waits for the next submit instead of spinning. */
+        /* A step should make progress while work is admissible. If one does not, the thread
+         * waits for the next submit instead of spinning. */
         is_idle = !quill__scheduler_step(engine);
     }
     return NULL;

@@ -55,10 +55,10 @@ typedef struct gguf_kv {
     quill_gguf_array array;     /* the array view when type is ARRAY */
 } gguf_kv;
 
-/* Open-addressing hash table of indices into the kv or tensor list; -1 marks a free slot. */
+/* Open-addressing hash table of indices into the kv or tensor list. -1 marks a free slot. */
 typedef struct name_index {
     int64_t *slots; /* [mask + 1] */
-    size_t mask;    /* slot count minus one; the slot count is a power of two */
+    size_t mask;    /* slot count minus one, with a power-of-two slot count */
 } name_index;
 
 struct quill_gguf {
@@ -148,7 +148,7 @@ static bool is_integer_type(quill_gguf_value_type type) {
            type == QUILL_GGUF_UINT64 || type == QUILL_GGUF_INT64;
 }
 
-/* Reads an integer item as a signed value; a u64 above INT64_MAX is reported in *is_huge. */
+/* Reads an integer item as a signed value. A u64 above INT64_MAX is reported in *is_huge. */
 static int64_t load_integer(quill_gguf_value_type type, const uint8_t *p, bool *is_huge) {
     *is_huge = false;
     switch (type) {
@@ -228,7 +228,7 @@ static int64_t index_find(const quill_gguf *file, const name_index *index, name_
     return -1;
 }
 
-/* Builds the index of n names; reports the first duplicate by its two indices. */
+/* Builds the index of n names and reports the first duplicate by its two indices. */
 static quill_status index_build(quill_gguf *file, name_index *index, int64_t n, name_at_fn name_at,
                                 const char *what) {
     size_t n_slots = 8;
@@ -304,7 +304,7 @@ static quill_status read_u64(parser *p, const char *what, uint64_t *out) {
     return QUILL_OK;
 }
 
-/* Reads a string's length and bytes; the bytes stay in the mapping. */
+/* Reads a string's length and bytes, which stay in the mapping. */
 static quill_status read_string(parser *p, const char *what, const uint8_t **data,
                                 uint64_t *n_bytes) {
     quill_status status = read_u64(p, what, n_bytes);
@@ -651,7 +651,7 @@ static quill_status parse_tensor_info(parser *p, int64_t index) {
         return check_tensor_shape(p, tensor, n_dims);
     }
 
-    /* Dimensions in GGUF order, innermost first; a value above INT64_MAX becomes -1 so that the
+    /* Dimensions in GGUF order, innermost first. A value above INT64_MAX becomes -1 so that the
      * shape check rejects it. */
     tensor->n_dims = (int)n_dims;
     for (int d = 0; d < 4; d++) {

@@ -212,9 +212,9 @@ quill_status quill__gguf_writer_set_bool(quill_gguf_writer *writer, const char *
     return set_payload(writer, key, QUILL_GGUF_BOOL, &byte, 1);
 }
 
-/* Stores the payload encoded in buffer under key. encode_status is the result of encoding it,
- * and an encoding fails only when memory runs out, so it becomes QUILL_ERR_NOMEM for the key.
- * Takes ownership of buffer, also on failure. */
+/* Stores the payload encoded in buffer under key and takes ownership of buffer, also on
+ * failure. encode_status is the result of encoding it. Encoding fails only when the buffer
+ * cannot grow, so any failed encode_status is reported as QUILL_ERR_NOMEM for the key. */
 static quill_status set_encoded_payload(quill_gguf_writer *writer, const char *key,
                                         quill_gguf_value_type type, quill_strbuf *buffer,
                                         quill_status encode_status) {

@@ -27,7 +27,7 @@
 
 enum {
     HUB_MAX_NAME_BYTES = 96,                    /* length bound for OWNER and REPO */
-    HUB_MAX_FILE_BYTES = 255,                   /* FILE; NAME_MAX on Linux file systems */
+    HUB_MAX_FILE_BYTES = 255,                   /* FILE, NAME_MAX on Linux file systems */
     HUB_MAX_LISTING_BYTES = 16 * 1024 * 1024,   /* repository listing JSON */
     HUB_MAX_ERROR_BODY_BYTES = 200,             /* start of an error reply kept for messages */
     HUB_CONNECT_TIMEOUT_S = 30,                 /* connection setup */
@@ -36,7 +36,7 @@ enum {
 
 static const char *const hub_default_base_url = "https://huggingface.co";
 
-/* A validated reference; every part contains only [A-Za-z0-9._-] (FILE also '/'). */
+/* A validated reference. Every part contains only [A-Za-z0-9._-] (FILE also '/'). */
 typedef struct hub_reference {
     char owner[HUB_MAX_NAME_BYTES + 1]; /* user or organization */
     char repo[HUB_MAX_NAME_BYTES + 1];  /* repository */
@@ -267,7 +267,7 @@ static bool has_gguf_suffix(const char *name) {
 
 /* ---- Choosing a file ----------------------------------------------------------------------- */
 
-/* Among names, picks one containing Q4_K_M (any case), else the first; NULL when empty.
+/* Among names, picks one containing Q4_K_M (any case), else the first, or NULL when empty.
  * NOTE: a model split into shards (`-00001-of-00003.gguf`) is not recognized, so only the
  * chosen shard is downloaded. */
 static const char *pick_gguf(const char *const *names, size_t n_names) {
@@ -290,6 +290,7 @@ static quill_status pick_cached_file(const char *dir_path, hub_reference *refere
     if (dir == NULL) {
         return QUILL_OK;
     }
+
     const char *names[256];
     char *owned[256];
     size_t n_names = 0;
@@ -309,6 +310,7 @@ static quill_status pick_cached_file(const char *dir_path, hub_reference *refere
         n_names++;
     }
     closedir(dir);
+
     if (status == QUILL_OK) {
         qsort(names, n_names, sizeof(names[0]), compare_names);
         const char *chosen = pick_gguf(names, n_names);
@@ -316,6 +318,7 @@ static quill_status pick_cached_file(const char *dir_path, hub_reference *refere
             snprintf(reference->file, sizeof(reference->file), "%s", chosen);
         }
     }
+
     for (size_t i = 0; i < n_names; i++) {
         quill__free(owned[i]);
     }
@@ -725,7 +728,7 @@ static quill_status check_transfer(hub_download *download, bool *is_restart_need
         return status;
     }
 
-    /* 416: .part is not a prefix the server can continue; it may be complete already. */
+    /* 416: the server cannot continue from .part, which may be complete already. */
     if (download->http_status == 416) {
         *is_restart_needed = download->range_total != n_bytes;
         return QUILL_OK;
@@ -741,7 +744,7 @@ static quill_status check_transfer(hub_download *download, bool *is_restart_need
         expected_bytes = download->content_length;
     }
     if (expected_bytes >= 0 && n_bytes != expected_bytes) {
-        /* The bytes cannot be trusted for a resume; the lock stays on the open descriptor. */
+        /* The bytes are unfit for a resume. The lock stays on the open descriptor. */
         (void)unlink(download->part_path);
         return quill_error_set(QUILL_ERR_UPSTREAM,
                                "hub: size mismatch for %s: received %lld bytes but the server "
@@ -752,7 +755,7 @@ static quill_status check_transfer(hub_download *download, bool *is_restart_need
     return QUILL_OK;
 }
 
-/* Opens and locks FILE.part; QUILL_ERR_BUSY when another process holds the lock. */
+/* Opens and locks FILE.part. Returns QUILL_ERR_BUSY when another process holds the lock. */
 static quill_status open_part(hub_download *download) {
     download->fd = open(download->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (download->fd < 0) {
@@ -792,7 +795,7 @@ static quill_status download_file(const char *url, const char *final_path,
         goto cleanup; /* a concurrent download finished while this one waited */
     }
 
-    /* At most two transfers: a resumed one, then one from byte 0 if the server asks. */
+    /* At most two transfers: a resumed one, then one from byte 0 if the server requires it. */
     for (int attempt = 0; attempt < 2; attempt++) {
         status = part_size(&download, &download.resume_bytes);
         if (status != QUILL_OK) {

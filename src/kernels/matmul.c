@@ -142,8 +142,8 @@ static void multiply_task(void *context, int thread_index, int n_threads) {
     multiply_range(job, begin, end);
 }
 
-/* Fills a job for weights and the activations; returns false when the weight type has no dot
- * product or n_cols is not a multiple of its block size (outputs are then NaN). */
+/* Fills a job for weights and the activations. Returns false, and the outputs are then NaN,
+ * when the weight type has no dot product or n_cols is not a multiple of its block size. */
 static bool job_init(matmul_job *job, const quill_kernel_table *table, const quill_matrix *weights,
                      const float *x, int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride,
                      void *scratch) {
@@ -193,7 +193,7 @@ void quill__matmul_with_table(const quill_kernel_table *table, quill_threadpool 
     }
     /* A type without a dot product (an activation format, or no kernels), or a row length that
      * is not a multiple of the block size, yields NaN outputs rather than a crash or a read
-     * past the rows; the model loader rejects such weights before this point. */
+     * past the rows. The model loader rejects such weights before this point. */
     matmul_job job;
     if (!job_init(&job, table, weights, x, x_stride, n_tokens, y, y_stride, scratch)) {
         fill_nan(y, y_stride, n_tokens, 0, weights->n_rows);

@@ -101,6 +101,7 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
     const quill_block_q6_k *q6 = (const quill_block_q6_k *)block;
     out->d = quill_x86_load_fp16(q6->d);
     out->dmin = 0.0f;
+
     const __m256i low_mask = _mm256_set1_epi8(0x0f);
     const __m256i two_bits = _mm256_set1_epi8(0x30);
     for (int half = 0; half < 2; half++) {
@@ -117,7 +118,8 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
         levels[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_32, 4), low_mask),
                                     _mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits));
     }
-    /* Scales 0-7 and 8-15 as int16, each group in both 128-bit lanes; vector k takes scale 2k
+
+    /* Scales 0-7 and 8-15 as int16, each group in both 128-bit lanes. Vector k takes scale 2k
      * in its low lane and 2k + 1 in its high lane. */
     __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q6->scales));
     __m256i scales_0_7 = _mm256_permute2x128_si256(scales, scales, 0x00);
@@ -128,6 +130,7 @@ QUILL_X86_INLINE void unpack_q6_k(const uint8_t *block, unpacked_k *out) {
                                         _mm_set1_epi16((short)(((i + 1) << 8) | i)));
         out->scales[k] = _mm256_shuffle_epi8(k < 4 ? scales_0_7 : scales_8_15, pick);
     }
+
     out->mins = _mm256_setzero_si256();
 }
 
