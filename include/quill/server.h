@@ -1,13 +1,13 @@
 /*
  * The OpenAI-compatible HTTP server behind `quill serve`: /v1/chat/completions,
  * /v1/completions (both streamed as server-sent events or not), /v1/models, /v1/models/{id},
- * /health, /tokenize, /detokenize and /apply-template; GET endpoints also answer HEAD. GET /metrics (Prometheus text) and GET /v1/stats (JSON) serve
- * the server's quill_metrics, which records every chat and completions request. HTTP worker
- * threads parse, validate, render the chat template, tokenize and submit to the engine; the
- * engine thread's event callback only wakes the connection, and a watchdog thread cancels the
- * requests of clients that close their connection while it waits. Every reply with generated
- * text carries usage, cost in USD and timings. With an API key, every endpoint except /health
- * needs it, /metrics included.
+ * /health, /tokenize, /detokenize and /apply-template. GET endpoints also respond to HEAD.
+ * GET /metrics (Prometheus text) and GET /v1/stats (JSON) serve the server's quill_metrics,
+ * which records every chat and completions request. HTTP worker threads parse, validate,
+ * render the chat template, tokenize and submit to the engine. The engine thread's event callback
+ * only wakes the connection, and a watchdog thread cancels the requests of clients that close their
+ * connection while it waits. Every reply with generated text carries usage, cost in USD and
+ * timings. With an API key, every endpoint except /health needs it, /metrics included.
  *
  * The server listens from quill_server_create on and returns 503 from /health until
  * quill_server_set_engine attaches a loaded model's engine. quill_server functions are safe
@@ -49,10 +49,10 @@ typedef struct quill_server_params {
 
 QUILL_API quill_server_params quill_server_params_default(void);
 
-/* Binds host:port and starts serving; until an engine is attached, /health returns 503 and the
- * generation endpoints 503 with code model_loading. Copies params' strings. Returns a new
- * server in *out; the caller destroys it. Fails with QUILL_ERR_IO naming the address when the
- * port cannot be bound, and QUILL_ERR_INVALID_ARG for a bad host or chat template. */
+/* Binds host:port and starts serving. Until an engine is attached, /health returns 503 and the
+ * generation endpoints 503 with code model_loading. Copies params' strings. Returns a new server in
+ * *out, which the caller destroys. Fails with QUILL_ERR_IO naming the address when the port cannot
+ * be bound, and QUILL_ERR_INVALID_ARG for a bad host or chat template. */
 QUILL_API quill_status quill_server_create(const quill_server_params *params, quill_server **out);
 
 /* Attaches the engine (borrowed: it must outlive the server) and its model, renders nothing
@@ -61,7 +61,7 @@ QUILL_API quill_status quill_server_set_engine(quill_server *server, quill_engin
 
 /* Also accepts the base name of path without ".gguf" as a model id in requests and in
  * GET /v1/models/{id}, beside the served id (the alias or general.name). Copies what it needs.
- * Call before quill_server_set_engine; optional. */
+ * Optional, and called before quill_server_set_engine. */
 QUILL_API quill_status quill_server_set_model_path(quill_server *server, const char *path);
 
 /* The bound TCP port, useful after binding port 0. */
@@ -76,10 +76,10 @@ QUILL_API void quill_server_destroy(quill_server *server);
 
 /* Counters for tests and metrics. */
 typedef struct quill_server_stats {
-    int64_t n_requests;               /* HTTP requests answered or in progress */
+    int64_t n_requests;               /* HTTP requests responded to or in progress */
     int64_t n_generations_started;    /* engine requests submitted */
-    int64_t n_generations_in_flight;  /* submitted and not yet fully answered */
-    int64_t n_client_disconnects;     /* requests whose client went away before the answer was
+    int64_t n_generations_in_flight;  /* submitted and not yet fully responded to */
+    int64_t n_client_disconnects;     /* requests whose client went away before the response was
                                          complete; their generations were cancelled */
 } quill_server_stats;
 

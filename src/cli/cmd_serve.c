@@ -96,7 +96,7 @@ static bool parse_price(const char *text, const char *flag, int64_t *out) {
     return true;
 }
 
-/* Parses one flag that takes a value; returns false on misuse. */
+/* Parses one flag that takes a value. Returns false on misuse. */
 static bool parse_valued_flag(const char *flag, const char *value, serve_options *options) {
     quill_server_params *server = &options->server;
     quill_engine_params *engine = &options->engine;
@@ -156,7 +156,7 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
     return is_ok;
 }
 
-/* Every flag of serve takes a value; these are their spellings. */
+/* Every flag of serve takes a value. These are their spellings. */
 static const char *const valued_flags[] = {
     "-m",          "--model",       "-hf",         "--hf-repo",          "--host",
     "--port",      "--ctx",         "--parallel",  "--threads",          "--cache-mem",
@@ -210,7 +210,7 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
         options->server.price_cached_input_picousd = options->server.price_input_picousd;
     }
 
-    /* The server admits what the engine can run or queue, and answers 429 beyond it. */
+    /* The server admits what the engine can run or queue, and responds with 429 beyond it. */
     options->server.max_requests_in_flight = options->engine.n_parallel +
                                              options->engine.queue_limit;
     return -1;
@@ -279,7 +279,7 @@ int quill_cli_serve(int argc, char **argv) {
     quill_engine *engine = NULL;
     exit_code = 1;
 
-    /* Every thread inherits this mask, so only sigwait below sees the stop signals. */
+    /* Every thread inherits this mask, so only sigwait below receives the stop signals. */
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);

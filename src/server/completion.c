@@ -4,7 +4,7 @@
  * Usage of a request with n choices follows OpenAI: the prompt is counted once, although each
  * choice is its own engine request, and completion_tokens is the sum over the choices.
  * prompt_tokens and cached_tokens are those of the first choice that reported usage (choice 0
- * unless it never finished); the later choices usually find the prompt in the prefix cache, and
+ * unless it never finished). The later choices usually find the prompt in the prefix cache, and
  * that reuse is not billed. Cost is computed from these counts, and the metrics record carries
  * the same counts, so /metrics agrees with the usage returned.
  *
@@ -94,7 +94,7 @@ static quill_status add_special_range(quill_special_range **ranges, size_t *n_ra
     return QUILL_OK;
 }
 
-/* Tokenizes the rendered prompt; a leading BOS is added when the vocabulary wants one and the
+/* Tokenizes the rendered prompt. A leading BOS is added when the vocabulary expects one and the
  * template did not write it. */
 static quill_status tokenize_rendered(const quill_tokenizer *tokenizer,
                                       const quill_chat_rendered *rendered, int32_t **tokens,
@@ -512,7 +512,7 @@ static quill_status keep_tokens(completion_choice *choice, const quill_generated
 }
 
 /* Appends a response or stream chunk up to and including "choices":[ . chat_object is the
- * "object" value of a chat reply ("chat.completion" or "chat.completion.chunk"); completions
+ * "object" value of a chat reply ("chat.completion" or "chat.completion.chunk"), and completions
  * use "text_completion" for both. */
 static void append_response_head(quill_completion *completion, const char *chat_object,
                                  quill_strbuf *json) {
@@ -620,7 +620,7 @@ static void total_usage(quill_completion *completion, quill_usage *total, quill_
         memset(cost, 0, sizeof(*cost));
     }
 
-    /* Timings describe the first choice; with n > 1 the others ran alongside it. */
+    /* Timings describe the first choice. With n > 1 the others ran alongside it. */
     quill_usage first = completion->choices[0].usage;
     quill__openai_timings_compute(&first, completion->arrival_us, completion->first_content_us,
                                   timings);
@@ -690,7 +690,7 @@ static quill_status handle_event(quill_completion *completion, int32_t index,
         return status;
     }
 
-    /* Streams: text (or a pending role) makes a chunk; the final event makes another. */
+    /* Streams: text (or a pending role) makes a chunk, and the final event makes another. */
     completion->n_tokens_unwritten += event->n_tokens;
     completion->has_unwritten_content = completion->has_unwritten_content ||
                                         event->n_text_bytes > 0;
@@ -916,10 +916,10 @@ void quill__completion_fill_record(quill_completion *completion, quill_request_r
     record->ttft_us = completion->first_content_us > 0 ? completion->first_content_us - arrival_us
                                                        : -1;
     record->generation_us = first->first_token_us > 0 ? first->generation_us : -1;
-    /* Inter-token latency comes from streams only (the metric's HELP says so): a non-streamed
-     * reply writes nothing until the end, and the engine reports only its first and last token
-     * times, so the one figure it could give is an average, which hides the stalls the metric
-     * is there to show. */
+    /* Inter-token latency comes from streams only (the metric's HELP text states this). A
+     * non-streamed reply writes nothing until the end, and the engine reports only its first and
+     * last token times. The one figure it could give is therefore an average, which hides the
+     * stalls the metric is there to show. */
     record->inter_token_us = completion->inter_token_us;
     record->n_inter_token = completion->n_inter_token;
 }
@@ -929,7 +929,7 @@ void quill__completion_destroy(quill_completion *completion, bool is_disconnect)
         return;
     }
 
-    /* Choices still running stop now; their final events carry the tokens they used. */
+    /* Choices still running stop now. Their final events carry the tokens they used. */
     bool was_submitted = false;
     for (int32_t i = 0; completion->choices != NULL && i < completion->n_choices; i++) {
         was_submitted = was_submitted || completion->choices[i].request != NULL;

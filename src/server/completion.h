@@ -1,9 +1,9 @@
 /*
- * One OpenAI completion (chat or legacy) from the validated request to the last byte: prompt
- * preparation (chat template rendering and tokenization with special tokens matched only in the
- * template's own text), the context-length and admission checks, one engine request per choice,
- * and the conversion of engine events into SSE chunks or one final JSON body with usage, cost
- * and timings. Used by one thread at a time: the MHD thread serving its connection.
+ * One OpenAI completion (chat or legacy) from the validated request to the last byte. It covers
+ * prompt preparation (chat template rendering, and tokenization with special tokens matched only in
+ * the template's own text), the context-length and admission checks, one engine request per choice,
+ * and the conversion of engine events into SSE chunks or one final JSON body with usage, cost and
+ * timings. Used by one thread at a time: the MHD thread serving its connection.
  */
 #ifndef QUILL_SERVER_COMPLETION_H
 #define QUILL_SERVER_COMPLETION_H
@@ -21,7 +21,7 @@
 /* Prepares the prompt, checks it and submits one engine request per choice, each waking waker.
  * Takes ownership of request (moved into the completion), also on failure. On failure fills
  * error (400 with the parameter named, 429, 500) and returns its status. Returns a new
- * completion in *out; the caller destroys it. */
+ * completion in *out, which the caller destroys. */
 quill_status quill__completion_start(quill_server *server, quill_openai_request *request,
                                      int64_t arrival_us, quill_waker *waker,
                                      quill_completion **out, quill_http_error *error);
@@ -61,7 +61,7 @@ void quill__completion_mark_stream_written(quill_completion *completion, int64_t
 void quill__completion_write_response(quill_completion *completion, int *http_status,
                                       quill_strbuf *body);
 
-/* Cancels the choices still running and waits for their final events, so that usage holds the
+/* Cancels the choices still running and waits for their final events, so that usage contains the
  * tokens each really used. Accepts NULL. */
 void quill__completion_stop(quill_completion *completion);
 

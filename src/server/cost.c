@@ -1,5 +1,5 @@
 /*
- * Exact money arithmetic in int64 picodollars; see cost.h for the units.
+ * Exact money arithmetic in int64 picodollars. cost.h describes the units.
  */
 #include "server/cost.h"
 
@@ -82,7 +82,7 @@ quill_status quill__cost_parse_price(const char *text, int64_t *price_picousd) {
     return QUILL_OK;
 }
 
-/* Adds count x price to *sum; returns false on overflow. */
+/* Adds count x price to *sum. Returns false on overflow. */
 static bool add_product(int64_t count, int64_t price, int64_t *part, int64_t *sum) {
     if (__builtin_mul_overflow(count, price, part)) {
         return false;

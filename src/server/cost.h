@@ -38,7 +38,7 @@ typedef struct quill_cost {
 quill_status quill__cost_parse_price(const char *text, int64_t *price_picousd);
 
 /* Computes (n_prompt - n_cached) x input + n_cached x cached_input + n_completion x output.
- * Counts must be non-negative with n_cached <= n_prompt; an overflow of int64 fails with
+ * Counts must be non-negative with n_cached <= n_prompt. An overflow of int64 fails with
  * QUILL_ERR_INVALID_ARG. */
 quill_status quill__cost_compute(const quill_prices *prices, int64_t n_prompt_tokens,
                                  int64_t n_cached_tokens, int64_t n_completion_tokens,

@@ -1,5 +1,5 @@
 /*
- * OpenAI-shaped error bodies; see errors.h.
+ * OpenAI-shaped error bodies, as described in errors.h.
  */
 #include "server/errors.h"
 

@@ -1,7 +1,7 @@
 /*
  * HTTP errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with the HTTP
  * status that goes with them. A quill_http_error is filled where a request fails (parsing,
- * validation, admission) and serialized once by the connection that answers it. Plain data:
+ * validation, admission) and serialized once by the connection that responds to it. Plain data:
  * one thread at a time.
  */
 #ifndef QUILL_SERVER_ERRORS_H

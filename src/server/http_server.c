@@ -25,10 +25,10 @@
 
 /* Connection timeouts, in seconds of inactivity. A connection that has not yet sent a whole
  * request header, or that idles between keep-alive requests, is closed after
- * IDLE_TIMEOUT_S, so that clients which open sockets and send nothing (or half a header) do
+ * IDLE_TIMEOUT_S. Clients which open sockets and send nothing (or half a header) therefore do
  * not hold connection slots for long. Once the header is complete, the request gets
  * REQUEST_TIMEOUT_S for its body and its response (slow uploads, long streams to slow
- * readers); it drops back to the idle timeout when the response is complete. Suspended
+ * readers). It drops back to the idle timeout when the response is complete. Suspended
  * connections (waiting for the engine) are exempt, as MHD removes them from its timeout
  * lists. */
 #define IDLE_TIMEOUT_S 15
@@ -242,9 +242,9 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
 }
 
 /* Non-streamed generation: reads events until done, suspending between them. No byte goes out
- * before the response, so only the watchdog (watchdog.c) detects a client that leaves meanwhile;
- * it resumes the connection with is_peer_gone set, and returning MHD_NO here closes it, after
- * which on_completed cancels the generation. */
+ * before the response, so only the watchdog (watchdog.c) detects a client that leaves meanwhile.
+ * The watchdog resumes the connection with is_peer_gone set, and returning MHD_NO here closes
+ * it, after which on_completed cancels the generation. */
 static enum MHD_Result continue_waiting(quill_exchange *exchange) {
     quill_server *server = exchange->server;
     if (atomic_load(&exchange->waker->is_peer_gone)) {
@@ -465,13 +465,13 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
 /* Logs what libmicrohttpd reports. A client that closes a connection before it sent a whole
  * request is the client's business and is logged at debug level, so that many idle or
- * abandoned connections do not flood the log; everything else is a warning.
+ * abandoned connections do not flood the log. Everything else is logged as a warning.
  *
  * Requests that MHD rejects while parsing headers (a malformed Content-Length such as -5, a
- * bad request line) never reach on_access: MHD answers them with its own HTML page and closes
- * the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that answer's status line and
- * headers twice in one response for a negative Content-Length; the duplicate comes from its
- * error path, not from Quill, and Quill has no hook to replace that answer. */
+ * bad request line) never reach on_access, because MHD responds to them with its own HTML page
+ * and closes the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that response's
+ * status line and headers twice for a negative Content-Length. The duplicate comes from its
+ * error path, not from Quill, and Quill has no hook to replace that response. */
 static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     (void)cls;
     char message[512];

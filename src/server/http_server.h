@@ -1,13 +1,15 @@
 /*
  * The HTTP transport: a libmicrohttpd daemon with an internal thread pool, the access handler
- * that collects request bodies and queues the responses, the SSE content reader, and the suspension of
- * connections while they wait for engine events.
+ * that collects request bodies and queues the responses, the SSE content reader, and the
+ * suspension of connections while they wait for engine events.
  *
- * libmicrohttpd (0.9.75) rules this file follows: the response is queued on a later call of the
- * access handler, never the first, because queueing on the first call makes it send
- * "Connection: close"; suspend/resume needs MHD_ALLOW_SUSPEND_RESUME and is called only from
- * the handler or the reader; the reader never returns 0 without suspending, because that makes
- * it spin; and every connection is resumed before MHD_stop_daemon.
+ * This file follows these libmicrohttpd (0.9.75) rules:
+ * - The response is queued on a later call of the access handler, never the first, because
+ *   queueing on the first call makes it send "Connection: close".
+ * - suspend/resume needs MHD_ALLOW_SUSPEND_RESUME and is called only from the handler or the
+ *   reader.
+ * - The reader never returns 0 without suspending, because that makes it spin.
+ * - Every connection is resumed before MHD_stop_daemon.
  */
 #ifndef QUILL_SERVER_HTTP_SERVER_H
 #define QUILL_SERVER_HTTP_SERVER_H

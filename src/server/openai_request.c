@@ -1,7 +1,7 @@
 /*
- * OpenAI request parsing; see openai_request.h. Each field has its own small parser that checks
- * the JSON type and the range and names the field on failure. A JSON null counts as absent,
- * because SDKs send null for unset optional fields.
+ * OpenAI request parsing, as described in openai_request.h. Each field has its own small parser
+ * that checks the JSON type and the range and names the field on failure. A JSON null counts as
+ * absent, because SDKs send null for unset optional fields.
  */
 #include "server/openai_request.h"
 
@@ -15,7 +15,7 @@
 
 #include "base/alloc.h"
 
-/* Fields Quill honours, per endpoint; ignore_eos is an extension that llama.cpp also takes. */
+/* Fields Quill honours, per endpoint. ignore_eos is an extension that llama.cpp also accepts. */
 static const char *const chat_fields[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "seed", "stop", "n",
@@ -39,9 +39,9 @@ static const char *const completion_fields[] = {
 };
 
 /* Fields accepted and ignored because they only hint at how OpenAI's service should handle the
- * request and cannot change the generated text: store (keeping the completion for OpenAI's
- * dashboard; Quill stores nothing), service_tier (OpenAI's capacity class), prompt_cache_key
- * (a routing hint for OpenAI's prompt cache; Quill's prefix cache needs none) and
+ * request and cannot change the generated text. They are store (keeping the completion for OpenAI's
+ * dashboard, while Quill stores nothing), service_tier (OpenAI's capacity class), prompt_cache_key
+ * (a routing hint for OpenAI's prompt cache, which Quill's prefix cache does not need) and
  * safety_identifier (an end-user id for abuse reports). Every other unknown field, such as
  * reasoning_effort, changes the output, so it is rejected by name. */
 static const char *const ignored_hint_fields[] = {
@@ -98,7 +98,7 @@ static quill_status parse_double(const quill_openai_request *request, const char
 
 /* Copies the text of the top-level number field name as it appears in the raw body into
  * text, for numbers json-c could not hold. Returns false when it cannot be found (the key also
- * appears elsewhere, or the text does not look like an integer); the caller then prints the
+ * appears elsewhere, or the text does not look like an integer), and the caller then prints the
  * parsed value. */
 static bool find_number_text(const quill_openai_request *request, const char *name, char *text,
                              size_t n_text_bytes) {
@@ -652,7 +652,7 @@ static quill_status parse_limits(quill_openai_request *request, quill_http_error
     quill_status status = parse_int(request, "max_tokens", 1, INT32_MAX, &request->max_tokens,
                                     error);
     if (status == QUILL_OK && request->kind == QUILL_OPENAI_CHAT) {
-        /* max_completion_tokens is the newer name; it wins when both are given. */
+        /* max_completion_tokens is the newer name, so it wins when both are given. */
         status = parse_int(request, "max_completion_tokens", 1, INT32_MAX, &request->max_tokens,
                            error);
     }
@@ -744,8 +744,8 @@ quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
         parse_error = json_tokener_get_error(tokener);
         n_parsed = json_tokener_get_parse_end(tokener);
     }
-    /* A bare literal or number at the very end (such as "null") stays open until json-c sees
-     * a terminator, so one NUL byte ends the input; a body cut inside a string or an object
+    /* A bare literal or number at the very end (such as "null") stays open until json-c reads
+     * a terminator, so one NUL byte ends the input. A body cut inside a string or an object
      * still reports continue. */
     if (!is_blank && root == NULL && parse_error == json_tokener_continue) {
         root = json_tokener_parse_ex(tokener, "", 1);

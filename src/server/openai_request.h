@@ -77,8 +77,8 @@ quill_status quill__openai_request_parse(const char *body, size_t n_bytes, quill
 void quill__openai_request_release(quill_openai_request *request);
 
 /* Parses body as a JSON object (for /tokenize and friends): invalid JSON or a non-object fills
- * error with a 400 and returns QUILL_ERR_INVALID_ARG. Returns a new object in *out; the caller
- * drops it with json_object_put. */
+ * error with a 400 and returns QUILL_ERR_INVALID_ARG. Returns a new object in *out, which the
+ * caller drops with json_object_put. */
 quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
                                              struct json_object **out, quill_http_error *error);
 

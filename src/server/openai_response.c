@@ -1,5 +1,5 @@
 /*
- * Hand-written JSON for response bodies; see openai_response.h.
+ * Hand-written JSON for response bodies, as described in openai_response.h.
  */
 #include "server/openai_response.h"
 
@@ -10,7 +10,7 @@
 /* OpenAI reports -9999.0 for tokens whose probability underflows; JSON has no -Infinity. */
 #define LOGPROB_FLOOR (-9999.0)
 
-/* Bytes of one token's piece we report; longer pieces are cut (no real vocabulary has them). */
+/* Max bytes reported of one token's piece. Longer pieces are cut (no real vocabulary has them). */
 #define TOKEN_PIECE_MAX_BYTES 256
 
 /* Returns the length of the valid UTF-8 sequence starting at text[0], or 0 if it is invalid
@@ -152,7 +152,7 @@ static double logprob_for_json(float logprob) {
     return isfinite(logprob) && logprob > LOGPROB_FLOOR ? (double)logprob : LOGPROB_FLOOR;
 }
 
-/* Writes a token's piece into piece; returns its length (cut at TOKEN_PIECE_MAX_BYTES). */
+/* Writes a token's piece into piece and returns its length (cut at TOKEN_PIECE_MAX_BYTES). */
 static size_t token_piece(const quill_tokenizer *tokenizer, int32_t token,
                           char piece[TOKEN_PIECE_MAX_BYTES]) {
     int64_t n_bytes = quill_tokenizer_token_bytes(tokenizer, token, false, piece,

@@ -1,7 +1,7 @@
 /*
- * The route table; see router.h. /v1/... paths are also accepted without the /v1 prefix, as
- * some clients configure a base URL without it. Every path takes one method, so the Allow
- * header of a 405 is that method (plus HEAD for GET).
+ * The route table, as described in router.h. /v1/... paths are also accepted without the /v1
+ * prefix, as some clients configure a base URL without it. Every path takes one method, so the
+ * Allow header of a 405 is that method (plus HEAD for GET).
  */
 #include "server/router.h"
 

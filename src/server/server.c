@@ -354,7 +354,7 @@ static void set_model_not_found(quill_server *server, const char *id, quill_http
                           id, server->model_id);
 }
 
-/* GET /v1/models/{id}, which the OpenAI SDK's models.retrieve calls. The answer always carries
+/* GET /v1/models/{id}, which the OpenAI SDK's models.retrieve calls. The response always carries
  * the served id, also when the request named the file's base name. */
 static void answer_model(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
     quill_server *server = exchange->server;
@@ -520,7 +520,7 @@ cleanup:
 }
 
 /* POST /apply-template: a chat request body, plus add_generation_prompt (default true), as
- * llama.cpp's server takes it; returns the rendered prompt and its token count. Fields outside
+ * llama.cpp's server accepts it. Returns the rendered prompt and its token count. Fields outside
  * the chat body are rejected by name, as on /v1/chat/completions. */
 static void answer_apply_template(quill_exchange *exchange, int *http_status,
                                   quill_strbuf *body) {
@@ -612,7 +612,7 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
                               "KEY'");
         return;
     }
-    /* The metrics endpoints respond while the model loads too; engine gauges appear once ready. */
+    /* The metrics endpoints respond while the model loads too. Engine gauges appear once ready. */
     bool is_metrics = exchange->endpoint == QUILL_ENDPOINT_METRICS ||
                       exchange->endpoint == QUILL_ENDPOINT_STATS;
     if (is_metrics) {

@@ -4,8 +4,8 @@
  * request and its response).
  *
  * Locks, in the order they may be taken: server->mutex, then a waker's mutex. Neither is held
- * across I/O, model work or a callback into the engine, with one exception kept on purpose:
- * a waker's mutex is held across MHD_suspend_connection and MHD_resume_connection, which only
+ * across I/O, model work or a callback into the engine, with one deliberate exception. A
+ * waker's mutex is held across MHD_suspend_connection and MHD_resume_connection, which only
  * flip flags under MHD's own mutex and write to its wake-up pipe, so that a suspension and a
  * resumption of the same connection can never cross. The disconnect watchdog (watchdog.c)
  * follows the same order and polls sockets with no lock held. The metrics registry has its own
@@ -43,9 +43,9 @@ typedef struct quill_waker {
     bool is_suspended;                  /* the connection is suspended and waits for an event */
     bool has_pending;                   /* an event arrived while not suspended */
     uint64_t binding;                   /* incremented at every acquire and release, so the
-                                           watchdog can tell that a connection it saw suspended
+                                           watchdog can tell that a connection it observed suspended
                                            is still the same one and still open */
-    atomic_bool is_peer_gone;           /* the watchdog saw the client close its socket while
+    atomic_bool is_peer_gone;           /* the watchdog detected the client closing its socket while
                                            the connection was suspended; set before the resume */
     struct quill_waker *next_free;      /* free list; guarded by server->mutex */
     struct quill_waker *next_all;       /* every waker; guarded by server->mutex */
@@ -66,7 +66,7 @@ struct quill_server {
 
     struct MHD_Daemon *daemon;
 
-    /* Set once by quill_server_set_engine before is_ready is stored; read-only afterwards. */
+    /* Set once by quill_server_set_engine before is_ready is stored, and read-only afterwards. */
     quill_engine *engine;
     const quill_model *model;
     quill_chat_template *chat_template;
@@ -147,7 +147,7 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
  * quill__completion_stop, with is_disconnect true when the client left early. */
 void quill__server_metrics_record(quill_exchange *exchange, bool is_disconnect);
 
-/* Answers GET /metrics (Prometheus text) and GET /v1/stats (JSON), refreshing the engine gauges
+/* Responds to GET /metrics (Prometheus text) and GET /v1/stats (JSON), refreshing the engine gauges
  * first. Sets exchange->content_type for the Prometheus text. */
 void quill__server_metrics_answer(quill_exchange *exchange, int *http_status,
                                   quill_strbuf *body);

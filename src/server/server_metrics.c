@@ -1,17 +1,17 @@
 /*
  * The server's side of quill/metrics.h: one quill_request_record per finished chat or
- * completions request, taken in on_completed, and the GET /metrics and GET /v1/stats answers.
+ * completions request, taken in on_completed, and the GET /metrics and GET /v1/stats responses.
  * Requests to other endpoints (/health, /v1/models, /tokenize, unknown paths, the metrics
  * endpoints themselves) are not recorded, so quill_requests_total counts inference requests.
  *
  * Which status a record carries:
- * - the status of the response the server queued, for answers and rejections (400, 401, 404,
- *   413, 429, 500, 503);
+ * - the status of the response the server queued, for successful responses and rejections
+ *   (400, 401, 404, 413, 429, 500, 503);
  * - 499 when the client left before its response was complete, the code nginx logs for a
  *   client that closed the connection. That holds for streams too, whose 200 header may
  *   already have gone out, so that cut-short requests stay out of the latency figures, which
  *   metrics.h keeps for status below 400.
- * Runs on MHD worker threads; the registry takes its own lock.
+ * Runs on MHD worker threads. The registry takes its own lock.
  */
 #include <stdlib.h>
 #include <string.h>

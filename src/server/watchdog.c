@@ -27,7 +27,7 @@
  * is suspended, plus one engine step for the cancellation to take effect. */
 #define WATCHDOG_INTERVAL_MS 50
 
-/* One suspended connection as the snapshot saw it. */
+/* One suspended connection as the snapshot recorded it. */
 typedef struct watched_socket {
     quill_waker *waker;  /* pooled, so valid until the server is destroyed */
     uint64_t binding;    /* waker->binding at the snapshot */
