@@ -903,10 +903,11 @@ static void test_matmul_rows_invalid_weights_write_nan(void **state) {
 static void test_matmul_scratch_bytes(void **state) {
     (void)state;
     quill_matrix weights = {.type = QUILL_TYPE_Q4_0, .n_rows = 8, .n_cols = 4096};
-    /* 128 Q8_0 blocks of 34 bytes = 4352 bytes, rounded up to 64 per row. */
-    assert_int_equal(quill__matmul_scratch_bytes(&weights, 3), 3 * 4352);
+    /* 128 Q8_0 blocks of 34 bytes = 4352 bytes, then 12 bytes of prepared extras per block,
+     * each part rounded up to 64 bytes. */
+    assert_int_equal(quill__matmul_scratch_bytes(&weights, 3), 3 * (4352 + 1536));
     weights.n_cols = 64;
-    assert_int_equal(quill__matmul_scratch_bytes(&weights, 2), 2 * 128);
+    assert_int_equal(quill__matmul_scratch_bytes(&weights, 2), 2 * (128 + 64));
     weights.type = QUILL_TYPE_F16;
     assert_int_equal(quill__matmul_scratch_bytes(&weights, 5), 0);
     weights.type = QUILL_TYPE_Q6_K;

@@ -18,6 +18,7 @@
 #include "kernels/blocks.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
+#include "kernels/packed.h"
 #include "quill/status.h"
 #include "quill/tensor_type.h"
 
@@ -572,6 +573,103 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
     quill__threadpool_destroy(pool);
 }
 
+/* Packed row groups (kernels/packed.h): unpacking restores the original rows byte for byte,
+ * row dequantization reads packed rows correctly, and every variant that multiplies packed
+ * weights gives its own vec_dot on the unpacked rows bit for bit, for decode, partial token
+ * tiles, full tiles and several threads. */
+static void test_simd_packed_matmul_equals_unpacked(void **state) {
+    (void)state;
+    enum { PACKED_ROWS = 48, PACKED_COLS = 608 };
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0};
+    const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    quill_threadpool *pool = create_pool(3);
+    rng generator = {777};
+    for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
+        uint32_t type = packed_types[k];
+        size_t row_bytes = row_bytes_of(type, PACKED_COLS);
+        size_t matrix_bytes = row_bytes * PACKED_ROWS;
+        uint8_t *original = quill__malloc(matrix_bytes);
+        uint8_t *packed_buffer = quill__malloc(matrix_bytes + 1);
+        float *w = quill__malloc_array(PACKED_COLS, sizeof(float));
+        float *expected_row = quill__malloc_array(PACKED_COLS, sizeof(float));
+        float *got_row = quill__malloc_array(PACKED_COLS, sizeof(float));
+        uint8_t *unpacked = quill__malloc(row_bytes);
+        uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
+        float *x = quill__malloc_array((size_t)MAX_TOKENS * PACKED_COLS, sizeof(float));
+        assert_true(original && packed_buffer && w && expected_row && got_row && unpacked &&
+                    pack_scratch && x);
+        for (int r = 0; r < PACKED_ROWS; r++) {
+            fill_extreme(&generator, w, PACKED_COLS);
+            for (int64_t i = 0; i < PACKED_COLS; i++) {
+                w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
+            }
+            quill__quantize_row(type, w, original + (size_t)r * row_bytes, PACKED_COLS);
+        }
+        fill_extreme(&generator, x, (int64_t)MAX_TOKENS * PACKED_COLS);
+        uint8_t *packed = packed_buffer + 1;
+        memcpy(packed, original, matrix_bytes);
+        quill__pack_rows(type, packed, row_bytes, PACKED_ROWS, PACKED_COLS, pack_scratch);
+        assert_true(memcmp(packed, original, matrix_bytes) != 0);
+        quill_matrix matrix = {.type = type, .n_rows = PACKED_ROWS, .n_cols = PACKED_COLS,
+                               .data = packed, .row_bytes = row_bytes, .is_packed = true};
+        for (int64_t r = 0; r < PACKED_ROWS; r++) {
+            quill__packed_row_unpack(type, packed, row_bytes, r, PACKED_COLS, unpacked);
+            assert_memory_equal(unpacked, original + (size_t)r * row_bytes, row_bytes);
+            assert_int_equal(quill__matrix_dequantize_row(&matrix, r, got_row), QUILL_OK);
+            assert_int_equal(quill__dequantize_row(type, original + (size_t)r * row_bytes,
+                                                   expected_row, PACKED_COLS),
+                             QUILL_OK);
+            assert_memory_equal(got_row, expected_row, PACKED_COLS * sizeof(float));
+        }
+
+        int n_checked = 0;
+        for (int v = 0; v < n_tables; v++) {
+            const quill_kernel_type_ops *ops = &tables[v]->types[type];
+            if (ops->gemm_packed == NULL) {
+                continue;
+            }
+            n_checked++;
+            uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, PACKED_COLS));
+            assert_non_null(activation);
+            for (size_t c = 0; c < sizeof(token_counts) / sizeof(token_counts[0]); c++) {
+                int64_t n_tokens = token_counts[c];
+                size_t scratch_bytes = quill__matmul_scratch_bytes(&matrix, n_tokens);
+                void *scratch = quill__aligned_alloc(64, scratch_bytes);
+                float *y = quill__malloc_array((size_t)(n_tokens * PACKED_ROWS), sizeof(float));
+                assert_non_null(scratch);
+                assert_non_null(y);
+                quill__matmul_with_table(tables[v], c % 2 == 0 ? pool : NULL, &matrix, x,
+                                         PACKED_COLS, n_tokens, y, PACKED_ROWS, scratch);
+                for (int64_t t = 0; t < n_tokens; t++) {
+                    tables[v]->types[ops->vec_dot_type].quantize_row(x + t * PACKED_COLS,
+                                                                     activation, PACKED_COLS);
+                    for (int64_t r = 0; r < PACKED_ROWS; r++) {
+                        float expected = ops->vec_dot(
+                            PACKED_COLS, original + (size_t)r * row_bytes, activation);
+                        assert_memory_equal(&y[t * PACKED_ROWS + r], &expected, sizeof(float));
+                    }
+                }
+                quill__free(y);
+                quill__free(scratch);
+            }
+            quill__free(activation);
+        }
+        /* The check must have run wherever the selected kernels pack this type. */
+        assert_true(n_checked > 0 || !quill__matrix_wants_packing(type, PACKED_ROWS));
+        quill__free(x);
+        quill__free(pack_scratch);
+        quill__free(unpacked);
+        quill__free(got_row);
+        quill__free(expected_row);
+        quill__free(w);
+        quill__free(packed_buffer);
+        quill__free(original);
+    }
+    quill__threadpool_destroy(pool);
+}
+
 /* The table quill__kernels_table selects is the most capable available variant unless
  * QUILL_KERNELS forces one. */
 static void test_simd_default_is_best_variant(void **state) {
@@ -597,6 +695,7 @@ int main(void) {
         cmocka_unit_test(test_simd_vec_dot_close_to_ref),
         cmocka_unit_test(test_simd_vec_dot_integer_exact),
         cmocka_unit_test(test_simd_matmul_gemm_and_invariance),
+        cmocka_unit_test(test_simd_packed_matmul_equals_unpacked),
         cmocka_unit_test(test_simd_default_is_best_variant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

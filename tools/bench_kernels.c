@@ -23,6 +23,7 @@
 #include "base/threadpool.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
+#include "kernels/packed.h"
 #include "quill/tensor_type.h"
 
 enum { N_MAX_PREFILL_TOKENS = 1024, N_MAX_DIM = 65536 };
@@ -132,7 +133,7 @@ int main(int argc, char **argv) {
         for (int c = 1; c < n_copies; c++) {
             memcpy(data + (size_t)c * matrix_bytes, data, matrix_bytes);
         }
-        quill_matrix weights = {types[k], bench_rows, bench_cols, data, row_bytes};
+        quill_matrix weights = {types[k], bench_rows, bench_cols, data, row_bytes, false};
         for (int v = 0; v < QUILL_KERNEL_VARIANT_COUNT; v++) {
             const quill_kernel_table *table = quill__kernels_variant_table((quill_kernel_variant)v);
             if (table == NULL || (only_variant != NULL && strcmp(table->name, only_variant) != 0)) {
@@ -147,6 +148,26 @@ int main(int argc, char **argv) {
             double flops = 2.0 * bench_rows * bench_cols * (double)n_prefill;
             printf("%-6s %-7s %14.2f %16.2f\n", quill_type_name(types[k]), table->name,
                    bytes / decode * 1e-9, flops / prefill * 1e-9);
+            fflush(stdout);
+        }
+        /* The packed row-group layout, when the selected variant multiplies it. */
+        if (quill__matrix_wants_packing(types[k], bench_rows) &&
+            (only_variant == NULL ||
+             strcmp(quill__kernels_table()->name, only_variant) == 0)) {
+            void *pack_scratch = malloc(row_bytes * 8);
+            for (int c = 0; c < n_copies; c++) {
+                quill__pack_rows(types[k], data + (size_t)c * matrix_bytes, row_bytes, bench_rows,
+                                 bench_cols, pack_scratch);
+            }
+            free(pack_scratch);
+            weights.is_packed = true;
+            const quill_kernel_table *table = quill__kernels_table();
+            double decode = time_matmul(table, pool, &weights, n_copies, x, 1, y, scratch, 0.5);
+            double prefill =
+                time_matmul(table, pool, &weights, n_copies, x, n_prefill, y, scratch, 0.5);
+            printf("%-6s %-7s %14.2f %16.2f  (packed)\n", quill_type_name(types[k]), table->name,
+                   (double)row_bytes * bench_rows / decode * 1e-9,
+                   2.0 * bench_rows * bench_cols * (double)n_prefill / prefill * 1e-9);
             fflush(stdout);
         }
         free(data);

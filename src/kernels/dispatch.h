@@ -43,6 +43,10 @@ typedef struct quill_kernel_type_ops {
     quill_kernel_quantize_fn quantize_row;     /* NULL when the type has no kernels */
     quill_kernel_vec_dot_fn vec_dot;           /* NULL for activation-only types */
     quill_kernel_gemm_fn gemm;                 /* NULL: quill__matmul loops over vec_dot */
+    /* Tiles of packed weights (kernels/packed.h): weights point at a row group, n_rows is a
+     * multiple of 8, activations are prepared Q8_0 rows. Results equal vec_dot on the same rows
+     * unpacked, bit for bit. NULL: the type is never packed. */
+    quill_kernel_gemm_fn gemm_packed;
 } quill_kernel_type_ops;
 
 typedef struct quill_kernel_table {

@@ -7,6 +7,7 @@
 #ifndef QUILL_KERNELS_H
 #define QUILL_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,7 +59,20 @@ typedef struct quill_matrix {
     int64_t n_cols;    /* input features, a multiple of the type's block size */
     const void *data;  /* [n_rows][row_bytes] */
     size_t row_bytes;  /* bytes per row */
+    bool is_packed;    /* rows interleaved in groups of 8 (kernels/packed.h) */
 } quill_matrix;
+
+/* Returns true when the selected kernels multiply weights of `type` in the packed row-group
+ * layout (kernels/packed.h) and n_rows is a whole number of groups. */
+bool quill__matrix_wants_packing(uint32_t type, int64_t n_rows);
+
+/* Repacks a matrix for which quill__matrix_wants_packing holds, in place: its data must be
+ * writable and is then no longer in the original row layout. Sets is_packed. Returns
+ * QUILL_ERR_NOMEM when the one-group scratch cannot be allocated (the matrix is unchanged). */
+quill_status quill__matrix_pack(quill_matrix *matrix);
+
+/* Converts row `row` of a matrix, packed or not, to f32 (n_cols values into dst). */
+quill_status quill__matrix_dequantize_row(const quill_matrix *matrix, int64_t row, float *dst);
 
 /* Bytes of scratch that quill__matmul needs for n_tokens activation rows (their quantized
  * copies). */

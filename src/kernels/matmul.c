@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "kernels/dispatch.h"
+#include "kernels/packed.h"
 
 /* Weight rows per tile and tokens per tile: a tile of 16 rows of a 4096-wide Q8_0 matrix is
  * 70 KB, and 32 activation rows of it 139 KB, so a tile pair stays in a 1-2 MB L2 cache. */
@@ -55,6 +56,10 @@ static size_t activation_row_stride(const quill_kernel_table *table, const quill
         !quill_type_row_bytes(activation_type, weights->n_cols, &row_bytes)) {
         return 0;
     }
+    if (activation_type == QUILL_TYPE_Q8_0) {
+        /* Q8_0 rows carry the extras that the packed kernels read (packed.h). */
+        return quill__q8_0_prepared_row_bytes(weights->n_cols / 32);
+    }
     return (row_bytes + QUILL_MATMUL_ROW_ALIGN - 1) / QUILL_MATMUL_ROW_ALIGN *
            QUILL_MATMUL_ROW_ALIGN;
 }
@@ -73,9 +78,11 @@ static void quantize_task(void *context, int thread_index, int n_threads) {
     int64_t end;
     quill__threadpool_split(job->n_tokens, thread_index, n_threads, &begin, &end);
     for (int64_t t = begin; t < end; t++) {
-        job->activation_ops->quantize_row(
-            job->x + t * job->x_stride,
-            (char *)job->scratch + (size_t)t * job->activation_row_bytes, job->weights->n_cols);
+        char *row = (char *)job->scratch + (size_t)t * job->activation_row_bytes;
+        job->activation_ops->quantize_row(job->x + t * job->x_stride, row, job->weights->n_cols);
+        if (job->ops->vec_dot_type == QUILL_TYPE_Q8_0) {
+            quill__q8_0_prepare_extras(row, job->weights->n_cols / 32);
+        }
     }
 }
 
@@ -101,16 +108,17 @@ static void multiply_rows(const matmul_job *job, int64_t row, int64_t n_rows, in
     for (int64_t token = token_begin; token < token_end; token += QUILL_MATMUL_TILE_TOKENS) {
         int64_t n_tokens = token_end - token < QUILL_MATMUL_TILE_TOKENS ? token_end - token
                                                                         : QUILL_MATMUL_TILE_TOKENS;
-        if (job->ops->gemm == NULL) {
+        quill_kernel_gemm_fn gemm = w->is_packed ? job->ops->gemm_packed : job->ops->gemm;
+        if (gemm == NULL) {
             tile_by_vec_dot(job, row, n_rows, token, n_tokens);
             continue;
         }
         const char *weight_tile = (const char *)w->data + (size_t)row * w->row_bytes;
         const char *activation_tile =
             (const char *)job->activations + (size_t)token * job->activation_row_bytes;
-        job->ops->gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
-                       job->activation_row_bytes, n_tokens, job->y + token * job->y_stride + row,
-                       job->y_stride);
+        gemm(w->n_cols, weight_tile, w->row_bytes, n_rows, activation_tile,
+             job->activation_row_bytes, n_tokens, job->y + token * job->y_stride + row,
+             job->y_stride);
     }
 }
 
@@ -136,9 +144,14 @@ static void multiply_range(const matmul_job *job, int64_t begin, int64_t end) {
 /* Multiplies this thread's share of the rows of W with every token. */
 static void multiply_task(void *context, int thread_index, int n_threads) {
     matmul_job *job = context;
+    /* Whole tiles per thread, so no part splits a packed row group. */
+    int64_t n_tiles = (job->weights->n_rows + QUILL_MATMUL_TILE_ROWS - 1) / QUILL_MATMUL_TILE_ROWS;
     int64_t begin;
     int64_t end;
-    quill__threadpool_split(job->weights->n_rows, thread_index, n_threads, &begin, &end);
+    quill__threadpool_split(n_tiles, thread_index, n_threads, &begin, &end);
+    begin *= QUILL_MATMUL_TILE_ROWS;
+    end = end * QUILL_MATMUL_TILE_ROWS < job->weights->n_rows ? end * QUILL_MATMUL_TILE_ROWS
+                                                               : job->weights->n_rows;
     multiply_range(job, begin, end);
 }
 
@@ -159,6 +172,7 @@ static bool job_init(matmul_job *job, const quill_kernel_table *table, const qui
     };
     size_t row_bytes = 0;
     if (weights->type >= QUILL_TYPE_COUNT || job->ops->vec_dot == NULL ||
+        (weights->is_packed && job->ops->gemm_packed == NULL) ||
         !quill_type_row_bytes(weights->type, weights->n_cols, &row_bytes)) {
         return false;
     }
@@ -233,6 +247,13 @@ void quill__matmul_rows(const quill_matrix *weights, const float *x, int64_t x_s
     row_begin = row_begin < 0 ? 0 : row_begin;
     row_end = row_end > weights->n_rows ? weights->n_rows : row_end;
     if (n_tokens <= 0 || row_begin >= row_end) {
+        return;
+    }
+    if (weights->is_packed &&
+        (row_begin % QUILL_PACK_ROWS != 0 ||
+         (row_end % QUILL_PACK_ROWS != 0 && row_end != weights->n_rows))) {
+        /* A range that cuts a row group cannot be computed from the packed layout. */
+        fill_nan(y, y_stride, n_tokens, row_begin, row_end);
         return;
     }
     matmul_job job;

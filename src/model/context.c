@@ -540,11 +540,8 @@ static quill_status embed_tokens(quill_context *context, const quill_batch *batc
     const quill_model *model = context->model;
     const quill_model_info *info = &model->info;
     for (int32_t t = 0; t < batch->n_tokens; t++) {
-        const uint8_t *row = (const uint8_t *)model->token_embd.data +
-                             (size_t)batch->tokens[t] * model->token_embd.row_bytes;
-        quill_status status =
-            quill__dequantize_row(model->token_embd.type, row,
-                                  context->residual + (int64_t)t * info->n_embd, info->n_embd);
+        quill_status status = quill__matrix_dequantize_row(
+            &model->token_embd, batch->tokens[t], context->residual + (int64_t)t * info->n_embd);
         if (status != QUILL_OK) {
             return status;
         }

@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
+#include "kernels/kernels.h"
 #include "model/model_internal.h"
 #include "quill/tensor_type.h"
 
@@ -474,6 +476,56 @@ static quill_status read_name(quill_model *model, const char *path) {
     return QUILL_OK;
 }
 
+/* Makes the mapped bytes of a matrix writable. The mapping is private, so the first write to
+ * each page gives the process its own copy in place of the file's page: resident memory stays
+ * one copy of the weights. */
+static quill_status make_writable(const quill_matrix *matrix, const char *path) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = (uintptr_t)matrix->data / page * page;
+    uintptr_t end = (uintptr_t)matrix->data + (uintptr_t)matrix->n_rows * matrix->row_bytes;
+    end = (end + page - 1) / page * page;
+    if (mprotect((void *)begin, end - begin, PROT_READ | PROT_WRITE) != 0) {
+        return quill_error_set(QUILL_ERR_IO,
+                               "model: cannot make the weights of '%s' writable to repack them "
+                               "(mprotect failed); set QUILL_KERNELS=avx2 to use them unpacked",
+                               path);
+    }
+    return QUILL_OK;
+}
+
+/* Repacks a matrix in place when the selected kernels multiply its type faster in row groups. */
+static quill_status pack_matrix(quill_matrix *matrix, const char *path) {
+    if (!quill__matrix_wants_packing(matrix->type, matrix->n_rows)) {
+        return QUILL_OK;
+    }
+    quill_status status = make_writable(matrix, path);
+    if (status == QUILL_OK) {
+        status = quill__matrix_pack(matrix);
+    }
+    return status;
+}
+
+/* Repacks every matrix that gains from it; the repacked bytes replace the file's pages in the
+ * private mapping. A tied output matrix is the embedding matrix itself, repacked once. */
+static quill_status pack_weights(quill_model *model, const char *path) {
+    quill_status status = pack_matrix(&model->token_embd, path);
+    if (status == QUILL_OK && model->info.has_tied_output) {
+        model->output = model->token_embd;
+    } else if (status == QUILL_OK) {
+        status = pack_matrix(&model->output, path);
+    }
+    for (int32_t i = 0; status == QUILL_OK && i < model->info.n_layers; i++) {
+        quill_layer_weights *layer = &model->layers[i];
+        quill_matrix *matrices[] = {&layer->attn_q,      &layer->attn_k,   &layer->attn_v,
+                                    &layer->attn_output, &layer->ffn_gate, &layer->ffn_up,
+                                    &layer->ffn_down};
+        for (size_t j = 0; status == QUILL_OK && j < sizeof(matrices) / sizeof(matrices[0]); j++) {
+            status = pack_matrix(matrices[j], path);
+        }
+    }
+    return status;
+}
+
 /* Locks the mapped tensor data in memory. */
 static quill_status lock_weights(const quill_model *model, const char *path) {
     int64_t n_tensors = quill_gguf_n_tensors(model->file);
@@ -534,6 +586,9 @@ quill_status quill_model_load(const char *path, const quill_model_params *params
     }
     if (status == QUILL_OK) {
         status = quill_tokenizer_load(model->file, &model->tokenizer);
+    }
+    if (status == QUILL_OK) {
+        status = pack_weights(model, path);
     }
     if (status == QUILL_OK && params->use_mlock) {
         status = lock_weights(model, path);

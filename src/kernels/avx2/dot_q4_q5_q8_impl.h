@@ -7,10 +7,13 @@
  * Per (row, token) pair and block: eight exact int32 lane sums of level products (see
  * x86_common.h), then acc = fma(d_w * d_x, float(lanes), acc) on an 8-lane f32 accumulator,
  * in block order; Q4_1 / Q5_1 add m_w * s_x to a scalar f32 offset sum in block order. The
- * result is hsum(acc) + offset. A tile computes each pair with exactly these operations, so
+ * result is hsum(acc) + offset. With VNNI, Q4_0 and Q8_0 instead reduce each block's lanes to
+ * one exact integer first (is_exact below). A tile computes each pair with exactly these operations, so
  * vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values. Blocks may sit at
  * any address (unaligned loads only).
  */
+#include <math.h>
+
 #include "kernels/avx2/x86_common.h"
 #include "kernels/blocks.h"
 
@@ -52,6 +55,13 @@ QUILL_X86_INLINE int has_offset(int kind) {
     return kind == KIND_Q4_1 || kind == KIND_Q5_1;
 }
 
+/* With VNNI, Q4_0 and Q8_0 use the arithmetic of the packed kernels (packed.h), so that packed
+ * and unpacked rows give the same values: per block the exact integer sum of the 32 products,
+ * then acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order. */
+QUILL_X86_INLINE int is_exact(int kind) {
+    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_0 || kind == KIND_Q8_0);
+}
+
 /* Unpacks one weight block into 32 level bytes (unsigned for Q4/Q5, signed for Q8_0), its
  * scale and its offset (0 for the symmetric formats). */
 QUILL_X86_INLINE __m256i unpack_weight(int kind, const uint8_t *block, float *d, float *m) {
@@ -89,11 +99,12 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
     const size_t x_bytes = has_offset(kind) ? sizeof(quill_block_q8_1) : sizeof(quill_block_q8_0);
     const size_t x_qs = has_offset(kind) ? 4 : 2;
     __m256 acc[DECODE_ROWS][TILE_TOKENS];
-    float offset_sum[DECODE_ROWS][TILE_TOKENS];
+    /* Per pair: the offset sum of Q4_1 / Q5_1, or the whole accumulator of the exact kinds. */
+    float scalar_sum[DECODE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
             acc[r][t] = _mm256_setzero_ps();
-            offset_sum[r][t] = 0.0f;
+            scalar_sum[r][t] = 0.0f;
         }
     }
 
@@ -132,10 +143,15 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
                 } else {
                     lanes = quill_x86_dot_u8_s8_add(negative_offset, levels[r], x);
                 }
+                if (is_exact(kind)) {
+                    float sum = (float)quill_x86_hsum_i32(lanes);
+                    scalar_sum[r][t] = fmaf(d_w[r] * d_x, sum, scalar_sum[r][t]);
+                    continue;
+                }
                 __m256 scale = _mm256_set1_ps(d_w[r] * d_x);
                 acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
                 if (has_offset(kind)) {
-                    offset_sum[r][t] += m_w[r] * s_x;
+                    scalar_sum[r][t] += m_w[r] * s_x;
                 }
             }
         }
@@ -143,93 +159,11 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
 
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
-            y[t * y_stride + r] = quill_x86_hsum(acc[r][t]) + offset_sum[r][t];
+            y[t * y_stride + r] =
+                is_exact(kind) ? scalar_sum[r][t] : quill_x86_hsum(acc[r][t]) + scalar_sum[r][t];
         }
     }
 }
-
-#if QUILL_X86_USE_VNNI
-/* Computes DECODE_ROWS Q4_0 rows with one Q8_0 token, pair for pair with the same operations
- * as tile_legacy, so the values are identical. Two steps are cheaper: the weight scales of 8
- * blocks are picked out of 128 bytes with one word permute and converted and multiplied by
- * d_x as one vector (the same float products as the scalar path), and the nibbles are split
- * with one variable shift of a broadcast load. prefetch as in tile_legacy (never NULL here). */
-QUILL_X86_INLINE void decode_q4_0(int64_t n_blocks, const uint8_t *weights,
-                                  size_t weight_row_bytes, const uint8_t *activations, float *y,
-                                  const uint8_t *prefetch) {
-    const size_t w_bytes = sizeof(quill_block_q4_0);
-    const size_t x_bytes = sizeof(quill_block_q8_0);
-    const size_t step_bytes = DECODE_ROWS * w_bytes;
-    const size_t tile_bytes = DECODE_ROWS * weight_row_bytes;
-    /* Word 9j of 8 consecutive 18-byte blocks is the fp16 scale of block j. */
-    const __m512i scale_words = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                 0, 0, 0, 0, 0, 0, 0, 0, 63, 54, 45, 36, 27, 18,
-                                                 9, 0);
-    /* Low nibbles to the low 16 bytes, high nibbles to the high 16 (quill_x86_nibbles_32). */
-    const __m256i nibble_shift = _mm256_set_epi64x(4, 4, 0, 0);
-    const __m256i low_mask = _mm256_set1_epi8(0x0f);
-    __m256 acc[DECODE_ROWS];
-    for (int r = 0; r < DECODE_ROWS; r++) {
-        acc[r] = _mm256_setzero_ps();
-    }
-
-    int64_t b = 0;
-    for (; b + 8 <= n_blocks; b += 8) {
-        float d_x[8];
-        for (int j = 0; j < 8; j++) {
-            d_x[j] = quill_x86_load_fp16(activations + (size_t)(b + j) * x_bytes);
-        }
-        __m256 d_x8 = _mm256_loadu_ps(d_x);
-        float scales[DECODE_ROWS][8] __attribute__((aligned(32)));
-        for (int r = 0; r < DECODE_ROWS; r++) {
-            const uint8_t *blocks = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
-            __m512i first = _mm512_loadu_si512(blocks);
-            __m512i second = _mm512_loadu_si512(blocks + 64);
-            __m128i halves =
-                _mm512_castsi512_si128(_mm512_permutex2var_epi16(first, scale_words, second));
-            _mm256_store_ps(scales[r], _mm256_mul_ps(_mm256_cvtph_ps(halves), d_x8));
-        }
-
-        for (int j = 0; j < 8; j++) {
-            quill_x86_prefetch_step(prefetch + (size_t)(b + j) * step_bytes, step_bytes,
-                                    tile_bytes);
-            __m256i x = _mm256_loadu_si256(
-                (const __m256i *)(activations + (size_t)(b + j) * x_bytes + 2));
-            __m256i negative_offset = _mm256_sub_epi32(
-                _mm256_setzero_si256(), quill_x86_dot_u8_s8(_mm256_set1_epi8(8), x));
-            for (int r = 0; r < DECODE_ROWS; r++) {
-                const uint8_t *qs =
-                    weights + (size_t)r * weight_row_bytes + (size_t)(b + j) * w_bytes + 2;
-                __m256i packed = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-                __m256i levels = _mm256_and_si256(_mm256_srlv_epi64(packed, nibble_shift), low_mask);
-                __m256i lanes = quill_x86_dot_u8_s8_add(negative_offset, levels, x);
-                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[r][j]),
-                                         _mm256_cvtepi32_ps(lanes), acc[r]);
-            }
-        }
-    }
-    for (; b < n_blocks; b++) {
-        quill_x86_prefetch_step(prefetch + (size_t)b * step_bytes, step_bytes, tile_bytes);
-        const uint8_t *x_block = activations + (size_t)b * x_bytes;
-        __m256i x = _mm256_loadu_si256((const __m256i *)(x_block + 2));
-        float d_x = quill_x86_load_fp16(x_block);
-        __m256i negative_offset = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                                   quill_x86_dot_u8_s8(_mm256_set1_epi8(8), x));
-        for (int r = 0; r < DECODE_ROWS; r++) {
-            const uint8_t *block = weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes;
-            __m256i levels = quill_x86_nibbles_32(block + 2);
-            __m256i lanes = quill_x86_dot_u8_s8_add(negative_offset, levels, x);
-            __m256 scale = _mm256_set1_ps(quill_x86_load_fp16(block) * d_x);
-            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r]);
-        }
-    }
-
-    for (int r = 0; r < DECODE_ROWS; r++) {
-        /* + 0.0f as tile_legacy adds its (zero) offset sum: it turns -0 into +0. */
-        y[r] = quill_x86_hsum(acc[r]) + 0.0f;
-    }
-}
-#endif
 
 /* Walks a rows x tokens range in register tiles; full tiles get constant bounds so the
  * compiler keeps the accumulators in registers. */
@@ -242,13 +176,6 @@ QUILL_X86_INLINE void gemm_legacy(int kind, int64_t n, const void *weights, size
     if (n_tokens == 1) {
         for (; row + DECODE_ROWS <= n_rows; row += DECODE_ROWS) {
             const uint8_t *w = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
-#if QUILL_X86_USE_VNNI
-            if (kind == KIND_Q4_0) {
-                decode_q4_0(n_blocks, w, weight_row_bytes, activations, y + row,
-                            w + DECODE_ROWS * weight_row_bytes);
-                continue;
-            }
-#endif
             tile_legacy(kind, n_blocks, w, weight_row_bytes, DECODE_ROWS, activations,
                         activation_row_bytes, 1, y + row, y_stride,
                         w + DECODE_ROWS * weight_row_bytes);

@@ -65,6 +65,15 @@ void quill__gemm_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_
                                   int64_t n_rows, const void *activations,
                                   size_t activation_row_bytes, int64_t n_tokens, float *y,
                                   int64_t y_stride);
+/* Tiles of packed weights (kernels/packed.h, quill_kernel_type_ops.gemm_packed). */
+void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride);
+void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride);
 void quill__quantize_q8_0_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_avx512(const float *src, void *dst, int64_t n);

@@ -29,6 +29,9 @@ void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16) {
     set_dot(table, QUILL_TYPE_Q5_K, quill__dot_q5_k_q8_k_avx512, quill__gemm_q5_k_q8_k_avx512);
     set_dot(table, QUILL_TYPE_Q6_K, quill__dot_q6_k_q8_k_avx512, quill__gemm_q6_k_q8_k_avx512);
 
+    table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_avx512;
+    table->types[QUILL_TYPE_Q8_0].gemm_packed = quill__gemm_packed_q8_0_q8_0_avx512;
+
     table->types[QUILL_TYPE_Q8_0].quantize_row = quill__quantize_q8_0_avx512;
     table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_avx512;
     table->types[QUILL_TYPE_Q8_K].quantize_row = quill__quantize_q8_k_avx512;

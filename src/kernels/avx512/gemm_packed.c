@@ -1,0 +1,159 @@
+/*
+ * AVX-512 VNNI tiles of packed Q4_0 and Q8_0 weights (layout in kernels/packed.h) with prepared
+ * Q8_0 activations.
+ *
+ * Per group block (8 rows) the weights are unpacked once into 8 vectors of 32 unsigned levels,
+ * chunk k holding elements 4k .. 4k + 3 of each row and chunk k + 4 elements 16 + 4k ..
+ * 16 + 4k + 3. For each token, 8 vpdpbusd against 4 broadcast activation bytes each, started
+ * from the block's prepared offset (-8 or -128 times the activation sum), leave the 8 rows'
+ * exact block sums in the 8 lanes; then one conversion, one scale product (d_w of the 8 rows
+ * times d_x) and one FMA update the 8 (row, token) accumulators. This is the per-pair
+ * arithmetic of the VNNI vec_dot (avx2/dot_q4_q5_q8_impl.h, is_exact), so every value equals
+ * the unpacked row's bit for bit.
+ */
+#include "kernels/avx512/kernels_avx512.h"
+
+#define QUILL_X86_USE_VNNI 1
+#include "kernels/avx2/x86_common.h"
+#include "kernels/blocks.h"
+#include "kernels/packed.h"
+
+/* Tokens per register tile: 8 level vectors, 8 accumulators and a few temporaries use 22 of the
+ * 32 vector registers. */
+enum { PACKED_TILE_TOKENS = 8 };
+
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 2048
+#endif
+#ifndef PREFETCH_MAX_TOKENS
+#define PREFETCH_MAX_TOKENS 0
+#endif
+
+/* Group block bytes of each packed type. */
+enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272 };
+
+QUILL_X86_INLINE __m256i broadcast_4_bytes(const int8_t *bytes) {
+    int32_t value;
+    memcpy(&value, bytes, sizeof(value));
+    return _mm256_set1_epi32(value);
+}
+
+/* y[t * y_stride + r] for the 8 rows of one group and tokens [0, n_tokens), n_tokens <=
+ * PACKED_TILE_TOKENS (a constant at each call site, so the loops unroll). */
+QUILL_X86_INLINE void packed_tile(int is_q8, int64_t n_blocks, const uint8_t *group,
+                                  const uint8_t *activations, size_t activation_row_bytes,
+                                  int n_tokens, float *y, int64_t y_stride) {
+    const size_t group_block_bytes = is_q8 ? GROUP_BLOCK_Q8_0 : GROUP_BLOCK_Q4_0;
+    const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
+    /* The f32 scales, then the Q4_0 offsets, then the Q8_0 offsets (packed.h). */
+    const size_t offsets = extras + (size_t)n_blocks * 4u * (is_q8 ? 2u : 1u);
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    __m256 acc[PACKED_TILE_TOKENS];
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm256_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *block = group + (size_t)b * group_block_bytes;
+        if (n_tokens <= PREFETCH_MAX_TOKENS) {
+            for (size_t line = 0; line < group_block_bytes; line += 64) {
+                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
+            }
+        }
+        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        __m256i levels[8];
+        if (is_q8) {
+            for (int k = 0; k < 8; k++) {
+                levels[k] = _mm256_loadu_si256((const __m256i *)(block + 16 + 32 * k));
+            }
+        } else {
+            for (int k = 0; k < 4; k++) {
+                __m256i pairs = _mm256_loadu_si256((const __m256i *)(block + 16 + 32 * k));
+                levels[k] = _mm256_and_si256(pairs, low_mask);
+                levels[k + 4] = _mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask);
+            }
+        }
+
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *row = activations + (size_t)t * activation_row_bytes;
+            const int8_t *x = (const int8_t *)(row + (size_t)b * sizeof(quill_block_q8_0) + 2);
+            float d_x;
+            int32_t offset;
+            memcpy(&d_x, row + extras + (size_t)b * 4u, sizeof(d_x));
+            memcpy(&offset, row + offsets + (size_t)b * 4u, sizeof(offset));
+            /* Two chains (low and high halves of the block) halve the dependent latency. */
+            __m256i low = _mm256_set1_epi32(offset);
+            __m256i high = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                low = _mm256_dpbusd_epi32(low, levels[k], broadcast_4_bytes(x + 4 * k));
+                high = _mm256_dpbusd_epi32(high, levels[k + 4], broadcast_4_bytes(x + 16 + 4 * k));
+            }
+            __m256 sums = _mm256_cvtepi32_ps(_mm256_add_epi32(low, high));
+            __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(d_x));
+            acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
+        }
+    }
+
+    for (int t = 0; t < n_tokens; t++) {
+        _mm256_storeu_ps(y + t * y_stride, acc[t]);
+    }
+}
+
+/* Walks the groups of a rows x tokens range in token tiles of constant size. */
+QUILL_X86_INLINE void gemm_packed(int is_q8, int64_t n, const void *weights,
+                                  size_t weight_row_bytes, int64_t n_rows, const void *activations,
+                                  size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                  int64_t y_stride) {
+    const int64_t n_blocks = n / QUILL_QK;
+    for (int64_t row = 0; row + QUILL_PACK_ROWS <= n_rows; row += QUILL_PACK_ROWS) {
+        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
+        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
+            const uint8_t *x = (const uint8_t *)activations + (size_t)token * activation_row_bytes;
+            float *y_tile = y + token * y_stride + row;
+            int64_t left = n_tokens - token;
+            switch (left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS) {
+            case 1:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 1, y_tile, y_stride);
+                break;
+            case 2:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 2, y_tile, y_stride);
+                break;
+            case 3:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 3, y_tile, y_stride);
+                break;
+            case 4:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 4, y_tile, y_stride);
+                break;
+            case 5:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 5, y_tile, y_stride);
+                break;
+            case 6:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 6, y_tile, y_stride);
+                break;
+            case 7:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 7, y_tile, y_stride);
+                break;
+            default:
+                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, PACKED_TILE_TOKENS,
+                            y_tile, y_stride);
+                break;
+            }
+        }
+    }
+}
+
+void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+    gemm_packed(0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
+                n_tokens, y, y_stride);
+}
+
+void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+    gemm_packed(1, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
+                n_tokens, y, y_stride);
+}

@@ -1,0 +1,140 @@
+/*
+ * Row-group packing of Q4_0 and Q8_0 weights (layout in packed.h), its inverse, and the extras
+ * of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time and
+ * unpacking once per embedding lookup, both far from the hot loops.
+ */
+#include "kernels/packed.h"
+
+#include <string.h>
+
+#include "base/alloc.h"
+#include "kernels/blocks.h"
+#include "kernels/dispatch.h"
+#include "kernels/kernels.h"
+#include "quill/tensor_type.h"
+
+/* Bytes of each row's block: fp16 d, then the quantized values. */
+static size_t block_bytes(uint32_t type) {
+    return type == QUILL_TYPE_Q4_0 ? sizeof(quill_block_q4_0) : sizeof(quill_block_q8_0);
+}
+
+/* The byte that row block byte `value_byte` (an index into qs) becomes in the packed layout,
+ * and where: Q8_0 stores q + 128, Q4_0 the nibble pair unchanged. */
+static size_t packed_offset(int64_t value_byte, int row) {
+    int64_t chunk = value_byte / 4;
+    return (size_t)(2 * QUILL_PACK_ROWS + 32 * chunk + 4 * row + value_byte % 4);
+}
+
+static uint8_t value_mask(uint32_t type) {
+    return type == QUILL_TYPE_Q8_0 ? 0x80 : 0x00;
+}
+
+bool quill__pack_type_supported(uint32_t type) {
+    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0;
+}
+
+void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                      void *scratch) {
+    const size_t bytes = block_bytes(type);
+    const int64_t n_values = (int64_t)bytes - 2;
+    const int64_t n_blocks = n_cols / QUILL_QK;
+    const uint8_t mask = value_mask(type);
+    uint8_t *rows = scratch;
+    for (int64_t group = 0; group + QUILL_PACK_ROWS <= n_rows; group += QUILL_PACK_ROWS) {
+        uint8_t *out = (uint8_t *)data + (size_t)group * row_bytes;
+        memcpy(rows, out, QUILL_PACK_ROWS * row_bytes);
+        for (int64_t b = 0; b < n_blocks; b++) {
+            uint8_t *group_block = out + (size_t)b * QUILL_PACK_ROWS * bytes;
+            for (int r = 0; r < QUILL_PACK_ROWS; r++) {
+                const uint8_t *block = rows + (size_t)r * row_bytes + (size_t)b * bytes;
+                group_block[2 * r] = block[0];
+                group_block[2 * r + 1] = block[1];
+                for (int64_t i = 0; i < n_values; i++) {
+                    group_block[packed_offset(i, r)] = block[2 + i] ^ mask;
+                }
+            }
+        }
+    }
+}
+
+void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes, int64_t row,
+                              int64_t n_cols, void *dst) {
+    const size_t bytes = block_bytes(type);
+    const int64_t n_values = (int64_t)bytes - 2;
+    const int64_t n_blocks = n_cols / QUILL_QK;
+    const uint8_t mask = value_mask(type);
+    const int r = (int)(row % QUILL_PACK_ROWS);
+    const uint8_t *group = (const uint8_t *)data + (size_t)(row - r) * row_bytes;
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *group_block = group + (size_t)b * QUILL_PACK_ROWS * bytes;
+        uint8_t *block = out + (size_t)b * bytes;
+        block[0] = group_block[2 * r];
+        block[1] = group_block[2 * r + 1];
+        for (int64_t i = 0; i < n_values; i++) {
+            block[2 + i] = group_block[packed_offset(i, r)] ^ mask;
+        }
+    }
+}
+
+void quill__q8_0_prepare_extras(void *row, int64_t n_blocks) {
+    uint8_t *bytes = row;
+    uint8_t *extras = bytes + quill__q8_0_prepared_extras_offset(n_blocks);
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const quill_block_q8_0 *block = (const quill_block_q8_0 *)(bytes + (size_t)b * 34u);
+        int32_t sum = 0;
+        for (int i = 0; i < QUILL_QK; i++) {
+            sum += block->qs[i];
+        }
+        float d = quill__load_fp16(block->d);
+        int32_t offset_q4 = -8 * sum;
+        int32_t offset_q8 = -128 * sum;
+        memcpy(extras + (size_t)b * 4u, &d, sizeof(d));
+        memcpy(extras + (size_t)(n_blocks + b) * 4u, &offset_q4, sizeof(offset_q4));
+        memcpy(extras + (size_t)(2 * n_blocks + b) * 4u, &offset_q8, sizeof(offset_q8));
+    }
+}
+
+quill_status quill__matrix_dequantize_row(const quill_matrix *matrix, int64_t row, float *dst) {
+    const uint8_t *data = matrix->data;
+    if (!matrix->is_packed) {
+        return quill__dequantize_row(matrix->type, data + (size_t)row * matrix->row_bytes, dst,
+                                     matrix->n_cols);
+    }
+    /* One block at a time, so no buffer of a whole row is needed. */
+    const size_t bytes = block_bytes(matrix->type);
+    const int r = (int)(row % QUILL_PACK_ROWS);
+    const uint8_t *group = data + (size_t)(row - r) * matrix->row_bytes;
+    const int64_t n_blocks = matrix->n_cols / QUILL_QK;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        uint8_t block[sizeof(quill_block_q8_0)];
+        quill__packed_row_unpack(matrix->type, group + (size_t)b * QUILL_PACK_ROWS * bytes,
+                                 matrix->row_bytes, r, QUILL_QK, block);
+        quill_status status = quill__dequantize_row(matrix->type, block, dst + b * QUILL_QK,
+                                                    QUILL_QK);
+        if (status != QUILL_OK) {
+            return status;
+        }
+    }
+    return QUILL_OK;
+}
+
+bool quill__matrix_wants_packing(uint32_t type, int64_t n_rows) {
+    return quill__pack_type_supported(type) && n_rows > 0 && n_rows % QUILL_PACK_ROWS == 0 &&
+           quill__kernels_table()->types[type].gemm_packed != NULL;
+}
+
+quill_status quill__matrix_pack(quill_matrix *matrix) {
+    uint8_t *scratch = quill__malloc_array(QUILL_PACK_ROWS, matrix->row_bytes);
+    if (scratch == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM, "kernels: out of memory repacking a %lld x %lld "
+                                                "matrix",
+                               (long long)matrix->n_rows, (long long)matrix->n_cols);
+    }
+    /* The matrix data are writable by the caller's contract; the field is const for readers. */
+    quill__pack_rows(matrix->type, (void *)(uintptr_t)matrix->data, matrix->row_bytes,
+                     matrix->n_rows, matrix->n_cols, scratch);
+    quill__free(scratch);
+    matrix->is_packed = true;
+    return QUILL_OK;
+}

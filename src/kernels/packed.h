@@ -1,0 +1,67 @@
+/*
+ * Weight matrices repacked for integer dot-product instructions ("row groups"). Groups of
+ * QUILL_PACK_ROWS consecutive rows are interleaved block by block: one 32-byte vector then holds
+ * 4 bytes of each of 8 rows, and one u8 x s8 dot-product instruction against 4 broadcast
+ * activation bytes leaves one row's partial sum in each 32-bit lane. A block's 8 rows thus end
+ * as 8 exact int32 sums in one vector, converted and scaled with one instruction each, where the
+ * row-major layout needs a horizontal reduction or a vector FMA per (row, token) pair.
+ *
+ * Layout of one group block (the 8 rows' block b; the group's blocks follow in order, so a group
+ * occupies exactly the bytes of its 8 rows and repacking works in place):
+ * - Q4_0, 144 bytes: fp16 d of rows 0..7 (16 bytes), then for chunk k = 0..3 and row r = 0..7
+ *   the 4 bytes qs[4k .. 4k + 3] of row r at 16 + 32k + 4r. The low nibbles of chunk k are
+ *   elements 4k .. 4k + 3 and the high nibbles elements 16 + 4k .. 16 + 4k + 3.
+ * - Q8_0, 272 bytes: fp16 d of rows 0..7, then for chunk k = 0..7 and row r the 4 values
+ *   qs[4k .. 4k + 3] of row r, each XOR 0x80 (q + 128 as an unsigned byte), at 16 + 32k + 4r.
+ *
+ * The dot products of a packed row compute, per (row, token) pair, exactly what the VNNI
+ * vec_dot computes for the same row in the original layout: per block the exact integer sum of
+ * level products, then acc = fma(d_w * d_x, (float)sum, acc) in block order from acc = 0. The
+ * unsigned levels are corrected with the activation block sums that matmul prepares beside the
+ * quantized activations (quill__q8_0_prepared_*).
+ */
+#ifndef QUILL_KERNELS_PACKED_H
+#define QUILL_KERNELS_PACKED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quill/status.h"
+
+/* Rows per packed group. */
+enum { QUILL_PACK_ROWS = 8 };
+
+/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0). */
+bool quill__pack_type_supported(uint32_t type);
+
+/* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and
+ * n_cols elements long) in place. scratch: QUILL_PACK_ROWS * row_bytes bytes. */
+void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                      void *scratch);
+
+/* Writes row `row` of a packed matrix in the original block layout into dst (row_bytes bytes):
+ * the exact inverse of quill__pack_rows. */
+void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes, int64_t row,
+                              int64_t n_cols, void *dst);
+
+/* A prepared Q8_0 activation row, as quill__matmul_prepare writes it for every Q8_0 activation
+ * type: the Q8_0 blocks (34 bytes each, the row that vec_dot reads), then from
+ * quill__q8_0_prepared_extras_offset on three arrays of n_blocks entries: the f32 scale of each
+ * block, -8 times its value sum (int32; the Q4_0 level offset) and -128 times its value sum
+ * (int32; the Q8_0 packed-level offset). */
+static inline size_t quill__q8_0_prepared_extras_offset(int64_t n_blocks) {
+    size_t bytes = (size_t)n_blocks * 34u;
+    return (bytes + 63u) / 64u * 64u;
+}
+
+/* Bytes of one prepared Q8_0 activation row of n_blocks blocks, a multiple of 64. */
+static inline size_t quill__q8_0_prepared_row_bytes(int64_t n_blocks) {
+    size_t bytes = quill__q8_0_prepared_extras_offset(n_blocks) + (size_t)n_blocks * 12u;
+    return (bytes + 63u) / 64u * 64u;
+}
+
+/* Fills the extras of a prepared row whose n_blocks Q8_0 blocks are already in place. */
+void quill__q8_0_prepare_extras(void *row, int64_t n_blocks);
+
+#endif
