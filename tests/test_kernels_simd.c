@@ -579,8 +579,9 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
  * tiles, full tiles and several threads. */
 static void test_simd_packed_matmul_equals_unpacked(void **state) {
     (void)state;
-    enum { PACKED_ROWS = 48, PACKED_COLS = 608 };
-    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0};
+    /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. */
+    enum { PACKED_ROWS = 48, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K};
     const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
     int n_tables = collect_variants(tables);
@@ -588,40 +589,41 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
     rng generator = {777};
     for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
         uint32_t type = packed_types[k];
-        size_t row_bytes = row_bytes_of(type, PACKED_COLS);
+        const int64_t n_cols = block_size_of(type) == 256 ? PACKED_COLS_K : PACKED_COLS_LEGACY;
+        size_t row_bytes = row_bytes_of(type, n_cols);
         size_t matrix_bytes = row_bytes * PACKED_ROWS;
         uint8_t *original = quill__malloc(matrix_bytes);
         uint8_t *packed_buffer = quill__malloc(matrix_bytes + 1);
-        float *w = quill__malloc_array(PACKED_COLS, sizeof(float));
-        float *expected_row = quill__malloc_array(PACKED_COLS, sizeof(float));
-        float *got_row = quill__malloc_array(PACKED_COLS, sizeof(float));
+        float *w = quill__malloc_array(n_cols, sizeof(float));
+        float *expected_row = quill__malloc_array(n_cols, sizeof(float));
+        float *got_row = quill__malloc_array(n_cols, sizeof(float));
         uint8_t *unpacked = quill__malloc(row_bytes);
         uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
-        float *x = quill__malloc_array((size_t)MAX_TOKENS * PACKED_COLS, sizeof(float));
+        float *x = quill__malloc_array((size_t)MAX_TOKENS * n_cols, sizeof(float));
         assert_true(original && packed_buffer && w && expected_row && got_row && unpacked &&
                     pack_scratch && x);
         for (int r = 0; r < PACKED_ROWS; r++) {
-            fill_extreme(&generator, w, PACKED_COLS);
-            for (int64_t i = 0; i < PACKED_COLS; i++) {
+            fill_extreme(&generator, w, n_cols);
+            for (int64_t i = 0; i < n_cols; i++) {
                 w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
             }
-            quill__quantize_row(type, w, original + (size_t)r * row_bytes, PACKED_COLS);
+            quill__quantize_row(type, w, original + (size_t)r * row_bytes, n_cols);
         }
-        fill_extreme(&generator, x, (int64_t)MAX_TOKENS * PACKED_COLS);
+        fill_extreme(&generator, x, (int64_t)MAX_TOKENS * n_cols);
         uint8_t *packed = packed_buffer + 1;
         memcpy(packed, original, matrix_bytes);
-        quill__pack_rows(type, packed, row_bytes, PACKED_ROWS, PACKED_COLS, pack_scratch);
+        quill__pack_rows(type, packed, row_bytes, PACKED_ROWS, n_cols, pack_scratch);
         assert_true(memcmp(packed, original, matrix_bytes) != 0);
-        quill_matrix matrix = {.type = type, .n_rows = PACKED_ROWS, .n_cols = PACKED_COLS,
+        quill_matrix matrix = {.type = type, .n_rows = PACKED_ROWS, .n_cols = n_cols,
                                .data = packed, .row_bytes = row_bytes, .is_packed = true};
         for (int64_t r = 0; r < PACKED_ROWS; r++) {
-            quill__packed_row_unpack(type, packed, row_bytes, r, PACKED_COLS, unpacked);
+            quill__packed_row_unpack(type, packed, row_bytes, r, n_cols, unpacked);
             assert_memory_equal(unpacked, original + (size_t)r * row_bytes, row_bytes);
             assert_int_equal(quill__matrix_dequantize_row(&matrix, r, got_row), QUILL_OK);
             assert_int_equal(quill__dequantize_row(type, original + (size_t)r * row_bytes,
-                                                   expected_row, PACKED_COLS),
+                                                   expected_row, n_cols),
                              QUILL_OK);
-            assert_memory_equal(got_row, expected_row, PACKED_COLS * sizeof(float));
+            assert_memory_equal(got_row, expected_row, n_cols * sizeof(float));
         }
 
         int n_checked = 0;
@@ -631,7 +633,7 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
                 continue;
             }
             n_checked++;
-            uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, PACKED_COLS));
+            uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, n_cols));
             assert_non_null(activation);
             for (size_t c = 0; c < sizeof(token_counts) / sizeof(token_counts[0]); c++) {
                 int64_t n_tokens = token_counts[c];
@@ -641,13 +643,13 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
                 assert_non_null(scratch);
                 assert_non_null(y);
                 quill__matmul_with_table(tables[v], c % 2 == 0 ? pool : NULL, &matrix, x,
-                                         PACKED_COLS, n_tokens, y, PACKED_ROWS, scratch);
+                                         n_cols, n_tokens, y, PACKED_ROWS, scratch);
                 for (int64_t t = 0; t < n_tokens; t++) {
-                    tables[v]->types[ops->vec_dot_type].quantize_row(x + t * PACKED_COLS,
-                                                                     activation, PACKED_COLS);
+                    tables[v]->types[ops->vec_dot_type].quantize_row(x + t * n_cols,
+                                                                     activation, n_cols);
                     for (int64_t r = 0; r < PACKED_ROWS; r++) {
                         float expected = ops->vec_dot(
-                            PACKED_COLS, original + (size_t)r * row_bytes, activation);
+                            n_cols, original + (size_t)r * row_bytes, activation);
                         assert_memory_equal(&y[t * PACKED_ROWS + r], &expected, sizeof(float));
                     }
                 }

@@ -9,11 +9,12 @@
 
 #include "kernels/dispatch.h"
 
-typedef void (*attention_head_fn)(const float *q, int32_t head_dim,
-                                  const quill_attention_keys *keys, int64_t n_keys, float scale,
-                                  float *scores, float *out);
+typedef void (*attention_heads_fn)(const float *q, int32_t n_heads, int64_t q_stride,
+                                   int32_t head_dim, const quill_attention_keys *keys,
+                                   int64_t n_keys, float scale, float *scores, float *out,
+                                   int64_t out_stride);
 
-static attention_head_fn attention_head = quill__attention_head_ref; /* set once */
+static attention_heads_fn attention_heads = quill__attention_heads_ref; /* set once */
 static pthread_once_t select_once = PTHREAD_ONCE_INIT;
 
 static void select_variants(void) {
@@ -21,7 +22,7 @@ static void select_variants(void) {
     bool is_x86_simd = table->variant == QUILL_KERNEL_VARIANT_AVX2 ||
                        table->variant == QUILL_KERNEL_VARIANT_AVX512;
     if (is_x86_simd && quill__attention_has_avx2()) {
-        attention_head = quill__attention_head_avx2;
+        attention_heads = quill__attention_heads_avx2;
     }
 }
 
@@ -35,15 +36,40 @@ bool quill__attention_has_avx2(void) {
 }
 
 #if !defined(QUILL_HAVE_X86)
-/* Builds without the x86 kernel folder never select this; it exists so the symbol resolves. */
+/* Builds without the x86 kernel folder never select these; they exist so the symbols
+ * resolve. */
 void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                                 int64_t n_keys, float scale, float *scores, float *out) {
     quill__attention_head_ref(q, head_dim, keys, n_keys, scale, scores, out);
+}
+
+void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stride,
+                                 int32_t head_dim, const quill_attention_keys *keys,
+                                 int64_t n_keys, float scale, float *scores, float *out,
+                                 int64_t out_stride) {
+    quill__attention_heads_ref(q, n_heads, q_stride, head_dim, keys, n_keys, scale, scores, out,
+                               out_stride);
 }
 #endif
 
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                            int64_t n_keys, float scale, float *scores, float *out) {
     pthread_once(&select_once, select_variants);
-    attention_head(q, head_dim, keys, n_keys, scale, scores, out);
+    attention_heads(q, 1, head_dim, head_dim, keys, n_keys, scale, scores, out, head_dim);
+}
+
+void quill__attention_heads(const float *q, int32_t n_heads, int64_t q_stride, int32_t head_dim,
+                            const quill_attention_keys *keys, int64_t n_keys, float scale,
+                            float *scores, float *out, int64_t out_stride) {
+    pthread_once(&select_once, select_variants);
+    /* Each head's result depends only on its own query, so splitting a large group into calls
+     * of at most QUILL_ATTENTION_MAX_HEADS heads changes no bits. */
+    for (int32_t first = 0; first < n_heads; first += QUILL_ATTENTION_MAX_HEADS) {
+        int32_t n_part = n_heads - first;
+        if (n_part > QUILL_ATTENTION_MAX_HEADS) {
+            n_part = QUILL_ATTENTION_MAX_HEADS;
+        }
+        attention_heads(q + first * q_stride, n_part, q_stride, head_dim, keys, n_keys, scale,
+                        scores, out + first * out_stride, out_stride);
+    }
 }

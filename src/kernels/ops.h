@@ -1,6 +1,7 @@
 /*
  * Element-wise and per-row ops of the forward pass: RMSNorm, RoPE (normal and NeoX layouts),
- * softmax, SwiGLU, vector add, and attention of one query head over a paged K/V history.
+ * softmax, SwiGLU, vector add, and attention of one query head, or of the query heads of one
+ * GQA group, over a paged K/V history.
  * Each follows ggml's CPU arithmetic where that is cheap to match (double sum in RMSNorm,
  * iterated RoPE angles), so that Quill's logits stay close to llama.cpp's.
  *
@@ -63,25 +64,48 @@ typedef struct quill_attention_keys {
     const int32_t *blocks;     /* the sequence's block table */
 } quill_attention_keys;
 
-/* Keys per softmax chunk in quill__attention_head: the size of its scores buffer. */
+/* Keys per softmax chunk in quill__attention_head(s): scores holds one chunk per head. */
 enum { QUILL_ATTENTION_CHUNK = 256 };
+
+/* Most query heads the variants of quill__attention_heads take per call. The dispatching
+ * quill__attention_heads splits a larger group into calls of at most this many heads. */
+enum { QUILL_ATTENTION_MAX_HEADS = 8 };
 
 /* out[head_dim] = sum_p softmax_p(scale * q . k_p) * v_p over positions p in [0, n_keys).
  * q: f32 [head_dim]; scores: f32 [QUILL_ATTENTION_CHUNK] scratch. Keys are visited in position
  * order in chunks of at most QUILL_ATTENTION_CHUNK keys that never cross a block boundary, and
  * an online softmax rescales the running sum and output between chunks. The result therefore
  * depends only on q, the stored keys and n_keys, so it has the same bits whatever batch the
- * query came in. */
+ * query came in. It is quill__attention_heads with one head. */
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                            int64_t n_keys, float scale, float *scores, float *out);
 
-/* The variants behind quill__attention_head, which picks the AVX2 one when the kernel dispatch
- * table (dispatch.h) selected AVX2 or AVX-512, so QUILL_KERNELS=ref forces the reference here
- * too. Exposed for tests that compare them. The AVX2 one needs AVX2, FMA and F16C. */
+/* Attention of n_heads >= 1 query heads that share one KV head (a GQA group), so each K and V
+ * element is read and widened once for the whole group. Head h reads q + h * q_stride
+ * (f32 [head_dim]) and writes out + h * out_stride (f32 [head_dim]). scores: f32
+ * [min(n_heads, QUILL_ATTENTION_MAX_HEADS) * QUILL_ATTENTION_CHUNK] scratch. Each head's output
+ * has the same bits as quill__attention_head gives for that head alone: every head keeps its
+ * own chunking and operation order, and sharing a widened element changes no value. */
+void quill__attention_heads(const float *q, int32_t n_heads, int64_t q_stride, int32_t head_dim,
+                            const quill_attention_keys *keys, int64_t n_keys, float scale,
+                            float *scores, float *out, int64_t out_stride);
+
+/* The variants behind quill__attention_head(s). The dispatcher picks the AVX2 ones when the
+ * kernel dispatch table (dispatch.h) selected AVX2 or AVX-512, so QUILL_KERNELS=ref forces the
+ * reference here too. Exposed for tests that compare them. The AVX2 ones need AVX2, FMA and
+ * F16C. The _heads variants take 1 <= n_heads <= QUILL_ATTENTION_MAX_HEADS, and each _head
+ * variant is its _heads variant with one head. */
 void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                                int64_t n_keys, float scale, float *scores, float *out);
 void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                                 int64_t n_keys, float scale, float *scores, float *out);
+void quill__attention_heads_ref(const float *q, int32_t n_heads, int64_t q_stride,
+                                int32_t head_dim, const quill_attention_keys *keys, int64_t n_keys,
+                                float scale, float *scores, float *out, int64_t out_stride);
+void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stride,
+                                 int32_t head_dim, const quill_attention_keys *keys,
+                                 int64_t n_keys, float scale, float *scores, float *out,
+                                 int64_t out_stride);
 
 /* True when this build and CPU can run quill__attention_head_avx2. */
 bool quill__attention_has_avx2(void);

@@ -15,7 +15,15 @@
 
 /* Bytes of each row's block: fp16 d, then the quantized values. */
 static size_t block_bytes(uint32_t type) {
+    if (type == QUILL_TYPE_Q4_K) {
+        return sizeof(quill_block_q4_k);
+    }
     return type == QUILL_TYPE_Q4_0 ? sizeof(quill_block_q4_0) : sizeof(quill_block_q8_0);
+}
+
+/* Elements per block of a packed type. */
+static int64_t block_elements(uint32_t type) {
+    return type == QUILL_TYPE_Q4_K ? QUILL_QK_K : QUILL_QK;
 }
 
 /* The byte that row block byte `value_byte` (an index into qs) becomes in the packed layout,
@@ -30,7 +38,59 @@ static uint8_t value_mask(uint32_t type) {
 }
 
 bool quill__pack_type_supported(uint32_t type) {
-    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0;
+    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K;
+}
+
+/* Q4_K group block offsets (packed.h). */
+enum {
+    Q4_K_DMIN = 16,
+    Q4_K_LOW_PLANE = 32,
+    Q4_K_HIGH_PLANE = 96,
+    Q4_K_QS = 128,
+    Q4_K_GROUP_BLOCK = QUILL_PACK_ROWS * 144,
+};
+
+/* Moves row r's super-block `block` into group block `out`. */
+static void pack_q4_k_block(const uint8_t *block, int r, uint8_t *out) {
+    memcpy(out + 2 * r, block, 2);
+    memcpy(out + Q4_K_DMIN + 2 * r, block + 2, 2);
+    uint8_t sc[8];
+    uint8_t m[8];
+    for (int j = 0; j < 8; j++) {
+        quill__q4_k_scale_min(j, block + 4, &sc[j], &m[j]);
+        out[Q4_K_LOW_PLANE + 8 * j + r] = (uint8_t)((sc[j] & 15) | (m[j] & 15) << 4);
+    }
+    for (int j = 0; j < 4; j++) {
+        out[Q4_K_HIGH_PLANE + 8 * j + r] =
+            (uint8_t)(sc[j] >> 4 | (m[j] >> 4) << 2 | (sc[j + 4] >> 4) << 4 | (m[j + 4] >> 4) << 6);
+    }
+    for (int c = 0; c < 32; c++) {
+        memcpy(out + Q4_K_QS + 32 * c + 4 * r, block + 16 + 4 * c, 4);
+    }
+}
+
+/* The inverse of pack_q4_k_block: re-encodes the 6-bit scales and mins as the original 12
+ * bytes, whose 96 bits hold the 16 values exactly once (quill__q4_k_scale_min). */
+static void unpack_q4_k_block(const uint8_t *group_block, int r, uint8_t *block) {
+    memcpy(block, group_block + 2 * r, 2);
+    memcpy(block + 2, group_block + Q4_K_DMIN + 2 * r, 2);
+    uint8_t sc[8];
+    uint8_t m[8];
+    for (int j = 0; j < 8; j++) {
+        uint8_t low = group_block[Q4_K_LOW_PLANE + 8 * j + r];
+        uint8_t high = group_block[Q4_K_HIGH_PLANE + 8 * (j % 4) + r] >> (j < 4 ? 0 : 4);
+        sc[j] = (uint8_t)((low & 15) | (high & 3) << 4);
+        m[j] = (uint8_t)((low >> 4) | ((high >> 2) & 3) << 4);
+    }
+    uint8_t *scales = block + 4;
+    for (int j = 0; j < 4; j++) {
+        scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        scales[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+        scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+    }
+    for (int c = 0; c < 32; c++) {
+        memcpy(block + 16 + 4 * c, group_block + Q4_K_QS + 32 * c + 4 * r, 4);
+    }
 }
 
 void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_rows, int64_t n_cols,
@@ -43,6 +103,15 @@ void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_row
     for (int64_t group = 0; group + QUILL_PACK_ROWS <= n_rows; group += QUILL_PACK_ROWS) {
         uint8_t *out = (uint8_t *)data + (size_t)group * row_bytes;
         memcpy(rows, out, QUILL_PACK_ROWS * row_bytes);
+        if (type == QUILL_TYPE_Q4_K) {
+            for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
+                for (int r = 0; r < QUILL_PACK_ROWS; r++) {
+                    pack_q4_k_block(rows + (size_t)r * row_bytes + (size_t)b * 144, r,
+                                    out + (size_t)b * Q4_K_GROUP_BLOCK);
+                }
+            }
+            continue;
+        }
         for (int64_t b = 0; b < n_blocks; b++) {
             uint8_t *group_block = out + (size_t)b * QUILL_PACK_ROWS * bytes;
             for (int r = 0; r < QUILL_PACK_ROWS; r++) {
@@ -66,6 +135,12 @@ void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes,
     const int r = (int)(row % QUILL_PACK_ROWS);
     const uint8_t *group = (const uint8_t *)data + (size_t)(row - r) * row_bytes;
     uint8_t *out = dst;
+    if (type == QUILL_TYPE_Q4_K) {
+        for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
+            unpack_q4_k_block(group + (size_t)b * Q4_K_GROUP_BLOCK, r, out + (size_t)b * 144);
+        }
+        return;
+    }
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *group_block = group + (size_t)b * QUILL_PACK_ROWS * bytes;
         uint8_t *block = out + (size_t)b * bytes;
@@ -103,15 +178,16 @@ quill_status quill__matrix_dequantize_row(const quill_matrix *matrix, int64_t ro
     }
     /* One block at a time, so no buffer of a whole row is needed. */
     const size_t bytes = block_bytes(matrix->type);
+    const int64_t elements = block_elements(matrix->type);
     const int r = (int)(row % QUILL_PACK_ROWS);
     const uint8_t *group = data + (size_t)(row - r) * matrix->row_bytes;
-    const int64_t n_blocks = matrix->n_cols / QUILL_QK;
+    const int64_t n_blocks = matrix->n_cols / elements;
     for (int64_t b = 0; b < n_blocks; b++) {
-        uint8_t block[sizeof(quill_block_q8_0)];
+        uint8_t block[sizeof(quill_block_q4_k)];
         quill__packed_row_unpack(matrix->type, group + (size_t)b * QUILL_PACK_ROWS * bytes,
-                                 matrix->row_bytes, r, QUILL_QK, block);
-        quill_status status = quill__dequantize_row(matrix->type, block, dst + b * QUILL_QK,
-                                                    QUILL_QK);
+                                 matrix->row_bytes, r, elements, block);
+        quill_status status =
+            quill__dequantize_row(matrix->type, block, dst + b * elements, elements);
         if (status != QUILL_OK) {
             return status;
         }

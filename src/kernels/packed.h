@@ -13,12 +13,22 @@
  *   elements 4k .. 4k + 3 and the high nibbles elements 16 + 4k .. 16 + 4k + 3.
  * - Q8_0, 272 bytes: fp16 d of rows 0..7, then for chunk k = 0..7 and row r the 4 values
  *   qs[4k .. 4k + 3] of row r, each XOR 0x80 (q + 128 as an unsigned byte), at 16 + 32k + 4r.
+ * - Q4_K, 1152 bytes per super-block of 256: fp16 d of rows 0..7 (16 bytes), fp16 dmin of rows
+ *   0..7 (16 bytes), then the 6-bit sub-block scales sc_j and mins m_j (j = 0..7) as a low
+ *   plane of 64 bytes, byte 8j + r = (sc_j & 15) | (m_j & 15) << 4 of row r, and a high plane
+ *   of 32 bytes, byte 8j + r (j < 4) = sc_j >> 4 | (m_j >> 4) << 2 | (sc_{j+4} >> 4) << 4 |
+ *   (m_{j+4} >> 4) << 6; then for chunk c = 0..31 and row r the 4 bytes qs[4c .. 4c + 3] of row
+ *   r at 128 + 32c + 4r. The low nibbles of chunks 8g .. 8g + 7 are sub-block 2g, the high
+ *   nibbles sub-block 2g + 1.
  *
  * The dot products of a packed row compute, per (row, token) pair, exactly what the VNNI
  * vec_dot computes for the same row in the original layout: per block the exact integer sum of
  * level products, then acc = fma(d_w * d_x, (float)sum, acc) in block order from acc = 0. The
  * unsigned levels are corrected with the activation block sums that matmul prepares beside the
- * quantized activations (quill__q8_0_prepared_*).
+ * quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block: the exact integer
+ * isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j m_j * (activation
+ * sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
+ * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0.
  */
 #ifndef QUILL_KERNELS_PACKED_H
 #define QUILL_KERNELS_PACKED_H
@@ -32,7 +42,7 @@
 /* Rows per packed group. */
 enum { QUILL_PACK_ROWS = 8 };
 
-/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0). */
+/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K). */
 bool quill__pack_type_supported(uint32_t type);
 
 /* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and

@@ -7,9 +7,11 @@
  * each 32-value sub-block's bytes 4k .. 4k + 3 of scale * level * q_x (Q6_K: scale * (level -
  * 32) * q_x), then acc = fma(d_w * d_x, float(lanes), acc) in block order. Q4_K / Q5_K also
  * add (dmin_w * d_x) * float(sum of min_j * activation sums) to a scalar f32 sum in block order,
- * and the result is hsum(acc) - that sum. Tiles compute every pair with exactly these
+ * and the result is hsum(acc) - that sum (with VNNI, Q4_K instead follows is_exact_k below). Tiles compute every pair with exactly these
  * operations, so vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values.
  */
+#include <math.h>
+
 #include "kernels/avx2/x86_common.h"
 #include "kernels/blocks.h"
 
@@ -33,6 +35,13 @@ typedef struct unpacked_k {
     float d;           /* super-block scale */
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
+
+/* With VNNI, Q4_K uses the arithmetic of the packed kernels (packed.h), so that packed and
+ * unpacked rows give the same values: per super-block the exact integers isum and mins, then
+ * two scalar FMAs in super-block order. */
+QUILL_X86_INLINE int is_exact_k(int kind) {
+    return QUILL_X86_USE_VNNI && kind == KIND_Q4_K;
+}
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {
     if (kind == KIND_Q4_K) {
@@ -164,7 +173,7 @@ QUILL_X86_INLINE void unpack_k(int kind, const uint8_t *block, unpacked_k *out) 
 /* Adds one super-block of a (row, token) pair to its accumulators (the file comment's
  * arithmetic). */
 QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activation_k *x,
-                                   __m256 *acc, float *min_sum) {
+                                   __m256 *acc, float *scalar_sum) {
     __m256i lanes = _mm256_setzero_si256();
     for (int k = 0; k < 8; k++) {
         __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x->values[k]);
@@ -178,10 +187,16 @@ QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activati
         /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. */
         mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x->sums));
     }
+    if (is_exact_k(kind)) {
+        float sum = (float)quill_x86_hsum_i32(lanes);
+        *scalar_sum = fmaf(w->d * x->d, sum, *scalar_sum);
+        *scalar_sum = fmaf(-(w->dmin * x->d), (float)mins, *scalar_sum);
+        return;
+    }
     __m256 scale = _mm256_set1_ps(w->d * x->d);
     *acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), *acc);
     if (kind != KIND_Q6_K) {
-        *min_sum += (w->dmin * x->d) * (float)mins;
+        *scalar_sum += (w->dmin * x->d) * (float)mins;
     }
 }
 
@@ -195,11 +210,12 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                              const uint8_t *prefetch) {
     const size_t w_bytes = k_block_bytes(kind);
     __m256 acc[TILE_ROWS][TILE_TOKENS];
-    float min_sum[TILE_ROWS][TILE_TOKENS];
+    /* Per pair: the min sum, or the whole accumulator of the exact kind. */
+    float scalar_sum[TILE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
             acc[r][t] = _mm256_setzero_ps();
-            min_sum[r][t] = 0.0f;
+            scalar_sum[r][t] = 0.0f;
         }
     }
 
@@ -215,7 +231,7 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
             for (int r = 0; r < n_rows; r++) {
                 unpacked_k w;
                 unpack_k(kind, weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes, &w);
-                accumulate_k(kind, &w, &x, &acc[r][0], &min_sum[r][0]);
+                accumulate_k(kind, &w, &x, &acc[r][0], &scalar_sum[r][0]);
             }
             continue;
         }
@@ -231,14 +247,15 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                 kind, (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b,
                 &x);
             for (int r = 0; r < n_rows; r++) {
-                accumulate_k(kind, &unpacked[r], &x, &acc[r][t], &min_sum[r][t]);
+                accumulate_k(kind, &unpacked[r], &x, &acc[r][t], &scalar_sum[r][t]);
             }
         }
     }
 
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
-            y[t * y_stride + r] = quill_x86_hsum(acc[r][t]) - min_sum[r][t];
+            y[t * y_stride + r] = is_exact_k(kind) ? scalar_sum[r][t]
+                                                   : quill_x86_hsum(acc[r][t]) - scalar_sum[r][t];
         }
     }
 }

@@ -29,6 +29,9 @@ enum { PACKED_TILE_TOKENS = 8 };
 #define PREFETCH_MAX_TOKENS 0
 #endif
 
+/* The packed weight types. */
+enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
+
 /* Group block bytes of each packed type. */
 enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272 };
 
@@ -99,12 +102,148 @@ QUILL_X86_INLINE void packed_tile(int is_q8, int64_t n_blocks, const uint8_t *gr
     }
 }
 
+/* Q4_K group block offsets (packed.h). */
+enum { Q4_K_DMIN = 16, Q4_K_LOW_PLANE = 32, Q4_K_HIGH_PLANE = 96, Q4_K_QS = 128 };
+enum { GROUP_BLOCK_Q4_K = 8 * 144 };
+
+/* The 8 rows' scales and mins of one Q4_K super-block: scales[j] holds sc_j of row r in int32
+ * lane r; min_pairs[i] holds m_{2i} and m_{2i+1} of row r as the int16 pair of lane r. */
+typedef struct q4_k_scales {
+    __m256i scales[8];
+    __m256i min_pairs[4];
+} q4_k_scales;
+
+/* Decodes the low and high planes of a group block (packed.h) into q4_k_scales. */
+QUILL_X86_INLINE void decode_q4_k_scales(const uint8_t *block, q4_k_scales *out) {
+    const __m256i mask4 = _mm256_set1_epi8(0x0f);
+    const __m256i mask2 = _mm256_set1_epi8(0x03);
+    __m256i low_0_3 = _mm256_loadu_si256((const __m256i *)(block + Q4_K_LOW_PLANE));
+    __m256i low_4_7 = _mm256_loadu_si256((const __m256i *)(block + Q4_K_LOW_PLANE + 32));
+    __m256i high = _mm256_loadu_si256((const __m256i *)(block + Q4_K_HIGH_PLANE));
+    /* Byte 8j + r of each vector: sc_j or m_j of row r, for j in 0..3 or 4..7. */
+    __m256i top_sc_0_3 = _mm256_slli_epi16(_mm256_and_si256(high, mask2), 4);
+    __m256i top_m_0_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 2), mask2), 4);
+    __m256i top_sc_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 4), mask2), 4);
+    __m256i top_m_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 6), mask2), 4);
+    __m256i sc_0_3 = _mm256_or_si256(_mm256_and_si256(low_0_3, mask4), top_sc_0_3);
+    __m256i sc_4_7 = _mm256_or_si256(_mm256_and_si256(low_4_7, mask4), top_sc_4_7);
+    __m256i m_0_3 =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_0_3, 4), mask4), top_m_0_3);
+    __m256i m_4_7 =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_4_7, 4), mask4), top_m_4_7);
+
+    const __m128i halves_sc[4] = {_mm256_castsi256_si128(sc_0_3),
+                                  _mm256_extracti128_si256(sc_0_3, 1),
+                                  _mm256_castsi256_si128(sc_4_7),
+                                  _mm256_extracti128_si256(sc_4_7, 1)};
+    const __m128i halves_m[4] = {_mm256_castsi256_si128(m_0_3), _mm256_extracti128_si256(m_0_3, 1),
+                                 _mm256_castsi256_si128(m_4_7),
+                                 _mm256_extracti128_si256(m_4_7, 1)};
+    for (int i = 0; i < 4; i++) {
+        /* Half i holds sub-blocks 2i (bytes 0-7) and 2i + 1 (bytes 8-15). */
+        out->scales[2 * i] = _mm256_cvtepu8_epi32(halves_sc[i]);
+        out->scales[2 * i + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(halves_sc[i], 8));
+        __m128i pairs = _mm_unpacklo_epi8(halves_m[i], _mm_srli_si128(halves_m[i], 8));
+        out->min_pairs[i] = _mm256_cvtepu8_epi16(pairs);
+    }
+}
+
+/* y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens), n_tokens <=
+ * PACKED_TILE_TOKENS, with Q8_K activation rows. */
+QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
+                                       const uint8_t *activations, size_t activation_row_bytes,
+                                       int n_tokens, float *y, int64_t y_stride) {
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    __m256 acc[PACKED_TILE_TOKENS];
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm256_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q4_K;
+        q4_k_scales scales;
+        decode_q4_k_scales(block, &scales);
+        __m256i isum[PACKED_TILE_TOKENS];
+        for (int t = 0; t < n_tokens; t++) {
+            isum[t] = _mm256_setzero_si256();
+        }
+        for (int j = 0; j < 8; j++) {
+            /* Sub-block j: the low (even j) or high (odd j) nibbles of chunks 8(j/2) .. +7. */
+            const uint8_t *chunks = block + Q4_K_QS + 32 * 8 * (j / 2);
+            __m256i levels[8];
+            for (int c = 0; c < 8; c++) {
+                __m256i pairs = _mm256_loadu_si256((const __m256i *)(chunks + 32 * c));
+                levels[c] = j % 2 == 0 ? _mm256_and_si256(pairs, low_mask)
+                                       : _mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask);
+            }
+            for (int t = 0; t < n_tokens; t++) {
+                const quill_block_q8_k *x =
+                    (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+                const int8_t *values = x->qs + 32 * j;
+                __m256i low = _mm256_setzero_si256();
+                __m256i high = _mm256_setzero_si256();
+                for (int c = 0; c < 4; c++) {
+                    low = _mm256_dpbusd_epi32(low, levels[c], broadcast_4_bytes(values + 4 * c));
+                    high = _mm256_dpbusd_epi32(high, levels[c + 4],
+                                               broadcast_4_bytes(values + 16 + 4 * c));
+                }
+                __m256i sums = _mm256_add_epi32(low, high);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(sums, scales.scales[j]));
+            }
+        }
+        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + Q4_K_DMIN)));
+        for (int t = 0; t < n_tokens; t++) {
+            const quill_block_q8_k *x =
+                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+            /* Activation sums of the 8 sub-blocks as int16 (at most 32 * 128 in magnitude). */
+            __m128i sub_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x->bsums),
+                                              _mm_loadu_si128((const __m128i *)(x->bsums + 16)));
+            __m256i mins = _mm256_setzero_si256();
+            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[0],
+                                       _mm256_broadcastd_epi32(sub_sums));
+            mins = _mm256_dpwssd_epi32(
+                mins, scales.min_pairs[1],
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0x55)));
+            mins = _mm256_dpwssd_epi32(
+                mins, scales.min_pairs[2],
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xaa)));
+            mins = _mm256_dpwssd_epi32(
+                mins, scales.min_pairs[3],
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xff)));
+            float d_x;
+            memcpy(&d_x, x->d, sizeof(d_x));
+            __m256 d_x8 = _mm256_set1_ps(d_x);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d_w, d_x8), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] =
+                _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, d_x8), _mm256_cvtepi32_ps(mins), acc[t]);
+        }
+    }
+
+    for (int t = 0; t < n_tokens; t++) {
+        _mm256_storeu_ps(y + t * y_stride, acc[t]);
+    }
+}
+
+/* One tile of any packed kind. */
+QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t *group,
+                                       const uint8_t *activations, size_t activation_row_bytes,
+                                       int n_tokens, float *y, int64_t y_stride) {
+    if (kind == PACKED_Q4_K) {
+        packed_tile_q4_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y,
+                         y_stride);
+    } else {
+        packed_tile(kind == PACKED_Q8_0, n_blocks, group, activations, activation_row_bytes,
+                    n_tokens, y, y_stride);
+    }
+}
+
 /* Walks the groups of a rows x tokens range in token tiles of constant size. */
-QUILL_X86_INLINE void gemm_packed(int is_q8, int64_t n, const void *weights,
+QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights,
                                   size_t weight_row_bytes, int64_t n_rows, const void *activations,
                                   size_t activation_row_bytes, int64_t n_tokens, float *y,
                                   int64_t y_stride) {
-    const int64_t n_blocks = n / QUILL_QK;
+    const int64_t n_blocks = n / (kind == PACKED_Q4_K ? QUILL_QK_K : QUILL_QK);
     for (int64_t row = 0; row + QUILL_PACK_ROWS <= n_rows; row += QUILL_PACK_ROWS) {
         const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
         for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
@@ -113,29 +252,36 @@ QUILL_X86_INLINE void gemm_packed(int is_q8, int64_t n, const void *weights,
             int64_t left = n_tokens - token;
             switch (left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS) {
             case 1:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 1, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 1, y_tile,
+                             y_stride);
                 break;
             case 2:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 2, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 2, y_tile,
+                             y_stride);
                 break;
             case 3:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 3, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 3, y_tile,
+                             y_stride);
                 break;
             case 4:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 4, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 4, y_tile,
+                             y_stride);
                 break;
             case 5:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 5, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 5, y_tile,
+                             y_stride);
                 break;
             case 6:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 6, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 6, y_tile,
+                             y_stride);
                 break;
             case 7:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, 7, y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, 7, y_tile,
+                             y_stride);
                 break;
             default:
-                packed_tile(is_q8, n_blocks, group, x, activation_row_bytes, PACKED_TILE_TOKENS,
-                            y_tile, y_stride);
+                packed_tile_kind(kind, n_blocks, group, x, activation_row_bytes, PACKED_TILE_TOKENS, y_tile,
+                             y_stride);
                 break;
             }
         }
@@ -146,7 +292,7 @@ void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
+    gemm_packed(PACKED_Q4_0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
                 n_tokens, y, y_stride);
 }
 
@@ -154,6 +300,14 @@ void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(1, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
+    gemm_packed(PACKED_Q8_0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
                 n_tokens, y, y_stride);
+}
+
+void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q4_K, n, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
 }

@@ -1,8 +1,9 @@
 /*
- * Attention of one query head over a paged K/V history, with an online softmax. Keys are visited
- * in position order in chunks of at most QUILL_ATTENTION_CHUNK keys that never cross a block
- * boundary. Each chunk's scores go to a small buffer, and the running max, sum and output are
- * rescaled when the max grows. All sums are f32 in position order, so the result does not
+ * Attention of the query heads of one GQA group over a paged K/V history, with an online
+ * softmax per head. Keys are visited in position order in chunks of at most
+ * QUILL_ATTENTION_CHUNK keys that never cross a block boundary, and the heads take each chunk
+ * one after another. A chunk's scores go to a small buffer, and the running max, sum and output
+ * are rescaled when the max grows. All sums are f32 in position order, so the result does not
  * depend on the batch the query came in. F16 rows are widened through a table built once.
  */
 #include "kernels/ops.h"
@@ -55,14 +56,19 @@ static void add_scaled_row(float *out, float weight, const uint8_t *row, uint32_
     }
 }
 
-void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_attention_keys *keys,
-                               int64_t n_keys, float scale, float *scores, float *out) {
+void quill__attention_heads_ref(const float *q, int32_t n_heads, int64_t q_stride,
+                                int32_t head_dim, const quill_attention_keys *keys, int64_t n_keys,
+                                float scale, float *scores, float *out, int64_t out_stride) {
     pthread_once(&fp16_table_once, build_fp16_table);
-    for (int32_t i = 0; i < head_dim; i++) {
-        out[i] = 0.0f;
+    float running_max[QUILL_ATTENTION_MAX_HEADS];
+    float running_sum[QUILL_ATTENTION_MAX_HEADS];
+    for (int32_t h = 0; h < n_heads; h++) {
+        for (int32_t i = 0; i < head_dim; i++) {
+            out[h * out_stride + i] = 0.0f;
+        }
+        running_max[h] = -INFINITY;
+        running_sum[h] = 0.0f;
     }
-    float running_max = -INFINITY;
-    float running_sum = 0.0f;
 
     int64_t position = 0;
     while (position < n_keys) {
@@ -81,35 +87,51 @@ void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_att
         const uint8_t *k_row = keys->k_data + block_offset + (size_t)slot * keys->row_bytes;
         const uint8_t *v_row = keys->v_data + block_offset + (size_t)slot * keys->row_bytes;
 
-        /* Scaled scores and their max. */
-        float chunk_max = -INFINITY;
-        for (int64_t j = 0; j < n_chunk; j++) {
-            scores[j] =
-                scale * dot_row(q, k_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
-            chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
-        }
+        /* Each head runs the one-head steps on its own query, scores and output, so the group
+         * changes none of its bits. */
+        for (int32_t h = 0; h < n_heads; h++) {
+            const float *head_q = q + h * q_stride;
+            float *head_out = out + h * out_stride;
 
-        /* Rescale what was accumulated under the old max, then add this chunk. */
-        if (chunk_max > running_max) {
-            float correction = expf(running_max - chunk_max);
-            running_sum *= correction;
-            for (int32_t i = 0; i < head_dim; i++) {
-                out[i] *= correction;
+            /* Scaled scores and their max. */
+            float chunk_max = -INFINITY;
+            for (int64_t j = 0; j < n_chunk; j++) {
+                scores[j] = scale * dot_row(head_q, k_row + (size_t)j * keys->row_bytes,
+                                            keys->type, head_dim);
+                chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
             }
-            running_max = chunk_max;
-        }
-        for (int64_t j = 0; j < n_chunk; j++) {
-            float weight = expf(scores[j] - running_max);
-            running_sum += weight;
-            add_scaled_row(out, weight, v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
+
+            /* Rescale what was accumulated under the old max, then add this chunk. */
+            if (chunk_max > running_max[h]) {
+                float correction = expf(running_max[h] - chunk_max);
+                running_sum[h] *= correction;
+                for (int32_t i = 0; i < head_dim; i++) {
+                    head_out[i] *= correction;
+                }
+                running_max[h] = chunk_max;
+            }
+            for (int64_t j = 0; j < n_chunk; j++) {
+                float weight = expf(scores[j] - running_max[h]);
+                running_sum[h] += weight;
+                add_scaled_row(head_out, weight, v_row + (size_t)j * keys->row_bytes, keys->type,
+                               head_dim);
+            }
         }
         position = end;
     }
 
-    if (running_sum > 0.0f) {
-        float inverse = 1.0f / running_sum;
-        for (int32_t i = 0; i < head_dim; i++) {
-            out[i] *= inverse;
+    for (int32_t h = 0; h < n_heads; h++) {
+        if (running_sum[h] > 0.0f) {
+            float inverse = 1.0f / running_sum[h];
+            for (int32_t i = 0; i < head_dim; i++) {
+                out[h * out_stride + i] *= inverse;
+            }
         }
     }
+}
+
+void quill__attention_head_ref(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                               int64_t n_keys, float scale, float *scores, float *out) {
+    quill__attention_heads_ref(q, 1, head_dim, head_dim, keys, n_keys, scale, scores, out,
+                               head_dim);
 }
