@@ -943,6 +943,215 @@ static void test_ops_attention_matches_naive(void **state) {
     }
 }
 
+/* Keys and queries for the grouped attention tests: one KV head (the second of two in each
+ * row) in blocks laid out in reverse order, and n_heads queries q_stride floats apart. */
+typedef struct attention_group_fixture {
+    uint8_t *storage;
+    int32_t *blocks;
+    float *q; /* f32 [n_heads][q_stride] */
+    quill_attention_keys keys;
+} attention_group_fixture;
+
+static float next_uniform(uint32_t *seed, float low, float high) {
+    *seed = *seed * 1664525u + 1013904223u;
+    return low + (float)(*seed >> 8) / 16777216.0f * (high - low);
+}
+
+static void attention_group_fixture_init(attention_group_fixture *keys_fixture, uint32_t type,
+                                         int32_t head_dim, int32_t n_keys, int32_t block_tokens,
+                                         int32_t n_heads, int64_t q_stride) {
+    const size_t element_bytes = type == QUILL_TYPE_F32 ? 4 : 2;
+    const int32_t n_blocks = (n_keys + block_tokens - 1) / block_tokens;
+    const size_t row_bytes = (size_t)head_dim * element_bytes * 2;
+    const size_t block_bytes = row_bytes * (size_t)block_tokens * 2; /* K rows, then V rows */
+    keys_fixture->storage = calloc((size_t)n_blocks, block_bytes);
+    keys_fixture->blocks = malloc((size_t)n_blocks * sizeof(int32_t));
+    keys_fixture->q = malloc((size_t)n_heads * (size_t)q_stride * sizeof(float));
+    assert_non_null(keys_fixture->storage);
+    assert_non_null(keys_fixture->blocks);
+    assert_non_null(keys_fixture->q);
+    for (int32_t b = 0; b < n_blocks; b++) {
+        keys_fixture->blocks[b] = n_blocks - 1 - b;
+    }
+    uint32_t seed = 777u + (uint32_t)head_dim;
+    for (int64_t i = 0; i < (int64_t)n_heads * q_stride; i++) {
+        keys_fixture->q[i] = next_uniform(&seed, -2.0f, 2.0f);
+    }
+    for (int32_t p = 0; p < n_keys; p++) {
+        uint8_t *k_row = keys_fixture->storage + (size_t)keys_fixture->blocks[p / block_tokens] * block_bytes +
+                         (size_t)(p % block_tokens) * row_bytes + (size_t)head_dim * element_bytes;
+        uint8_t *v_row = k_row + (size_t)block_tokens * row_bytes;
+        for (int32_t i = 0; i < head_dim; i++) {
+            float key = next_uniform(&seed, -2.0f, 2.0f);
+            float value = next_uniform(&seed, -1.0f, 1.0f);
+            if (type == QUILL_TYPE_F32) {
+                memcpy(k_row + (size_t)i * 4, &key, 4);
+                memcpy(v_row + (size_t)i * 4, &value, 4);
+            } else {
+                uint16_t key_half = quill__fp32_to_fp16(key);
+                uint16_t value_half = quill__fp32_to_fp16(value);
+                memcpy(k_row + (size_t)i * 2, &key_half, 2);
+                memcpy(v_row + (size_t)i * 2, &value_half, 2);
+            }
+        }
+    }
+    keys_fixture->keys = (quill_attention_keys){
+        .type = type,
+        .k_data = keys_fixture->storage + (size_t)head_dim * element_bytes,
+        .v_data = keys_fixture->storage + (size_t)head_dim * element_bytes +
+                  (size_t)block_tokens * row_bytes,
+        .block_stride_bytes = block_bytes,
+        .row_bytes = row_bytes,
+        .block_tokens = block_tokens,
+        .blocks = keys_fixture->blocks,
+    };
+}
+
+static void attention_group_fixture_release(attention_group_fixture *keys_fixture) {
+    free(keys_fixture->q);
+    free(keys_fixture->blocks);
+    free(keys_fixture->storage);
+}
+
+typedef void (*attention_heads_fn)(const float *q, int32_t n_heads, int64_t q_stride,
+                                   int32_t head_dim, const quill_attention_keys *keys,
+                                   int64_t n_keys, float scale, float *scores, float *out,
+                                   int64_t out_stride);
+
+/* Shapes for the grouped attention tests. Blocks of 7 keys leave remainders after the 2- and
+ * 4-key steps of the AVX2 scores; 300- and 512-key blocks split into 256-key chunks. */
+typedef struct attention_group_case {
+    uint32_t type;
+    int32_t head_dim; /* 40 and 72: vector counts that the AVX2 V steps do not divide */
+    int32_t n_keys;
+    int32_t block_tokens;
+} attention_group_case;
+
+static const attention_group_case attention_group_cases[] = {
+    {QUILL_TYPE_F16, 64, 1, 16},    {QUILL_TYPE_F16, 64, 45, 7},
+    {QUILL_TYPE_F16, 64, 600, 300}, {QUILL_TYPE_F16, 128, 260, 512},
+    {QUILL_TYPE_F16, 128, 53, 7},   {QUILL_TYPE_F16, 40, 300, 16},
+    {QUILL_TYPE_F16, 72, 100, 300}, {QUILL_TYPE_F16, 20, 37, 16},
+    {QUILL_TYPE_F32, 64, 600, 300}, {QUILL_TYPE_F32, 20, 37, 7},
+};
+
+enum {
+    GROUP_Q_PADDING = 3,   /* q_stride - head_dim in the grouped tests */
+    GROUP_OUT_PADDING = 5, /* out_stride - head_dim, padding that must stay unwritten */
+    GROUP_MAX_HEADS = 12,  /* above QUILL_ATTENTION_MAX_HEADS, to split in the dispatcher */
+};
+
+/* Runs attention_heads on n_heads heads of one case and checks that each head's output has the
+ * bits attention_head gives for that head alone, and that the stride padding is unwritten. */
+static void check_attention_group(attention_heads_fn attention_heads,
+                                  attention_head_fn attention_head,
+                                  const attention_group_case *shape, int32_t n_heads) {
+    const int32_t head_dim = shape->head_dim;
+    const int64_t q_stride = head_dim + GROUP_Q_PADDING;
+    const int64_t out_stride = head_dim + GROUP_OUT_PADDING;
+    const int32_t n_scratch_heads =
+        n_heads < QUILL_ATTENTION_MAX_HEADS ? n_heads : QUILL_ATTENTION_MAX_HEADS;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    attention_group_fixture keys_fixture;
+    attention_group_fixture_init(&keys_fixture, shape->type, head_dim, shape->n_keys,
+                                 shape->block_tokens, n_heads, q_stride);
+    float *scores = malloc((size_t)n_scratch_heads * QUILL_ATTENTION_CHUNK * sizeof(float));
+    float *out = malloc((size_t)n_heads * (size_t)out_stride * sizeof(float));
+    float *expected = malloc((size_t)head_dim * sizeof(float));
+    assert_non_null(scores);
+    assert_non_null(out);
+    assert_non_null(expected);
+    for (int64_t i = 0; i < (int64_t)n_heads * out_stride; i++) {
+        out[i] = -7.0f;
+    }
+
+    attention_heads(keys_fixture.q, n_heads, q_stride, head_dim, &keys_fixture.keys, shape->n_keys, scale,
+                    scores, out, out_stride);
+    for (int32_t h = 0; h < n_heads; h++) {
+        attention_head(keys_fixture.q + h * q_stride, head_dim, &keys_fixture.keys, shape->n_keys, scale,
+                       scores, expected);
+        if (memcmp(out + h * out_stride, expected, (size_t)head_dim * sizeof(float)) != 0) {
+            print_error("head %d of %d differs: type %u, head_dim %d, %d keys, blocks of %d\n", h,
+                        n_heads, shape->type, head_dim, shape->n_keys, shape->block_tokens);
+        }
+        assert_memory_equal(out + h * out_stride, expected, (size_t)head_dim * sizeof(float));
+        for (int32_t i = head_dim; i < out_stride; i++) {
+            assert_true(out[h * out_stride + i] == -7.0f);
+        }
+    }
+    free(expected);
+    free(out);
+    free(scores);
+    attention_group_fixture_release(&keys_fixture);
+}
+
+/* Runs every case with 1 to QUILL_ATTENTION_MAX_HEADS heads on one variant pair. */
+static void check_attention_group_variant(attention_heads_fn attention_heads,
+                                          attention_head_fn attention_head) {
+    const size_t n_cases = sizeof(attention_group_cases) / sizeof(attention_group_cases[0]);
+    for (size_t c = 0; c < n_cases; c++) {
+        for (int32_t n_heads = 1; n_heads <= QUILL_ATTENTION_MAX_HEADS; n_heads++) {
+            check_attention_group(attention_heads, attention_head, &attention_group_cases[c],
+                                  n_heads);
+        }
+    }
+}
+
+static void test_ops_attention_heads_match_one_head(void **state) {
+    (void)state;
+    check_attention_group_variant(quill__attention_heads_ref, quill__attention_head_ref);
+    if (quill__attention_has_avx2()) {
+        check_attention_group_variant(quill__attention_heads_avx2, quill__attention_head_avx2);
+    } else {
+        print_message("skip: the AVX2 attention variant needs AVX2, FMA and F16C\n");
+    }
+}
+
+/* The dispatcher splits a group larger than QUILL_ATTENTION_MAX_HEADS into several calls. */
+static void test_ops_attention_heads_split_large_group(void **state) {
+    (void)state;
+    check_attention_group(quill__attention_heads, quill__attention_head,
+                          &attention_group_cases[2], GROUP_MAX_HEADS);
+    check_attention_group(quill__attention_heads, quill__attention_head,
+                          &attention_group_cases[9], GROUP_MAX_HEADS);
+}
+
+/* The AVX2 grouped variant stays within the one-head tolerance of the reference. */
+static void test_ops_attention_heads_avx2_near_ref(void **state) {
+    (void)state;
+    if (!quill__attention_has_avx2()) {
+        skip();
+    }
+    const size_t n_cases = sizeof(attention_group_cases) / sizeof(attention_group_cases[0]);
+    enum { N_HEADS = 4 };
+    for (size_t c = 0; c < n_cases; c++) {
+        const attention_group_case *shape = &attention_group_cases[c];
+        const int32_t head_dim = shape->head_dim;
+        const float scale = 1.0f / sqrtf((float)head_dim);
+        attention_group_fixture keys_fixture;
+        attention_group_fixture_init(&keys_fixture, shape->type, head_dim, shape->n_keys,
+                                     shape->block_tokens, N_HEADS, head_dim);
+        float *scores = malloc((size_t)N_HEADS * QUILL_ATTENTION_CHUNK * sizeof(float));
+        float *out_ref = malloc((size_t)N_HEADS * (size_t)head_dim * sizeof(float));
+        float *out_avx2 = malloc((size_t)N_HEADS * (size_t)head_dim * sizeof(float));
+        assert_non_null(scores);
+        assert_non_null(out_ref);
+        assert_non_null(out_avx2);
+        quill__attention_heads_ref(keys_fixture.q, N_HEADS, head_dim, head_dim, &keys_fixture.keys,
+                                   shape->n_keys, scale, scores, out_ref, head_dim);
+        quill__attention_heads_avx2(keys_fixture.q, N_HEADS, head_dim, head_dim, &keys_fixture.keys,
+                                    shape->n_keys, scale, scores, out_avx2, head_dim);
+        for (int32_t i = 0; i < N_HEADS * head_dim; i++) {
+            /* Both are f32 sums over the same terms in different lane orders. */
+            assert_float_equal(out_avx2[i], out_ref[i], 1e-4);
+        }
+        free(out_avx2);
+        free(out_ref);
+        free(scores);
+        attention_group_fixture_release(&keys_fixture);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_reads_hparams),
@@ -961,6 +1170,9 @@ int main(void) {
         cmocka_unit_test(test_ops_rope_layouts),
         cmocka_unit_test(test_ops_softmax_and_swiglu),
         cmocka_unit_test(test_ops_attention_matches_naive),
+        cmocka_unit_test(test_ops_attention_heads_match_one_head),
+        cmocka_unit_test(test_ops_attention_heads_split_large_group),
+        cmocka_unit_test(test_ops_attention_heads_avx2_near_ref),
         cmocka_unit_test(test_forward_rejects_bad_batches),
         cmocka_unit_test(test_forward_rejects_other_model_cache),
         cmocka_unit_test(test_forward_matches_reference_llama),

@@ -1,10 +1,10 @@
 /*
  * The forward pass over a batch of entries from one or more sequences. Every matrix product
  * runs over all of the batch's tokens at once through quill__matmul, and Q/K/V and gate/up
- * each run as one pool run over their concatenated rows. Attention runs per
- * (entry, query head) on the compute pool, and each entry attends over its own sequence's
- * positions [0, position] in the paged KV cache. All scratch is allocated in
- * quill_context_create for n_batch_max tokens, so a forward pass allocates nothing.
+ * each run as one pool run over their concatenated rows. Attention runs per (entry, KV head)
+ * on the compute pool, covering the query heads of that KV head's group, and each entry attends
+ * over its own sequence's positions [0, position] in the paged KV cache. All scratch is
+ * allocated in quill_context_create for n_batch_max tokens, so a forward pass allocates nothing.
  *
  * Batch invariance: every step is either per token (norms, RoPE, activations), a matmul whose
  * per-row result does not depend on the other rows, or attention whose reduction order depends
@@ -628,7 +628,9 @@ static void store_kv(quill_context *context, const quill_kv_layer_view *view,
     }
 }
 
-/* Pool task: attention for this thread's share of the (entry, query head) pairs. */
+/* Pool task: attention for this thread's share of the (entry, KV head) pairs. Each pair runs the
+ * query heads of that KV head's GQA group in one quill__attention_heads call, which reads and
+ * widens the group's K/V once. */
 static void attention_worker(void *task_context, int thread_index, int n_threads) {
     const attention_task *task = task_context;
     const quill_context *context = task->context;
@@ -638,16 +640,17 @@ static void attention_worker(void *task_context, int thread_index, int n_threads
     const int64_t q_dim = (int64_t)info->n_heads * info->head_dim;
     const size_t element_bytes = view->type == QUILL_TYPE_F32 ? 4 : 2;
     const float scale = 1.0f / sqrtf((float)info->head_dim);
-    float scores[QUILL_ATTENTION_CHUNK];
+    float scores[QUILL_ATTENTION_MAX_HEADS * QUILL_ATTENTION_CHUNK];
 
     /* Items are dealt round-robin rather than in contiguous ranges: in a prefill, later
      * entries attend over more keys, so contiguous ranges would leave the last thread with most
-     * of the work. Each item is computed alone, so the split does not change any result. */
-    const int64_t n_items = (int64_t)task->batch->n_tokens * info->n_heads;
+     * of the work. Each head's result depends only on its own query and keys, so neither the
+     * split nor the grouping changes any result. */
+    const int64_t n_items = (int64_t)task->batch->n_tokens * info->n_kv_heads;
     for (int64_t item = thread_index; item < n_items; item += n_threads) {
-        int32_t t = (int32_t)(item / info->n_heads);
-        int32_t head = (int32_t)(item % info->n_heads);
-        size_t head_offset = (size_t)(head / group) * (size_t)info->head_dim * element_bytes;
+        int32_t t = (int32_t)(item / info->n_kv_heads);
+        int32_t kv_head = (int32_t)(item % info->n_kv_heads);
+        size_t head_offset = (size_t)kv_head * (size_t)info->head_dim * element_bytes;
         quill_attention_keys keys = {
             .type = view->type,
             .k_data = view->k_data + head_offset,
@@ -657,10 +660,11 @@ static void attention_worker(void *task_context, int thread_index, int n_threads
             .block_tokens = view->block_tokens,
             .blocks = context->entry_blocks[t],
         };
-        int64_t offset = t * q_dim + (int64_t)head * info->head_dim;
-        quill__attention_head(context->q + offset, info->head_dim, &keys,
-                              (int64_t)task->batch->positions[t] + 1, scale, scores,
-                              context->attention + offset);
+        /* The group's query heads are adjacent: heads kv_head * group .. + group - 1. */
+        int64_t offset = t * q_dim + (int64_t)kv_head * group * info->head_dim;
+        quill__attention_heads(context->q + offset, group, info->head_dim, info->head_dim, &keys,
+                               (int64_t)task->batch->positions[t] + 1, scale, scores,
+                               context->attention + offset, info->head_dim);
     }
 }
 

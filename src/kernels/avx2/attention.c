@@ -1,9 +1,10 @@
 /*
- * AVX2 + FMA + F16C variant of quill__attention_head (ops.h): the same chunked online softmax
- * as the reference, with 8-wide dot products (F16 rows widened by vcvtph2ps) and 8-wide
- * accumulation of V rows. Each dot product sums eight lanes and then reduces them in a fixed
- * order, so results differ from the reference in the last bits but never between calls.
- * Call only on CPUs with AVX2, FMA and F16C. Stateless.
+ * AVX2 + FMA + F16C variant of quill__attention_heads (ops.h): the same chunked online softmax
+ * per head as the reference, with 8-wide dot products (F16 rows widened by vcvtph2ps) and
+ * 8-wide accumulation of V rows. For F16 rows the heads of a GQA group share each widened K and
+ * V element. Each dot product sums eight lanes and then reduces them in a fixed order, so
+ * results differ from the reference in the last bits but never between calls, and a head gets
+ * the same bits in any group. Call only on CPUs with AVX2, FMA and F16C. Stateless.
  */
 #include "kernels/ops.h"
 
@@ -12,6 +13,10 @@
 #include <stdbool.h>
 
 #include "quill/tensor_type.h"
+
+/* Inlined even where large, so that the head and key counts, passed as constants, unroll the
+ * loops over them and keep the accumulator arrays in registers. */
+#define ATTENTION_INLINE static inline __attribute__((always_inline))
 
 /* Sum of the eight lanes: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two. */
 static inline float horizontal_sum(__m256 v) {
@@ -82,66 +87,191 @@ static inline void scale_row(float *out, float factor, int32_t head_dim) {
     }
 }
 
-/* Scores of four consecutive F16 keys, computed side by side. Each score takes dot_row's
- * operations in its order (one 8-lane accumulator over the head, horizontal_sum, the zero
- * tail), so its bits equal dot_row's. head_dim must be a multiple of 8. */
-static inline void dot_rows_f16_x4(const float *q, const uint8_t *row, size_t row_bytes,
-                                   int32_t head_dim, float scale, float *scores) {
-    const uint16_t *k0 = (const uint16_t *)row;
-    const uint16_t *k1 = (const uint16_t *)(row + row_bytes);
-    const uint16_t *k2 = (const uint16_t *)(row + 2 * row_bytes);
-    const uint16_t *k3 = (const uint16_t *)(row + 3 * row_bytes);
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps();
-    __m256 acc3 = _mm256_setzero_ps();
-    for (int32_t i = 0; i < head_dim; i += 8) {
-        __m256 query = _mm256_loadu_ps(q + i);
-        acc0 = _mm256_fmadd_ps(query, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k0 + i))),
-                               acc0);
-        acc1 = _mm256_fmadd_ps(query, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k1 + i))),
-                               acc1);
-        acc2 = _mm256_fmadd_ps(query, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k2 + i))),
-                               acc2);
-        acc3 = _mm256_fmadd_ps(query, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k3 + i))),
-                               acc3);
-    }
-    const float tail = 0.0f;
-    scores[0] = scale * (horizontal_sum(acc0) + tail);
-    scores[1] = scale * (horizontal_sum(acc1) + tail);
-    scores[2] = scale * (horizontal_sum(acc2) + tail);
-    scores[3] = scale * (horizontal_sum(acc3) + tail);
-}
-
-/* out += sum_j weights[j] * V row j over n rows of F16 values, for a head of n_vectors * 8
- * elements held in registers across the rows. Each element gets add_scaled_row's fused
- * multiply-adds in the same row order, so the bits match calling it row by row. */
-static inline void add_scaled_rows_f16(float *out, const float *weights, const uint8_t *row,
-                                       size_t row_bytes, int64_t n, const int n_vectors) {
-    __m256 acc[16];
-    for (int b = 0; b < n_vectors; b++) {
-        acc[b] = _mm256_loadu_ps(out + 8 * b);
-    }
-    for (int64_t j = 0; j < n; j++) {
-        const uint16_t *v = (const uint16_t *)(row + (size_t)j * row_bytes);
-        const __m256 w = _mm256_set1_ps(weights[j]);
-        for (int b = 0; b < n_vectors; b++) {
-            __m256 values = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * b)));
-            acc[b] = _mm256_fmadd_ps(w, values, acc[b]);
+/* Scores of n_keys consecutive F16 K rows for each of n_heads queries, computed side by side from
+ * one widening of each K element. The score of key k for head h goes to
+ * scores[k * n_heads + h]. Each score takes dot_row's operations in its order (one 8-lane
+ * accumulator over the head, horizontal_sum, the zero tail), so its bits equal dot_row's.
+ * head_dim must be a multiple of 8. Live registers: n_heads * n_keys accumulators, n_keys
+ * widened keys and a query, which must fit in AVX2's 16. */
+ATTENTION_INLINE void dot_rows_f16_group(const float *q, int64_t q_stride, const uint8_t *row,
+                                         size_t row_bytes, int32_t head_dim, float scale,
+                                         float *scores, const int n_heads, const int n_keys) {
+    __m256 acc[QUILL_ATTENTION_MAX_HEADS][4];
+    for (int h = 0; h < n_heads; h++) {
+        for (int k = 0; k < n_keys; k++) {
+            acc[h][k] = _mm256_setzero_ps();
         }
     }
-    for (int b = 0; b < n_vectors; b++) {
-        _mm256_storeu_ps(out + 8 * b, acc[b]);
+    for (int32_t i = 0; i < head_dim; i += 8) {
+        __m256 widened[4];
+        for (int k = 0; k < n_keys; k++) {
+            const uint16_t *key = (const uint16_t *)(row + (size_t)k * row_bytes);
+            widened[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(key + i)));
+        }
+        for (int h = 0; h < n_heads; h++) {
+            __m256 query = _mm256_loadu_ps(q + h * q_stride + i);
+            for (int k = 0; k < n_keys; k++) {
+                acc[h][k] = _mm256_fmadd_ps(query, widened[k], acc[h][k]);
+            }
+        }
+    }
+    const float tail = 0.0f;
+    for (int k = 0; k < n_keys; k++) {
+        for (int h = 0; h < n_heads; h++) {
+            scores[k * n_heads + h] = scale * (horizontal_sum(acc[h][k]) + tail);
+        }
     }
 }
 
-void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_attention_keys *keys,
-                                int64_t n_keys, float scale, float *scores, float *out) {
-    for (int32_t i = 0; i < head_dim; i++) {
-        out[i] = 0.0f;
+/* Scores of a chunk of n_chunk F16 keys for n_heads queries, n_keys_step keys at a time. */
+ATTENTION_INLINE void score_chunk_f16_group(const float *q, int64_t q_stride, const uint8_t *row,
+                                            size_t row_bytes, int32_t head_dim, float scale,
+                                            int64_t n_chunk, float *scores, const int n_heads,
+                                            const int n_keys_step) {
+    int64_t j = 0;
+    for (; j + n_keys_step <= n_chunk; j += n_keys_step) {
+        dot_rows_f16_group(q, q_stride, row + (size_t)j * row_bytes, row_bytes, head_dim, scale,
+                           scores + j * n_heads, n_heads, n_keys_step);
     }
-    float running_max = -INFINITY;
-    float running_sum = 0.0f;
+    for (; j < n_chunk; j++) {
+        dot_rows_f16_group(q, q_stride, row + (size_t)j * row_bytes, row_bytes, head_dim, scale,
+                           scores + j * n_heads, n_heads, 1);
+    }
+}
+
+/* Scores of a chunk of F16 keys, scores[j * n_heads + h]. The keys per step keep the
+ * accumulators (heads times keys) near eight, which hides the FMA latency, within the
+ * register budget of dot_rows_f16_group. */
+static void score_chunk_f16(const float *q, int32_t n_heads, int64_t q_stride, const uint8_t *row,
+                            size_t row_bytes, int32_t head_dim, float scale, int64_t n_chunk,
+                            float *scores) {
+    switch (n_heads) {
+    case 1:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 1, 4);
+        break;
+    case 2:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 2, 4);
+        break;
+    case 3:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 3, 2);
+        break;
+    case 4:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 4, 2);
+        break;
+    case 5:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 5, 1);
+        break;
+    case 6:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 6, 1);
+        break;
+    case 7:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 7, 1);
+        break;
+    default:
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 8, 1);
+        break;
+    }
+}
+
+/* out_h += sum_j weights[j * n_heads + h] * V row j for each head h, over n rows of F16 values,
+ * restricted to the n_vectors 8-element vectors that start at vector first_vector. The
+ * accumulators stay in registers across the rows, and each V element is widened once for all
+ * heads. Each element gets add_scaled_row's fused multiply-adds in the same row order, so the
+ * bits match calling it row by row. Live registers: n_heads * n_vectors accumulators, a widened
+ * vector and the broadcast weights. */
+ATTENTION_INLINE void add_rows_f16_group(float *out, int64_t out_stride, const float *weights,
+                                         const uint8_t *row, size_t row_bytes, int64_t n,
+                                         int32_t first_vector, const int n_heads,
+                                         const int n_vectors) {
+    __m256 acc[QUILL_ATTENTION_MAX_HEADS][8];
+    float *first = out + 8 * first_vector;
+    for (int h = 0; h < n_heads; h++) {
+        for (int b = 0; b < n_vectors; b++) {
+            acc[h][b] = _mm256_loadu_ps(first + h * out_stride + 8 * b);
+        }
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const uint16_t *v = (const uint16_t *)(row + (size_t)j * row_bytes) + 8 * first_vector;
+        const float *row_weights = weights + j * n_heads;
+        for (int b = 0; b < n_vectors; b++) {
+            __m256 values = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * b)));
+            for (int h = 0; h < n_heads; h++) {
+                acc[h][b] = _mm256_fmadd_ps(_mm256_set1_ps(row_weights[h]), values, acc[h][b]);
+            }
+        }
+    }
+    for (int h = 0; h < n_heads; h++) {
+        for (int b = 0; b < n_vectors; b++) {
+            _mm256_storeu_ps(first + h * out_stride + 8 * b, acc[h][b]);
+        }
+    }
+}
+
+/* Adds a chunk of n F16 V rows to every head's output, n_vectors_step vectors of the head at a
+ * time. */
+ATTENTION_INLINE void add_chunk_f16_group(float *out, int64_t out_stride, const float *weights,
+                                          const uint8_t *row, size_t row_bytes, int64_t n,
+                                          int32_t head_dim, const int n_heads,
+                                          const int n_vectors_step) {
+    const int32_t n_vectors = head_dim / 8;
+    int32_t b = 0;
+    for (; b + n_vectors_step <= n_vectors; b += n_vectors_step) {
+        add_rows_f16_group(out, out_stride, weights, row, row_bytes, n, b, n_heads,
+                           n_vectors_step);
+    }
+    for (; b < n_vectors; b++) {
+        add_rows_f16_group(out, out_stride, weights, row, row_bytes, n, b, n_heads, 1);
+    }
+}
+
+/* Adds a chunk of F16 V rows, weighted by weights[j * n_heads + h], to each head's output. The
+ * vectors per step keep the accumulators (heads times vectors) at eight or fewer. */
+static void add_chunk_f16(float *out, int32_t n_heads, int64_t out_stride, const float *weights,
+                          const uint8_t *row, size_t row_bytes, int64_t n, int32_t head_dim) {
+    switch (n_heads) {
+    case 1:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 1, 8);
+        break;
+    case 2:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 2, 4);
+        break;
+    case 3:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 3, 2);
+        break;
+    case 4:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 4, 2);
+        break;
+    case 5:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 5, 1);
+        break;
+    case 6:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 6, 1);
+        break;
+    case 7:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 7, 1);
+        break;
+    default:
+        add_chunk_f16_group(out, out_stride, weights, row, row_bytes, n, head_dim, 8, 1);
+        break;
+    }
+}
+
+void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stride,
+                                 int32_t head_dim, const quill_attention_keys *keys,
+                                 int64_t n_keys, float scale, float *scores, float *out,
+                                 int64_t out_stride) {
+    float running_max[QUILL_ATTENTION_MAX_HEADS];
+    float running_sum[QUILL_ATTENTION_MAX_HEADS];
+    for (int32_t h = 0; h < n_heads; h++) {
+        for (int32_t i = 0; i < head_dim; i++) {
+            out[h * out_stride + i] = 0.0f;
+        }
+        running_max[h] = -INFINITY;
+        running_sum[h] = 0.0f;
+    }
+    /* F16 rows of whole 8-element vectors take the grouped paths, which widen each element once
+     * for all heads. Other rows run the one-head steps for each head in turn. */
+    const bool is_f16_x8 = keys->type == QUILL_TYPE_F16 && head_dim % 8 == 0;
 
     int64_t position = 0;
     while (position < n_keys) {
@@ -160,55 +290,65 @@ void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_at
         const uint8_t *k_row = keys->k_data + block_offset + (size_t)slot * keys->row_bytes;
         const uint8_t *v_row = keys->v_data + block_offset + (size_t)slot * keys->row_bytes;
 
-        /* Scaled scores and their max. */
-        const bool is_f16_x8 = keys->type == QUILL_TYPE_F16 && head_dim % 8 == 0;
-        int64_t j = 0;
+        /* Scaled scores, scores[j * n_heads + h] for key j and head h. */
         if (is_f16_x8) {
-            for (; j + 4 <= n_chunk; j += 4) {
-                dot_rows_f16_x4(q, k_row + (size_t)j * keys->row_bytes, keys->row_bytes, head_dim,
-                                scale, scores + j);
+            score_chunk_f16(q, n_heads, q_stride, k_row, keys->row_bytes, head_dim, scale, n_chunk,
+                            scores);
+        } else {
+            for (int32_t h = 0; h < n_heads; h++) {
+                for (int64_t j = 0; j < n_chunk; j++) {
+                    scores[j * n_heads + h] =
+                        scale * dot_row(q + h * q_stride, k_row + (size_t)j * keys->row_bytes,
+                                        keys->type, head_dim);
+                }
             }
-        }
-        for (; j < n_chunk; j++) {
-            scores[j] =
-                scale * dot_row(q, k_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
-        }
-        float chunk_max = -INFINITY;
-        for (j = 0; j < n_chunk; j++) {
-            chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
         }
 
-        /* Rescale what was accumulated under the old max, then add this chunk. */
-        if (chunk_max > running_max) {
-            float correction = expf(running_max - chunk_max);
-            running_sum *= correction;
-            scale_row(out, correction, head_dim);
-            running_max = chunk_max;
-        }
-        if (is_f16_x8 && (head_dim == 64 || head_dim == 128)) {
-            /* Weights first (the running sum in key order), then V with the head in
-             * registers. */
-            for (j = 0; j < n_chunk; j++) {
-                scores[j] = expf(scores[j] - running_max);
-                running_sum += scores[j];
+        /* Per head: rescale what was accumulated under the old max, then turn the scores into
+         * weights, adding them to the running sum in key order. */
+        for (int32_t h = 0; h < n_heads; h++) {
+            float chunk_max = -INFINITY;
+            for (int64_t j = 0; j < n_chunk; j++) {
+                float score = scores[j * n_heads + h];
+                chunk_max = score > chunk_max ? score : chunk_max;
             }
-            if (head_dim == 64) {
-                add_scaled_rows_f16(out, scores, v_row, keys->row_bytes, n_chunk, 8);
-            } else {
-                add_scaled_rows_f16(out, scores, v_row, keys->row_bytes, n_chunk, 16);
+            if (chunk_max > running_max[h]) {
+                float correction = expf(running_max[h] - chunk_max);
+                running_sum[h] *= correction;
+                scale_row(out + h * out_stride, correction, head_dim);
+                running_max[h] = chunk_max;
             }
-            position = end;
-            continue;
+            for (int64_t j = 0; j < n_chunk; j++) {
+                float weight = expf(scores[j * n_heads + h] - running_max[h]);
+                scores[j * n_heads + h] = weight;
+                running_sum[h] += weight;
+            }
         }
-        for (j = 0; j < n_chunk; j++) {
-            float weight = expf(scores[j] - running_max);
-            running_sum += weight;
-            add_scaled_row(out, weight, v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
+
+        /* This chunk's weighted V rows. */
+        if (is_f16_x8) {
+            add_chunk_f16(out, n_heads, out_stride, scores, v_row, keys->row_bytes, n_chunk,
+                          head_dim);
+        } else {
+            for (int32_t h = 0; h < n_heads; h++) {
+                for (int64_t j = 0; j < n_chunk; j++) {
+                    add_scaled_row(out + h * out_stride, scores[j * n_heads + h],
+                                   v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
+                }
+            }
         }
         position = end;
     }
 
-    if (running_sum > 0.0f) {
-        scale_row(out, 1.0f / running_sum, head_dim);
+    for (int32_t h = 0; h < n_heads; h++) {
+        if (running_sum[h] > 0.0f) {
+            scale_row(out + h * out_stride, 1.0f / running_sum[h], head_dim);
+        }
     }
+}
+
+void quill__attention_head_avx2(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                                int64_t n_keys, float scale, float *scores, float *out) {
+    quill__attention_heads_avx2(q, 1, head_dim, head_dim, keys, n_keys, scale, scores, out,
+                                head_dim);
 }
