@@ -22,12 +22,14 @@
  * 32 vector registers. */
 enum { PACKED_TILE_TOKENS = 8 };
 
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 2048
-#endif
-#ifndef PREFETCH_MAX_TOKENS
-#define PREFETCH_MAX_TOKENS 0
-#endif
+/* Software prefetch of the group stream, PREFETCH_BYTES ahead, for tiles of 2 to 8 tokens
+ * (batched decode): there the weights stream from memory once while the arithmetic per byte
+ * is 2-8 times decode's, and the hardware prefetchers fall behind. On an 8192 x 2048 matrix
+ * with 8 tokens and 2 threads (AMD EPYC): Q4_0 375 -> 510 GFLOP/s, Q4_K 370 -> 480. One-token
+ * decode is faster without it (the hardware prefetchers keep up with a single stream). Prefill
+ * runs the same 8-token tiles over weights already cached by its first tile, where the extra
+ * prefetches cost little (Q4_0 at 64 tokens: 506 GFLOP/s with, 507 without). */
+enum { PREFETCH_BYTES = 4096, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
 
 /* The packed weight types. */
 enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
@@ -58,7 +60,7 @@ QUILL_X86_INLINE void packed_tile(int is_q8, int64_t n_blocks, const uint8_t *gr
 
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *block = group + (size_t)b * group_block_bytes;
-        if (n_tokens <= PREFETCH_MAX_TOKENS) {
+        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
             for (size_t line = 0; line < group_block_bytes; line += 64) {
                 _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
             }
@@ -161,6 +163,11 @@ QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
 
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q4_K;
+        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
+            for (size_t line = 0; line < GROUP_BLOCK_Q4_K; line += 64) {
+                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
+            }
+        }
         q4_k_scales scales;
         decode_q4_k_scales(block, &scales);
         __m256i isum[PACKED_TILE_TOKENS];
