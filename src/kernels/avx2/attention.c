@@ -18,12 +18,39 @@
  * loops over them and keep the accumulator arrays in registers. */
 #define ATTENTION_INLINE static inline __attribute__((always_inline))
 
+/* The per-head softmax steps keep one head per lane of an 8-lane vector. */
+_Static_assert(QUILL_ATTENTION_MAX_HEADS <= 8, "attention: more heads per call than AVX2 lanes");
+
 /* Sum of the eight lanes: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two. */
 static inline float horizontal_sum(__m256 v) {
     __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
     sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
     return _mm_cvtss_f32(sum);
+}
+
+/* Lane m of the result is horizontal_sum(x[m]) with the same bits: the same additions of the
+ * same pairs, done for eight vectors at once after transposing them. Float addition is
+ * commutative, so swapping the operands of a pair changes no bit. */
+static inline __m256 horizontal_sums_x8(const __m256 x[8]) {
+    /* Halves: vector m's lanes 0..3 plus its lanes 4..7, for m and m + 4 side by side. */
+    __m256 halves[4];
+    for (int m = 0; m < 4; m++) {
+        __m256 low = _mm256_permute2f128_ps(x[m], x[m + 4], 0x20);
+        __m256 high = _mm256_permute2f128_ps(x[m], x[m + 4], 0x31);
+        halves[m] = _mm256_add_ps(low, high);
+    }
+    /* Pairs: (0 + 2, 1 + 3) of each half sum, for vectors (m, m + 1) and (m + 4, m + 5). */
+    __m256 pairs[2];
+    for (int m = 0; m < 2; m++) {
+        __m256 even = _mm256_shuffle_ps(halves[2 * m], halves[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0));
+        __m256 odd = _mm256_shuffle_ps(halves[2 * m], halves[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2));
+        pairs[m] = _mm256_add_ps(even, odd);
+    }
+    /* The last two: lanes in vector order 0..3 | 4..7. */
+    __m256 first = _mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0));
+    __m256 second = _mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_add_ps(first, second);
 }
 
 static inline float dot_row(const float *q, const uint8_t *row, uint32_t type, int32_t head_dim) {
@@ -91,31 +118,38 @@ static inline void scale_row(float *out, float factor, int32_t head_dim) {
  * one widening of each K element. The score of key k for head h goes to
  * scores[k * n_heads + h]. Each score takes dot_row's operations in its order (one 8-lane
  * accumulator over the head, horizontal_sum, the zero tail), so its bits equal dot_row's.
- * head_dim must be a multiple of 8. Live registers: n_heads * n_keys accumulators, n_keys
- * widened keys and a query, which must fit in AVX2's 16. */
+ * head_dim must be a multiple of 8. Live registers: n_heads * n_keys accumulators, a widened
+ * key and, when n_keys > 1, n_heads queries, which must fit in AVX2's 16. */
 ATTENTION_INLINE void dot_rows_f16_group(const float *q, int64_t q_stride, const uint8_t *row,
                                          size_t row_bytes, int32_t head_dim, float scale,
                                          float *scores, const int n_heads, const int n_keys) {
-    __m256 acc[QUILL_ATTENTION_MAX_HEADS][4];
+    __m256 acc[QUILL_ATTENTION_MAX_HEADS][8];
     for (int h = 0; h < n_heads; h++) {
         for (int k = 0; k < n_keys; k++) {
             acc[h][k] = _mm256_setzero_ps();
         }
     }
     for (int32_t i = 0; i < head_dim; i += 8) {
-        __m256 widened[4];
         for (int k = 0; k < n_keys; k++) {
             const uint16_t *key = (const uint16_t *)(row + (size_t)k * row_bytes);
-            widened[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(key + i)));
-        }
-        for (int h = 0; h < n_heads; h++) {
-            __m256 query = _mm256_loadu_ps(q + h * q_stride + i);
-            for (int k = 0; k < n_keys; k++) {
-                acc[h][k] = _mm256_fmadd_ps(query, widened[k], acc[h][k]);
+            __m256 widened = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(key + i)));
+            for (int h = 0; h < n_heads; h++) {
+                acc[h][k] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), widened,
+                                            acc[h][k]);
             }
         }
     }
     const float tail = 0.0f;
+    if (n_heads * n_keys == 8) {
+        /* The eight scores are adjacent in scores: reduce them together. */
+        __m256 sums[8];
+        for (int m = 0; m < 8; m++) {
+            sums[m] = acc[m % n_heads][m / n_heads];
+        }
+        __m256 dots = _mm256_add_ps(horizontal_sums_x8(sums), _mm256_set1_ps(tail));
+        _mm256_storeu_ps(scores, _mm256_mul_ps(_mm256_set1_ps(scale), dots));
+        return;
+    }
     for (int k = 0; k < n_keys; k++) {
         for (int h = 0; h < n_heads; h++) {
             scores[k * n_heads + h] = scale * (horizontal_sum(acc[h][k]) + tail);
@@ -140,14 +174,14 @@ ATTENTION_INLINE void score_chunk_f16_group(const float *q, int64_t q_stride, co
 }
 
 /* Scores of a chunk of F16 keys, scores[j * n_heads + h]. The keys per step keep the
- * accumulators (heads times keys) near eight, which hides the FMA latency, within the
- * register budget of dot_rows_f16_group. */
+ * accumulators (heads times keys) near eight, which hides the FMA latency within the register
+ * budget of dot_rows_f16_group. Exactly eight lets it reduce the eight sums together. */
 static void score_chunk_f16(const float *q, int32_t n_heads, int64_t q_stride, const uint8_t *row,
                             size_t row_bytes, int32_t head_dim, float scale, int64_t n_chunk,
                             float *scores) {
     switch (n_heads) {
     case 1:
-        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 1, 4);
+        score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 1, 8);
         break;
     case 2:
         score_chunk_f16_group(q, q_stride, row, row_bytes, head_dim, scale, n_chunk, scores, 2, 4);
@@ -260,8 +294,9 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
                                  int32_t head_dim, const quill_attention_keys *keys,
                                  int64_t n_keys, float scale, float *scores, float *out,
                                  int64_t out_stride) {
-    float running_max[QUILL_ATTENTION_MAX_HEADS];
-    float running_sum[QUILL_ATTENTION_MAX_HEADS];
+    /* Eight entries because the per-head steps read and write them as one 8-lane vector. */
+    float running_max[8];
+    float running_sum[8] = {0.0f};
     for (int32_t h = 0; h < n_heads; h++) {
         for (int32_t i = 0; i < head_dim; i++) {
             out[h * out_stride + i] = 0.0f;
@@ -272,6 +307,9 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
     /* F16 rows of whole 8-element vectors take the grouped paths, which widen each element once
      * for all heads. Other rows run the one-head steps for each head in turn. */
     const bool is_f16_x8 = keys->type == QUILL_TYPE_F16 && head_dim % 8 == 0;
+    /* Lanes 0 .. n_heads - 1, one per head, for the per-head softmax steps. */
+    const __m256i head_lanes =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n_heads), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 
     int64_t position = 0;
     while (position < n_keys) {
@@ -304,26 +342,39 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
             }
         }
 
-        /* Per head: rescale what was accumulated under the old max, then turn the scores into
-         * weights, adding them to the running sum in key order. */
+        /* Lane h of these vectors is head h. Each lane takes its max and its sum in key order,
+         * so a head's bits do not depend on the other heads of the call. _mm256_max_ps(a, b)
+         * returns a > b ? a : b, as the scalar max of the reference does. */
+        __m256 chunk_maxes = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < n_chunk; j++) {
+            chunk_maxes =
+                _mm256_max_ps(_mm256_maskload_ps(scores + j * n_heads, head_lanes), chunk_maxes);
+        }
+        float chunk_max[8];
+        _mm256_storeu_ps(chunk_max, chunk_maxes);
+
+        /* Per head: rescale what was accumulated under the old max. */
         for (int32_t h = 0; h < n_heads; h++) {
-            float chunk_max = -INFINITY;
-            for (int64_t j = 0; j < n_chunk; j++) {
-                float score = scores[j * n_heads + h];
-                chunk_max = score > chunk_max ? score : chunk_max;
-            }
-            if (chunk_max > running_max[h]) {
-                float correction = expf(running_max[h] - chunk_max);
+            if (chunk_max[h] > running_max[h]) {
+                float correction = expf(running_max[h] - chunk_max[h]);
                 running_sum[h] *= correction;
                 scale_row(out + h * out_stride, correction, head_dim);
-                running_max[h] = chunk_max;
-            }
-            for (int64_t j = 0; j < n_chunk; j++) {
-                float weight = expf(scores[j * n_heads + h] - running_max[h]);
-                scores[j * n_heads + h] = weight;
-                running_sum[h] += weight;
+                running_max[h] = chunk_max[h];
             }
         }
+
+        /* Turn the scores into weights, then add them to the running sums in key order. The
+         * expf calls are independent of each other and of the sums. */
+        for (int64_t j = 0; j < n_chunk; j++) {
+            for (int32_t h = 0; h < n_heads; h++) {
+                scores[j * n_heads + h] = expf(scores[j * n_heads + h] - running_max[h]);
+            }
+        }
+        __m256 sums = _mm256_maskload_ps(running_sum, head_lanes);
+        for (int64_t j = 0; j < n_chunk; j++) {
+            sums = _mm256_add_ps(sums, _mm256_maskload_ps(scores + j * n_heads, head_lanes));
+        }
+        _mm256_maskstore_ps(running_sum, head_lanes, sums);
 
         /* This chunk's weighted V rows. */
         if (is_f16_x8) {
