@@ -832,6 +832,42 @@ static void test_ops_softmax_and_swiglu(void **state) {
     assert_float_equal(out[0], 5.0f, 1e-7);
 }
 
+/* The AVX2 SwiGLU gate stays within a few float ulps of the reference on gates from -100 to
+ * 100 (tails of every length included), saturates like it, and passes NaN through. */
+static void test_ops_silu_mul_avx2_matches_ref(void **state) {
+    (void)state;
+    if (!quill__attention_has_avx2()) {
+        skip();
+    }
+    enum { N = 4003 };
+    static float gate[N];
+    static float up[N];
+    static float expected[N];
+    static float got[N];
+    for (int i = 0; i < N; i++) {
+        gate[i] = -100.0f + 200.0f * (float)i / (float)(N - 1);
+        up[i] = 1.0f + (float)(i % 7);
+    }
+    gate[5] = 0.0f;
+    gate[6] = -0.0f;
+    gate[7] = 1e-30f;
+    for (int64_t n = 1; n <= 17; n++) {
+        quill__silu_mul_ref(gate, up, expected, n);
+        quill__silu_mul_avx2(gate, up, got, n);
+        for (int64_t i = 0; i < n; i++) {
+            assert_float_equal(got[i], expected[i], 4e-7 * fabs(expected[i]) + 1e-37);
+        }
+    }
+    quill__silu_mul_ref(gate, up, expected, N);
+    quill__silu_mul_avx2(gate, up, got, N);
+    for (int i = 0; i < N; i++) {
+        assert_float_equal(got[i], expected[i], 4e-7 * fabs(expected[i]) + 1e-37);
+    }
+    gate[0] = NAN;
+    quill__silu_mul_avx2(gate, up, got, 8);
+    assert_true(isnan(got[0]));
+}
+
 /* Compares quill__attention_head with a naive softmax over keys laid out in shuffled blocks,
  * for F32 storage (tight) and F16 storage (keys rounded to half precision). */
 typedef void (*attention_head_fn)(const float *q, int32_t head_dim,
@@ -1169,6 +1205,7 @@ int main(void) {
         cmocka_unit_test(test_ops_rms_norm),
         cmocka_unit_test(test_ops_rope_layouts),
         cmocka_unit_test(test_ops_softmax_and_swiglu),
+        cmocka_unit_test(test_ops_silu_mul_avx2_matches_ref),
         cmocka_unit_test(test_ops_attention_matches_naive),
         cmocka_unit_test(test_ops_attention_heads_match_one_head),
         cmocka_unit_test(test_ops_attention_heads_split_large_group),

@@ -1,5 +1,5 @@
 /*
- * Variant selection for the ops of ops.h that have ISA variants (attention), following the
+ * Variant selection for the ops of ops.h that have ISA variants (attention, the SwiGLU gate), following the
  * choice the kernel dispatch table made once per process. Safe from any thread: the choice is
  * made under pthread_once and never changes.
  */
@@ -14,7 +14,10 @@ typedef void (*attention_heads_fn)(const float *q, int32_t n_heads, int64_t q_st
                                    int64_t n_keys, float scale, float *scores, float *out,
                                    int64_t out_stride);
 
+typedef void (*silu_mul_fn)(const float *gate, const float *up, float *out, int64_t n);
+
 static attention_heads_fn attention_heads = quill__attention_heads_ref; /* set once */
+static silu_mul_fn silu_mul = quill__silu_mul_ref;                       /* set once */
 static pthread_once_t select_once = PTHREAD_ONCE_INIT;
 
 static void select_variants(void) {
@@ -23,6 +26,7 @@ static void select_variants(void) {
                        table->variant == QUILL_KERNEL_VARIANT_AVX512;
     if (is_x86_simd && quill__attention_has_avx2()) {
         attention_heads = quill__attention_heads_avx2;
+        silu_mul = quill__silu_mul_avx2;
     }
 }
 
@@ -50,7 +54,16 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
     quill__attention_heads_ref(q, n_heads, q_stride, head_dim, keys, n_keys, scale, scores, out,
                                out_stride);
 }
+
+void quill__silu_mul_avx2(const float *gate, const float *up, float *out, int64_t n) {
+    quill__silu_mul_ref(gate, up, out, n);
+}
 #endif
+
+void quill__silu_mul(const float *gate, const float *up, float *out, int64_t n) {
+    pthread_once(&select_once, select_variants);
+    silu_mul(gate, up, out, n);
+}
 
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,
                            int64_t n_keys, float scale, float *scores, float *out) {

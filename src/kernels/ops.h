@@ -43,8 +43,12 @@ void quill__rope_apply(float *x, int32_t n_heads, int32_t head_dim, int32_t n_ro
  * double, in index order). */
 void quill__softmax(float *x, int64_t n);
 
-/* out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up. */
+/* out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up.
+ * Dispatched like attention: the AVX2 variant (a vector exp, within a few float ulps of the
+ * reference's expf) when the kernel table selected AVX2 or AVX-512. */
 void quill__silu_mul(const float *gate, const float *up, float *out, int64_t n);
+void quill__silu_mul_ref(const float *gate, const float *up, float *out, int64_t n);
+void quill__silu_mul_avx2(const float *gate, const float *up, float *out, int64_t n);
 
 /* y[i] += x[i] for i < n. */
 void quill__vec_add(float *y, const float *x, int64_t n);

@@ -6,7 +6,7 @@
 
 #include <math.h>
 
-void quill__silu_mul(const float *gate, const float *up, float *out, int64_t n) {
+void quill__silu_mul_ref(const float *gate, const float *up, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = (g / (1.0f + expf(-g))) * up[i];
