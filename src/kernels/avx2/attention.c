@@ -2,9 +2,10 @@
  * AVX2 + FMA + F16C variant of quill__attention_heads (ops.h): the same chunked online softmax
  * per head as the reference, with 8-wide dot products (F16 rows widened by vcvtph2ps) and
  * 8-wide accumulation of V rows. For F16 rows the heads of a GQA group share each widened K and
- * V element. Each dot product sums eight lanes and then reduces them in a fixed order, so
- * results differ from the reference in the last bits but never between calls, and a head gets
- * the same bits in any group. Call only on CPUs with AVX2, FMA and F16C. Stateless.
+ * V element. Each dot product sums eight lanes and then reduces them in a fixed order, and the
+ * softmax weights come from quill_x86_exp_8 rather than expf, so results differ from the
+ * reference in the last bits but never between calls, and a head gets the same bits in any
+ * group. Call only on CPUs with AVX2, FMA and F16C. Stateless.
  */
 #include "kernels/ops.h"
 
@@ -12,6 +13,7 @@
 #include <math.h>
 #include <stdbool.h>
 
+#include "kernels/avx2/x86_common.h"
 #include "quill/tensor_type.h"
 
 /* Inlined even where large, so that the head and key counts, passed as constants, unroll the
@@ -363,12 +365,13 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
             }
         }
 
-        /* Turn the scores into weights, then add them to the running sums in key order. The
-         * expf calls are independent of each other and of the sums. */
+        /* Turn the scores into weights (one key's heads per vector, each lane's exp depending
+         * on its own score only), then add them to the running sums in key order. */
+        const __m256 maxes = _mm256_maskload_ps(running_max, head_lanes);
         for (int64_t j = 0; j < n_chunk; j++) {
-            for (int32_t h = 0; h < n_heads; h++) {
-                scores[j * n_heads + h] = expf(scores[j * n_heads + h] - running_max[h]);
-            }
+            __m256 key_scores = _mm256_maskload_ps(scores + j * n_heads, head_lanes);
+            _mm256_maskstore_ps(scores + j * n_heads, head_lanes,
+                                quill_x86_exp_8(_mm256_sub_ps(key_scores, maxes)));
         }
         __m256 sums = _mm256_maskload_ps(running_sum, head_lanes);
         for (int64_t j = 0; j < n_chunk; j++) {

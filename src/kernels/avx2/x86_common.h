@@ -10,6 +10,7 @@
 #define QUILL_KERNELS_X86_COMMON_H
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -116,6 +117,39 @@ QUILL_X86_INLINE void quill_x86_prefetch_step(const uint8_t *from, size_t n_byte
             _mm_prefetch((const char *)from + offset, _MM_HINT_T1);
         }
     }
+}
+
+/* exp(x) for 8 lanes: the usual range reduction, exp(x) = 2^k * exp(r) with k = round(x / ln 2)
+ * and |r| <= ln(2) / 2 (r from a two-part ln 2), and a degree-6 polynomial for exp(r) (the Cephes
+ * expf coefficients, relative error below 2e-7 on the reduced range). Each lane depends on its
+ * own argument only. +inf above 88.7228 where expf overflows too. Other arguments are
+ * clamped to [-87.3, 88.72], so 2^k (k in [-126, 128]) is built from exponent bits as
+ * 2^(k - s) * (1 + s) with s = 1 for positive k, which never leaves the normal range. Below
+ * -87.3 the result stays at exp(-87.3), which 1 + exp(-x) absorbs exactly as it absorbs the
+ * reference's smaller values. */
+QUILL_X86_INLINE __m256 quill_x86_exp_8(__m256 x) {
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_high = _mm256_set1_ps(0.693359375f);
+    const __m256 ln2_low = _mm256_set1_ps(-2.12194440e-4f);
+    __m256 overflow = _mm256_cmp_ps(x, _mm256_set1_ps(88.7228f), _CMP_GT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.72f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, ln2_high, x);
+    r = _mm256_fnmadd_ps(k, ln2_low, r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256 s = _mm256_min_ps(_mm256_max_ps(k, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
+    __m256i exponent = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_sub_ps(k, s)),
+                                        _mm256_set1_epi32(127));
+    __m256 power = _mm256_castsi256_ps(_mm256_slli_epi32(exponent, 23));
+    __m256 result = _mm256_mul_ps(_mm256_mul_ps(p, power), _mm256_add_ps(s, _mm256_set1_ps(1.0f)));
+    return _mm256_blendv_ps(result, _mm256_set1_ps(INFINITY), overflow);
 }
 
 #endif
