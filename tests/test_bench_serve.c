@@ -345,6 +345,8 @@ static void test_bench_serve_counts_streamed_tokens(void **state) {
     assert_int_equal(json_int_at(root, "output_tokens", NULL), 35);
     assert_int_equal(json_int_at(root, "ttft_ms", "count"), 7);
     assert_int_equal(json_int_at(root, "itl_ms", "count"), 28);
+    assert_int_equal(json_int_at(root, "decode_tokens", NULL), 28);
+    assert_true(json_object_get_double(json_member(root, "decode_tokens_per_second")) > 0.0);
     assert_int_equal(json_int_at(root, "e2e_ms", "count"), 7);
     assert_true(json_object_get_double(json_member(root, "output_tokens_per_second")) > 0.0);
     json_object *e2e = json_member(root, "e2e_ms");

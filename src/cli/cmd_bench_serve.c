@@ -72,6 +72,10 @@ typedef struct bench_run {
     int64_t n_completed;
     int64_t n_failed;
     int64_t n_output_tokens;
+    int64_t n_decode_tokens;      /* tokens after each request's first content chunk */
+    int64_t *decode_spans_us;     /* [n_decode_spans][2]: first and last content times */
+    size_t n_decode_spans;
+    size_t decode_spans_capacity;
     char first_error[1024];       /* "" until a request fails */
     bool is_out_of_memory;
 } bench_run;
@@ -87,6 +91,7 @@ typedef struct transfer {
     int64_t first_content_us;     /* -1 until the first content chunk */
     int64_t last_content_us;
     int64_t n_tokens;             /* tokens counted from content chunks */
+    int64_t n_decode_tokens;      /* of those, the tokens after the first chunk */
     int64_t n_usage_tokens;       /* usage.completion_tokens, -1 until seen */
     char *line;                   /* bytes of the unfinished SSE line */
     size_t n_line_bytes;
@@ -222,6 +227,55 @@ static int64_t chunk_token_count(json_object *choice) {
     return 1;
 }
 
+/* Records a completed request's decode phase: n_tokens tokens streamed after its first
+ * content chunk, between first_us and last_us. */
+static void add_decode_span(bench_run *run, int64_t first_us, int64_t last_us, int64_t n_tokens) {
+    if (run->n_decode_spans == run->decode_spans_capacity) {
+        size_t capacity = run->decode_spans_capacity == 0 ? 64 : 2 * run->decode_spans_capacity;
+        int64_t *spans = quill__realloc_array(run->decode_spans_us, capacity, 2 * sizeof(int64_t));
+        if (spans == NULL) {
+            run->is_out_of_memory = true;
+            return;
+        }
+        run->decode_spans_us = spans;
+        run->decode_spans_capacity = capacity;
+    }
+    run->decode_spans_us[2 * run->n_decode_spans] = first_us;
+    run->decode_spans_us[2 * run->n_decode_spans + 1] = last_us;
+    run->n_decode_spans += 1;
+    run->n_decode_tokens += n_tokens;
+}
+
+static int compare_span_starts(const void *a, const void *b) {
+    int64_t first = *(const int64_t *)a;
+    int64_t second = *(const int64_t *)b;
+    return (first > second) - (first < second);
+}
+
+/* Aggregate decode rate: the tokens streamed after each request's first chunk, divided by the
+ * time during which at least one request was in its decode phase (the union of the spans from
+ * first to last content chunk). Prompt processing before any first token is left out, so the
+ * figure compares decoding at different concurrencies. Returns 0 with no decode spans. */
+static double decode_tokens_per_second(bench_run *run) {
+    qsort(run->decode_spans_us, run->n_decode_spans, 2 * sizeof(int64_t), compare_span_starts);
+    int64_t busy_us = 0;
+    int64_t open_start = 0;
+    int64_t open_end = -1;
+    for (size_t i = 0; i < run->n_decode_spans; i++) {
+        int64_t start = run->decode_spans_us[2 * i];
+        int64_t end = run->decode_spans_us[2 * i + 1];
+        if (start > open_end) {
+            busy_us += open_end > open_start ? open_end - open_start : 0;
+            open_start = start;
+            open_end = end;
+        } else if (end > open_end) {
+            open_end = end;
+        }
+    }
+    busy_us += open_end > open_start ? open_end - open_start : 0;
+    return busy_us > 0 ? (double)run->n_decode_tokens * 1e6 / (double)busy_us : 0.0;
+}
+
 /* Records a content chunk of n_tokens that arrived at now_us. A later chunk's gap is split
  * evenly over its tokens, so a server that sends several tokens per chunk still gives one
  * inter-token sample per token; the extra tokens of the first chunk give none. */
@@ -233,6 +287,7 @@ static void record_content(transfer *request, int64_t now_us, int64_t n_tokens) 
         for (int64_t i = 0; i < n_tokens; i++) {
             samples_add(request->run, &request->run->itl_us, gap_us / n_tokens);
         }
+        request->n_decode_tokens += n_tokens;
     }
     request->last_content_us = now_us;
     request->n_tokens += n_tokens;
@@ -461,6 +516,10 @@ static void finish_transfer(bench_run *run, transfer *request, CURLcode result) 
         samples_add(run, &run->ttft_us, request->first_content_us - request->start_us);
     }
     samples_add(run, &run->e2e_us, end_us - request->start_us);
+    if (request->n_decode_tokens > 0) {
+        add_decode_span(run, request->first_content_us, request->last_content_us,
+                        request->n_decode_tokens);
+    }
 }
 
 /* Starts request index in a free slot. Returns false when allocation failed. */
@@ -878,7 +937,7 @@ static json_object *new_percentiles(const sample_list *list) {
     return object;
 }
 
-static void print_json(const bench_run *run, int64_t duration_us) {
+static void print_json(bench_run *run, int64_t duration_us) {
     double duration_s = (double)duration_us / 1e6;
     json_object *root = json_object_new_object();
     json_object_object_add(root, "requests", json_object_new_int64(run->options.n_requests));
@@ -891,6 +950,9 @@ static void print_json(const bench_run *run, int64_t duration_us) {
                            new_number((double)run->n_output_tokens / duration_s, 2));
     json_object_object_add(root, "requests_per_second",
                            new_number((double)run->n_completed / duration_s, 3));
+    json_object_object_add(root, "decode_tokens", json_object_new_int64(run->n_decode_tokens));
+    json_object_object_add(root, "decode_tokens_per_second",
+                           new_number(decode_tokens_per_second(run), 2));
     json_object_object_add(root, "ttft_ms", new_percentiles(&run->ttft_us));
     json_object_object_add(root, "itl_ms", new_percentiles(&run->itl_us));
     json_object_object_add(root, "e2e_ms", new_percentiles(&run->e2e_us));
@@ -910,13 +972,15 @@ static void print_row(const char *name, const sample_list *list) {
            (double)percentile(list, 990) / 1000.0, (double)max_us / 1000.0, list->n_values);
 }
 
-static void print_table(const bench_run *run, int64_t duration_us) {
+static void print_table(bench_run *run, int64_t duration_us) {
     double duration_s = (double)duration_us / 1e6;
     printf("requests:   %" PRId64 " completed, %" PRId64 " failed, concurrency %d, %.2f s\n",
            run->n_completed, run->n_failed, run->options.concurrency, duration_s);
     printf("throughput: %.1f output tokens/s, %.2f requests/s (%" PRId64 " output tokens)\n",
            (double)run->n_output_tokens / duration_s, (double)run->n_completed / duration_s,
            run->n_output_tokens);
+    printf("decode:     %.1f tokens/s while any request decodes (%" PRId64 " tokens)\n",
+           decode_tokens_per_second(run), run->n_decode_tokens);
     printf("%-6s %10s %10s %10s %10s %8s\n", "ms", "p50", "p95", "p99", "max", "count");
     print_row("ttft", &run->ttft_us);
     print_row("itl", &run->itl_us);
@@ -932,6 +996,7 @@ static void run_release(bench_run *run) {
     quill__free(run->ttft_us.values);
     quill__free(run->itl_us.values);
     quill__free(run->e2e_us.values);
+    quill__free(run->decode_spans_us);
 }
 
 /* Resolves URLs, the model and the vocabulary, and draws the shared prefix. Returns the exit
