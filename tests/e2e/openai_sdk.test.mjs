@@ -56,7 +56,9 @@ before(async () => {
     '--model-alias', 'tiny', '--price-input', PRICE_INPUT, '--price-output', PRICE_OUTPUT,
     '--parallel', '2', '--threads', '1',
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
-  serverExit = new Promise((resolve) => server.once('exit', (code, signal) => resolve({ code, signal })));
+  // 'close' rather than 'exit': it fires after stderr has been read to the end, so the log
+  // holds the server's last lines.
+  serverExit = new Promise((resolve) => server.once('close', (code, signal) => resolve({ code, signal })));
   port = await waitForListening();
   client = new OpenAI({ apiKey: API_KEY, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
 });
