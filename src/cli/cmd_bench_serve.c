@@ -257,6 +257,9 @@ static int compare_span_starts(const void *a, const void *b) {
  * first to last content chunk). Prompt processing before any first token is left out, so the
  * figure compares decoding at different concurrencies. Returns 0 with no decode spans. */
 static double decode_tokens_per_second(bench_run *run) {
+    if (run->n_decode_spans == 0) {
+        return 0.0; /* also keeps a NULL array away from qsort */
+    }
     qsort(run->decode_spans_us, run->n_decode_spans, 2 * sizeof(int64_t), compare_span_starts);
     int64_t busy_us = 0;
     int64_t open_start = 0;
