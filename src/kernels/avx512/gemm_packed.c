@@ -27,11 +27,12 @@ enum { PACKED_TILE_TOKENS = 8 };
 /* Software prefetch of the group stream, PREFETCH_BYTES ahead, for tiles of 2 to 8 tokens
  * (batched decode): there the weights stream from memory once while the arithmetic per byte
  * is 2-8 times decode's, and the hardware prefetchers fall behind. On an 8192 x 2048 matrix
- * with 8 tokens and 2 threads (AMD EPYC): Q4_0 375 -> 510 GFLOP/s, Q4_K 370 -> 480. One-token
- * decode is faster without it (the hardware prefetchers keep up with a single stream). Prefill
- * runs the same 8-token tiles over weights already cached by its first tile, where the extra
- * prefetches cost little (Q4_0 at 64 tokens: 506 GFLOP/s with, 507 without). */
-enum { PREFETCH_BYTES = 4096, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
+ * with 8 tokens and 2 threads (AMD EPYC), Q4_0 in group pairs: 515 GFLOP/s 4 KB ahead, 528 at
+ * 8 KB, 644 at 16 KB, 629-659 at 32 KB; single groups: 375 without prefetch, 510 at 4 KB.
+ * One-token decode is faster without it (the hardware prefetchers keep up with a single
+ * stream). Prefill runs 8-token tiles over weights its first tile brought into cache, where
+ * the extra prefetches cost nothing measurable. */
+enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
 
 /* The packed weight types. */
 enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
@@ -479,11 +480,10 @@ QUILL_X86_INLINE void packed_tile_tokens(int kind, int64_t n_blocks, const uint8
 }
 
 /* Walks a rows x tokens range: pairs of groups (16 rows) while two remain, else single groups,
- * each in token tiles. Pairs serve calls of more than one token tile (prefill), where a group's
- * weights come from cache after the first tile and arithmetic is the limit: halving the
- * activation broadcasts and scalings per row took an 8192 x 2048 matrix at 64 tokens from 506
- * to 666 GFLOP/s (Q4_0, 2 threads, AMD EPYC). Batched decode (at most one tile) streams weights
- * from memory and gained nothing, Q4_K even lost 8%, so it keeps single groups. */
+ * each in token tiles. Pairs halve the activation broadcasts and scalings per row: an 8192 x
+ * 2048 Q4_0 matrix at 64 tokens went from 506 to 666 GFLOP/s (2 threads, AMD EPYC), and at 8
+ * tokens, with the prefetch above, from 510 to about 640. One-token decode streams at memory
+ * speed either way and keeps single groups. */
 QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights,
                                   size_t weight_row_bytes, int64_t n_rows, const void *activations,
                                   size_t activation_row_bytes, int64_t n_tokens, float *y,
@@ -492,7 +492,7 @@ QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights,
     const size_t group_bytes = QUILL_PACK_ROWS * weight_row_bytes;
     int64_t row = 0;
     while (row + QUILL_PACK_ROWS <= n_rows) {
-        const bool is_pair = n_tokens > PACKED_TILE_TOKENS && row + 2 * QUILL_PACK_ROWS <= n_rows;
+        const bool is_pair = n_tokens > 1 && row + 2 * QUILL_PACK_ROWS <= n_rows;
         const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
         for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
             int64_t left = n_tokens - token;
