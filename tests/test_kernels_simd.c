@@ -579,8 +579,9 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
  * tiles, full tiles and several threads. */
 static void test_simd_packed_matmul_equals_unpacked(void **state) {
     (void)state;
-    /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. */
-    enum { PACKED_ROWS = 48, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
+    /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. 56 rows are 3 pairs
+     * of row groups and a single group, so both tile shapes run. */
+    enum { PACKED_ROWS = 56, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
     const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K};
     const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
