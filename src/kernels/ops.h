@@ -71,14 +71,22 @@ typedef struct quill_attention_keys {
 /* Keys per softmax chunk in quill__attention_head(s): scores holds one chunk per head. */
 enum { QUILL_ATTENTION_CHUNK = 256 };
 
+/* Returns the start of the K or V row (base: keys->k_data or keys->v_data) of position p. */
+static inline const uint8_t *quill__attention_row(const quill_attention_keys *keys,
+                                                  const uint8_t *base, int64_t p) {
+    return base + (size_t)keys->blocks[p / keys->block_tokens] * keys->block_stride_bytes +
+           (size_t)(p % keys->block_tokens) * keys->row_bytes;
+}
+
 /* Most query heads the variants of quill__attention_heads take per call. The dispatching
  * quill__attention_heads splits a larger group into calls of at most this many heads. */
 enum { QUILL_ATTENTION_MAX_HEADS = 8 };
 
 /* out[head_dim] = sum_p softmax_p(scale * q . k_p) * v_p over positions p in [0, n_keys).
  * q: f32 [head_dim]; scores: f32 [QUILL_ATTENTION_CHUNK] scratch. Keys are visited in position
- * order in chunks of at most QUILL_ATTENTION_CHUNK keys that never cross a block boundary, and
- * an online softmax rescales the running sum and output between chunks. The result therefore
+ * order in chunks of QUILL_ATTENTION_CHUNK positions (chunk c holds positions c * 256 up to the
+ * next multiple or n_keys, across blocks), and an online softmax rescales the running sum and
+ * output between chunks. The result therefore
  * depends only on q, the stored keys and n_keys, so it has the same bits whatever batch the
  * query came in. It is quill__attention_heads with one head. */
 void quill__attention_head(const float *q, int32_t head_dim, const quill_attention_keys *keys,

@@ -116,6 +116,16 @@ static inline void scale_row(float *out, float factor, int32_t head_dim) {
     }
 }
 
+/* Prefetches the first slice_bytes of each of n rows, row_bytes apart, into the L1 cache. */
+static inline void prefetch_rows(const uint8_t *row, size_t row_bytes, int64_t n,
+                                 size_t slice_bytes) {
+    for (int64_t j = 0; j < n; j++) {
+        for (size_t offset = 0; offset < slice_bytes; offset += 64) {
+            _mm_prefetch((const char *)row + (size_t)j * row_bytes + offset, _MM_HINT_T0);
+        }
+    }
+}
+
 /* Scores of n_keys consecutive F16 K rows for each of n_heads queries, computed side by side from
  * one widening of each K element. The score of key k for head h goes to
  * scores[k * n_heads + h]. Each score takes dot_row's operations in its order (one 8-lane
@@ -309,39 +319,53 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
     /* F16 rows of whole 8-element vectors take the grouped paths, which widen each element once
      * for all heads. Other rows run the one-head steps for each head in turn. */
     const bool is_f16_x8 = keys->type == QUILL_TYPE_F16 && head_dim % 8 == 0;
+    /* Bytes of this KV head's slice of a K or V row. */
+    const size_t row_slice_bytes =
+        (size_t)head_dim * (keys->type == QUILL_TYPE_F32 ? sizeof(float) : sizeof(uint16_t));
     /* Lanes 0 .. n_heads - 1, one per head, for the per-head softmax steps. */
     const __m256i head_lanes =
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n_heads), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 
-    int64_t position = 0;
-    while (position < n_keys) {
-        /* The chunk: keys [position, end) inside one block. */
-        int64_t block_index = position / keys->block_tokens;
-        int64_t slot = position % keys->block_tokens;
-        int64_t end = (block_index + 1) * keys->block_tokens;
-        if (end > position + QUILL_ATTENTION_CHUNK) {
-            end = position + QUILL_ATTENTION_CHUNK;
-        }
+    for (int64_t position = 0; position < n_keys;) {
+        /* The chunk: keys [position, end), positions c * QUILL_ATTENTION_CHUNK up to the next
+         * multiple. Rows are contiguous only inside a block, so the row loops below run per
+         * block segment of the chunk. */
+        int64_t end = (position / QUILL_ATTENTION_CHUNK + 1) * QUILL_ATTENTION_CHUNK;
         if (end > n_keys) {
             end = n_keys;
         }
         int64_t n_chunk = end - position;
-        size_t block_offset = (size_t)keys->blocks[block_index] * keys->block_stride_bytes;
-        const uint8_t *k_row = keys->k_data + block_offset + (size_t)slot * keys->row_bytes;
-        const uint8_t *v_row = keys->v_data + block_offset + (size_t)slot * keys->row_bytes;
 
-        /* Scaled scores, scores[j * n_heads + h] for key j and head h. */
-        if (is_f16_x8) {
-            score_chunk_f16(q, n_heads, q_stride, k_row, keys->row_bytes, head_dim, scale, n_chunk,
-                            scores);
-        } else {
-            for (int32_t h = 0; h < n_heads; h++) {
-                for (int64_t j = 0; j < n_chunk; j++) {
-                    scores[j * n_heads + h] =
-                        scale * dot_row(q + h * q_stride, k_row + (size_t)j * keys->row_bytes,
-                                        keys->type, head_dim);
+        /* Scaled scores, scores[j * n_heads + h] for key j of the chunk and head h. */
+        for (int64_t segment = position; segment < end;) {
+            int64_t segment_end = (segment / keys->block_tokens + 1) * keys->block_tokens;
+            segment_end = segment_end > end ? end : segment_end;
+            const uint8_t *k_row = quill__attention_row(keys, keys->k_data, segment);
+            /* This head group's slice of each row is a short piece of a long row, and the blocks
+             * sit anywhere in the pool, so the hardware prefetchers miss them: fetch the next
+             * segment's K slices and this segment's V slices ahead of their loops. */
+            if (segment_end < n_keys) {
+                int64_t next_end = segment_end + keys->block_tokens;
+                prefetch_rows(quill__attention_row(keys, keys->k_data, segment_end),
+                              keys->row_bytes, (next_end > n_keys ? n_keys : next_end) - segment_end,
+                              row_slice_bytes);
+            }
+            prefetch_rows(quill__attention_row(keys, keys->v_data, segment), keys->row_bytes,
+                          segment_end - segment, row_slice_bytes);
+            float *segment_scores = scores + (segment - position) * n_heads;
+            if (is_f16_x8) {
+                score_chunk_f16(q, n_heads, q_stride, k_row, keys->row_bytes, head_dim, scale,
+                                segment_end - segment, segment_scores);
+            } else {
+                for (int32_t h = 0; h < n_heads; h++) {
+                    for (int64_t j = 0; j < segment_end - segment; j++) {
+                        segment_scores[j * n_heads + h] =
+                            scale * dot_row(q + h * q_stride, k_row + (size_t)j * keys->row_bytes,
+                                            keys->type, head_dim);
+                    }
                 }
             }
+            segment = segment_end;
         }
 
         /* Lane h of these vectors is head h. Each lane takes its max and its sum in key order,
@@ -379,17 +403,24 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
         }
         _mm256_maskstore_ps(running_sum, head_lanes, sums);
 
-        /* This chunk's weighted V rows. */
-        if (is_f16_x8) {
-            add_chunk_f16(out, n_heads, out_stride, scores, v_row, keys->row_bytes, n_chunk,
-                          head_dim);
-        } else {
-            for (int32_t h = 0; h < n_heads; h++) {
-                for (int64_t j = 0; j < n_chunk; j++) {
-                    add_scaled_row(out + h * out_stride, scores[j * n_heads + h],
-                                   v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
+        /* This chunk's weighted V rows, block segment by block segment in key order. */
+        for (int64_t segment = position; segment < end;) {
+            int64_t segment_end = (segment / keys->block_tokens + 1) * keys->block_tokens;
+            segment_end = segment_end > end ? end : segment_end;
+            const uint8_t *v_row = quill__attention_row(keys, keys->v_data, segment);
+            const float *weights = scores + (segment - position) * n_heads;
+            if (is_f16_x8) {
+                add_chunk_f16(out, n_heads, out_stride, weights, v_row, keys->row_bytes,
+                              segment_end - segment, head_dim);
+            } else {
+                for (int32_t h = 0; h < n_heads; h++) {
+                    for (int64_t j = 0; j < segment_end - segment; j++) {
+                        add_scaled_row(out + h * out_stride, weights[j * n_heads + h],
+                                       v_row + (size_t)j * keys->row_bytes, keys->type, head_dim);
+                    }
                 }
             }
+            segment = segment_end;
         }
         position = end;
     }

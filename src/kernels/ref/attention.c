@@ -1,7 +1,7 @@
 /*
  * Attention of the query heads of one GQA group over a paged K/V history, with an online
- * softmax per head. Keys are visited in position order in chunks of at most
- * QUILL_ATTENTION_CHUNK keys that never cross a block boundary, and the heads take each chunk
+ * softmax per head. Keys are visited in position order in chunks of QUILL_ATTENTION_CHUNK
+ * positions (the last one shorter), which may span several blocks, and the heads take each chunk
  * one after another. A chunk's scores go to a small buffer, and the running max, sum and output
  * are rescaled when the max grows. All sums are f32 in position order, so the result does not
  * depend on the batch the query came in. F16 rows are widened through a table built once.
@@ -70,22 +70,14 @@ void quill__attention_heads_ref(const float *q, int32_t n_heads, int64_t q_strid
         running_sum[h] = 0.0f;
     }
 
-    int64_t position = 0;
-    while (position < n_keys) {
-        /* The chunk: keys [position, end) inside one block. */
-        int64_t block_index = position / keys->block_tokens;
-        int64_t slot = position % keys->block_tokens;
-        int64_t end = (block_index + 1) * keys->block_tokens;
-        if (end > position + QUILL_ATTENTION_CHUNK) {
-            end = position + QUILL_ATTENTION_CHUNK;
-        }
+    for (int64_t position = 0; position < n_keys;) {
+        /* The chunk: keys [position, end), positions c * QUILL_ATTENTION_CHUNK up to the next
+         * multiple, across as many blocks as they span. */
+        int64_t end = (position / QUILL_ATTENTION_CHUNK + 1) * QUILL_ATTENTION_CHUNK;
         if (end > n_keys) {
             end = n_keys;
         }
         int64_t n_chunk = end - position;
-        size_t block_offset = (size_t)keys->blocks[block_index] * keys->block_stride_bytes;
-        const uint8_t *k_row = keys->k_data + block_offset + (size_t)slot * keys->row_bytes;
-        const uint8_t *v_row = keys->v_data + block_offset + (size_t)slot * keys->row_bytes;
 
         /* Each head runs the one-head steps on its own query, scores and output, so the group
          * changes none of its bits. */
@@ -96,7 +88,8 @@ void quill__attention_heads_ref(const float *q, int32_t n_heads, int64_t q_strid
             /* Scaled scores and their max. */
             float chunk_max = -INFINITY;
             for (int64_t j = 0; j < n_chunk; j++) {
-                scores[j] = scale * dot_row(head_q, k_row + (size_t)j * keys->row_bytes,
+                scores[j] = scale * dot_row(head_q, quill__attention_row(keys, keys->k_data,
+                                                                         position + j),
                                             keys->type, head_dim);
                 chunk_max = scores[j] > chunk_max ? scores[j] : chunk_max;
             }
@@ -113,7 +106,8 @@ void quill__attention_heads_ref(const float *q, int32_t n_heads, int64_t q_strid
             for (int64_t j = 0; j < n_chunk; j++) {
                 float weight = expf(scores[j] - running_max[h]);
                 running_sum[h] += weight;
-                add_scaled_row(head_out, weight, v_row + (size_t)j * keys->row_bytes, keys->type,
+                add_scaled_row(head_out, weight,
+                               quill__attention_row(keys, keys->v_data, position + j), keys->type,
                                head_dim);
             }
         }
