@@ -390,6 +390,7 @@ static void test_bench_serve_multi_token_chunks(void **state) {
      * chunk. */
     assert_int_equal(json_int_at(root, "output_tokens", NULL), 24);
     assert_int_equal(json_int_at(root, "itl_ms", "count"), 16);
+    assert_int_equal(json_int_at(root, "decode_tokens", NULL), 16);
     assert_int_equal(json_int_at(root, "ttft_ms", "count"), 4);
     json_object_put(root);
     free(output);
@@ -486,6 +487,18 @@ static void test_bench_serve_missing_api_key(void **state) {
     assert_non_null(strstr(output, "pass it with --api-key"));
     assert_null(strstr(output, "found no vocabulary size"));
     free(output);
+
+    /* A wrong key: the message says so, and no completion is sent. */
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --requests 3 --api-key wrong --json",
+             (unsigned)server.port);
+    output = run_bench(args, true, &exit_code);
+    assert_int_equal(exit_code, 1);
+    assert_non_null(strstr(output, "rejected the key given with --api-key"));
+    free(output);
+    pthread_mutex_lock(&server.mutex);
+    int n_completions_before_key = server.seen.n_completion_requests;
+    pthread_mutex_unlock(&server.mutex);
+    assert_int_equal(n_completions_before_key, 0);
 
     /* With the key the same run succeeds. */
     snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --requests 1 --api-key secret --json",

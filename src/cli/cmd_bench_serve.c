@@ -519,9 +519,15 @@ static void finish_transfer(bench_run *run, transfer *request, CURLcode result) 
         samples_add(run, &run->ttft_us, request->first_content_us - request->start_us);
     }
     samples_add(run, &run->e2e_us, end_us - request->start_us);
-    if (request->n_decode_tokens > 0) {
+    /* A server may merge several tokens into one chunk without saying how many (no logprobs);
+     * the usage count then tells the total, and every token beyond the first chunk's was
+     * decoded after the first token. */
+    int64_t n_first_chunk = request->n_tokens - request->n_decode_tokens;
+    int64_t n_produced = request->n_usage_tokens >= 0 ? request->n_usage_tokens
+                                                      : request->n_tokens;
+    if (request->first_content_us >= 0 && n_produced > n_first_chunk) {
         add_decode_span(run, request->first_content_us, request->last_content_us,
-                        request->n_decode_tokens);
+                        n_produced - n_first_chunk);
     }
 }
 
@@ -641,6 +647,7 @@ static int64_t entry_vocab_size(json_object *entry) {
 typedef enum discovery_result {
     DISCOVERY_OK,          /* a model list arrived (it may lack the model or a vocabulary size) */
     DISCOVERY_HTTP_ERROR,  /* the server replied with a non-200 status or no model list */
+    DISCOVERY_KEY_REJECTED, /* 401 or 403: every completion would be rejected too */
     DISCOVERY_UNREACHABLE, /* no reply at all: refused, unresolved, reset or timed out */
     DISCOVERY_NO_MEMORY,
 } discovery_result;
@@ -664,14 +671,15 @@ static void describe_error_body(const char *body, char *message, size_t message_
 }
 
 /* Prints why GET /v1/models returned http_status, with the next step. */
-static void report_models_status(const char *models_url, long http_status, const char *body) {
+static void report_models_status(const char *models_url, long http_status, const char *body,
+                                 bool has_api_key) {
     char server_message[MAX_ERROR_BODY_BYTES + 1];
     describe_error_body(body, server_message, sizeof(server_message));
     const char *next_step = "check --url";
-    if (http_status == 401) {
+    if (http_status == 403 || (http_status == 401 && has_api_key)) {
+        next_step = "the server rejected the key given with --api-key, check it";
+    } else if (http_status == 401) {
         next_step = "the server requires an API key, pass it with --api-key";
-    } else if (http_status == 403) {
-        next_step = "the server rejected the API key, check --api-key";
     }
     fprintf(stderr, "quill %s: GET %s returned HTTP %ld: %s; %s\n", command_name, models_url,
             http_status, server_message, next_step);
@@ -760,7 +768,11 @@ static discovery_result discover_model(bench_run *run, const char *models_url) {
         /* With --model and --vocab the list is not needed, so a server without the endpoint
          * only hears about a rejected key, which its completions will reject too. */
         if (is_list_needed || is_key_rejected) {
-            report_models_status(models_url, http_status, buffer.data);
+            report_models_status(models_url, http_status, buffer.data,
+                                 run->options.api_key != NULL);
+        }
+        if (is_key_rejected) {
+            result = DISCOVERY_KEY_REJECTED;
         }
     } else if (buffer.is_failed || buffer.data == NULL || !read_model_list(run, buffer.data)) {
         fprintf(stderr, "quill %s: GET %s returned no JSON model list ({\"data\": [...]})\n",
@@ -900,8 +912,10 @@ static int parse_options(int argc, char **argv, bench_options *options) {
     if (options->n_shared_prefix > options->n_prompt_tokens) {
         fprintf(stderr,
                 "quill %s: --shared-prefix %" PRId64 " exceeds --prompt-tokens %" PRId64
-                "; the shared prefix is part of the prompt\n",
-                command_name, options->n_shared_prefix, options->n_prompt_tokens);
+                "; the shared prefix is part of the prompt, so pass at most --shared-prefix %"
+                PRId64 " or raise --prompt-tokens\n",
+                command_name, options->n_shared_prefix, options->n_prompt_tokens,
+                options->n_prompt_tokens);
         return 2;
     }
     return 0;
@@ -1020,7 +1034,8 @@ static int prepare_run(bench_run *run) {
     }
     discovery_result discovery = discover_model(run, models_url);
     quill__free(models_url);
-    if (discovery == DISCOVERY_UNREACHABLE || discovery == DISCOVERY_NO_MEMORY) {
+    if (discovery == DISCOVERY_UNREACHABLE || discovery == DISCOVERY_NO_MEMORY ||
+        discovery == DISCOVERY_KEY_REJECTED) {
         return 1;
     }
     if (run->vocab_size <= FIRST_SAFE_TOKEN_ID) {
