@@ -405,7 +405,10 @@ int main(void) {
     char *data_dir_probe = quill_test_data_path("models");
     char *peer_probe = quill_test_data_path("peer/ref");
     if (data_dir_probe == NULL && peer_probe == NULL) {
-        printf("skip: QUILL_TEST_DATA_DIR has no models/ or peer/ref/\n");
+        const char *data_dir = getenv("QUILL_TEST_DATA_DIR");
+        printf("SKIP: no models/ or peer/ref/ under QUILL_TEST_DATA_DIR='%s'; configure with "
+               "-DQUILL_TEST_DATA_DIR=<folder with models/ and peer/ref/> to run this test\n",
+               data_dir != NULL ? data_dir : "");
         return QUILL_TEST_SKIP_CODE;
     }
     free(data_dir_probe);
