@@ -17,15 +17,17 @@ quill_status quill__kv_cache_create_shape(int32_t n_layers, int32_t kv_dim,
                                           const quill_kv_cache_params *params,
                                           quill_kv_cache **out);
 
-/* Where one layer's K and V live. Block b's K rows for this layer start at
- * k_data + b * block_stride_bytes: [block_tokens][kv_dim] elements of `type`, each token row
- * row_bytes long; V rows likewise from v_data. */
+/* Where one layer's K and V live. Block b's K for this layer takes block_tokens * row_bytes
+ * bytes from k_data + b * block_stride_bytes (block_tokens * kv_dim elements of `type`); V
+ * likewise from v_data. The cache copies and shares whole blocks and never looks inside, so
+ * the order of elements within a block is the writer's: the forward pass keeps them head-major
+ * (context.c). */
 typedef struct quill_kv_layer_view {
     uint32_t type;             /* QUILL_TYPE_F16 or QUILL_TYPE_F32 */
     uint8_t *k_data;           /* layer's K rows in block 0 */
     uint8_t *v_data;           /* layer's V rows in block 0 */
     size_t block_stride_bytes; /* bytes from one block to the next */
-    size_t row_bytes;          /* bytes of one token's K (or V) row: kv_dim elements */
+    size_t row_bytes;          /* bytes of one token's K (or V): kv_dim elements */
     int32_t block_tokens;      /* token slots per block */
     int32_t kv_dim;            /* elements per row: n_kv_heads * head_dim */
 } quill_kv_layer_view;
