@@ -40,6 +40,7 @@ struct quill_sampler {
     int32_t *counts;          /* [n_vocab] occurrences of each token in the ring */
 
     candidate *candidates; /* [n_vocab] scratch for one sample call */
+    double *weights;       /* [n_vocab] the final softmax's exp terms, reused by its draw */
     uint32_t *seen_stamp;  /* [n_vocab] marks tokens already penalized this call */
     uint32_t stamp;        /* current mark value */
 };
@@ -316,9 +317,11 @@ quill_status quill_sampler_create(const quill_sampling_params *params, int32_t n
     sampler->params = *params;
     sampler->n_vocab = n_vocab;
     sampler->candidates = quill__malloc_array((size_t)n_vocab, sizeof(candidate));
+    sampler->weights = quill__malloc_array((size_t)n_vocab, sizeof(double));
     sampler->seen_stamp = quill__calloc((size_t)n_vocab, sizeof(uint32_t));
     sampler->counts = quill__calloc((size_t)n_vocab, sizeof(int32_t));
-    if (sampler->candidates == NULL || sampler->seen_stamp == NULL || sampler->counts == NULL) {
+    if (sampler->candidates == NULL || sampler->weights == NULL || sampler->seen_stamp == NULL ||
+        sampler->counts == NULL) {
         status =
             quill_error_set(QUILL_ERR_NOMEM,
                             "sampler: out of memory for scratch of %d vocabulary entries", n_vocab);
@@ -371,6 +374,7 @@ void quill_sampler_destroy(quill_sampler *sampler) {
     quill__free(sampler->history);
     quill__free(sampler->counts);
     quill__free(sampler->candidates);
+    quill__free(sampler->weights);
     quill__free(sampler->seen_stamp);
     quill__free(sampler);
 }
@@ -534,16 +538,20 @@ static int32_t sample_filtered(quill_sampler *sampler, candidate *items, int64_t
         candidates_select(items + n_sorted, n - n_sorted, n_kept - n_sorted);
     }
 
-    /* Temperature softmax over the kept candidates and one draw. */
+    /* Temperature softmax over the kept candidates and one draw. The exp terms are kept for
+     * the draw's running sum instead of computed twice (the same doubles either way): with no
+     * filter active the set is the whole vocabulary. */
     double inverse_temperature = 1.0 / (double)params->temperature;
+    double *weights = sampler->weights;
     double total = 0.0;
     for (int64_t i = 0; i < n_kept; i++) {
-        total += exp((double)(items[i].logit - items[0].logit) * inverse_temperature);
+        weights[i] = exp((double)(items[i].logit - items[0].logit) * inverse_temperature);
+        total += weights[i];
     }
     double target = rng_uniform(sampler->rng_state) * total;
     double cumulative = 0.0;
     for (int64_t i = 0; i < n_kept; i++) {
-        cumulative += exp((double)(items[i].logit - items[0].logit) * inverse_temperature);
+        cumulative += weights[i];
         if (target < cumulative) {
             return items[i].token;
         }
