@@ -155,10 +155,12 @@ static quill_status create_state(quill_engine *engine) {
     int32_t n_parallel = engine->params.n_parallel;
     engine->detokenizer_bytes = quill_detokenizer_max_bytes(engine->tokenizer);
     engine->running = quill__calloc((size_t)n_parallel, sizeof(quill_request *));
+    engine->sample_jobs = quill__calloc((size_t)n_parallel, sizeof(quill_sample_job));
     engine->is_seq_used = quill__calloc((size_t)n_parallel, sizeof(bool));
     engine->text_scratch = quill__malloc(engine->detokenizer_bytes);
     engine->lookup_blocks = quill__malloc_array((size_t)engine->n_blocks_total, sizeof(int32_t));
-    if (engine->running == NULL || engine->is_seq_used == NULL || engine->text_scratch == NULL ||
+    if (engine->running == NULL || engine->sample_jobs == NULL || engine->is_seq_used == NULL ||
+        engine->text_scratch == NULL ||
         engine->lookup_blocks == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for the running set");
     }
@@ -314,6 +316,7 @@ void quill_engine_destroy(quill_engine *engine) {
     quill_kv_cache_destroy(engine->cache);
     quill_context_destroy(engine->context);
     quill__free(engine->running);
+    quill__free(engine->sample_jobs);
     quill__free(engine->is_seq_used);
     quill__free(engine->text_scratch);
     quill__free(engine->lookup_blocks);

@@ -89,6 +89,13 @@ struct quill_request {
     int64_t first_text_us;  /* first text released; 0 before */
 };
 
+/* A draw of one step: the request, its logits and, after the parallel pass, its token. */
+typedef struct quill_sample_job {
+    quill_request *request;
+    const float *logits; /* [n_vocab], valid until the next forward pass */
+    int32_t token;
+} quill_sample_job;
+
 struct quill_engine {
     const quill_model *model;         /* borrowed */
     const quill_tokenizer *tokenizer; /* borrowed from the model */
@@ -107,6 +114,7 @@ struct quill_engine {
     quill_request *waiting_head; /* taken from the queue, not yet admitted (FIFO) */
     quill_request *waiting_tail;
     quill_request **running; /* [n_parallel] admitted requests in admission order */
+    quill_sample_job *sample_jobs; /* [n_parallel] one step's draws, made on the pool */
     int32_t n_running;
     bool *is_seq_used;             /* [n_parallel] */
     int32_t n_claimed_blocks;      /* sum of claim_blocks over running requests */

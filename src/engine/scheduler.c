@@ -19,7 +19,9 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/threadpool.h"
 #include "engine/engine_internal.h"
+#include "model/model_internal.h"
 
 static int32_t blocks_for_tokens(const quill_engine *engine, int64_t n_tokens) {
     return (int32_t)((n_tokens + engine->block_tokens - 1) / engine->block_tokens);
@@ -492,10 +494,10 @@ static quill_status record_token(quill_request *request, int32_t token, const fl
     return QUILL_OK;
 }
 
-/* Samples the request's next token from logits, releases its text and finishes the request
- * on an end-of-generation token, a stop string or its length limit. */
-static void sample_next(quill_engine *engine, quill_request *request, const float *logits) {
-    int32_t token = quill_sampler_sample(request->sampler, logits);
+/* Takes the request's next token (drawn from logits), releases its text and finishes the
+ * request on an end-of-generation token, a stop string or its length limit. */
+static void take_token(quill_engine *engine, quill_request *request, const float *logits,
+                       int32_t token) {
     quill_sampler_accept(request->sampler, token);
     if (request->first_token_us == 0) {
         request->first_token_us = quill__clock_monotonic_us();
@@ -535,9 +537,25 @@ static void sample_next(quill_engine *engine, quill_request *request, const floa
     }
 }
 
+/* The draws of one step, dealt to the pool's threads. */
+typedef struct sample_task {
+    quill_sample_job *jobs;
+    int32_t n_jobs;
+} sample_task;
+
+/* Pool task: draws the tokens of this thread's share of the jobs. */
+static void sample_worker(void *task_context, int thread_index, int n_threads) {
+    sample_task *task = task_context;
+    for (int32_t i = thread_index; i < task->n_jobs; i += n_threads) {
+        task->jobs[i].token = quill_sampler_sample(task->jobs[i].request->sampler,
+                                                   task->jobs[i].logits);
+    }
+}
+
 /* After the forward pass: advance each sequence, index newly computed prompt blocks, and
  * sample where logits were computed. */
 static void process_outputs(quill_engine *engine) {
+    int32_t n_jobs = 0;
     for (int32_t i = 0; i < engine->n_running; i++) {
         quill_request *request = engine->running[i];
         if (request->phase == QUILL_REQUEST_DONE || request->seq_id < 0) {
@@ -566,7 +584,19 @@ static void process_outputs(quill_engine *engine) {
                                          "sequence that needed them"));
             continue;
         }
-        sample_next(engine, request, logits);
+        engine->sample_jobs[n_jobs++] = (quill_sample_job){.request = request, .logits = logits};
+    }
+
+    /* Each request draws from its own sampler and RNG, so the draws run on the pool (idle
+     * between forward passes) in any order and give the same tokens as one after another. */
+    sample_task task = {.jobs = engine->sample_jobs, .n_jobs = n_jobs};
+    if (n_jobs > 0) {
+        quill__threadpool_run(n_jobs > 1 ? quill__context_pool(engine->context) : NULL,
+                              sample_worker, &task);
+    }
+    for (int32_t i = 0; i < n_jobs; i++) {
+        const quill_sample_job *job = &engine->sample_jobs[i];
+        take_token(engine, job->request, job->logits, job->token);
     }
 }
 

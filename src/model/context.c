@@ -762,6 +762,10 @@ static void compute_logits(quill_context *context, const quill_batch *batch) {
     context->n_logits = n_rows;
 }
 
+quill_threadpool *quill__context_pool(const quill_context *context) {
+    return context->pool;
+}
+
 void quill__context_set_parallel_min(quill_context *context, int64_t n_min) {
     context->min_pool_bytes = n_min;
     context->min_pool_macs = n_min;

@@ -44,6 +44,11 @@ struct quill_model {
     quill_layer_weights *layers;     /* [n_layers] */
 };
 
+/* Returns the context's compute pool, for callers that run their own parallel work between
+ * forward passes on the thread that drives the context (never during a pass). May be NULL:
+ * quill__threadpool_run then runs the task on the calling thread. */
+quill_threadpool *quill__context_pool(const quill_context *context);
+
 /* Sets the smallest op, in bytes read, multiply-adds or elements, that a forward pass runs on
  * the context's pool; 0 sends every op to the pool. Lets tests cover the pool's paths on tiny
  * models, whose ops the default thresholds keep on the calling thread. */
