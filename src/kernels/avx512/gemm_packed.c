@@ -1,6 +1,8 @@
 /*
- * AVX-512 VNNI tiles of packed Q4_0 and Q8_0 weights (layout in kernels/packed.h) with prepared
- * Q8_0 activations.
+ * AVX-512 VNNI tiles of packed Q4_0 and Q8_0 weights with prepared Q8_0 activations, and of
+ * packed Q4_K weights with Q8_K activations (layouts in kernels/packed.h). Each kind has a
+ * one-group tile in 256-bit vectors (decode, and an odd last group) and a two-group tile in
+ * 512-bit vectors (prefill and batched decode), whose lanes repeat the one-group operations.
  *
  * Per group block (8 rows) the weights are unpacked once into 8 vectors of 32 unsigned levels,
  * chunk k holding elements 4k .. 4k + 3 of each row and chunk k + 4 elements 16 + 4k ..
