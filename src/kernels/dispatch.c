@@ -69,6 +69,11 @@ static void detect_variants(void) {
         variant_available[QUILL_KERNEL_VARIANT_AVX512] = true;
     }
 #endif
+#if defined(QUILL_HAVE_NEON)
+    /* NEON is part of the AArch64 base architecture. */
+    quill__kernel_table_fill_neon(&variant_tables[QUILL_KERNEL_VARIANT_NEON]);
+    variant_available[QUILL_KERNEL_VARIANT_NEON] = true;
+#endif
 }
 
 /* Stores the names of the available variants, space-separated, in text. */

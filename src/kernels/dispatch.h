@@ -78,6 +78,8 @@ void quill__kernel_table_fill_ref(quill_kernel_table *table);
  * (avx512/table_avx512.c; has_bf16 enables the AVX512_BF16 dot). Call only on CPUs that have
  * the features, because the functions use them. */
 void quill__kernel_table_fill_avx2(quill_kernel_table *table);
+/* Fills a table with the NEON kernels (neon/table_neon.c); built on AArch64 only. */
+void quill__kernel_table_fill_neon(quill_kernel_table *table);
 void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16);
 
 #if defined(QUILL_HAVE_X86)
