@@ -506,7 +506,9 @@ static quill_status pack_matrix(quill_matrix *matrix, const char *path) {
 }
 
 /* Repacks every matrix that gains from it; the repacked bytes replace the file's pages in the
- * private mapping. A tied output matrix is the embedding matrix itself, repacked once. */
+ * private mapping. A tied output matrix is the embedding matrix itself, repacked once.
+ * NOTE: two models loaded from the same file each hold their own repacked copy, where the
+ * unpacked mappings would share the page cache. */
 static quill_status pack_weights(quill_model *model, const char *path) {
     quill_status status = pack_matrix(&model->token_embd, path);
     if (status == QUILL_OK && model->info.has_tied_output) {
