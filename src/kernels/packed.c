@@ -1,6 +1,6 @@
 /*
- * Row-group packing of Q4_0 and Q8_0 weights (layout in packed.h), its inverse, and the extras
- * of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time and
+ * Row-group packing of Q4_0, Q8_0 and Q4_K weights (layouts in packed.h), its inverse, and the
+ * extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time and
  * unpacking once per embedding lookup, both far from the hot loops.
  */
 #include "kernels/packed.h"
