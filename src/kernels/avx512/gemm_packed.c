@@ -6,9 +6,9 @@
  *
  * Per group block (8 rows) the weights are unpacked once into 8 vectors of 32 unsigned levels,
  * chunk k holding elements 4k .. 4k + 3 of each row and chunk k + 4 elements 16 + 4k ..
- * 16 + 4k + 3. For each token, 8 vpdpbusd against 4 broadcast activation bytes each, started
- * from the block's prepared offset (-8 or -128 times the activation sum), leave the 8 rows'
- * exact block sums in the 8 lanes; then one conversion, one scale product (d_w of the 8 rows
+ * 16 + 4k + 3. For each token, 8 vpdpbusd against 4 broadcast activation bytes each start from
+ * the block's prepared offset (-8 or -128 times the activation sum). They leave the 8 rows'
+ * exact block sums in the 8 lanes. Then one conversion, one scale product (d_w of the 8 rows
  * times d_x) and one FMA update the 8 (row, token) accumulators. This is the per-pair
  * arithmetic of the VNNI vec_dot (avx2/dot_q4_q5_q8_impl.h, is_exact), so every value equals
  * the unpacked row's bit for bit.
@@ -28,9 +28,10 @@ enum { PACKED_TILE_TOKENS = 8 };
 
 /* Software prefetch of the group stream, PREFETCH_BYTES ahead, for tiles of 2 to 8 tokens
  * (batched decode): there the weights stream from memory once while the arithmetic per byte
- * is 2-8 times decode's, and the hardware prefetchers fall behind. On an 8192 x 2048 matrix
- * with 8 tokens and 2 threads (AMD EPYC), Q4_0 in group pairs: 515 GFLOP/s 4 KB ahead, 528 at
- * 8 KB, 644 at 16 KB, 629-659 at 32 KB; single groups: 375 without prefetch, 510 at 4 KB.
+ * is 2-8 times decode's, and the hardware prefetchers fall behind. Measured on an 8192 x 2048
+ * Q4_0 matrix with 8 tokens and 2 threads (AMD EPYC), in group pairs: 515 GFLOP/s 4 KB ahead,
+ * 528 at 8 KB, 644 at 16 KB and 629-659 at 32 KB. Single groups ran at 375 without prefetch
+ * and 510 at 4 KB.
  * One-token decode is faster without it (the hardware prefetchers keep up with a single
  * stream). Prefill runs 8-token tiles over weights its first tile brought into cache, where
  * the extra prefetches cost nothing measurable. */
