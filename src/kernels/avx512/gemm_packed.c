@@ -122,7 +122,7 @@ QUILL_X86_INLINE void packed_tile(int is_q8, int64_t n_blocks, const uint8_t *gr
 
 /* As packed_tile for two consecutive groups at once (16 rows, group_bytes apart), group 0 in
  * lanes 0-7 and group 1 in lanes 8-15 of 512-bit vectors. Each lane takes exactly the
- * operations of packed_tile, so the values are the same; the activation broadcasts, offsets
+ * operations of packed_tile, so the values are the same. The activation broadcasts, offsets
  * and scales now serve 16 rows instead of 8. */
 QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t *group,
                                      size_t group_bytes, const uint8_t *activations,
@@ -150,9 +150,8 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
                                                      _mm_loadu_si128((const __m128i *)second)));
         __m512i levels[8];
         for (int k = 0; k < (is_q8 ? 8 : 4); k++) {
-            __m512i both =
-                join_halves(_mm256_loadu_si256((const __m256i *)(first + 16 + 32 * k)),
-                            _mm256_loadu_si256((const __m256i *)(second + 16 + 32 * k)));
+            __m512i both = join_halves(_mm256_loadu_si256((const __m256i *)(first + 16 + 32 * k)),
+                                       _mm256_loadu_si256((const __m256i *)(second + 16 + 32 * k)));
             if (is_q8) {
                 levels[k] = both;
             } else {
@@ -220,13 +219,11 @@ QUILL_X86_INLINE void decode_q4_k_scales(const uint8_t *block, q4_k_scales *out)
     __m256i m_4_7 =
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_4_7, 4), mask4), top_m_4_7);
 
-    const __m128i halves_sc[4] = {_mm256_castsi256_si128(sc_0_3),
-                                  _mm256_extracti128_si256(sc_0_3, 1),
-                                  _mm256_castsi256_si128(sc_4_7),
-                                  _mm256_extracti128_si256(sc_4_7, 1)};
+    const __m128i halves_sc[4] = {
+        _mm256_castsi256_si128(sc_0_3), _mm256_extracti128_si256(sc_0_3, 1),
+        _mm256_castsi256_si128(sc_4_7), _mm256_extracti128_si256(sc_4_7, 1)};
     const __m128i halves_m[4] = {_mm256_castsi256_si128(m_0_3), _mm256_extracti128_si256(m_0_3, 1),
-                                 _mm256_castsi256_si128(m_4_7),
-                                 _mm256_extracti128_si256(m_4_7, 1)};
+                                 _mm256_castsi256_si128(m_4_7), _mm256_extracti128_si256(m_4_7, 1)};
     for (int i = 0; i < 4; i++) {
         /* Half i holds sub-blocks 2i (bytes 0-7) and 2i + 1 (bytes 8-15). */
         out->scales[2 * i] = _mm256_cvtepu8_epi32(halves_sc[i]);
@@ -293,17 +290,14 @@ QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
             __m128i sub_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x->bsums),
                                               _mm_loadu_si128((const __m128i *)(x->bsums + 16)));
             __m256i mins = _mm256_setzero_si256();
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[0],
-                                       _mm256_broadcastd_epi32(sub_sums));
-            mins = _mm256_dpwssd_epi32(
-                mins, scales.min_pairs[1],
-                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0x55)));
-            mins = _mm256_dpwssd_epi32(
-                mins, scales.min_pairs[2],
-                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xaa)));
-            mins = _mm256_dpwssd_epi32(
-                mins, scales.min_pairs[3],
-                _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xff)));
+            mins =
+                _mm256_dpwssd_epi32(mins, scales.min_pairs[0], _mm256_broadcastd_epi32(sub_sums));
+            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[1],
+                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0x55)));
+            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[2],
+                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xaa)));
+            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[3],
+                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xff)));
             float d_x;
             memcpy(&d_x, x->d, sizeof(d_x));
             __m256 d_x8 = _mm256_set1_ps(d_x);
@@ -361,9 +355,9 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
             size_t chunks = Q4_K_QS + 32 * 8 * (size_t)(j / 2);
             __m512i levels[8];
             for (int c = 0; c < 8; c++) {
-                __m512i pairs = join_halves(
-                    _mm256_loadu_si256((const __m256i *)(first + chunks + 32 * c)),
-                    _mm256_loadu_si256((const __m256i *)(second + chunks + 32 * c)));
+                __m512i pairs =
+                    join_halves(_mm256_loadu_si256((const __m256i *)(first + chunks + 32 * c)),
+                                _mm256_loadu_si256((const __m256i *)(second + chunks + 32 * c)));
                 levels[c] = j % 2 == 0 ? _mm512_and_si512(pairs, low_mask)
                                        : _mm512_and_si512(_mm512_srli_epi16(pairs, 4), low_mask);
             }
@@ -385,9 +379,8 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sums, scales[j]));
             }
         }
-        __m512 d_w = _mm512_cvtph_ps(
-            join_halves_128(_mm_loadu_si128((const __m128i *)first),
-                            _mm_loadu_si128((const __m128i *)second)));
+        __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
+                                                     _mm_loadu_si128((const __m128i *)second)));
         __m512 dmin_w = _mm512_cvtph_ps(
             join_halves_128(_mm_loadu_si128((const __m128i *)(first + Q4_K_DMIN)),
                             _mm_loadu_si128((const __m128i *)(second + Q4_K_DMIN))));
@@ -407,7 +400,8 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
             float d_x;
             memcpy(&d_x, x->d, sizeof(d_x));
             __m512 d_x16 = _mm512_set1_ps(d_x);
-            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d_w, d_x16), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] =
+                _mm512_fmadd_ps(_mm512_mul_ps(d_w, d_x16), _mm512_cvtepi32_ps(isum[t]), acc[t]);
             acc[t] =
                 _mm512_fnmadd_ps(_mm512_mul_ps(dmin_w, d_x16), _mm512_cvtepi32_ps(mins), acc[t]);
         }
@@ -429,8 +423,7 @@ QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t
         packed_tile_q4_k_x2(n_blocks, group, group_pair_bytes, activations, activation_row_bytes,
                             n_tokens, y, y_stride);
     } else if (kind == PACKED_Q4_K) {
-        packed_tile_q4_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y,
-                         y_stride);
+        packed_tile_q4_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
     } else if (group_pair_bytes > 0) {
         packed_tile_x2(kind == PACKED_Q8_0, n_blocks, group, group_pair_bytes, activations,
                        activation_row_bytes, n_tokens, y, y_stride);
@@ -446,49 +439,35 @@ QUILL_X86_INLINE void packed_tile_tokens(int kind, int64_t n_blocks, const uint8
                                          size_t group_pair_bytes, const uint8_t *x,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
+/* One case per token count, so each call gets a constant count. */
+#define PACKED_TILE_CASE(count)                                                                    \
+    case count:                                                                                    \
+        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, count,  \
+                         y, y_stride);                                                             \
+        break
     switch (n_tokens) {
-    case 1:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 1, y,
-                         y_stride);
-        break;
-    case 2:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 2, y,
-                         y_stride);
-        break;
-    case 3:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 3, y,
-                         y_stride);
-        break;
-    case 4:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 4, y,
-                         y_stride);
-        break;
-    case 5:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 5, y,
-                         y_stride);
-        break;
-    case 6:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 6, y,
-                         y_stride);
-        break;
-    case 7:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, 7, y,
-                         y_stride);
-        break;
+        PACKED_TILE_CASE(1);
+        PACKED_TILE_CASE(2);
+        PACKED_TILE_CASE(3);
+        PACKED_TILE_CASE(4);
+        PACKED_TILE_CASE(5);
+        PACKED_TILE_CASE(6);
+        PACKED_TILE_CASE(7);
     default:
         packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes,
                          PACKED_TILE_TOKENS, y, y_stride);
         break;
     }
+#undef PACKED_TILE_CASE
 }
 
 /* Walks a rows x tokens range: pairs of groups (16 rows) while two remain, else single groups,
- * each in token tiles. Pairs halve the activation broadcasts and scalings per row: an 8192 x
- * 2048 Q4_0 matrix at 64 tokens went from 506 to 666 GFLOP/s (2 threads, AMD EPYC), and at 8
- * tokens, with the prefetch above, from 510 to about 640. One-token decode streams at memory
- * speed either way and keeps single groups. */
-QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights,
-                                  size_t weight_row_bytes, int64_t n_rows, const void *activations,
+ * each in token tiles. Pairs halve the activation broadcasts and scalings per row. An 8192 x
+ * 2048 Q4_0 matrix at 64 tokens went from 506 to 666 GFLOP/s with them (2 threads, AMD EPYC).
+ * At 8 tokens, with the prefetch above, it went from 510 to about 640. One-token decode streams at
+ * memory speed either way and keeps single groups. */
+QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights, size_t weight_row_bytes,
+                                  int64_t n_rows, const void *activations,
                                   size_t activation_row_bytes, int64_t n_tokens, float *y,
                                   int64_t y_stride) {
     const int64_t n_blocks = n / (kind == PACKED_Q4_K ? QUILL_QK_K : QUILL_QK);
@@ -513,16 +492,16 @@ void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q4_0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
-                n_tokens, y, y_stride);
+    gemm_packed(PACKED_Q4_0, n, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
 }
 
 void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q8_0, n, weights, weight_row_bytes, n_rows, activations, activation_row_bytes,
-                n_tokens, y, y_stride);
+    gemm_packed(PACKED_Q8_0, n, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
 }
 
 void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,

@@ -1,8 +1,8 @@
 /*
  * NEON dot products for the weight types most models use: F32 and F16 against f32
  * activations, Q4_0 and Q8_0 against Q8_0 activations. The float dots keep four 4-lane
- * accumulators, summed in a fixed order; the quantized dots form each block's exact int32 sum
- * with widening multiplies (vmull_s8) and pairwise accumulation (vpadalq_s16), then add
+ * accumulators, summed in a fixed order. The quantized dots form each block's exact int32 sum
+ * with widening multiplies (vmull_s8) and pairwise accumulation (vpadalq_s16). They then add
  * d_w * d_x * sum to one f32 accumulator in block order, as the reference does. Matmul calls
  * these per (row, token), so every batch shape gives the same bits. The other types use the
  * reference kernels.
@@ -10,6 +10,7 @@
 #include "kernels/neon/kernels_neon.h"
 
 #include <arm_neon.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kernels/blocks.h"
@@ -25,45 +26,44 @@ static inline float accumulators_sum(const float32x4_t acc[4]) {
     return lanes_sum(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
 }
 
-float quill__dot_f32_f32_neon(int64_t n, const void *weights, const void *activations) {
-    const uint8_t *w = weights;
-    const float *x = activations;
-    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f),
-                          vdupq_n_f32(0.0f)};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (int k = 0; k < 4; k++) {
-            float values[4];
-            memcpy(values, w + 4 * (i + 4 * k), sizeof(values));
-            acc[k] = vfmaq_f32(acc[k], vld1q_f32(values), vld1q_f32(x + i + 4 * k));
-        }
+/* Loads 4 weights from w (F32 or F16 bytes, any alignment) as f32. */
+static inline float32x4_t load_weights_4(const uint8_t *w, bool is_f16) {
+    if (is_f16) {
+        uint16_t halves[4];
+        memcpy(halves, w, sizeof(halves));
+        return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(halves)));
     }
-    float sum = accumulators_sum(acc);
-    for (; i < n; i++) {
-        sum += quill__load_f32(w + 4 * i) * x[i];
-    }
-    return sum;
+    float values[4];
+    memcpy(values, w, sizeof(values));
+    return vld1q_f32(values);
 }
 
-float quill__dot_f16_f32_neon(int64_t n, const void *weights, const void *activations) {
-    const uint8_t *w = weights;
-    const float *x = activations;
+/* Dot product of n F32 or F16 weights with f32 activations. */
+static inline float dot_float(int64_t n, const uint8_t *w, const float *x, bool is_f16) {
+    const size_t element_bytes = is_f16 ? 2 : 4;
     float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f),
                           vdupq_n_f32(0.0f)};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         for (int k = 0; k < 4; k++) {
-            uint16_t halves[4];
-            memcpy(halves, w + 2 * (i + 4 * k), sizeof(halves));
-            float32x4_t values = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(halves)));
+            float32x4_t values = load_weights_4(w + element_bytes * (size_t)(i + 4 * k), is_f16);
             acc[k] = vfmaq_f32(acc[k], values, vld1q_f32(x + i + 4 * k));
         }
     }
     float sum = accumulators_sum(acc);
     for (; i < n; i++) {
-        sum += quill__load_fp16(w + 2 * i) * x[i];
+        float weight = is_f16 ? quill__load_fp16(w + 2 * i) : quill__load_f32(w + 4 * i);
+        sum += weight * x[i];
     }
     return sum;
+}
+
+float quill__dot_f32_f32_neon(int64_t n, const void *weights, const void *activations) {
+    return dot_float(n, weights, activations, false);
+}
+
+float quill__dot_f16_f32_neon(int64_t n, const void *weights, const void *activations) {
+    return dot_float(n, weights, activations, true);
 }
 
 /* Exact sum of the 32 products of two int8 blocks, given as two 16-byte halves each. */
