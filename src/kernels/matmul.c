@@ -46,6 +46,7 @@ typedef struct matmul_job {
     const void *activations;     /* the rows vec_dot reads: x itself or scratch */
     void *scratch;               /* quantized activations [n_tokens][activation_row_bytes] */
     size_t activation_row_bytes; /* bytes between activation rows */
+    bool has_packed_kernels;     /* the table packs Q8_0-activation types: prepare the extras */
 } matmul_job;
 
 /* Returns the scratch row stride for the activation type, or 0 when activations stay f32. */
@@ -80,7 +81,7 @@ static void quantize_task(void *context, int thread_index, int n_threads) {
     for (int64_t t = begin; t < end; t++) {
         char *row = (char *)job->scratch + (size_t)t * job->activation_row_bytes;
         job->activation_ops->quantize_row(job->x + t * job->x_stride, row, job->weights->n_cols);
-        if (job->ops->vec_dot_type == QUILL_TYPE_Q8_0) {
+        if (job->has_packed_kernels && job->ops->vec_dot_type == QUILL_TYPE_Q8_0) {
             quill__q8_0_prepare_extras(row, job->weights->n_cols / 32);
         }
     }
@@ -169,6 +170,9 @@ static bool job_init(matmul_job *job, const quill_kernel_table *table, const qui
         .y = y,
         .y_stride = y_stride,
         .scratch = scratch,
+        /* The extras serve any packed matrix that shares these prepared activations. */
+        .has_packed_kernels = table->types[QUILL_TYPE_Q4_0].gemm_packed != NULL ||
+                              table->types[QUILL_TYPE_Q8_0].gemm_packed != NULL,
     };
     size_t row_bytes = 0;
     if (weights->type >= QUILL_TYPE_COUNT || job->ops->vec_dot == NULL ||
