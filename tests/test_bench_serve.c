@@ -488,7 +488,7 @@ static void test_bench_serve_missing_api_key(void **state) {
     assert_null(strstr(output, "found no vocabulary size"));
     free(output);
 
-    /* A wrong key: the message says so, and no completion is sent. */
+    /* A wrong key: the message names the rejected key, and no completion is sent. */
     snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --requests 3 --api-key wrong --json",
              (unsigned)server.port);
     output = run_bench(args, true, &exit_code);

@@ -574,7 +574,7 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
 }
 
 /* Packed row groups (kernels/packed.h): unpacking restores the original rows byte for byte,
- * row dequantization reads packed rows correctly, and every variant that multiplies packed
+ * and row dequantization reads packed rows correctly. Every variant that multiplies packed
  * weights gives its own vec_dot on the unpacked rows bit for bit, for decode, partial token
  * tiles, full tiles and several threads. */
 static void test_simd_packed_matmul_equals_unpacked(void **state) {

@@ -836,9 +836,11 @@ static void test_ops_softmax_and_swiglu(void **state) {
  * 100 (tails of every length included), saturates like it, and passes NaN through. */
 static void test_ops_silu_mul_avx2_matches_ref(void **state) {
     (void)state;
+    /* The gate's AVX2 variant needs the same AVX2 and FMA as attention's. */
     if (!quill__attention_has_avx2()) {
         skip();
     }
+
     enum { N = 4003 };
     static float gate[N];
     static float up[N];
@@ -851,6 +853,7 @@ static void test_ops_silu_mul_avx2_matches_ref(void **state) {
     gate[5] = 0.0f;
     gate[6] = -0.0f;
     gate[7] = 1e-30f;
+
     for (int64_t n = 1; n <= 17; n++) {
         quill__silu_mul_ref(gate, up, expected, n);
         quill__silu_mul_avx2(gate, up, got, n);
@@ -858,11 +861,13 @@ static void test_ops_silu_mul_avx2_matches_ref(void **state) {
             assert_float_equal(got[i], expected[i], 4e-7 * fabs(expected[i]) + 1e-37);
         }
     }
+
     quill__silu_mul_ref(gate, up, expected, N);
     quill__silu_mul_avx2(gate, up, got, N);
     for (int i = 0; i < N; i++) {
         assert_float_equal(got[i], expected[i], 4e-7 * fabs(expected[i]) + 1e-37);
     }
+
     gate[0] = NAN;
     quill__silu_mul_avx2(gate, up, got, 8);
     assert_true(isnan(got[0]));

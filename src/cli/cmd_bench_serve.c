@@ -519,9 +519,9 @@ static void finish_transfer(bench_run *run, transfer *request, CURLcode result) 
         samples_add(run, &run->ttft_us, request->first_content_us - request->start_us);
     }
     samples_add(run, &run->e2e_us, end_us - request->start_us);
-    /* A server may merge several tokens into one chunk without saying how many (no logprobs);
-     * the usage count then tells the total, and every token beyond the first chunk's was
-     * decoded after the first token. */
+    /* A server may merge several tokens into one chunk without a count (no logprobs). The
+     * usage record then gives the total, and every token beyond the first chunk's was decoded
+     * after the first token. */
     int64_t n_first_chunk = request->n_tokens - request->n_decode_tokens;
     int64_t n_produced = request->n_usage_tokens >= 0 ? request->n_usage_tokens
                                                       : request->n_tokens;

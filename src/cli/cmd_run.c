@@ -445,7 +445,7 @@ static quill_status generate(const quill_model *model, const run_options *option
     }
     status = read_events(request, options->use_json, result);
     /* On a terminal, end the text with a line break so the shell prompt starts on its own
-     * line; piped output stays exactly the generated text. */
+     * line. Piped output stays exactly the generated text. */
     if (!options->use_json && result->text.length > 0 && isatty(STDOUT_FILENO)) {
         fputc('\n', stdout);
         fflush(stdout);

@@ -68,7 +68,7 @@ typedef struct quill_attention_keys {
     const int32_t *blocks;     /* the sequence's block table */
 } quill_attention_keys;
 
-/* Keys per softmax chunk in quill__attention_head(s): scores holds one chunk per head. */
+/* Keys per softmax chunk in quill__attention_head(s); scores has room for one chunk per head. */
 enum { QUILL_ATTENTION_CHUNK = 256 };
 
 /* Returns the start of the K or V row (base: keys->k_data or keys->v_data) of position p. */

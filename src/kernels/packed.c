@@ -1,7 +1,7 @@
 /*
  * Row-group packing of Q4_0, Q8_0 and Q4_K weights (layouts in packed.h), its inverse, and the
- * extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time and
- * unpacking once per embedding lookup, both far from the hot loops.
+ * extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time
+ * and unpacking once per embedding lookup, both far from the hot loops.
  */
 #include "kernels/packed.h"
 
@@ -69,8 +69,9 @@ static void pack_q4_k_block(const uint8_t *block, int r, uint8_t *out) {
     }
 }
 
-/* The inverse of pack_q4_k_block: re-encodes the 6-bit scales and mins as the original 12
- * bytes, whose 96 bits hold the 16 values exactly once (quill__q4_k_scale_min). */
+/* Inverts pack_q4_k_block: re-encodes the 6-bit scales and mins as the original 12 bytes. The
+ * 96 bits contain each of the 16 values once (quill__q4_k_scale_min), so the bytes come back
+ * exactly; the packed matmul test checks this for every row. */
 static void unpack_q4_k_block(const uint8_t *group_block, int r, uint8_t *block) {
     memcpy(block, group_block + 2 * r, 2);
     memcpy(block + 2, group_block + Q4_K_DMIN + 2 * r, 2);
@@ -203,8 +204,9 @@ bool quill__matrix_wants_packing(uint32_t type, int64_t n_rows) {
 quill_status quill__matrix_pack(quill_matrix *matrix) {
     uint8_t *scratch = quill__malloc_array(QUILL_PACK_ROWS, matrix->row_bytes);
     if (scratch == NULL) {
-        return quill_error_set(QUILL_ERR_NOMEM, "kernels: out of memory repacking a %lld x %lld "
-                                                "matrix",
+        return quill_error_set(QUILL_ERR_NOMEM,
+                               "kernels: out of memory repacking a %lld x %lld "
+                               "matrix",
                                (long long)matrix->n_rows, (long long)matrix->n_cols);
     }
     /* The matrix data are writable by the caller's contract; the field is const for readers. */

@@ -1,8 +1,8 @@
 /*
  * Weight matrices repacked for integer dot-product instructions ("row groups"). Groups of
- * QUILL_PACK_ROWS consecutive rows are interleaved block by block: one 32-byte vector then holds
- * 4 bytes of each of 8 rows, and one u8 x s8 dot-product instruction against 4 broadcast
- * activation bytes leaves one row's partial sum in each 32-bit lane. A block's 8 rows thus end
+ * QUILL_PACK_ROWS consecutive rows are interleaved block by block, so one 32-byte vector contains
+ * 4 bytes of each of 8 rows. One u8 x s8 dot-product instruction against 4 broadcast activation
+ * bytes then leaves one row's partial sum in each 32-bit lane. A block's 8 rows thus end
  * as 8 exact int32 sums in one vector, converted and scaled with one instruction each, where the
  * row-major layout needs a horizontal reduction or a vector FMA per (row, token) pair.
  *
@@ -59,10 +59,10 @@ void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes,
                               int64_t n_cols, void *dst);
 
 /* A prepared Q8_0 activation row, as quill__matmul_prepare writes it for every Q8_0 activation
- * type: the Q8_0 blocks (34 bytes each, the row that vec_dot reads), then from
- * quill__q8_0_prepared_extras_offset on three arrays of n_blocks entries: the f32 scale of each
- * block, -8 times its value sum (int32; the Q4_0 level offset) and -128 times its value sum
- * (int32; the Q8_0 packed-level offset). */
+ * type, starts with the Q8_0 blocks (34 bytes each, the row that vec_dot reads). From
+ * quill__q8_0_prepared_extras_offset on follow three arrays of n_blocks entries. They contain
+ * each block's f32 scale, -8 times its value sum (int32, the Q4_0 level offset) and -128 times
+ * its value sum (int32, the Q8_0 packed-level offset). */
 static inline size_t quill__q8_0_prepared_extras_offset(int64_t n_blocks) {
     size_t bytes = (size_t)n_blocks * 34u;
     return (bytes + 63u) / 64u * 64u;

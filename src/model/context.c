@@ -609,11 +609,11 @@ static void project_qkv(quill_context *context, const quill_layer_weights *layer
     }
 }
 
-/* Bytes from the start of a block's K (or V) region to head kv_head's slot `slot` in the
- * head-major layout the forward pass keeps inside each block: [n_kv_heads][block_tokens]
- * [head_dim]. Attention reads one KV head at a time, so each head's keys of a block are one
- * contiguous run (2 KB for 16 slots of 64 F16 values) instead of a 128-byte slice of every
- * token's row, which the hardware prefetchers follow poorly. */
+/* Returns the bytes from the start of a block's K (or V) region to head kv_head's slot `slot`
+ * in the head-major layout the forward pass keeps inside each block: [n_kv_heads][block_tokens]
+ * [head_dim]. Attention reads one KV head at a time, so each head's keys of a block form one
+ * contiguous run (2 KB for 16 slots of 64 F16 values). A token-major layout gave it a 128-byte
+ * slice of every 1 KB row, which the hardware prefetchers follow poorly. */
 static size_t kv_head_offset(const quill_kv_layer_view *view, size_t head_bytes, int32_t kv_head,
                              int32_t slot) {
     return ((size_t)kv_head * (size_t)view->block_tokens + (size_t)slot) * head_bytes;

@@ -57,7 +57,7 @@ before(async () => {
     '--parallel', '2', '--threads', '1',
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   // 'close' rather than 'exit': it fires after stderr has been read to the end, so the log
-  // holds the server's last lines.
+  // contains the server's last lines.
   serverExit = new Promise((resolve) => server.once('close', (code, signal) => resolve({ code, signal })));
   port = await waitForListening();
   client = new OpenAI({ apiKey: API_KEY, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });

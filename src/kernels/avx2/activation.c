@@ -1,9 +1,9 @@
 /*
  * AVX2 + FMA variant of the SwiGLU gate, quill__silu_mul (ops.h): 8 elements per step with a
- * vector exp instead of the scalar expf that made the gate ~5% of a 512-token prefill. Each element is
- * computed alone with a fixed sequence of operations, so results never depend on n, alignment
- * or the caller's batch. The exp is quill_x86_exp_8 (x86_common.h). Call only on CPUs with
- * AVX2 and FMA. Stateless.
+ * vector exp instead of the scalar expf that made the gate ~5% of a 512-token prefill. Each element
+ * is computed alone with a fixed sequence of operations, so results never depend on n, alignment or
+ * the caller's batch. The exp is quill_x86_exp_8 (x86_common.h). Call only on CPUs with AVX2 and
+ * FMA. Stateless.
  */
 #include "kernels/ops.h"
 

@@ -3,7 +3,7 @@
  * per head as the reference, with 8-wide dot products (F16 rows widened by vcvtph2ps) and
  * 8-wide accumulation of V rows. For F16 rows the heads of a GQA group share each widened K and
  * V element. Each dot product sums eight lanes and then reduces them in a fixed order, and the
- * softmax weights come from quill_x86_exp_8 rather than expf, so results differ from the
+ * softmax weights come from quill_x86_exp_8 rather than expf. Results therefore differ from the
  * reference in the last bits but never between calls, and a head gets the same bits in any
  * group. Call only on CPUs with AVX2, FMA and F16C. Stateless.
  */
@@ -341,9 +341,9 @@ void quill__attention_heads_avx2(const float *q, int32_t n_heads, int64_t q_stri
             int64_t segment_end = (segment / keys->block_tokens + 1) * keys->block_tokens;
             segment_end = segment_end > end ? end : segment_end;
             const uint8_t *k_row = quill__attention_row(keys, keys->k_data, segment);
-            /* This head group's slice of each row is a short piece of a long row, and the blocks
-             * sit anywhere in the pool, so the hardware prefetchers miss them: fetch the next
-             * segment's K slices and this segment's V slices ahead of their loops. */
+            /* Blocks sit anywhere in the pool, so the hardware prefetchers miss the jump to
+             * the next one. Fetch the next segment's K rows and this segment's V rows ahead of
+             * their loops. */
             if (segment_end < n_keys) {
                 int64_t next_end = segment_end + keys->block_tokens;
                 prefetch_rows(quill__attention_row(keys, keys->k_data, segment_end),
