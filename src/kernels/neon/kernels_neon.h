@@ -1,8 +1,10 @@
 /*
  * The AArch64 NEON kernels: the same contracts as the reference kernels of the same stem
  * (ref/kernels_ref.h). NEON is part of every AArch64 CPU, so the variant needs no run-time
- * check. Only instructions of the ARMv8.0 base set are used (no dot-product extension), so
- * every AArch64 CPU runs them. Stateless: safe from any thread.
+ * check. Only instructions of the ARMv8.0 base set are used (no dot-product extension, no SVE),
+ * so every AArch64 CPU runs them. Every weight type with a dot product has a NEON version:
+ * dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c
+ * (Q4_K, Q5_K, Q6_K). Stateless: safe from any thread.
  */
 #ifndef QUILL_KERNELS_NEON_H
 #define QUILL_KERNELS_NEON_H
@@ -11,7 +13,14 @@
 
 float quill__dot_f32_f32_neon(int64_t n, const void *weights, const void *activations);
 float quill__dot_f16_f32_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_bf16_f32_neon(int64_t n, const void *weights, const void *activations);
 float quill__dot_q4_0_q8_0_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q4_1_q8_1_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q5_0_q8_0_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q5_1_q8_1_neon(int64_t n, const void *weights, const void *activations);
 float quill__dot_q8_0_q8_0_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q4_k_q8_k_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q5_k_q8_k_neon(int64_t n, const void *weights, const void *activations);
+float quill__dot_q6_k_q8_k_neon(int64_t n, const void *weights, const void *activations);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * The NEON entries of the dispatch table: the reference kernels, with the dot products that
- * have NEON versions replaced. No gemm tiles: matmul calls the dot product per (row, token).
+ * The NEON entries of the dispatch table: the reference table with every dot product replaced
+ * by its NEON version (all weight types). Activation types, quantizers and dequantizers stay
+ * the reference ones. No gemm tiles: matmul calls the dot product per (row, token).
  */
 #include "kernels/dispatch.h"
 
@@ -12,6 +13,13 @@ void quill__kernel_table_fill_neon(quill_kernel_table *table) {
     table->name = "neon";
     table->types[QUILL_TYPE_F32].vec_dot = quill__dot_f32_f32_neon;
     table->types[QUILL_TYPE_F16].vec_dot = quill__dot_f16_f32_neon;
+    table->types[QUILL_TYPE_BF16].vec_dot = quill__dot_bf16_f32_neon;
     table->types[QUILL_TYPE_Q4_0].vec_dot = quill__dot_q4_0_q8_0_neon;
+    table->types[QUILL_TYPE_Q4_1].vec_dot = quill__dot_q4_1_q8_1_neon;
+    table->types[QUILL_TYPE_Q5_0].vec_dot = quill__dot_q5_0_q8_0_neon;
+    table->types[QUILL_TYPE_Q5_1].vec_dot = quill__dot_q5_1_q8_1_neon;
     table->types[QUILL_TYPE_Q8_0].vec_dot = quill__dot_q8_0_q8_0_neon;
+    table->types[QUILL_TYPE_Q4_K].vec_dot = quill__dot_q4_k_q8_k_neon;
+    table->types[QUILL_TYPE_Q5_K].vec_dot = quill__dot_q5_k_q8_k_neon;
+    table->types[QUILL_TYPE_Q6_K].vec_dot = quill__dot_q6_k_q8_k_neon;
 }
