@@ -412,7 +412,8 @@ static void test_vec_dot_types(void **state) {
  * The kernels add one f32 rounding per product or block term and per accumulation step, so the
  * error is at most about (n_terms + 4) * 2^-24 * sum |w_i x_i|. Q4_1 and Q5_1 apply their offset
  * through s = fp16(d_x * sum q_x), computed from d_x before its fp16 rounding: that term carries
- * up to 2 * 2^-11 * |m| * |s| per block. */
+ * up to 2 * 2^-11 * |m| * |s| per block. A BF16 kernel may round the activations to bf16 for
+ * the BF16 dot instruction: at most 2^-9 * |w_i x_i| more per product. */
 static double dot_tolerance(uint32_t type, int64_t n, const float *w, const float *x,
                             const void *activation_row) {
     double sum_abs = 0.0;
@@ -421,6 +422,9 @@ static double dot_tolerance(uint32_t type, int64_t n, const float *w, const floa
     }
     int64_t n_terms = block_size_of(type) == 1 ? n : n / block_size_of(type);
     double tolerance = (double)(n_terms + 4) * ldexp(1.0, -24) * sum_abs * 2.0;
+    if (type == QUILL_TYPE_BF16) {
+        tolerance += ldexp(1.0, -9) * sum_abs;
+    }
     if (type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_1) {
         const quill_block_q8_1 *blocks = activation_row;
         for (int64_t b = 0; b < n / 32; b++) {

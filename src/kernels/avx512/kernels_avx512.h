@@ -25,6 +25,13 @@ void quill__gemm_bf16_f32_avx512(int64_t n, const void *weights, size_t weight_r
                                  int64_t n_rows, const void *activations,
                                  size_t activation_row_bytes, int64_t n_tokens, float *y,
                                  int64_t y_stride);
+/* BF16 rows with the AVX512_BF16 dot instruction: f32 activations rounded to bf16 (dot_bf16.c).
+ * Call only on CPUs that also have AVX512_BF16. */
+float quill__dot_bf16_f32_avx512bf16(int64_t n, const void *weights, const void *activations);
+void quill__gemm_bf16_f32_avx512bf16(int64_t n, const void *weights, size_t weight_row_bytes,
+                                     int64_t n_rows, const void *activations,
+                                     size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                     int64_t y_stride);
 float quill__dot_q4_0_q8_0_avx512(int64_t n, const void *weights, const void *activations);
 void quill__gemm_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                   int64_t n_rows, const void *activations,

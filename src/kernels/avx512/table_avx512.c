@@ -42,8 +42,10 @@ void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16) {
     table->types[QUILL_TYPE_BF16].dequantize_row = quill__dequantize_bf16_avx512;
     table->types[QUILL_TYPE_BF16].quantize_row = quill__quantize_bf16_avx512;
 
-    /* NOTE: has_bf16 (AVX512_BF16) is detected but unused: its dot instruction takes bf16 on
-     * both sides, and BF16 weights are multiplied with f32 activations here, so the BF16 dot
-     * uses the 8-lane f32 kernel. */
-    (void)has_bf16;
+    /* The BF16 dot instruction doubles the multiply rate of BF16 weights; it rounds the
+     * activations to bf16 (dot_bf16.c). */
+    if (has_bf16) {
+        set_dot(table, QUILL_TYPE_BF16, quill__dot_bf16_f32_avx512bf16,
+                quill__gemm_bf16_f32_avx512bf16);
+    }
 }
