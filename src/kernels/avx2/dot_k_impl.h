@@ -7,8 +7,9 @@
  * each 32-value sub-block's bytes 4k .. 4k + 3 of scale * level * q_x (Q6_K: scale * (level -
  * 32) * q_x), then acc = fma(d_w * d_x, float(lanes), acc) in block order. Q4_K / Q5_K also
  * add (dmin_w * d_x) * float(sum of min_j * activation sums) to a scalar f32 sum in block order,
- * and the result is hsum(acc) - that sum (with VNNI, Q4_K instead follows is_exact_k below). Tiles compute every pair with exactly these
- * operations, so vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values.
+ * and the result is hsum(acc) - that sum. With VNNI, Q4_K and Q6_K instead follow is_exact_k
+ * below. Tiles compute every pair with exactly these operations, so vec_dot (a 1 x 1 tile) and
+ * every tile shape give bit-identical values.
  */
 #include <math.h>
 
@@ -36,11 +37,11 @@ typedef struct unpacked_k {
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
 
-/* With VNNI, Q4_K uses the arithmetic of the packed kernels (packed.h), so that packed and
- * unpacked rows give the same values: per super-block the exact integers isum and mins, then
- * two scalar FMAs in super-block order. */
+/* With VNNI, Q4_K and Q6_K use the arithmetic of the packed kernels (packed.h), so packed and
+ * unpacked rows give the same values. Per super-block they form the exact integer isum (and for
+ * Q4_K mins), then apply one scalar FMA for each, in super-block order. */
 QUILL_X86_INLINE int is_exact_k(int kind) {
-    return QUILL_X86_USE_VNNI && kind == KIND_Q4_K;
+    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_K || kind == KIND_Q6_K);
 }
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {
@@ -190,7 +191,10 @@ QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activati
     if (is_exact_k(kind)) {
         float sum = (float)quill_x86_hsum_i32(lanes);
         *scalar_sum = fmaf(w->d * x->d, sum, *scalar_sum);
-        *scalar_sum = fmaf(-(w->dmin * x->d), (float)mins, *scalar_sum);
+        if (kind != KIND_Q6_K) {
+            /* Q6_K has no mins: an FMA with a zero product could still turn -0 into +0. */
+            *scalar_sum = fmaf(-(w->dmin * x->d), (float)mins, *scalar_sum);
+        }
         return;
     }
     __m256 scale = _mm256_set1_ps(w->d * x->d);
