@@ -584,7 +584,8 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
     /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. 56 rows are 3 pairs
      * of row groups and a single group, so both tile shapes run. */
     enum { PACKED_ROWS = 56, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
-    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K};
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
+                                     QUILL_TYPE_Q6_K};
     const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
     int n_tables = collect_variants(tables);
@@ -675,6 +676,42 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
     quill__threadpool_destroy(pool);
 }
 
+/* Packing then unpacking restores every row byte for byte from any bytes, not only from those
+ * the quantizers write: random bytes reach every bit of every field (each 6-bit level, negative
+ * scales, every fp16 pattern). */
+static void test_simd_packed_round_trip_random_bytes(void **state) {
+    (void)state;
+    enum { ROUND_TRIP_ROWS = 16, ROUND_TRIP_COLS = 512 };
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
+                                     QUILL_TYPE_Q6_K};
+    rng generator = {4242};
+    for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
+        uint32_t type = packed_types[k];
+        assert_true(quill__pack_type_supported(type));
+        size_t row_bytes = row_bytes_of(type, ROUND_TRIP_COLS);
+        size_t matrix_bytes = row_bytes * ROUND_TRIP_ROWS;
+        uint8_t *original = quill__malloc(matrix_bytes);
+        uint8_t *packed = quill__malloc(matrix_bytes);
+        uint8_t *unpacked = quill__malloc(row_bytes);
+        uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
+        assert_true(original && packed && unpacked && pack_scratch);
+        for (size_t i = 0; i < matrix_bytes; i++) {
+            original[i] = (uint8_t)rng_next(&generator);
+        }
+        memcpy(packed, original, matrix_bytes);
+        quill__pack_rows(type, packed, row_bytes, ROUND_TRIP_ROWS, ROUND_TRIP_COLS, pack_scratch);
+        assert_true(memcmp(packed, original, matrix_bytes) != 0);
+        for (int64_t r = 0; r < ROUND_TRIP_ROWS; r++) {
+            quill__packed_row_unpack(type, packed, row_bytes, r, ROUND_TRIP_COLS, unpacked);
+            assert_memory_equal(unpacked, original + (size_t)r * row_bytes, row_bytes);
+        }
+        quill__free(pack_scratch);
+        quill__free(unpacked);
+        quill__free(packed);
+        quill__free(original);
+    }
+}
+
 /* The table quill__kernels_table selects is the most capable available variant unless
  * QUILL_KERNELS forces one. */
 static void test_simd_default_is_best_variant(void **state) {
@@ -701,6 +738,7 @@ int main(void) {
         cmocka_unit_test(test_simd_vec_dot_integer_exact),
         cmocka_unit_test(test_simd_matmul_gemm_and_invariance),
         cmocka_unit_test(test_simd_packed_matmul_equals_unpacked),
+        cmocka_unit_test(test_simd_packed_round_trip_random_bytes),
         cmocka_unit_test(test_simd_default_is_best_variant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,7 @@
 /*
- * Row-group packing of Q4_0, Q8_0 and Q4_K weights (layouts in packed.h), its inverse, and the
- * extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load time
- * and unpacking once per embedding lookup, both far from the hot loops.
+ * Row-group packing of Q4_0, Q8_0, Q4_K and Q6_K weights (layouts in packed.h), its inverse, and
+ * the extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load
+ * time and unpacking once per embedding lookup, both far from the hot loops.
  */
 #include "kernels/packed.h"
 
@@ -18,13 +18,19 @@ static size_t block_bytes(uint32_t type) {
     if (type == QUILL_TYPE_Q4_K) {
         return sizeof(quill_block_q4_k);
     }
+    if (type == QUILL_TYPE_Q6_K) {
+        return sizeof(quill_block_q6_k);
+    }
     return type == QUILL_TYPE_Q4_0 ? sizeof(quill_block_q4_0) : sizeof(quill_block_q8_0);
 }
 
 /* Elements per block of a packed type. */
 static int64_t block_elements(uint32_t type) {
-    return type == QUILL_TYPE_Q4_K ? QUILL_QK_K : QUILL_QK;
+    return type == QUILL_TYPE_Q4_K || type == QUILL_TYPE_Q6_K ? QUILL_QK_K : QUILL_QK;
 }
+
+/* Bytes of the largest block of a packed type (Q6_K). */
+enum { MAX_BLOCK_BYTES = sizeof(quill_block_q6_k) };
 
 /* The byte that row block byte `value_byte` (an index into qs) becomes in the packed layout,
  * and where: Q8_0 stores q + 128, Q4_0 the nibble pair unchanged. */
@@ -38,7 +44,8 @@ static uint8_t value_mask(uint32_t type) {
 }
 
 bool quill__pack_type_supported(uint32_t type) {
-    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K;
+    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K ||
+           type == QUILL_TYPE_Q6_K;
 }
 
 /* Q4_K group block offsets (packed.h). */
@@ -94,6 +101,94 @@ static void unpack_q4_k_block(const uint8_t *group_block, int r, uint8_t *block)
     }
 }
 
+/* Q6_K group block offsets (packed.h): 4 sections of 384 bytes follow the scales, each made of a
+ * high-bit part and two low-nibble parts of 128 bytes. */
+enum {
+    Q6_K_SCALES = 16,
+    Q6_K_SECTIONS = 144,
+    Q6_K_SECTION_BYTES = 384,
+    Q6_K_PART_BYTES = 128,
+    Q6_K_GROUP_BLOCK = QUILL_PACK_ROWS * sizeof(quill_block_q6_k),
+};
+
+/* Decodes the 256 6-bit levels of a Q6_K block (blocks.h) in element order. */
+static void q6_k_levels(const quill_block_q6_k *block, uint8_t levels[QUILL_QK_K]) {
+    for (int e = 0; e < QUILL_QK_K; e++) {
+        int half = e / 128;
+        int quarter = e % 128 / 32;
+        int l = e % 32;
+        uint8_t low = block->ql[64 * half + 32 * (quarter % 2) + l];
+        low = quarter < 2 ? low & 15 : low >> 4;
+        uint8_t high = (uint8_t)((block->qh[32 * half + l] >> (2 * quarter)) & 3);
+        levels[e] = (uint8_t)(low | high << 4);
+    }
+}
+
+/* Offset in a Q6_K group block of byte i of chunk k of `part` (0: high bits, 1 and 2: low
+ * nibbles) in section g, row r. */
+static size_t q6_k_offset(int g, int part, int k, int r, int i) {
+    return (size_t)(Q6_K_SECTIONS + Q6_K_SECTION_BYTES * g + Q6_K_PART_BYTES * part + 32 * k +
+                    4 * r + i);
+}
+
+/* Moves row r's super-block `block` into group block `out`. */
+static void pack_q6_k_block(const quill_block_q6_k *block, int r, uint8_t *out) {
+    memcpy(out + 2 * r, block->d, 2);
+    for (int j = 0; j < 16; j++) {
+        out[Q6_K_SCALES + 8 * j + r] = (uint8_t)block->scales[j];
+    }
+    uint8_t levels[QUILL_QK_K];
+    q6_k_levels(block, levels);
+    for (int g = 0; g < 4; g++) {
+        for (int k = 0; k < 4; k++) {
+            for (int i = 0; i < 4; i++) {
+                /* Element e of sub-block g, and the same element of sub-blocks g + 4, g + 8 and
+                 * g + 12 at e + 64, e + 128 and e + 192. */
+                const uint8_t *q = levels + 16 * g + 4 * k + i;
+                out[q6_k_offset(g, 0, k, r, i)] =
+                    (uint8_t)(q[0] >> 4 | (q[64] >> 4) << 2 | (q[128] >> 4) << 4 |
+                              (q[192] >> 4) << 6);
+                out[q6_k_offset(g, 1, k, r, i)] = (uint8_t)((q[0] & 15) | (q[128] & 15) << 4);
+                out[q6_k_offset(g, 2, k, r, i)] = (uint8_t)((q[64] & 15) | (q[192] & 15) << 4);
+            }
+        }
+    }
+}
+
+/* Inverts pack_q6_k_block. The parts contain each level's 6 bits once, as ql and qh do, so
+ * re-encoding them restores the original bytes exactly. */
+static void unpack_q6_k_block(const uint8_t *group_block, int r, quill_block_q6_k *block) {
+    memcpy(block->d, group_block + 2 * r, 2);
+    for (int j = 0; j < 16; j++) {
+        block->scales[j] = (int8_t)group_block[Q6_K_SCALES + 8 * j + r];
+    }
+    uint8_t levels[QUILL_QK_K];
+    for (int g = 0; g < 4; g++) {
+        for (int k = 0; k < 4; k++) {
+            for (int i = 0; i < 4; i++) {
+                uint8_t *q = levels + 16 * g + 4 * k + i;
+                uint8_t high = group_block[q6_k_offset(g, 0, k, r, i)];
+                uint8_t low_0_128 = group_block[q6_k_offset(g, 1, k, r, i)];
+                uint8_t low_64_192 = group_block[q6_k_offset(g, 2, k, r, i)];
+                q[0] = (uint8_t)((low_0_128 & 15) | (high & 3) << 4);
+                q[64] = (uint8_t)((low_64_192 & 15) | ((high >> 2) & 3) << 4);
+                q[128] = (uint8_t)((low_0_128 >> 4) | ((high >> 4) & 3) << 4);
+                q[192] = (uint8_t)((low_64_192 >> 4) | ((high >> 6) & 3) << 4);
+            }
+        }
+    }
+    memset(block->ql, 0, sizeof(block->ql));
+    memset(block->qh, 0, sizeof(block->qh));
+    for (int e = 0; e < QUILL_QK_K; e++) {
+        int half = e / 128;
+        int quarter = e % 128 / 32;
+        int l = e % 32;
+        uint8_t low = levels[e] & 15;
+        block->ql[64 * half + 32 * (quarter % 2) + l] |= (uint8_t)(quarter < 2 ? low : low << 4);
+        block->qh[32 * half + l] |= (uint8_t)((levels[e] >> 4) << (2 * quarter));
+    }
+}
+
 void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                       void *scratch) {
     const size_t bytes = block_bytes(type);
@@ -109,6 +204,17 @@ void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_row
                 for (int r = 0; r < QUILL_PACK_ROWS; r++) {
                     pack_q4_k_block(rows + (size_t)r * row_bytes + (size_t)b * 144, r,
                                     out + (size_t)b * Q4_K_GROUP_BLOCK);
+                }
+            }
+            continue;
+        }
+        if (type == QUILL_TYPE_Q6_K) {
+            for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
+                for (int r = 0; r < QUILL_PACK_ROWS; r++) {
+                    const uint8_t *block =
+                        rows + (size_t)r * row_bytes + (size_t)b * sizeof(quill_block_q6_k);
+                    pack_q6_k_block((const quill_block_q6_k *)block, r,
+                                    out + (size_t)b * Q6_K_GROUP_BLOCK);
                 }
             }
             continue;
@@ -139,6 +245,13 @@ void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes,
     if (type == QUILL_TYPE_Q4_K) {
         for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
             unpack_q4_k_block(group + (size_t)b * Q4_K_GROUP_BLOCK, r, out + (size_t)b * 144);
+        }
+        return;
+    }
+    if (type == QUILL_TYPE_Q6_K) {
+        for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
+            unpack_q6_k_block(group + (size_t)b * Q6_K_GROUP_BLOCK, r,
+                              (quill_block_q6_k *)(out + (size_t)b * sizeof(quill_block_q6_k)));
         }
         return;
     }
@@ -184,7 +297,7 @@ quill_status quill__matrix_dequantize_row(const quill_matrix *matrix, int64_t ro
     const uint8_t *group = data + (size_t)(row - r) * matrix->row_bytes;
     const int64_t n_blocks = matrix->n_cols / elements;
     for (int64_t b = 0; b < n_blocks; b++) {
-        uint8_t block[sizeof(quill_block_q4_k)];
+        uint8_t block[MAX_BLOCK_BYTES];
         quill__packed_row_unpack(matrix->type, group + (size_t)b * QUILL_PACK_ROWS * bytes,
                                  matrix->row_bytes, r, elements, block);
         quill_status status =

@@ -20,6 +20,15 @@
  *   (m_{j+4} >> 4) << 6; then for chunk c = 0..31 and row r the 4 bytes qs[4c .. 4c + 3] of row
  *   r at 128 + 32c + 4r. The low nibbles of chunks 8g .. 8g + 7 are sub-block 2g, the high
  *   nibbles sub-block 2g + 1.
+ * - Q6_K, 1680 bytes per super-block of 256, with 6-bit levels q_e (element e = 0..255): fp16 d
+ *   of rows 0..7 (16 bytes), then the int8 scale of sub-block j (elements 16j .. 16j + 15) of
+ *   row r at byte 16 + 8j + r (128 bytes). Then 4 sections of 384 bytes, section g = 0..3 at
+ *   144 + 384g holding sub-blocks g, g + 4, g + 8 and g + 12 in three parts of 128 bytes. In
+ *   each part, chunk k = 0..3 holds for row r, at 32k + 4r + i (i = 0..3), bits of element
+ *   e = 16g + 4k + i and of elements e + 64, e + 128 and e + 192. Part 0: q_e >> 4 in
+ *   bits 0-1, q_{e+64} >> 4 in bits 2-3, q_{e+128} >> 4 in bits 4-5, q_{e+192} >> 4 in bits 6-7.
+ *   Part 1: q_e & 15 in the low nibble, q_{e+128} & 15 in the high nibble. Part 2: q_{e+64} & 15
+ *   and q_{e+192} & 15 likewise. A tile thus reads each group block in address order.
  *
  * The dot products of a packed row compute, per (row, token) pair, exactly what the VNNI
  * vec_dot computes for the same row in the original layout: per block the exact integer sum of
@@ -28,7 +37,10 @@
  * quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block: the exact integer
  * isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j m_j * (activation
  * sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
- * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0.
+ * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. For Q6_K, per
+ * super-block: the exact integer isum = sum_j sc_j * (sum of level products of sub-block j -
+ * 32 * bsums_j), where bsums_j is the Q8_K activation sum of the same 16 elements, then
+ * acc = fma(d_w * d_x, (float)isum, acc) in super-block order from acc = 0.
  */
 #ifndef QUILL_KERNELS_PACKED_H
 #define QUILL_KERNELS_PACKED_H
@@ -42,8 +54,8 @@
 /* Rows per packed group. */
 enum { QUILL_PACK_ROWS = 8 };
 
-/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K).
- * NOTE: Q4_1, Q5_0, Q5_1, Q5_K and Q6_K have no packed layout and keep the row-major kernels,
+/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K, Q6_K).
+ * NOTE: Q4_1, Q5_0, Q5_1 and Q5_K have no packed layout and keep the row-major kernels,
  * which decode 14-20 GB/s per thread against 31-35 for the packed types (tools/bench_kernels.c,
  * AMD EPYC). */
 bool quill__pack_type_supported(uint32_t type);

@@ -1,0 +1,294 @@
+/*
+ * AVX-512 VNNI tiles of packed Q6_K weights with Q8_K activations (layout in kernels/packed.h).
+ * As for the other packed types, a one-group tile in 256-bit vectors serves decode and an odd
+ * last group, and a two-group tile in 512-bit vectors serves prefill and batched decode. Its
+ * lanes repeat the one-group operations.
+ *
+ * A group block (8 rows of one super-block) is read in 8 passes, in address order. Pass (g, part)
+ * joins the high bits (part 0) of section g with its low-nibble part 1 or 2 into 8 vectors of
+ * unsigned 6-bit levels, 4 of sub-block j = g + 4 (part - 1) (low nibbles) and 4 of sub-block
+ * j + 8 (high nibbles). For each token and each of the two sub-blocks, 4 vpdpbusd against 4
+ * broadcast activation bytes each start from -32 times the sub-block's activation sum (Q8_K bsums).
+ * They leave the 8 rows' exact sums of (q - 32) * q_x in the 8 lanes, which are multiplied by the
+ * rows' int8 scales and added to the super-block's int32 sum. Then one conversion, one scale
+ * product (d_w of the 8 rows times d_x) and one FMA update the 8 (row, token) accumulators. This
+ * is the per-pair arithmetic of the VNNI vec_dot (avx2/dot_k_impl.h, is_exact_k), so every value
+ * equals the unpacked row's bit for bit.
+ */
+#include "kernels/avx512/kernels_avx512.h"
+
+#include <stdbool.h>
+
+#define QUILL_X86_USE_VNNI 1
+#include "kernels/avx2/x86_common.h"
+#include "kernels/blocks.h"
+#include "kernels/packed.h"
+
+/* Tokens per register tile, as in gemm_packed.c: 8 level vectors, 8 int32 sums and 8
+ * accumulators leave a few of the 32 vector registers for temporaries. */
+enum { PACKED_TILE_TOKENS = 8 };
+
+/* Prefetch distance and the token counts that use it, as in gemm_packed.c (measured there). */
+enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
+
+/* Q6_K group block offsets and size (packed.h). */
+enum { Q6_K_SCALES = 16, Q6_K_SECTIONS = 144, Q6_K_SECTION_BYTES = 384, Q6_K_PART_BYTES = 128 };
+enum { GROUP_BLOCK_Q6_K = QUILL_PACK_ROWS * sizeof(quill_block_q6_k) };
+
+QUILL_X86_INLINE __m256i broadcast_4_bytes(const int8_t *bytes) {
+    int32_t value;
+    memcpy(&value, bytes, sizeof(value));
+    return _mm256_set1_epi32(value);
+}
+
+QUILL_X86_INLINE __m512i broadcast_4_bytes_512(const int8_t *bytes) {
+    int32_t value;
+    memcpy(&value, bytes, sizeof(value));
+    return _mm512_set1_epi32(value);
+}
+
+/* Joins two 128-bit halves into one 256-bit vector, first in the low half. */
+QUILL_X86_INLINE __m256i join_halves_128(__m128i first, __m128i second) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
+}
+
+/* Joins two 256-bit halves into one 512-bit vector, first in lanes 0-7. */
+QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
+}
+
+/* -32 times the Q8_K activation sum of sub-block j: the start of its level sums, which
+ * recentres the unsigned levels q to q - 32. */
+QUILL_X86_INLINE int32_t level_offset(const quill_block_q8_k *x, int j) {
+    return -32 * quill__load_i16(x->bsums + 2 * j);
+}
+
+/* The int8 scales of sub-block j of the 8 rows of a group block, as int32 lane r. */
+QUILL_X86_INLINE __m256i load_scales(const uint8_t *block, int j) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(block + Q6_K_SCALES + 8 * j)));
+}
+
+/* The 8 level vectors of pass (g, part), part 1 or 2, of a group block: low[c] holds elements
+ * 4c .. 4c + 3 of sub-block j = g + 4 (part - 1), and high[c] the same elements of sub-block
+ * j + 8, for row r in bytes 4r .. 4r + 3. */
+QUILL_X86_INLINE void unpack_pass(const uint8_t *block, int g, int part, __m256i low[4],
+                                  __m256i high[4]) {
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    const __m256i top_mask = _mm256_set1_epi8(0x30);
+    const uint8_t *section = block + Q6_K_SECTIONS + Q6_K_SECTION_BYTES * g;
+    for (int c = 0; c < 4; c++) {
+        const uint8_t *low_chunk = section + Q6_K_PART_BYTES * part + 32 * c;
+        __m256i nibbles = _mm256_loadu_si256((const __m256i *)low_chunk);
+        /* After the shift, bits 0-1 and 4-5 of each byte are the top bits of the low- and
+         * high-nibble levels. 16-bit shifts carry bits between bytes only where the masks clear
+         * them. */
+        __m256i top = _mm256_loadu_si256((const __m256i *)(section + 32 * c));
+        top = part == 1 ? top : _mm256_srli_epi16(top, 2);
+        low[c] = _mm256_or_si256(_mm256_and_si256(nibbles, low_mask),
+                                 _mm256_and_si256(_mm256_slli_epi16(top, 4), top_mask));
+        high[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nibbles, 4), low_mask),
+                                  _mm256_and_si256(top, top_mask));
+    }
+}
+
+/* y[t * y_stride + r] for the 8 rows of one Q6_K group and tokens [0, n_tokens), n_tokens <=
+ * PACKED_TILE_TOKENS (a constant at each call site, so the loops unroll), with Q8_K activation
+ * rows. */
+QUILL_X86_INLINE void packed_tile_q6_k(int64_t n_blocks, const uint8_t *group,
+                                       const uint8_t *activations, size_t activation_row_bytes,
+                                       int n_tokens, float *y, int64_t y_stride) {
+    __m256 acc[PACKED_TILE_TOKENS];
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm256_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q6_K;
+        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
+            for (size_t line = 0; line < GROUP_BLOCK_Q6_K; line += 64) {
+                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
+            }
+        }
+        __m256i isum[PACKED_TILE_TOKENS];
+        for (int t = 0; t < n_tokens; t++) {
+            isum[t] = _mm256_setzero_si256();
+        }
+        for (int pass = 0; pass < 8; pass++) {
+            const int part = 1 + pass % 2;
+            const int j = pass / 2 + 4 * (part - 1);
+            __m256i low_levels[4];
+            __m256i high_levels[4];
+            unpack_pass(block, pass / 2, part, low_levels, high_levels);
+            const __m256i low_scales = load_scales(block, j);
+            const __m256i high_scales = load_scales(block, j + 8);
+            for (int t = 0; t < n_tokens; t++) {
+                const quill_block_q8_k *x =
+                    (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+                const int8_t *low_values = x->qs + 16 * j;
+                const int8_t *high_values = x->qs + 16 * (j + 8);
+                __m256i low = _mm256_set1_epi32(level_offset(x, j));
+                __m256i high = _mm256_set1_epi32(level_offset(x, j + 8));
+                for (int c = 0; c < 4; c++) {
+                    low = _mm256_dpbusd_epi32(low, low_levels[c],
+                                              broadcast_4_bytes(low_values + 4 * c));
+                    high = _mm256_dpbusd_epi32(high, high_levels[c],
+                                               broadcast_4_bytes(high_values + 4 * c));
+                }
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(low, low_scales));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(high, high_scales));
+            }
+        }
+        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        for (int t = 0; t < n_tokens; t++) {
+            const quill_block_q8_k *x =
+                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+            __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(quill__load_f32(x->d)));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+        }
+    }
+
+    for (int t = 0; t < n_tokens; t++) {
+        _mm256_storeu_ps(y + t * y_stride, acc[t]);
+    }
+}
+
+/* As packed_tile_q6_k for two consecutive groups (16 rows, group_bytes apart) in 512-bit
+ * vectors, group 0 in lanes 0-7: every lane takes packed_tile_q6_k's operations, so the values
+ * are the same. */
+QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group,
+                                          size_t group_bytes, const uint8_t *activations,
+                                          size_t activation_row_bytes, int n_tokens, float *y,
+                                          int64_t y_stride) {
+    __m512 acc[PACKED_TILE_TOKENS];
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm512_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *first = group + (size_t)b * GROUP_BLOCK_Q6_K;
+        const uint8_t *second = first + group_bytes;
+        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
+            for (size_t line = 0; line < GROUP_BLOCK_Q6_K; line += 64) {
+                _mm_prefetch((const char *)first + PREFETCH_BYTES + line, _MM_HINT_T0);
+                _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
+            }
+        }
+        __m512i isum[PACKED_TILE_TOKENS];
+        for (int t = 0; t < n_tokens; t++) {
+            isum[t] = _mm512_setzero_si512();
+        }
+        for (int pass = 0; pass < 8; pass++) {
+            const int part = 1 + pass % 2;
+            const int j = pass / 2 + 4 * (part - 1);
+            __m256i first_low[4];
+            __m256i first_high[4];
+            __m256i second_low[4];
+            __m256i second_high[4];
+            unpack_pass(first, pass / 2, part, first_low, first_high);
+            unpack_pass(second, pass / 2, part, second_low, second_high);
+            __m512i low_levels[4];
+            __m512i high_levels[4];
+            for (int c = 0; c < 4; c++) {
+                low_levels[c] = join_halves(first_low[c], second_low[c]);
+                high_levels[c] = join_halves(first_high[c], second_high[c]);
+            }
+            const __m512i low_scales = join_halves(load_scales(first, j), load_scales(second, j));
+            const __m512i high_scales =
+                join_halves(load_scales(first, j + 8), load_scales(second, j + 8));
+            for (int t = 0; t < n_tokens; t++) {
+                const quill_block_q8_k *x =
+                    (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+                const int8_t *low_values = x->qs + 16 * j;
+                const int8_t *high_values = x->qs + 16 * (j + 8);
+                __m512i low = _mm512_set1_epi32(level_offset(x, j));
+                __m512i high = _mm512_set1_epi32(level_offset(x, j + 8));
+                for (int c = 0; c < 4; c++) {
+                    low = _mm512_dpbusd_epi32(low, low_levels[c],
+                                              broadcast_4_bytes_512(low_values + 4 * c));
+                    high = _mm512_dpbusd_epi32(high, high_levels[c],
+                                               broadcast_4_bytes_512(high_values + 4 * c));
+                }
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(low, low_scales));
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(high, high_scales));
+            }
+        }
+        __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
+                                                     _mm_loadu_si128((const __m128i *)second)));
+        for (int t = 0; t < n_tokens; t++) {
+            const quill_block_q8_k *x =
+                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
+            __m512 scale = _mm512_mul_ps(d_w, _mm512_set1_ps(quill__load_f32(x->d)));
+            acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum[t]), acc[t]);
+        }
+    }
+
+    for (int t = 0; t < n_tokens; t++) {
+        _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
+        _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
+    }
+}
+
+/* One tile: 16 rows when group_pair_bytes (the distance to the next group) is not 0, else 8. */
+QUILL_X86_INLINE void packed_tile_q6_k_any(int64_t n_blocks, const uint8_t *group,
+                                           size_t group_pair_bytes, const uint8_t *activations,
+                                           size_t activation_row_bytes, int n_tokens, float *y,
+                                           int64_t y_stride) {
+    if (group_pair_bytes > 0) {
+        packed_tile_q6_k_x2(n_blocks, group, group_pair_bytes, activations, activation_row_bytes,
+                            n_tokens, y, y_stride);
+    } else {
+        packed_tile_q6_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
+    }
+}
+
+/* One tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into a
+ * constant so that the tile's loops unroll. */
+QUILL_X86_INLINE void packed_tile_tokens(int64_t n_blocks, const uint8_t *group,
+                                         size_t group_pair_bytes, const uint8_t *x,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+/* One case per token count, so each call gets a constant count. */
+#define PACKED_TILE_CASE(count)                                                                    \
+    case count:                                                                                    \
+        packed_tile_q6_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes, count, y, \
+                             y_stride);                                                            \
+        break
+    switch (n_tokens) {
+        PACKED_TILE_CASE(1);
+        PACKED_TILE_CASE(2);
+        PACKED_TILE_CASE(3);
+        PACKED_TILE_CASE(4);
+        PACKED_TILE_CASE(5);
+        PACKED_TILE_CASE(6);
+        PACKED_TILE_CASE(7);
+    default:
+        packed_tile_q6_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes,
+                             PACKED_TILE_TOKENS, y, y_stride);
+        break;
+    }
+#undef PACKED_TILE_CASE
+}
+
+/* Walks a rows x tokens range as gemm_packed.c does: pairs of groups (16 rows) while two remain
+ * and more than one token runs, else single groups, each in token tiles. */
+void quill__gemm_packed_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+    const int64_t n_blocks = n / QUILL_QK_K;
+    const size_t group_bytes = QUILL_PACK_ROWS * weight_row_bytes;
+    int64_t row = 0;
+    while (row + QUILL_PACK_ROWS <= n_rows) {
+        const bool is_pair = n_tokens > 1 && row + 2 * QUILL_PACK_ROWS <= n_rows;
+        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
+        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
+            int64_t left = n_tokens - token;
+            packed_tile_tokens(n_blocks, group, is_pair ? group_bytes : 0,
+                               (const uint8_t *)activations + (size_t)token * activation_row_bytes,
+                               activation_row_bytes,
+                               left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS,
+                               y + token * y_stride + row, y_stride);
+        }
+        row += is_pair ? 2 * QUILL_PACK_ROWS : QUILL_PACK_ROWS;
+    }
+}
