@@ -206,10 +206,12 @@ quill_status quill__threadpool_create(const quill_threadpool_params *params,
                                "threadpool: tasks_per_thread=%d is out of range; use 1 to %d",
                                params->tasks_per_thread, MAX_TASKS_PER_THREAD);
     }
-    quill_threadpool *pool = quill__calloc(1, sizeof(*pool));
+    /* Aligned to the cache line like its counters: malloc guarantees 16 bytes only. */
+    quill_threadpool *pool = quill__aligned_alloc(CACHE_LINE, sizeof(*pool));
     if (pool == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "threadpool: out of memory");
     }
+    memset(pool, 0, sizeof(*pool));
     pool->n_threads = params->n_threads;
     int n_parts = params->n_threads * params->tasks_per_thread;
     pool->n_parts = n_parts > MAX_PARTS ? MAX_PARTS : n_parts;
