@@ -332,6 +332,21 @@ static void test_temperature_follows_softmax(void **state) {
     quill_sampler_destroy(sampler);
 }
 
+/* Without filters the draw takes the softmax relative to the largest logit, wherever it sits:
+ * exp(800) overflows a double, exp(800 - 800) does not. */
+static void test_temperature_large_logits_stable(void **state) {
+    (void)state;
+    quill_sampling_params params = random_params(6);
+    quill_sampler *sampler = sampler_new(&params, 3);
+    const float logits[3] = {0.0f, 800.0f, 799.0f};
+    int counts[3];
+    draw_counts(sampler, logits, 3, counts);
+    /* p = 1 / (1 + e^-1) = 0.731 for token 1: expected 1462 of 2000 (sd ~ 20). */
+    assert_int_equal(counts[0], 0);
+    assert_in_range(counts[1], 1340, 1580);
+    quill_sampler_destroy(sampler);
+}
+
 static int compare_desc(const void *a, const void *b) {
     float x = *(const float *)a;
     float y = *(const float *)b;
@@ -481,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_top_p_cuts_tail),
         cmocka_unit_test(test_min_p_cuts_tail),
         cmocka_unit_test(test_temperature_follows_softmax),
+        cmocka_unit_test(test_temperature_large_logits_stable),
         cmocka_unit_test(test_top_p_large_vocab_nucleus),
         cmocka_unit_test(test_min_p_large_vocab_threshold),
         cmocka_unit_test(test_same_seed_same_tokens),

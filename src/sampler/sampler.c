@@ -491,9 +491,44 @@ static int64_t apply_top_p(candidate *items, int64_t n, int64_t n_sorted, float 
     return i;
 }
 
+/* Temperature softmax over candidates [0, n), whose largest logit is max_logit, and one draw
+ * in candidate order. The exp terms are kept for the draw's running sum instead of computed
+ * twice (the same doubles either way): with no filter active the set is the whole
+ * vocabulary. */
+static int32_t draw(quill_sampler *sampler, const candidate *items, int64_t n, float max_logit) {
+    double inverse_temperature = 1.0 / (double)sampler->params.temperature;
+    double *weights = sampler->weights;
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        weights[i] = exp((double)(items[i].logit - max_logit) * inverse_temperature);
+        total += weights[i];
+    }
+    double target = rng_uniform(sampler->rng_state) * total;
+    double cumulative = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        cumulative += weights[i];
+        if (target < cumulative) {
+            return items[i].token;
+        }
+    }
+    return items[n - 1].token;
+}
+
 /* Filters and draws for temperature > 0. Candidates [0, n) hold finite logits. */
 static int32_t sample_filtered(quill_sampler *sampler, candidate *items, int64_t n) {
     const quill_sampling_params *params = &sampler->params;
+
+    /* No filter (OpenAI's defaults): the draw needs no order, only the largest logit for a
+     * stable softmax, so skip the selection over the whole vocabulary. */
+    bool has_filter = (params->top_k > 0 && params->top_k < n) || params->top_p < 1.0f ||
+                      params->min_p > 0.0f;
+    if (!has_filter) {
+        float max_logit = items[0].logit;
+        for (int64_t i = 1; i < n; i++) {
+            max_logit = items[i].logit > max_logit ? items[i].logit : max_logit;
+        }
+        return draw(sampler, items, n, max_logit);
+    }
 
     /* top-k: keep the k best, sorted. Without it, sort a small prefix for min-p and top-p. */
     int64_t n_sorted = 0;
@@ -538,25 +573,7 @@ static int32_t sample_filtered(quill_sampler *sampler, candidate *items, int64_t
         candidates_select(items + n_sorted, n - n_sorted, n_kept - n_sorted);
     }
 
-    /* Temperature softmax over the kept candidates and one draw. The exp terms are kept for
-     * the draw's running sum instead of computed twice (the same doubles either way): with no
-     * filter active the set is the whole vocabulary. */
-    double inverse_temperature = 1.0 / (double)params->temperature;
-    double *weights = sampler->weights;
-    double total = 0.0;
-    for (int64_t i = 0; i < n_kept; i++) {
-        weights[i] = exp((double)(items[i].logit - items[0].logit) * inverse_temperature);
-        total += weights[i];
-    }
-    double target = rng_uniform(sampler->rng_state) * total;
-    double cumulative = 0.0;
-    for (int64_t i = 0; i < n_kept; i++) {
-        cumulative += weights[i];
-        if (target < cumulative) {
-            return items[i].token;
-        }
-    }
-    return items[n_kept - 1].token;
+    return draw(sampler, items, n_kept, items[0].logit);
 }
 
 int32_t quill_sampler_sample(quill_sampler *sampler, const float *logits) {
