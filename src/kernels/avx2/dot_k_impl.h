@@ -7,7 +7,7 @@
  * each 32-value sub-block's bytes 4k .. 4k + 3 of scale * level * q_x (Q6_K: scale * (level -
  * 32) * q_x), then acc = fma(d_w * d_x, float(lanes), acc) in block order. Q4_K / Q5_K also
  * add (dmin_w * d_x) * float(sum of min_j * activation sums) to a scalar f32 sum in block order,
- * and the result is hsum(acc) - that sum. With VNNI, Q4_K and Q6_K instead follow is_exact_k
+ * and the result is hsum(acc) - that sum. With VNNI, every K-quant instead follows is_exact_k
  * below. Tiles compute every pair with exactly these operations, so vec_dot (a 1 x 1 tile) and
  * every tile shape give bit-identical values.
  */
@@ -37,14 +37,15 @@ typedef struct unpacked_k {
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
 
-/* With VNNI, Q4_K and Q6_K use the arithmetic of the packed kernels (packed.h), so packed and
+/* With VNNI, every K-quant uses the arithmetic of the packed kernels (packed.h), so packed and
  * unpacked rows give the same values. Per super-block they form the exact integer isum (and for
- * Q4_K mins), then apply one scalar FMA for each, in super-block order.
- * NOTE: the horizontal sum per pair and super-block costs the row-major Q6_K tiles about 18% of
- * their prefill rate (90 -> 73 GFLOP/s, 64 tokens, 8192 x 2048, 1 thread, AMD EPYC). Only Q6_K
- * matrices that are not packed (row counts not a multiple of 8) still use them. */
+ * Q4_K / Q5_K mins), then apply one scalar FMA for each, in super-block order.
+ * NOTE: the horizontal sum per pair and super-block costs the row-major Q5_K and Q6_K tiles
+ * 15-18% of their prefill rate (Q5_K 77 -> 65, Q6_K 90 -> 73 GFLOP/s; 64 tokens, 8192 x 2048,
+ * 1 thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple of 8) still
+ * use them. */
 QUILL_X86_INLINE int is_exact_k(int kind) {
-    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_K || kind == KIND_Q6_K);
+    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_K || kind == KIND_Q5_K || kind == KIND_Q6_K);
 }
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {
