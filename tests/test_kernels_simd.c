@@ -585,7 +585,7 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
      * of row groups and a single group, so both tile shapes run. */
     enum { PACKED_ROWS = 56, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
     const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
-                                     QUILL_TYPE_Q6_K};
+                                     QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
     const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
     int n_tables = collect_variants(tables);
@@ -683,7 +683,7 @@ static void test_simd_packed_round_trip_random_bytes(void **state) {
     (void)state;
     enum { ROUND_TRIP_ROWS = 16, ROUND_TRIP_COLS = 512 };
     const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
-                                     QUILL_TYPE_Q6_K};
+                                     QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
     rng generator = {4242};
     for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
         uint32_t type = packed_types[k];

@@ -1,10 +1,11 @@
 /*
- * Row-group packing of Q4_0, Q8_0, Q4_K and Q6_K weights (layouts in packed.h), its inverse, and
- * the extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at load
- * time and unpacking once per embedding lookup, both far from the hot loops.
+ * Row-group packing of Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights (layouts in packed.h), its inverse,
+ * and the extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at
+ * load time and unpacking once per embedding lookup, both far from the hot loops.
  */
 #include "kernels/packed.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -18,6 +19,9 @@ static size_t block_bytes(uint32_t type) {
     if (type == QUILL_TYPE_Q4_K) {
         return sizeof(quill_block_q4_k);
     }
+    if (type == QUILL_TYPE_Q5_K) {
+        return sizeof(quill_block_q5_k);
+    }
     if (type == QUILL_TYPE_Q6_K) {
         return sizeof(quill_block_q6_k);
     }
@@ -26,7 +30,9 @@ static size_t block_bytes(uint32_t type) {
 
 /* Elements per block of a packed type. */
 static int64_t block_elements(uint32_t type) {
-    return type == QUILL_TYPE_Q4_K || type == QUILL_TYPE_Q6_K ? QUILL_QK_K : QUILL_QK;
+    return type == QUILL_TYPE_Q4_K || type == QUILL_TYPE_Q5_K || type == QUILL_TYPE_Q6_K
+               ? QUILL_QK_K
+               : QUILL_QK;
 }
 
 /* Bytes of the largest block of a packed type (Q6_K). */
@@ -45,7 +51,7 @@ static uint8_t value_mask(uint32_t type) {
 
 bool quill__pack_type_supported(uint32_t type) {
     return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K ||
-           type == QUILL_TYPE_Q6_K;
+           type == QUILL_TYPE_Q5_K || type == QUILL_TYPE_Q6_K;
 }
 
 /* Q4_K group block offsets (packed.h). */
@@ -54,11 +60,27 @@ enum {
     Q4_K_LOW_PLANE = 32,
     Q4_K_HIGH_PLANE = 96,
     Q4_K_QS = 128,
-    Q4_K_GROUP_BLOCK = QUILL_PACK_ROWS * 144,
 };
 
-/* Moves row r's super-block `block` into group block `out`. */
-static void pack_q4_k_block(const uint8_t *block, int r, uint8_t *out) {
+/* Q5_K group block offsets (packed.h): the Q4_K layout with the fifth bits before the nibbles. */
+enum {
+    Q5_K_QH = 128,
+    Q5_K_QS = 384,
+};
+
+/* Offset of the nibbles (qs) in a Q4_K or Q5_K block. */
+static size_t k_block_qs(uint32_t type) {
+    return type == QUILL_TYPE_Q5_K ? offsetof(quill_block_q5_k, qs)
+                                   : offsetof(quill_block_q4_k, qs);
+}
+
+/* Offset of the nibbles in a Q4_K or Q5_K group block. */
+static size_t k_group_qs(uint32_t type) {
+    return type == QUILL_TYPE_Q5_K ? Q5_K_QS : Q4_K_QS;
+}
+
+/* Moves row r's Q4_K or Q5_K super-block `block` into group block `out`. */
+static void pack_q4_k_block(uint32_t type, const uint8_t *block, int r, uint8_t *out) {
     memcpy(out + 2 * r, block, 2);
     memcpy(out + Q4_K_DMIN + 2 * r, block + 2, 2);
     uint8_t sc[8];
@@ -71,15 +93,21 @@ static void pack_q4_k_block(const uint8_t *block, int r, uint8_t *out) {
         out[Q4_K_HIGH_PLANE + 8 * j + r] =
             (uint8_t)(sc[j] >> 4 | (m[j] >> 4) << 2 | (sc[j + 4] >> 4) << 4 | (m[j + 4] >> 4) << 6);
     }
+    if (type == QUILL_TYPE_Q5_K) {
+        for (int c = 0; c < 8; c++) {
+            memcpy(out + Q5_K_QH + 32 * c + 4 * r, block + offsetof(quill_block_q5_k, qh) + 4 * c,
+                   4);
+        }
+    }
     for (int c = 0; c < 32; c++) {
-        memcpy(out + Q4_K_QS + 32 * c + 4 * r, block + 16 + 4 * c, 4);
+        memcpy(out + k_group_qs(type) + 32 * c + 4 * r, block + k_block_qs(type) + 4 * c, 4);
     }
 }
 
 /* Inverts pack_q4_k_block: re-encodes the 6-bit scales and mins as the original 12 bytes. The
  * 96 bits contain each of the 16 values once (quill__q4_k_scale_min), so the bytes come back
  * exactly; the packed matmul test checks this for every row. */
-static void unpack_q4_k_block(const uint8_t *group_block, int r, uint8_t *block) {
+static void unpack_q4_k_block(uint32_t type, const uint8_t *group_block, int r, uint8_t *block) {
     memcpy(block, group_block + 2 * r, 2);
     memcpy(block + 2, group_block + Q4_K_DMIN + 2 * r, 2);
     uint8_t sc[8];
@@ -96,8 +124,15 @@ static void unpack_q4_k_block(const uint8_t *group_block, int r, uint8_t *block)
         scales[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
         scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
     }
+    if (type == QUILL_TYPE_Q5_K) {
+        for (int c = 0; c < 8; c++) {
+            memcpy(block + offsetof(quill_block_q5_k, qh) + 4 * c,
+                   group_block + Q5_K_QH + 32 * c + 4 * r, 4);
+        }
+    }
     for (int c = 0; c < 32; c++) {
-        memcpy(block + 16 + 4 * c, group_block + Q4_K_QS + 32 * c + 4 * r, 4);
+        memcpy(block + k_block_qs(type) + 4 * c, group_block + k_group_qs(type) + 32 * c + 4 * r,
+               4);
     }
 }
 
@@ -131,7 +166,7 @@ static size_t q6_k_offset(int g, int part, int k, int r, int i) {
                     4 * r + i);
 }
 
-/* Moves row r's super-block `block` into group block `out`. */
+/* Moves row r's Q6_K super-block `block` into group block `out`. */
 static void pack_q6_k_block(const quill_block_q6_k *block, int r, uint8_t *out) {
     memcpy(out + 2 * r, block->d, 2);
     for (int j = 0; j < 16; j++) {
@@ -199,11 +234,11 @@ void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_row
     for (int64_t group = 0; group + QUILL_PACK_ROWS <= n_rows; group += QUILL_PACK_ROWS) {
         uint8_t *out = (uint8_t *)data + (size_t)group * row_bytes;
         memcpy(rows, out, QUILL_PACK_ROWS * row_bytes);
-        if (type == QUILL_TYPE_Q4_K) {
+        if (type == QUILL_TYPE_Q4_K || type == QUILL_TYPE_Q5_K) {
             for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
                 for (int r = 0; r < QUILL_PACK_ROWS; r++) {
-                    pack_q4_k_block(rows + (size_t)r * row_bytes + (size_t)b * 144, r,
-                                    out + (size_t)b * Q4_K_GROUP_BLOCK);
+                    pack_q4_k_block(type, rows + (size_t)r * row_bytes + (size_t)b * bytes, r,
+                                    out + (size_t)b * QUILL_PACK_ROWS * bytes);
                 }
             }
             continue;
@@ -242,9 +277,10 @@ void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes,
     const int r = (int)(row % QUILL_PACK_ROWS);
     const uint8_t *group = (const uint8_t *)data + (size_t)(row - r) * row_bytes;
     uint8_t *out = dst;
-    if (type == QUILL_TYPE_Q4_K) {
+    if (type == QUILL_TYPE_Q4_K || type == QUILL_TYPE_Q5_K) {
         for (int64_t b = 0; b < n_cols / QUILL_QK_K; b++) {
-            unpack_q4_k_block(group + (size_t)b * Q4_K_GROUP_BLOCK, r, out + (size_t)b * 144);
+            unpack_q4_k_block(type, group + (size_t)b * QUILL_PACK_ROWS * bytes, r,
+                              out + (size_t)b * bytes);
         }
         return;
     }

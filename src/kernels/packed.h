@@ -20,6 +20,9 @@
  *   (m_{j+4} >> 4) << 6; then for chunk c = 0..31 and row r the 4 bytes qs[4c .. 4c + 3] of row
  *   r at 128 + 32c + 4r. The low nibbles of chunks 8g .. 8g + 7 are sub-block 2g, the high
  *   nibbles sub-block 2g + 1.
+ * - Q5_K, 1408 bytes per super-block of 256: the first 128 bytes as Q4_K, then for chunk c =
+ *   0..7 and row r the 4 bytes qh[4c .. 4c + 3] of row r at 128 + 32c + 4r (bit j of qh[l] is
+ *   bit 4 of element l of sub-block j), then the nibble chunks as Q4_K from byte 384.
  * - Q6_K, 1680 bytes per super-block of 256, with 6-bit levels q_e (element e = 0..255): fp16 d
  *   of rows 0..7 (16 bytes), then the int8 scale of sub-block j (elements 16j .. 16j + 15) of
  *   row r at byte 16 + 8j + r (128 bytes). Then 4 sections of 384 bytes, section g = 0..3 at
@@ -37,10 +40,11 @@
  * quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block: the exact integer
  * isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j m_j * (activation
  * sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
- * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. For Q6_K, per
- * super-block: the exact integer isum = sum_j sc_j * (sum of level products of sub-block j -
- * 32 * bsums_j), where bsums_j is the Q8_K activation sum of the same 16 elements, then
- * acc = fma(d_w * d_x, (float)isum, acc) in super-block order from acc = 0.
+ * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. Q5_K does
+ * the same with its 5-bit levels. For Q6_K, per super-block: the exact integer isum = sum_j
+ * sc_j * (sum of level products of sub-block j - 32 * bsums_j), where bsums_j is the Q8_K
+ * activation sum of the same 16 elements, then acc = fma(d_w * d_x, (float)isum, acc) in
+ * super-block order from acc = 0.
  */
 #ifndef QUILL_KERNELS_PACKED_H
 #define QUILL_KERNELS_PACKED_H
@@ -54,10 +58,11 @@
 /* Rows per packed group. */
 enum { QUILL_PACK_ROWS = 8 };
 
-/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K, Q6_K).
- * NOTE: Q4_1, Q5_0, Q5_1 and Q5_K have no packed layout and keep the row-major kernels,
- * which decode 14-20 GB/s per thread against 31-35 for the packed types (tools/bench_kernels.c,
- * AMD EPYC). */
+/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K, Q5_K,
+ * Q6_K).
+ * NOTE: Q4_1, Q5_0 and Q5_1 have no packed layout and keep the row-major kernels, which decode
+ * 14-20 GB/s per thread against 24-35 for the packed types (tools/bench_kernels.c, 1 thread,
+ * 8192 x 2048, AMD EPYC; packed Q5_K 24, Q6_K 30). */
 bool quill__pack_type_supported(uint32_t type);
 
 /* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and
