@@ -61,8 +61,8 @@ enum { QUILL_PACK_ROWS = 8 };
 /* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K, Q5_K,
  * Q6_K).
  * NOTE: Q4_1, Q5_0 and Q5_1 have no packed layout and keep the row-major kernels, which decode
- * 14-20 GB/s per thread against 24-35 for the packed types (tools/bench_kernels.c, 1 thread,
- * 8192 x 2048, AMD EPYC; packed Q5_K 24, Q6_K 30). */
+ * 14-20 GB/s per thread against 28-35 for the packed types (tools/bench_kernels.c, 1 thread,
+ * 8192 x 2048, AMD EPYC; packed Q5_K 28, Q6_K 30). */
 bool quill__pack_type_supported(uint32_t type);
 
 /* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and
