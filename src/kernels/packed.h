@@ -62,7 +62,7 @@ enum { QUILL_PACK_ROWS = 8 };
  * Q6_K).
  * NOTE: Q4_1, Q5_0 and Q5_1 have no packed layout and keep the row-major kernels, which decode
  * 14-20 GB/s per thread against 28-35 for the packed types (tools/bench_kernels.c, 1 thread,
- * 8192 x 2048, AMD EPYC; packed Q5_K 28, Q6_K 30). */
+ * 8192 x 2048, AMD EPYC; packed Q5_K 28-29, Q6_K 28-30). */
 bool quill__pack_type_supported(uint32_t type);
 
 /* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and
