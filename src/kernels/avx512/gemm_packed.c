@@ -18,46 +18,15 @@
 #include <stdbool.h>
 
 #define QUILL_X86_USE_VNNI 1
-#include "kernels/avx2/x86_common.h"
+#include "kernels/avx512/packed_tiles.h"
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
-
-/* Tokens per register tile: 8 level vectors, 8 accumulators and a few temporaries use 22 of the
- * 32 vector registers. */
-enum { PACKED_TILE_TOKENS = 8 };
-
-/* Software prefetch of the group stream, PREFETCH_BYTES ahead, for tiles of 2 to 8 tokens
- * (batched decode): there the weights stream from memory once while the arithmetic per byte
- * is 2-8 times decode's, and the hardware prefetchers fall behind. Measured on an 8192 x 2048
- * Q4_0 matrix with 8 tokens and 2 threads (AMD EPYC), in group pairs: 515 GFLOP/s 4 KB ahead,
- * 528 at 8 KB, 644 at 16 KB and 629-659 at 32 KB. Single groups ran at 375 without prefetch
- * and 510 at 4 KB.
- * One-token decode is faster without it (the hardware prefetchers keep up with a single
- * stream). Prefill runs 8-token tiles over weights its first tile brought into cache, where
- * the extra prefetches cost nothing measurable. */
-enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
 
 /* The packed weight types. */
 enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
 
 /* Group block bytes of each packed type. */
 enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272 };
-
-QUILL_X86_INLINE __m256i broadcast_4_bytes(const int8_t *bytes) {
-    int32_t value;
-    memcpy(&value, bytes, sizeof(value));
-    return _mm256_set1_epi32(value);
-}
-
-/* Joins two 128-bit halves into one 256-bit vector, first in the low half. */
-QUILL_X86_INLINE __m256i join_halves_128(__m128i first, __m128i second) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
-}
-
-/* Joins two 256-bit halves into one 512-bit vector, first in lanes 0-7. */
-QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-}
 
 /* y[t * y_stride + r] for the 8 rows of one group and tokens [0, n_tokens), n_tokens <=
  * PACKED_TILE_TOKENS (a constant at each call site, so the loops unroll). */
@@ -190,48 +159,8 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
 }
 
 /* Q4_K group block offsets (packed.h). */
-enum { Q4_K_DMIN = 16, Q4_K_LOW_PLANE = 32, Q4_K_HIGH_PLANE = 96, Q4_K_QS = 128 };
+enum { Q4_K_QS = 128 };
 enum { GROUP_BLOCK_Q4_K = 8 * 144 };
-
-/* The 8 rows' scales and mins of one Q4_K super-block: scales[j] holds sc_j of row r in int32
- * lane r; min_pairs[i] holds m_{2i} and m_{2i+1} of row r as the int16 pair of lane r. */
-typedef struct q4_k_scales {
-    __m256i scales[8];
-    __m256i min_pairs[4];
-} q4_k_scales;
-
-/* Decodes the low and high planes of a group block (packed.h) into q4_k_scales. */
-QUILL_X86_INLINE void decode_q4_k_scales(const uint8_t *block, q4_k_scales *out) {
-    const __m256i mask4 = _mm256_set1_epi8(0x0f);
-    const __m256i mask2 = _mm256_set1_epi8(0x03);
-    __m256i low_0_3 = _mm256_loadu_si256((const __m256i *)(block + Q4_K_LOW_PLANE));
-    __m256i low_4_7 = _mm256_loadu_si256((const __m256i *)(block + Q4_K_LOW_PLANE + 32));
-    __m256i high = _mm256_loadu_si256((const __m256i *)(block + Q4_K_HIGH_PLANE));
-    /* Byte 8j + r of each vector: sc_j or m_j of row r, for j in 0..3 or 4..7. */
-    __m256i top_sc_0_3 = _mm256_slli_epi16(_mm256_and_si256(high, mask2), 4);
-    __m256i top_m_0_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 2), mask2), 4);
-    __m256i top_sc_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 4), mask2), 4);
-    __m256i top_m_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 6), mask2), 4);
-    __m256i sc_0_3 = _mm256_or_si256(_mm256_and_si256(low_0_3, mask4), top_sc_0_3);
-    __m256i sc_4_7 = _mm256_or_si256(_mm256_and_si256(low_4_7, mask4), top_sc_4_7);
-    __m256i m_0_3 =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_0_3, 4), mask4), top_m_0_3);
-    __m256i m_4_7 =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_4_7, 4), mask4), top_m_4_7);
-
-    const __m128i halves_sc[4] = {
-        _mm256_castsi256_si128(sc_0_3), _mm256_extracti128_si256(sc_0_3, 1),
-        _mm256_castsi256_si128(sc_4_7), _mm256_extracti128_si256(sc_4_7, 1)};
-    const __m128i halves_m[4] = {_mm256_castsi256_si128(m_0_3), _mm256_extracti128_si256(m_0_3, 1),
-                                 _mm256_castsi256_si128(m_4_7), _mm256_extracti128_si256(m_4_7, 1)};
-    for (int i = 0; i < 4; i++) {
-        /* Half i holds sub-blocks 2i (bytes 0-7) and 2i + 1 (bytes 8-15). */
-        out->scales[2 * i] = _mm256_cvtepu8_epi32(halves_sc[i]);
-        out->scales[2 * i + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(halves_sc[i], 8));
-        __m128i pairs = _mm_unpacklo_epi8(halves_m[i], _mm_srli_si128(halves_m[i], 8));
-        out->min_pairs[i] = _mm256_cvtepu8_epi16(pairs);
-    }
-}
 
 /* y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens), n_tokens <=
  * PACKED_TILE_TOKENS, with Q8_K activation rows. */
@@ -251,8 +180,8 @@ QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
                 _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
             }
         }
-        q4_k_scales scales;
-        decode_q4_k_scales(block, &scales);
+        k_scales scales;
+        decode_k_scales(block, &scales);
         __m256i isum[PACKED_TILE_TOKENS];
         for (int t = 0; t < n_tokens; t++) {
             isum[t] = _mm256_setzero_si256();
@@ -282,7 +211,7 @@ QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
             }
         }
         __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + Q4_K_DMIN)));
+        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + K_GROUP_DMIN)));
         for (int t = 0; t < n_tokens; t++) {
             const quill_block_q8_k *x =
                 (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
@@ -334,10 +263,10 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
                 _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
             }
         }
-        q4_k_scales first_scales;
-        q4_k_scales second_scales;
-        decode_q4_k_scales(first, &first_scales);
-        decode_q4_k_scales(second, &second_scales);
+        k_scales first_scales;
+        k_scales second_scales;
+        decode_k_scales(first, &first_scales);
+        decode_k_scales(second, &second_scales);
         __m512i scales[8];
         __m512i min_pairs[4];
         for (int j = 0; j < 8; j++) {
@@ -382,8 +311,8 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
         __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
                                                      _mm_loadu_si128((const __m128i *)second)));
         __m512 dmin_w = _mm512_cvtph_ps(
-            join_halves_128(_mm_loadu_si128((const __m128i *)(first + Q4_K_DMIN)),
-                            _mm_loadu_si128((const __m128i *)(second + Q4_K_DMIN))));
+            join_halves_128(_mm_loadu_si128((const __m128i *)(first + K_GROUP_DMIN)),
+                            _mm_loadu_si128((const __m128i *)(second + K_GROUP_DMIN))));
         for (int t = 0; t < n_tokens; t++) {
             const quill_block_q8_k *x =
                 (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
@@ -433,66 +362,11 @@ QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t
     }
 }
 
-/* One tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into a
- * constant so that the tile's loops unroll. */
-QUILL_X86_INLINE void packed_tile_tokens(int kind, int64_t n_blocks, const uint8_t *group,
-                                         size_t group_pair_bytes, const uint8_t *x,
-                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
-                                         int64_t y_stride) {
-/* One case per token count, so each call gets a constant count. */
-#define PACKED_TILE_CASE(count)                                                                    \
-    case count:                                                                                    \
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes, count,  \
-                         y, y_stride);                                                             \
-        break
-    switch (n_tokens) {
-        PACKED_TILE_CASE(1);
-        PACKED_TILE_CASE(2);
-        PACKED_TILE_CASE(3);
-        PACKED_TILE_CASE(4);
-        PACKED_TILE_CASE(5);
-        PACKED_TILE_CASE(6);
-        PACKED_TILE_CASE(7);
-    default:
-        packed_tile_kind(kind, n_blocks, group, group_pair_bytes, x, activation_row_bytes,
-                         PACKED_TILE_TOKENS, y, y_stride);
-        break;
-    }
-#undef PACKED_TILE_CASE
-}
-
-/* Walks a rows x tokens range: pairs of groups (16 rows) while two remain, else single groups,
- * each in token tiles. Pairs halve the activation broadcasts and scalings per row. An 8192 x
- * 2048 Q4_0 matrix at 64 tokens went from 506 to 666 GFLOP/s with them (2 threads, AMD EPYC).
- * At 8 tokens, with the prefetch above, it went from 510 to about 640. One-token decode streams at
- * memory speed either way and keeps single groups. */
-QUILL_X86_INLINE void gemm_packed(int kind, int64_t n, const void *weights, size_t weight_row_bytes,
-                                  int64_t n_rows, const void *activations,
-                                  size_t activation_row_bytes, int64_t n_tokens, float *y,
-                                  int64_t y_stride) {
-    const int64_t n_blocks = n / (kind == PACKED_Q4_K ? QUILL_QK_K : QUILL_QK);
-    const size_t group_bytes = QUILL_PACK_ROWS * weight_row_bytes;
-    int64_t row = 0;
-    while (row + QUILL_PACK_ROWS <= n_rows) {
-        const bool is_pair = n_tokens > 1 && row + 2 * QUILL_PACK_ROWS <= n_rows;
-        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
-        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
-            int64_t left = n_tokens - token;
-            packed_tile_tokens(kind, n_blocks, group, is_pair ? group_bytes : 0,
-                               (const uint8_t *)activations + (size_t)token * activation_row_bytes,
-                               activation_row_bytes,
-                               left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS,
-                               y + token * y_stride + row, y_stride);
-        }
-        row += is_pair ? 2 * QUILL_PACK_ROWS : QUILL_PACK_ROWS;
-    }
-}
-
 void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q4_0, n, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -500,7 +374,7 @@ void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q8_0, n, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q8_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -508,6 +382,6 @@ void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q4_K, n, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }

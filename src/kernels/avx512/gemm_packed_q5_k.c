@@ -15,41 +15,13 @@
 #include <stdbool.h>
 
 #define QUILL_X86_USE_VNNI 1
-#include "kernels/avx2/x86_common.h"
+#include "kernels/avx512/packed_tiles.h"
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
 
-/* Tokens per register tile, as in gemm_packed.c. */
-enum { PACKED_TILE_TOKENS = 8 };
-
-/* Prefetch distance and the token counts that use it, as in gemm_packed.c (measured there). */
-enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
-
 /* Q5_K group block offsets and size (packed.h). */
-enum {
-    Q5_K_DMIN = 16,
-    Q5_K_LOW_PLANE = 32,
-    Q5_K_HIGH_PLANE = 96,
-    Q5_K_QH = 128,
-    Q5_K_QS = 384,
-};
+enum { Q5_K_QH = 128, Q5_K_QS = 384 };
 enum { GROUP_BLOCK_Q5_K = QUILL_PACK_ROWS * sizeof(quill_block_q5_k) };
-
-QUILL_X86_INLINE __m256i broadcast_4_bytes(const int8_t *bytes) {
-    int32_t value;
-    memcpy(&value, bytes, sizeof(value));
-    return _mm256_set1_epi32(value);
-}
-
-/* Joins two 128-bit halves into one 256-bit vector, first in the low half. */
-QUILL_X86_INLINE __m256i join_halves_128(__m128i first, __m128i second) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
-}
-
-/* Joins two 256-bit halves into one 512-bit vector, first in lanes 0-7. */
-QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-}
 
 /* Bit j (< 8) of each byte of qh, moved to bit 4: 16-bit shifts carry bits between bytes only
  * where the mask clears them. */
@@ -61,47 +33,6 @@ QUILL_X86_INLINE __m256i fifth_bits(__m256i qh, int j) {
 QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
     __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
     return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
-}
-
-/* The 8 rows' scales and mins of one Q5_K super-block, decoded as in gemm_packed.c: scales[j] holds
- * sc_j of row r in int32 lane r; min_pairs[i] holds m_{2i} and m_{2i+1} of row r as the int16 pair
- * of lane r. */
-typedef struct k_scales {
-    __m256i scales[8];
-    __m256i min_pairs[4];
-} k_scales;
-
-/* Decodes the low and high planes of a group block (packed.h) into k_scales. */
-QUILL_X86_INLINE void decode_k_scales(const uint8_t *block, k_scales *out) {
-    const __m256i mask4 = _mm256_set1_epi8(0x0f);
-    const __m256i mask2 = _mm256_set1_epi8(0x03);
-    __m256i low_0_3 = _mm256_loadu_si256((const __m256i *)(block + Q5_K_LOW_PLANE));
-    __m256i low_4_7 = _mm256_loadu_si256((const __m256i *)(block + Q5_K_LOW_PLANE + 32));
-    __m256i high = _mm256_loadu_si256((const __m256i *)(block + Q5_K_HIGH_PLANE));
-    /* Byte 8j + r of each vector: sc_j or m_j of row r, for j in 0..3 or 4..7. */
-    __m256i top_sc_0_3 = _mm256_slli_epi16(_mm256_and_si256(high, mask2), 4);
-    __m256i top_m_0_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 2), mask2), 4);
-    __m256i top_sc_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 4), mask2), 4);
-    __m256i top_m_4_7 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 6), mask2), 4);
-    __m256i sc_0_3 = _mm256_or_si256(_mm256_and_si256(low_0_3, mask4), top_sc_0_3);
-    __m256i sc_4_7 = _mm256_or_si256(_mm256_and_si256(low_4_7, mask4), top_sc_4_7);
-    __m256i m_0_3 =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_0_3, 4), mask4), top_m_0_3);
-    __m256i m_4_7 =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low_4_7, 4), mask4), top_m_4_7);
-
-    const __m128i halves_sc[4] = {
-        _mm256_castsi256_si128(sc_0_3), _mm256_extracti128_si256(sc_0_3, 1),
-        _mm256_castsi256_si128(sc_4_7), _mm256_extracti128_si256(sc_4_7, 1)};
-    const __m128i halves_m[4] = {_mm256_castsi256_si128(m_0_3), _mm256_extracti128_si256(m_0_3, 1),
-                                 _mm256_castsi256_si128(m_4_7), _mm256_extracti128_si256(m_4_7, 1)};
-    for (int i = 0; i < 4; i++) {
-        /* Half i holds sub-blocks 2i (bytes 0-7) and 2i + 1 (bytes 8-15). */
-        out->scales[2 * i] = _mm256_cvtepu8_epi32(halves_sc[i]);
-        out->scales[2 * i + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(halves_sc[i], 8));
-        __m128i pairs = _mm_unpacklo_epi8(halves_m[i], _mm_srli_si128(halves_m[i], 8));
-        out->min_pairs[i] = _mm256_cvtepu8_epi16(pairs);
-    }
 }
 
 /* y[t * y_stride + r] for the 8 rows of one Q5_K group and tokens [0, n_tokens), n_tokens <=
@@ -163,7 +94,7 @@ QUILL_X86_INLINE void packed_tile_q5_k(int64_t n_blocks, const uint8_t *group,
             }
         }
         __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + Q5_K_DMIN)));
+        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + K_GROUP_DMIN)));
         for (int t = 0; t < n_tokens; t++) {
             const quill_block_q8_k *x =
                 (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
@@ -268,8 +199,8 @@ QUILL_X86_INLINE void packed_tile_q5_k_x2(int64_t n_blocks, const uint8_t *group
         __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
                                                      _mm_loadu_si128((const __m128i *)second)));
         __m512 dmin_w = _mm512_cvtph_ps(
-            join_halves_128(_mm_loadu_si128((const __m128i *)(first + Q5_K_DMIN)),
-                            _mm_loadu_si128((const __m128i *)(second + Q5_K_DMIN))));
+            join_halves_128(_mm_loadu_si128((const __m128i *)(first + K_GROUP_DMIN)),
+                            _mm_loadu_si128((const __m128i *)(second + K_GROUP_DMIN))));
         for (int t = 0; t < n_tokens; t++) {
             const quill_block_q8_k *x =
                 (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
@@ -299,11 +230,12 @@ QUILL_X86_INLINE void packed_tile_q5_k_x2(int64_t n_blocks, const uint8_t *group
     }
 }
 
-/* One tile: 16 rows when group_pair_bytes (the distance to the next group) is not 0, else 8. */
-QUILL_X86_INLINE void packed_tile_q5_k_any(int64_t n_blocks, const uint8_t *group,
-                                           size_t group_pair_bytes, const uint8_t *activations,
-                                           size_t activation_row_bytes, int n_tokens, float *y,
-                                           int64_t y_stride) {
+/* One tile (packed_tiles.h); the file has one kind. */
+QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t *group,
+                                       size_t group_pair_bytes, const uint8_t *activations,
+                                       size_t activation_row_bytes, int n_tokens, float *y,
+                                       int64_t y_stride) {
+    (void)kind;
     if (group_pair_bytes > 0) {
         packed_tile_q5_k_x2(n_blocks, group, group_pair_bytes, activations, activation_row_bytes,
                             n_tokens, y, y_stride);
@@ -312,54 +244,10 @@ QUILL_X86_INLINE void packed_tile_q5_k_any(int64_t n_blocks, const uint8_t *grou
     }
 }
 
-/* One tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into a
- * constant so that the tile's loops unroll. */
-QUILL_X86_INLINE void packed_tile_tokens(int64_t n_blocks, const uint8_t *group,
-                                         size_t group_pair_bytes, const uint8_t *x,
-                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
-                                         int64_t y_stride) {
-/* One case per token count, so each call gets a constant count. */
-#define PACKED_TILE_CASE(count)                                                                    \
-    case count:                                                                                    \
-        packed_tile_q5_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes, count, y, \
-                             y_stride);                                                            \
-        break
-    switch (n_tokens) {
-        PACKED_TILE_CASE(1);
-        PACKED_TILE_CASE(2);
-        PACKED_TILE_CASE(3);
-        PACKED_TILE_CASE(4);
-        PACKED_TILE_CASE(5);
-        PACKED_TILE_CASE(6);
-        PACKED_TILE_CASE(7);
-    default:
-        packed_tile_q5_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes,
-                             PACKED_TILE_TOKENS, y, y_stride);
-        break;
-    }
-#undef PACKED_TILE_CASE
-}
-
-/* Walks a rows x tokens range as gemm_packed.c does: pairs of groups (16 rows) while two remain
- * and more than one token runs, else single groups, each in token tiles. */
 void quill__gemm_packed_q5_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    const int64_t n_blocks = n / QUILL_QK_K;
-    const size_t group_bytes = QUILL_PACK_ROWS * weight_row_bytes;
-    int64_t row = 0;
-    while (row + QUILL_PACK_ROWS <= n_rows) {
-        const bool is_pair = n_tokens > 1 && row + 2 * QUILL_PACK_ROWS <= n_rows;
-        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
-        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
-            int64_t left = n_tokens - token;
-            packed_tile_tokens(n_blocks, group, is_pair ? group_bytes : 0,
-                               (const uint8_t *)activations + (size_t)token * activation_row_bytes,
-                               activation_row_bytes,
-                               left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS,
-                               y + token * y_stride + row, y_stride);
-        }
-        row += is_pair ? 2 * QUILL_PACK_ROWS : QUILL_PACK_ROWS;
-    }
+    gemm_packed(0, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
 }

@@ -20,42 +20,13 @@
 #include <stdbool.h>
 
 #define QUILL_X86_USE_VNNI 1
-#include "kernels/avx2/x86_common.h"
+#include "kernels/avx512/packed_tiles.h"
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
-
-/* Tokens per register tile, as in gemm_packed.c: 8 level vectors, 8 int32 sums and 8
- * accumulators leave a few of the 32 vector registers for temporaries. */
-enum { PACKED_TILE_TOKENS = 8 };
-
-/* Prefetch distance and the token counts that use it, as in gemm_packed.c (measured there). */
-enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
 
 /* Q6_K group block offsets and size (packed.h). */
 enum { Q6_K_SCALES = 16, Q6_K_SECTIONS = 144, Q6_K_SECTION_BYTES = 384, Q6_K_PART_BYTES = 128 };
 enum { GROUP_BLOCK_Q6_K = QUILL_PACK_ROWS * sizeof(quill_block_q6_k) };
-
-QUILL_X86_INLINE __m256i broadcast_4_bytes(const int8_t *bytes) {
-    int32_t value;
-    memcpy(&value, bytes, sizeof(value));
-    return _mm256_set1_epi32(value);
-}
-
-QUILL_X86_INLINE __m512i broadcast_4_bytes_512(const int8_t *bytes) {
-    int32_t value;
-    memcpy(&value, bytes, sizeof(value));
-    return _mm512_set1_epi32(value);
-}
-
-/* Joins two 128-bit halves into one 256-bit vector, first in the low half. */
-QUILL_X86_INLINE __m256i join_halves_128(__m128i first, __m128i second) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
-}
-
-/* Joins two 256-bit halves into one 512-bit vector, first in lanes 0-7. */
-QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-}
 
 /* -32 times the Q8_K activation sum of sub-block j: the start of its level sums, which
  * recentres the unsigned levels q to q - 32. */
@@ -228,11 +199,12 @@ QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group
     }
 }
 
-/* One tile: 16 rows when group_pair_bytes (the distance to the next group) is not 0, else 8. */
-QUILL_X86_INLINE void packed_tile_q6_k_any(int64_t n_blocks, const uint8_t *group,
-                                           size_t group_pair_bytes, const uint8_t *activations,
-                                           size_t activation_row_bytes, int n_tokens, float *y,
-                                           int64_t y_stride) {
+/* One tile (packed_tiles.h); the file has one kind. */
+QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t *group,
+                                       size_t group_pair_bytes, const uint8_t *activations,
+                                       size_t activation_row_bytes, int n_tokens, float *y,
+                                       int64_t y_stride) {
+    (void)kind;
     if (group_pair_bytes > 0) {
         packed_tile_q6_k_x2(n_blocks, group, group_pair_bytes, activations, activation_row_bytes,
                             n_tokens, y, y_stride);
@@ -241,54 +213,10 @@ QUILL_X86_INLINE void packed_tile_q6_k_any(int64_t n_blocks, const uint8_t *grou
     }
 }
 
-/* One tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into a
- * constant so that the tile's loops unroll. */
-QUILL_X86_INLINE void packed_tile_tokens(int64_t n_blocks, const uint8_t *group,
-                                         size_t group_pair_bytes, const uint8_t *x,
-                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
-                                         int64_t y_stride) {
-/* One case per token count, so each call gets a constant count. */
-#define PACKED_TILE_CASE(count)                                                                    \
-    case count:                                                                                    \
-        packed_tile_q6_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes, count, y, \
-                             y_stride);                                                            \
-        break
-    switch (n_tokens) {
-        PACKED_TILE_CASE(1);
-        PACKED_TILE_CASE(2);
-        PACKED_TILE_CASE(3);
-        PACKED_TILE_CASE(4);
-        PACKED_TILE_CASE(5);
-        PACKED_TILE_CASE(6);
-        PACKED_TILE_CASE(7);
-    default:
-        packed_tile_q6_k_any(n_blocks, group, group_pair_bytes, x, activation_row_bytes,
-                             PACKED_TILE_TOKENS, y, y_stride);
-        break;
-    }
-#undef PACKED_TILE_CASE
-}
-
-/* Walks a rows x tokens range as gemm_packed.c does: pairs of groups (16 rows) while two remain
- * and more than one token runs, else single groups, each in token tiles. */
 void quill__gemm_packed_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    const int64_t n_blocks = n / QUILL_QK_K;
-    const size_t group_bytes = QUILL_PACK_ROWS * weight_row_bytes;
-    int64_t row = 0;
-    while (row + QUILL_PACK_ROWS <= n_rows) {
-        const bool is_pair = n_tokens > 1 && row + 2 * QUILL_PACK_ROWS <= n_rows;
-        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
-        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
-            int64_t left = n_tokens - token;
-            packed_tile_tokens(n_blocks, group, is_pair ? group_bytes : 0,
-                               (const uint8_t *)activations + (size_t)token * activation_row_bytes,
-                               activation_row_bytes,
-                               left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS,
-                               y + token * y_stride + row, y_stride);
-        }
-        row += is_pair ? 2 * QUILL_PACK_ROWS : QUILL_PACK_ROWS;
-    }
+    gemm_packed(0, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
 }
