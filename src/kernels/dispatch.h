@@ -44,8 +44,9 @@ typedef struct quill_kernel_type_ops {
     quill_kernel_vec_dot_fn vec_dot;           /* NULL for activation-only types */
     quill_kernel_gemm_fn gemm;                 /* NULL: quill__matmul loops over vec_dot */
     /* Tiles of packed weights (kernels/packed.h): weights point at a row group, n_rows is a
-     * multiple of 8, activations are prepared Q8_0 rows. Results equal vec_dot on the same rows
-     * unpacked, bit for bit. NULL: the type is never packed. */
+     * multiple of 8, activations are rows of vec_dot_type (Q8_0 rows with their prepared extras,
+     * or Q8_K rows). Results equal vec_dot on the same rows unpacked, bit for bit. NULL: the type
+     * is never packed. */
     quill_kernel_gemm_fn gemm_packed;
 } quill_kernel_type_ops;
 
