@@ -5,6 +5,7 @@
 #
 # Scenarios (each on a fresh server on 127.0.0.1, so no cache carries over):
 #   throughput  aggregate output tokens/s at concurrency 1 and 8
+#   decode      the same with 256-token outputs, one wave of eight (not in the default list)
 #   prefix      TTFT of a 2000-token prompt cold, then with its prefix cached, then four requests
 #               with the same new prefix arriving at once
 #   stall       inter-token latency of 4 running streams, idle and while a 2000-token prompt
@@ -64,6 +65,16 @@ start_server throughput
 bench throughput-warmup --concurrency 1 --requests 1 --prompt-tokens 32 --max-tokens 8
 bench throughput-c1 --concurrency 1 --requests 4 --prompt-tokens 32 --max-tokens 64
 bench throughput-c8 --concurrency 8 --requests 16 --prompt-tokens 32 --max-tokens 64
+stop_server
+fi
+
+# Steady decode: long outputs, so that the prompts' prefill (which grows with the concurrency)
+# weighs little next to decoding: one stream, then eight in one wave.
+if wants decode; then
+start_server decode
+bench decode-warmup --concurrency 1 --requests 1 --prompt-tokens 32 --max-tokens 8
+bench decode-c1 --concurrency 1 --requests 2 --prompt-tokens 32 --max-tokens 256
+bench decode-c8 --concurrency 8 --requests 8 --prompt-tokens 32 --max-tokens 256
 stop_server
 fi
 
