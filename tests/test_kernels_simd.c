@@ -676,6 +676,97 @@ static void test_simd_packed_matmul_equals_unpacked(void **state) {
     quill__threadpool_destroy(pool);
 }
 
+/* Writes a row of all-maximum levels (fill 0xff) or all-zero levels (fill 0x00) with the
+ * scale and min fields set to small normal fp16 values. Q6_K sub-block scales are -128 in the
+ * first case and 127 in the second, the extremes of their int8 range. */
+static void fill_extreme_levels_row(uint32_t type, uint8_t *row, int64_t n_cols, uint8_t fill) {
+    const float scale = 0.01f;
+    memset(row, fill, row_bytes_of(type, n_cols));
+    for (int64_t b = 0; b < n_cols / block_size_of(type); b++) {
+        if (type == QUILL_TYPE_Q4_0) {
+            quill__store_fp16(((quill_block_q4_0 *)row)[b].d, scale);
+        } else if (type == QUILL_TYPE_Q4_K) {
+            quill__store_fp16(((quill_block_q4_k *)row)[b].d, scale);
+            quill__store_fp16(((quill_block_q4_k *)row)[b].dmin, scale);
+        } else if (type == QUILL_TYPE_Q5_K) {
+            quill__store_fp16(((quill_block_q5_k *)row)[b].d, scale);
+            quill__store_fp16(((quill_block_q5_k *)row)[b].dmin, scale);
+        } else if (type == QUILL_TYPE_Q6_K) {
+            quill_block_q6_k *block = &((quill_block_q6_k *)row)[b];
+            quill__store_fp16(block->d, scale);
+            memset(block->scales, fill == 0xff ? 0x80 : 0x7f, sizeof(block->scales));
+        }
+    }
+}
+
+/* Packed tiles stay exact at the extremes of their integer ranges: maximum levels (15, 31, 63)
+ * against activations that are all +127 or all -127, where int16 partial sums on the maddubs
+ * path would overflow first, and zero levels with the largest Q6_K offsets. */
+static void test_simd_packed_matmul_extreme_levels(void **state) {
+    (void)state;
+    enum { EXTREME_ROWS = 24, EXTREME_TOKENS = 5, EXTREME_COLS = 512 };
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
+                                     QUILL_TYPE_Q6_K};
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    float *x = quill__malloc_array((size_t)EXTREME_TOKENS * EXTREME_COLS, sizeof(float));
+    float *y = quill__malloc_array((size_t)EXTREME_TOKENS * EXTREME_ROWS, sizeof(float));
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int t = 0; t < EXTREME_TOKENS; t++) {
+        for (int64_t i = 0; i < EXTREME_COLS; i++) {
+            x[t * EXTREME_COLS + i] = t % 2 == 0 ? 1.0f : -1.0f;
+        }
+    }
+    for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
+        uint32_t type = packed_types[k];
+        size_t row_bytes = row_bytes_of(type, EXTREME_COLS);
+        uint8_t *original = quill__malloc(row_bytes * EXTREME_ROWS);
+        uint8_t *packed = quill__malloc(row_bytes * EXTREME_ROWS);
+        uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
+        assert_true(original && packed && pack_scratch);
+        for (int r = 0; r < EXTREME_ROWS; r++) {
+            fill_extreme_levels_row(type, original + (size_t)r * row_bytes, EXTREME_COLS,
+                                    r % 3 == 2 ? 0x00 : 0xff);
+        }
+        memcpy(packed, original, row_bytes * EXTREME_ROWS);
+        quill__pack_rows(type, packed, row_bytes, EXTREME_ROWS, EXTREME_COLS, pack_scratch);
+        quill_matrix matrix = {.type = type, .n_rows = EXTREME_ROWS, .n_cols = EXTREME_COLS,
+                               .data = packed, .row_bytes = row_bytes, .is_packed = true};
+        for (int v = 0; v < n_tables; v++) {
+            const quill_kernel_type_ops *ops = &tables[v]->types[type];
+            if (ops->gemm_packed == NULL) {
+                continue;
+            }
+            uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, EXTREME_COLS));
+            void *scratch =
+                quill__aligned_alloc(64, quill__matmul_scratch_bytes(&matrix, EXTREME_TOKENS));
+            assert_non_null(activation);
+            assert_non_null(scratch);
+            for (int64_t n_tokens = 1; n_tokens <= EXTREME_TOKENS; n_tokens += 2) {
+                quill__matmul_with_table(tables[v], NULL, &matrix, x, EXTREME_COLS, n_tokens, y,
+                                         EXTREME_ROWS, scratch);
+                for (int64_t t = 0; t < n_tokens; t++) {
+                    tables[v]->types[ops->vec_dot_type].quantize_row(x + t * EXTREME_COLS,
+                                                                     activation, EXTREME_COLS);
+                    for (int64_t r = 0; r < EXTREME_ROWS; r++) {
+                        float expected = ops->vec_dot(
+                            EXTREME_COLS, original + (size_t)r * row_bytes, activation);
+                        assert_memory_equal(&y[t * EXTREME_ROWS + r], &expected, sizeof(float));
+                    }
+                }
+            }
+            quill__free(scratch);
+            quill__free(activation);
+        }
+        quill__free(pack_scratch);
+        quill__free(packed);
+        quill__free(original);
+    }
+    quill__free(y);
+    quill__free(x);
+}
+
 /* Packing then unpacking restores every row byte for byte from any bytes, not only from those
  * the quantizers write: random bytes reach every bit of every field (each 6-bit level, negative
  * scales, every fp16 pattern). */
@@ -738,6 +829,7 @@ int main(void) {
         cmocka_unit_test(test_simd_vec_dot_integer_exact),
         cmocka_unit_test(test_simd_matmul_gemm_and_invariance),
         cmocka_unit_test(test_simd_packed_matmul_equals_unpacked),
+        cmocka_unit_test(test_simd_packed_matmul_extreme_levels),
         cmocka_unit_test(test_simd_packed_round_trip_random_bytes),
         cmocka_unit_test(test_simd_default_is_best_variant),
     };

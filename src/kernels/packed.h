@@ -1,10 +1,11 @@
 /*
  * Weight matrices repacked for integer dot-product instructions ("row groups"). Groups of
  * QUILL_PACK_ROWS consecutive rows are interleaved block by block, so one 32-byte vector contains
- * 4 bytes of each of 8 rows. One u8 x s8 dot-product instruction against 4 broadcast activation
- * bytes then leaves one row's partial sum in each 32-bit lane. A block's 8 rows thus end
- * as 8 exact int32 sums in one vector, converted and scaled with one instruction each, where the
- * row-major layout needs a horizontal reduction or a vector FMA per (row, token) pair.
+ * 4 bytes of each of 8 rows. One u8 x s8 dot-product instruction (vpdpbusd, or maddubs and madd
+ * on AVX2) against 4 broadcast activation bytes then leaves one row's partial sum in each 32-bit
+ * lane. A block's 8 rows thus end as 8 exact int32 sums in one vector, converted and scaled with
+ * one instruction each, where the row-major layout needs a horizontal reduction or a vector FMA
+ * per (row, token) pair.
  *
  * Layout of one group block (the 8 rows' block b; the group's blocks follow in order, so a group
  * occupies exactly the bytes of its 8 rows and repacking works in place):
@@ -33,18 +34,19 @@
  *   Part 1: q_e & 15 in the low nibble, q_{e+128} & 15 in the high nibble. Part 2: q_{e+64} & 15
  *   and q_{e+192} & 15 likewise. A tile thus reads each group block in address order.
  *
- * The dot products of a packed row compute, per (row, token) pair, exactly what the VNNI
- * vec_dot computes for the same row in the original layout: per block the exact integer sum of
- * level products, then acc = fma(d_w * d_x, (float)sum, acc) in block order from acc = 0. The
- * unsigned levels are corrected with the activation block sums that matmul prepares beside the
- * quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block: the exact integer
- * isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j m_j * (activation
- * sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
- * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. Q5_K does
- * the same with its 5-bit levels. For Q6_K, per super-block: the exact integer isum = sum_j
- * sc_j * (sum of level products of sub-block j - 32 * bsums_j), where bsums_j is the Q8_K
- * activation sum of the same 16 elements, then acc = fma(d_w * d_x, (float)isum, acc) in
- * super-block order from acc = 0.
+ * The dot products of a packed row compute, per (row, token) pair, exactly what the x86 vec_dot
+ * of the same variant computes for the same row in the original layout (AVX-512 VNNI packs all
+ * five types, AVX2 all but Q8_0, whose levels q + 128 would saturate maddubs): per block the
+ * exact integer sum of level products, then acc = fma(d_w * d_x, (float)sum, acc) in block order
+ * from acc = 0. The unsigned levels are corrected with the activation block sums that matmul
+ * prepares beside the quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block:
+ * the exact integer isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j
+ * m_j * (activation sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
+ * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. Q5_K does the
+ * same with its 5-bit levels. For Q6_K, per super-block: the exact integer isum = sum_j sc_j *
+ * (sum of level products of sub-block j - 32 * bsums_j), where bsums_j is the Q8_K activation
+ * sum of the same 16 elements, then acc = fma(d_w * d_x, (float)isum, acc) in super-block order
+ * from acc = 0.
  */
 #ifndef QUILL_KERNELS_PACKED_H
 #define QUILL_KERNELS_PACKED_H

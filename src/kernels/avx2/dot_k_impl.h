@@ -5,11 +5,11 @@
  *
  * Per (row, token) pair and super-block: eight exact int32 lanes, lane k holding the sum over
  * each 32-value sub-block's bytes 4k .. 4k + 3 of scale * level * q_x (Q6_K: scale * (level -
- * 32) * q_x), then acc = fma(d_w * d_x, float(lanes), acc) in block order. Q4_K / Q5_K also
- * add (dmin_w * d_x) * float(sum of min_j * activation sums) to a scalar f32 sum in block order,
- * and the result is hsum(acc) - that sum. With VNNI, every K-quant instead follows is_exact_k
- * below. Tiles compute every pair with exactly these operations, so vec_dot (a 1 x 1 tile) and
- * every tile shape give bit-identical values.
+ * 32) * q_x). Their horizontal sum is the exact integer isum of the super-block, and Q4_K / Q5_K
+ * also form the exact integer sum of min_j * activation sums. Then acc = fma(d_w * d_x, isum,
+ * acc) and, for Q4_K / Q5_K, acc = fma(-(dmin_w * d_x), mins, acc) on a scalar in super-block
+ * order (is_exact_k below). Tiles compute every pair with exactly these operations, so vec_dot
+ * (a 1 x 1 tile) and every tile shape give bit-identical values.
  */
 #include <math.h>
 
@@ -37,15 +37,15 @@ typedef struct unpacked_k {
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
 
-/* With VNNI, every K-quant uses the arithmetic of the packed kernels (packed.h), so packed and
- * unpacked rows give the same values. Per super-block they form the exact integer isum (and for
+/* Every K-quant uses the arithmetic of the packed kernels (packed.h), in both builds, so packed
+ * and unpacked rows give the same values. Per super-block they form the exact integer isum (and for
  * Q4_K / Q5_K mins), then apply one scalar FMA for each, in super-block order.
  * NOTE: the horizontal sum per pair and super-block costs the row-major Q5_K and Q6_K tiles
  * 15-18% of their prefill rate (Q5_K 77 -> 65, Q6_K 90 -> 73 GFLOP/s; 64 tokens, 8192 x 2048,
  * 1 thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple of 8) still
  * use them. */
 QUILL_X86_INLINE int is_exact_k(int kind) {
-    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_K || kind == KIND_Q5_K || kind == KIND_Q6_K);
+    return kind == KIND_Q4_K || kind == KIND_Q5_K || kind == KIND_Q6_K;
 }
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {

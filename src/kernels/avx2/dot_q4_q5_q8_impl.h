@@ -7,7 +7,7 @@
  * Per (row, token) pair and block: eight exact int32 lane sums of level products (see
  * x86_common.h), then acc = fma(d_w * d_x, float(lanes), acc) on an 8-lane f32 accumulator,
  * in block order; Q4_1 / Q5_1 add m_w * s_x to a scalar f32 offset sum in block order. The
- * result is hsum(acc) + offset. With VNNI, Q4_0 and Q8_0 instead reduce each block's lanes to
+ * result is hsum(acc) + offset. Q4_0, and with VNNI Q8_0, instead reduce each block's lanes to
  * one exact integer first (is_exact below). A tile computes each pair with exactly these operations, so
  * vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values. Blocks may sit at
  * any address (unaligned loads only).
@@ -55,11 +55,12 @@ QUILL_X86_INLINE int has_offset(int kind) {
     return kind == KIND_Q4_1 || kind == KIND_Q5_1;
 }
 
-/* With VNNI, Q4_0 and Q8_0 use the arithmetic of the packed kernels (packed.h), so that packed
- * and unpacked rows give the same values: per block the exact integer sum of the 32 products,
- * then acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order. */
+/* The packed types (Q4_0 in both builds, Q8_0 with VNNI only, as AVX2 does not pack it) use the
+ * arithmetic of the packed kernels (packed.h), so that packed and unpacked rows give the same
+ * values: per block the exact integer sum of the 32 products, then
+ * acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order. */
 QUILL_X86_INLINE int is_exact(int kind) {
-    return QUILL_X86_USE_VNNI && (kind == KIND_Q4_0 || kind == KIND_Q8_0);
+    return kind == KIND_Q4_0 || (QUILL_X86_USE_VNNI && kind == KIND_Q8_0);
 }
 
 /* Unpacks one weight block into 32 level bytes (unsigned for Q4/Q5, signed for Q8_0), its

@@ -1,6 +1,6 @@
 /*
  * The AVX2 entries of the dispatch table: the reference kernels, with the dot products, gemm
- * tiles and activation quantizers that have AVX2 versions replaced.
+ * tiles, packed tiles and activation quantizers that have AVX2 versions replaced.
  */
 #include "kernels/dispatch.h"
 
@@ -28,6 +28,12 @@ void quill__kernel_table_fill_avx2(quill_kernel_table *table) {
     set_dot(table, QUILL_TYPE_Q4_K, quill__dot_q4_k_q8_k_avx2, quill__gemm_q4_k_q8_k_avx2);
     set_dot(table, QUILL_TYPE_Q5_K, quill__dot_q5_k_q8_k_avx2, quill__gemm_q5_k_q8_k_avx2);
     set_dot(table, QUILL_TYPE_Q6_K, quill__dot_q6_k_q8_k_avx2, quill__gemm_q6_k_q8_k_avx2);
+
+    /* Packed Q8_0 stays row-major: its levels q + 128 would saturate maddubs (gemm_packed.c). */
+    table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_avx2;
+    table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_avx2;
+    table->types[QUILL_TYPE_Q5_K].gemm_packed = quill__gemm_packed_q5_k_q8_k_avx2;
+    table->types[QUILL_TYPE_Q6_K].gemm_packed = quill__gemm_packed_q6_k_q8_k_avx2;
 
     table->types[QUILL_TYPE_Q8_0].quantize_row = quill__quantize_q8_0_avx2;
     table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_avx2;

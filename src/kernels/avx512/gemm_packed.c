@@ -1,8 +1,9 @@
 /*
  * AVX-512 VNNI tiles of packed Q4_0 and Q8_0 weights with prepared Q8_0 activations, and of
  * packed Q4_K weights with Q8_K activations (layouts in kernels/packed.h). Each kind has a
- * one-group tile in 256-bit vectors (decode, and an odd last group) and a two-group tile in
- * 512-bit vectors (prefill and batched decode), whose lanes repeat the one-group operations.
+ * one-group tile in 256-bit vectors (decode, and an odd last group), which the AVX2 kernels
+ * share (avx2/packed_group_tiles.h), and a two-group tile here in 512-bit vectors (prefill and
+ * batched decode), whose lanes repeat the one-group operations.
  *
  * Per group block (8 rows) the weights are unpacked once into 8 vectors of 32 unsigned levels,
  * chunk k holding elements 4k .. 4k + 3 of each row and chunk k + 4 elements 16 + 4k ..
@@ -24,70 +25,6 @@
 
 /* The packed weight types. */
 enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
-
-/* Group block bytes of each packed type. */
-enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272 };
-
-/* y[t * y_stride + r] for the 8 rows of one group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS (a constant at each call site, so the loops unroll). */
-QUILL_X86_INLINE void packed_tile(int is_q8, int64_t n_blocks, const uint8_t *group,
-                                  const uint8_t *activations, size_t activation_row_bytes,
-                                  int n_tokens, float *y, int64_t y_stride) {
-    const size_t group_block_bytes = is_q8 ? GROUP_BLOCK_Q8_0 : GROUP_BLOCK_Q4_0;
-    const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
-    /* The f32 scales, then the Q4_0 offsets, then the Q8_0 offsets (packed.h). */
-    const size_t offsets = extras + (size_t)n_blocks * 4u * (is_q8 ? 2u : 1u);
-    const __m256i low_mask = _mm256_set1_epi8(0x0f);
-    __m256 acc[PACKED_TILE_TOKENS];
-    for (int t = 0; t < n_tokens; t++) {
-        acc[t] = _mm256_setzero_ps();
-    }
-
-    for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * group_block_bytes;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < group_block_bytes; line += 64) {
-                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
-        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        __m256i levels[8];
-        if (is_q8) {
-            for (int k = 0; k < 8; k++) {
-                levels[k] = _mm256_loadu_si256((const __m256i *)(block + 16 + 32 * k));
-            }
-        } else {
-            for (int k = 0; k < 4; k++) {
-                __m256i pairs = _mm256_loadu_si256((const __m256i *)(block + 16 + 32 * k));
-                levels[k] = _mm256_and_si256(pairs, low_mask);
-                levels[k + 4] = _mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask);
-            }
-        }
-
-        for (int t = 0; t < n_tokens; t++) {
-            const uint8_t *row = activations + (size_t)t * activation_row_bytes;
-            const int8_t *x = (const int8_t *)(row + (size_t)b * sizeof(quill_block_q8_0) + 2);
-            float d_x;
-            int32_t offset;
-            memcpy(&d_x, row + extras + (size_t)b * 4u, sizeof(d_x));
-            memcpy(&offset, row + offsets + (size_t)b * 4u, sizeof(offset));
-            /* Two chains (low and high halves of the block) halve the dependent latency. */
-            __m256i low = _mm256_set1_epi32(offset);
-            __m256i high = _mm256_setzero_si256();
-            for (int k = 0; k < 4; k++) {
-                low = _mm256_dpbusd_epi32(low, levels[k], broadcast_4_bytes(x + 4 * k));
-                high = _mm256_dpbusd_epi32(high, levels[k + 4], broadcast_4_bytes(x + 16 + 4 * k));
-            }
-            __m256 sums = _mm256_cvtepi32_ps(_mm256_add_epi32(low, high));
-            __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(d_x));
-            acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
-        }
-    }
-
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, acc[t]);
-    }
-}
 
 /* As packed_tile for two consecutive groups at once (16 rows, group_bytes apart), group 0 in
  * lanes 0-7 and group 1 in lanes 8-15 of 512-bit vectors. Each lane takes exactly the
@@ -155,89 +92,6 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     for (int t = 0; t < n_tokens; t++) {
         _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
         _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
-    }
-}
-
-/* Q4_K group block offsets (packed.h). */
-enum { Q4_K_QS = 128 };
-enum { GROUP_BLOCK_Q4_K = 8 * 144 };
-
-/* y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS, with Q8_K activation rows. */
-QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
-                                       const uint8_t *activations, size_t activation_row_bytes,
-                                       int n_tokens, float *y, int64_t y_stride) {
-    const __m256i low_mask = _mm256_set1_epi8(0x0f);
-    __m256 acc[PACKED_TILE_TOKENS];
-    for (int t = 0; t < n_tokens; t++) {
-        acc[t] = _mm256_setzero_ps();
-    }
-
-    for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q4_K;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < GROUP_BLOCK_Q4_K; line += 64) {
-                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
-        k_scales scales;
-        decode_k_scales(block, &scales);
-        __m256i isum[PACKED_TILE_TOKENS];
-        for (int t = 0; t < n_tokens; t++) {
-            isum[t] = _mm256_setzero_si256();
-        }
-        for (int j = 0; j < 8; j++) {
-            /* Sub-block j: the low (even j) or high (odd j) nibbles of chunks 8(j/2) .. +7. */
-            const uint8_t *chunks = block + Q4_K_QS + 32 * 8 * (j / 2);
-            __m256i levels[8];
-            for (int c = 0; c < 8; c++) {
-                __m256i pairs = _mm256_loadu_si256((const __m256i *)(chunks + 32 * c));
-                levels[c] = j % 2 == 0 ? _mm256_and_si256(pairs, low_mask)
-                                       : _mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask);
-            }
-            for (int t = 0; t < n_tokens; t++) {
-                const quill_block_q8_k *x =
-                    (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-                const int8_t *values = x->qs + 32 * j;
-                __m256i low = _mm256_setzero_si256();
-                __m256i high = _mm256_setzero_si256();
-                for (int c = 0; c < 4; c++) {
-                    low = _mm256_dpbusd_epi32(low, levels[c], broadcast_4_bytes(values + 4 * c));
-                    high = _mm256_dpbusd_epi32(high, levels[c + 4],
-                                               broadcast_4_bytes(values + 16 + 4 * c));
-                }
-                __m256i sums = _mm256_add_epi32(low, high);
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(sums, scales.scales[j]));
-            }
-        }
-        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + K_GROUP_DMIN)));
-        for (int t = 0; t < n_tokens; t++) {
-            const quill_block_q8_k *x =
-                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-            /* Activation sums of the 8 sub-blocks as int16 (at most 32 * 128 in magnitude). */
-            __m128i sub_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x->bsums),
-                                              _mm_loadu_si128((const __m128i *)(x->bsums + 16)));
-            __m256i mins = _mm256_setzero_si256();
-            mins =
-                _mm256_dpwssd_epi32(mins, scales.min_pairs[0], _mm256_broadcastd_epi32(sub_sums));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[1],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0x55)));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[2],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xaa)));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[3],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xff)));
-            float d_x;
-            memcpy(&d_x, x->d, sizeof(d_x));
-            __m256 d_x8 = _mm256_set1_ps(d_x);
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d_w, d_x8), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            acc[t] =
-                _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, d_x8), _mm256_cvtepi32_ps(mins), acc[t]);
-        }
-    }
-
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, acc[t]);
     }
 }
 

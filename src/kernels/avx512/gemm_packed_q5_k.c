@@ -4,8 +4,9 @@
  * group's qh chunk, moved to bit 4, into sub-block j's nibbles. The scales, mins and float steps
  * are Q4_K's, so every (row, token) value equals the VNNI vec_dot on the unpacked row
  * (avx2/dot_k_impl.h, is_exact_k) bit for bit. As for the other packed types, a one-group tile
- * in 256-bit vectors serves decode and an odd last group, and a two-group tile in 512-bit
- * vectors serves prefill and batched decode. The one-group tile unpacks sub-blocks 2g and
+ * in 256-bit vectors (avx2/packed_group_tiles.h, shared with the AVX2 kernels) serves decode
+ * and an odd last group, and a two-group tile here in 512-bit vectors serves prefill and
+ * batched decode. The one-group tile unpacks sub-blocks 2g and
  * 2g + 1 together from one load of their nibble and fifth-bit chunks, which raised decode from
  * 24 to 28-29 GB/s (1 thread, 8192 x 2048, AMD EPYC). The two-group tile keeps one sub-block at
  * a time, because 16 level vectors of 512 bits and its 16 token registers would not fit.
@@ -19,109 +20,10 @@
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
 
-/* Q5_K group block offsets and size (packed.h). */
-enum { Q5_K_QH = 128, Q5_K_QS = 384 };
-enum { GROUP_BLOCK_Q5_K = QUILL_PACK_ROWS * sizeof(quill_block_q5_k) };
-
-/* Bit j (< 8) of each byte of qh, moved to bit 4: 16-bit shifts carry bits between bytes only
- * where the mask clears them. */
-QUILL_X86_INLINE __m256i fifth_bits(__m256i qh, int j) {
-    __m256i moved = j >= 4 ? _mm256_srli_epi16(qh, j - 4) : _mm256_slli_epi16(qh, 4 - j);
-    return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
-}
-
+/* As fifth_bits (avx2/packed_group_tiles.h) in 512-bit vectors. */
 QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
     __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
     return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
-}
-
-/* y[t * y_stride + r] for the 8 rows of one Q5_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS, with Q8_K activation rows. */
-QUILL_X86_INLINE void packed_tile_q5_k(int64_t n_blocks, const uint8_t *group,
-                                       const uint8_t *activations, size_t activation_row_bytes,
-                                       int n_tokens, float *y, int64_t y_stride) {
-    const __m256i low_mask = _mm256_set1_epi8(0x0f);
-    __m256 acc[PACKED_TILE_TOKENS];
-    for (int t = 0; t < n_tokens; t++) {
-        acc[t] = _mm256_setzero_ps();
-    }
-
-    for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q5_K;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < GROUP_BLOCK_Q5_K; line += 64) {
-                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
-        k_scales scales;
-        decode_k_scales(block, &scales);
-        __m256i isum[PACKED_TILE_TOKENS];
-        for (int t = 0; t < n_tokens; t++) {
-            isum[t] = _mm256_setzero_si256();
-        }
-        for (int g = 0; g < 4; g++) {
-            /* Sub-blocks 2g and 2g + 1: the low and high nibbles of chunks 8g .. 8g + 7, and
-             * bits 2g and 2g + 1 of the fifth-bit chunks, unpacked from one load of each. */
-            const uint8_t *chunks = block + Q5_K_QS + 32 * 8 * g;
-            __m256i levels[2][8];
-            for (int c = 0; c < 8; c++) {
-                __m256i pairs = _mm256_loadu_si256((const __m256i *)(chunks + 32 * c));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(block + Q5_K_QH + 32 * c));
-                levels[0][c] =
-                    _mm256_or_si256(_mm256_and_si256(pairs, low_mask), fifth_bits(qh, 2 * g));
-                levels[1][c] =
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask),
-                                    fifth_bits(qh, 2 * g + 1));
-            }
-            for (int half = 0; half < 2; half++) {
-                const int j = 2 * g + half;
-                for (int t = 0; t < n_tokens; t++) {
-                    const quill_block_q8_k *x =
-                        (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) +
-                        b;
-                    const int8_t *values = x->qs + 32 * j;
-                    __m256i low = _mm256_setzero_si256();
-                    __m256i high = _mm256_setzero_si256();
-                    for (int c = 0; c < 4; c++) {
-                        low = _mm256_dpbusd_epi32(low, levels[half][c],
-                                                  broadcast_4_bytes(values + 4 * c));
-                        high = _mm256_dpbusd_epi32(high, levels[half][c + 4],
-                                                   broadcast_4_bytes(values + 16 + 4 * c));
-                    }
-                    __m256i sums = _mm256_add_epi32(low, high);
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(sums, scales.scales[j]));
-                }
-            }
-        }
-        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        __m256 dmin_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + K_GROUP_DMIN)));
-        for (int t = 0; t < n_tokens; t++) {
-            const quill_block_q8_k *x =
-                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-            /* Activation sums of the 8 sub-blocks as int16 (at most 32 * 128 in magnitude). */
-            __m128i sub_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x->bsums),
-                                              _mm_loadu_si128((const __m128i *)(x->bsums + 16)));
-            __m256i mins = _mm256_setzero_si256();
-            mins =
-                _mm256_dpwssd_epi32(mins, scales.min_pairs[0], _mm256_broadcastd_epi32(sub_sums));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[1],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0x55)));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[2],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xaa)));
-            mins = _mm256_dpwssd_epi32(mins, scales.min_pairs[3],
-                                       _mm256_broadcastd_epi32(_mm_shuffle_epi32(sub_sums, 0xff)));
-            float d_x;
-            memcpy(&d_x, x->d, sizeof(d_x));
-            __m256 d_x8 = _mm256_set1_ps(d_x);
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d_w, d_x8), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            acc[t] =
-                _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, d_x8), _mm256_cvtepi32_ps(mins), acc[t]);
-        }
-    }
-
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, acc[t]);
-    }
 }
 
 /* As packed_tile_q5_k for two consecutive groups (16 rows, group_bytes apart) in 512-bit

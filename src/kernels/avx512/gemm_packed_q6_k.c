@@ -1,8 +1,9 @@
 /*
  * AVX-512 VNNI tiles of packed Q6_K weights with Q8_K activations (layout in kernels/packed.h).
- * As for the other packed types, a one-group tile in 256-bit vectors serves decode and an odd
- * last group, and a two-group tile in 512-bit vectors serves prefill and batched decode. Its
- * lanes repeat the one-group operations.
+ * As for the other packed types, a one-group tile in 256-bit vectors (avx2/packed_group_tiles.h,
+ * shared with the AVX2 kernels) serves decode and an odd last group, and a two-group tile here
+ * in 512-bit vectors serves prefill and batched decode. Its lanes repeat the one-group
+ * operations.
  *
  * A group block (8 rows of one super-block) is read in 8 passes, in address order. Pass (g, part)
  * joins the high bits (part 0) of section g with its low-nibble part 1 or 2 into 8 vectors of
@@ -23,105 +24,6 @@
 #include "kernels/avx512/packed_tiles.h"
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
-
-/* Q6_K group block offsets and size (packed.h). */
-enum { Q6_K_SCALES = 16, Q6_K_SECTIONS = 144, Q6_K_SECTION_BYTES = 384, Q6_K_PART_BYTES = 128 };
-enum { GROUP_BLOCK_Q6_K = QUILL_PACK_ROWS * sizeof(quill_block_q6_k) };
-
-/* -32 times the Q8_K activation sum of sub-block j: the start of its level sums, which
- * recentres the unsigned levels q to q - 32. */
-QUILL_X86_INLINE int32_t level_offset(const quill_block_q8_k *x, int j) {
-    return -32 * quill__load_i16(x->bsums + 2 * j);
-}
-
-/* The int8 scales of sub-block j of the 8 rows of a group block, as int32 lane r. */
-QUILL_X86_INLINE __m256i load_scales(const uint8_t *block, int j) {
-    return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(block + Q6_K_SCALES + 8 * j)));
-}
-
-/* The 8 level vectors of pass (g, part), part 1 or 2, of a group block: low[c] holds elements
- * 4c .. 4c + 3 of sub-block j = g + 4 (part - 1), and high[c] the same elements of sub-block
- * j + 8, for row r in bytes 4r .. 4r + 3. */
-QUILL_X86_INLINE void unpack_pass(const uint8_t *block, int g, int part, __m256i low[4],
-                                  __m256i high[4]) {
-    const __m256i low_mask = _mm256_set1_epi8(0x0f);
-    const __m256i top_mask = _mm256_set1_epi8(0x30);
-    const uint8_t *section = block + Q6_K_SECTIONS + Q6_K_SECTION_BYTES * g;
-    for (int c = 0; c < 4; c++) {
-        const uint8_t *low_chunk = section + Q6_K_PART_BYTES * part + 32 * c;
-        __m256i nibbles = _mm256_loadu_si256((const __m256i *)low_chunk);
-        /* After the shift, bits 0-1 and 4-5 of each byte are the top bits of the low- and
-         * high-nibble levels. 16-bit shifts carry bits between bytes only where the masks clear
-         * them. */
-        __m256i top = _mm256_loadu_si256((const __m256i *)(section + 32 * c));
-        top = part == 1 ? top : _mm256_srli_epi16(top, 2);
-        low[c] = _mm256_or_si256(_mm256_and_si256(nibbles, low_mask),
-                                 _mm256_and_si256(_mm256_slli_epi16(top, 4), top_mask));
-        high[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nibbles, 4), low_mask),
-                                  _mm256_and_si256(top, top_mask));
-    }
-}
-
-/* y[t * y_stride + r] for the 8 rows of one Q6_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS (a constant at each call site, so the loops unroll), with Q8_K activation
- * rows. */
-QUILL_X86_INLINE void packed_tile_q6_k(int64_t n_blocks, const uint8_t *group,
-                                       const uint8_t *activations, size_t activation_row_bytes,
-                                       int n_tokens, float *y, int64_t y_stride) {
-    __m256 acc[PACKED_TILE_TOKENS];
-    for (int t = 0; t < n_tokens; t++) {
-        acc[t] = _mm256_setzero_ps();
-    }
-
-    for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q6_K;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < GROUP_BLOCK_Q6_K; line += 64) {
-                _mm_prefetch((const char *)block + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
-        __m256i isum[PACKED_TILE_TOKENS];
-        for (int t = 0; t < n_tokens; t++) {
-            isum[t] = _mm256_setzero_si256();
-        }
-        for (int pass = 0; pass < 8; pass++) {
-            const int part = 1 + pass % 2;
-            const int j = pass / 2 + 4 * (part - 1);
-            __m256i low_levels[4];
-            __m256i high_levels[4];
-            unpack_pass(block, pass / 2, part, low_levels, high_levels);
-            const __m256i low_scales = load_scales(block, j);
-            const __m256i high_scales = load_scales(block, j + 8);
-            for (int t = 0; t < n_tokens; t++) {
-                const quill_block_q8_k *x =
-                    (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-                const int8_t *low_values = x->qs + 16 * j;
-                const int8_t *high_values = x->qs + 16 * (j + 8);
-                __m256i low = _mm256_set1_epi32(level_offset(x, j));
-                __m256i high = _mm256_set1_epi32(level_offset(x, j + 8));
-                for (int c = 0; c < 4; c++) {
-                    low = _mm256_dpbusd_epi32(low, low_levels[c],
-                                              broadcast_4_bytes(low_values + 4 * c));
-                    high = _mm256_dpbusd_epi32(high, high_levels[c],
-                                               broadcast_4_bytes(high_values + 4 * c));
-                }
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(low, low_scales));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(high, high_scales));
-            }
-        }
-        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        for (int t = 0; t < n_tokens; t++) {
-            const quill_block_q8_k *x =
-                (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-            __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(quill__load_f32(x->d)));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-        }
-    }
-
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, acc[t]);
-    }
-}
 
 /* As packed_tile_q6_k for two consecutive groups (16 rows, group_bytes apart) in 512-bit
  * vectors, group 0 in lanes 0-7: every lane takes packed_tile_q6_k's operations, so the values
