@@ -699,9 +699,9 @@ static void fill_extreme_levels_row(uint32_t type, uint8_t *row, int64_t n_cols,
     }
 }
 
-/* Packed tiles stay exact at the extremes of their integer ranges: maximum levels (15, 31, 63)
- * against activations that are all +127 or all -127, where int16 partial sums on the maddubs
- * path would overflow first, and zero levels with the largest Q6_K offsets. */
+/* Packed tiles stay exact at the extremes of their integer ranges. Maximum levels (15, 31, 63)
+ * meet activations that are all +127 or all -127, where int16 partial sums on the maddubs path
+ * would overflow first, and zero levels meet the largest Q6_K offsets. */
 static void test_simd_packed_matmul_extreme_levels(void **state) {
     (void)state;
     enum { EXTREME_ROWS = 24, EXTREME_TOKENS = 5, EXTREME_COLS = 512 };
@@ -718,6 +718,7 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
             x[t * EXTREME_COLS + i] = t % 2 == 0 ? 1.0f : -1.0f;
         }
     }
+
     for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
         uint32_t type = packed_types[k];
         size_t row_bytes = row_bytes_of(type, EXTREME_COLS);
@@ -733,6 +734,7 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
         quill__pack_rows(type, packed, row_bytes, EXTREME_ROWS, EXTREME_COLS, pack_scratch);
         quill_matrix matrix = {.type = type, .n_rows = EXTREME_ROWS, .n_cols = EXTREME_COLS,
                                .data = packed, .row_bytes = row_bytes, .is_packed = true};
+
         for (int v = 0; v < n_tables; v++) {
             const quill_kernel_type_ops *ops = &tables[v]->types[type];
             if (ops->gemm_packed == NULL) {

@@ -8,8 +8,8 @@
  * 32) * q_x). Their horizontal sum is the exact integer isum of the super-block, and Q4_K / Q5_K
  * also form the exact integer sum of min_j * activation sums. Then acc = fma(d_w * d_x, isum,
  * acc) and, for Q4_K / Q5_K, acc = fma(-(dmin_w * d_x), mins, acc) on a scalar in super-block
- * order (is_exact_k below). Tiles compute every pair with exactly these operations, so vec_dot
- * (a 1 x 1 tile) and every tile shape give bit-identical values.
+ * order. Tiles compute every pair with exactly these operations, so vec_dot (a 1 x 1 tile) and
+ * every tile shape give bit-identical values.
  */
 #include <math.h>
 
@@ -36,17 +36,6 @@ typedef struct unpacked_k {
     float d;           /* super-block scale */
     float dmin;        /* super-block min scale (0 for Q6_K) */
 } unpacked_k;
-
-/* Every K-quant uses the arithmetic of the packed kernels (packed.h), in both builds, so packed
- * and unpacked rows give the same values. Per super-block they form the exact integer isum (and for
- * Q4_K / Q5_K mins), then apply one scalar FMA for each, in super-block order.
- * NOTE: the horizontal sum per pair and super-block costs the row-major Q5_K and Q6_K tiles
- * 15-18% of their prefill rate (Q5_K 77 -> 65, Q6_K 90 -> 73 GFLOP/s; 64 tokens, 8192 x 2048,
- * 1 thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple of 8) still
- * use them. */
-QUILL_X86_INLINE int is_exact_k(int kind) {
-    return kind == KIND_Q4_K || kind == KIND_Q5_K || kind == KIND_Q6_K;
-}
 
 QUILL_X86_INLINE size_t k_block_bytes(int kind) {
     if (kind == KIND_Q4_K) {
@@ -175,10 +164,14 @@ QUILL_X86_INLINE void unpack_k(int kind, const uint8_t *block, unpacked_k *out) 
     }
 }
 
-/* Adds one super-block of a (row, token) pair to its accumulators (the file comment's
- * arithmetic). */
+/* Adds one super-block of a (row, token) pair to its f32 sum (the file comment's arithmetic,
+ * which is the packed kernels' of packed.h, so packed and unpacked rows give the same values).
+ * NOTE: the horizontal sum per pair and super-block costs the row-major Q5_K and Q6_K tiles
+ * 15-18% of their prefill rate (AVX-512: Q5_K 77 -> 65, Q6_K 90 -> 73 GFLOP/s; 64 tokens,
+ * 8192 x 2048, 1 thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple
+ * of 8) still use these tiles. */
 QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activation_k *x,
-                                   __m256 *acc, float *scalar_sum) {
+                                   float *sum) {
     __m256i lanes = _mm256_setzero_si256();
     for (int k = 0; k < 8; k++) {
         __m256i pairs = _mm256_maddubs_epi16(w->levels[k], x->values[k]);
@@ -187,24 +180,12 @@ QUILL_X86_INLINE void accumulate_k(int kind, const unpacked_k *w, const activati
         }
         lanes = quill_x86_madd_i16_add(lanes, pairs, w->scales[k]);
     }
-    int32_t mins = 0;
+    *sum = fmaf(w->d * x->d, (float)quill_x86_hsum_i32(lanes), *sum);
     if (kind != KIND_Q6_K) {
-        /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. */
-        mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x->sums));
-    }
-    if (is_exact_k(kind)) {
-        float sum = (float)quill_x86_hsum_i32(lanes);
-        *scalar_sum = fmaf(w->d * x->d, sum, *scalar_sum);
-        if (kind != KIND_Q6_K) {
-            /* Q6_K has no mins: an FMA with a zero product could still turn -0 into +0. */
-            *scalar_sum = fmaf(-(w->dmin * x->d), (float)mins, *scalar_sum);
-        }
-        return;
-    }
-    __m256 scale = _mm256_set1_ps(w->d * x->d);
-    *acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), *acc);
-    if (kind != KIND_Q6_K) {
-        *scalar_sum += (w->dmin * x->d) * (float)mins;
+        /* sum_j min_j * (sums of q_x over sub-block j), exact in int32. Q6_K has no mins, and
+         * an FMA with a zero product could still turn -0 into +0. */
+        int32_t mins = quill_x86_hsum_i32(_mm256_madd_epi16(w->mins, x->sums));
+        *sum = fmaf(-(w->dmin * x->d), (float)mins, *sum);
     }
 }
 
@@ -217,13 +198,10 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                              size_t activation_row_bytes, int n_tokens, float *y, int64_t y_stride,
                              const uint8_t *prefetch) {
     const size_t w_bytes = k_block_bytes(kind);
-    __m256 acc[TILE_ROWS][TILE_TOKENS];
-    /* Per pair: the min sum, or the whole accumulator of the exact kind. */
-    float scalar_sum[TILE_ROWS][TILE_TOKENS];
+    float sum[TILE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
-            acc[r][t] = _mm256_setzero_ps();
-            scalar_sum[r][t] = 0.0f;
+            sum[r][t] = 0.0f;
         }
     }
 
@@ -239,7 +217,7 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
             for (int r = 0; r < n_rows; r++) {
                 unpacked_k w;
                 unpack_k(kind, weights + (size_t)r * weight_row_bytes + (size_t)b * w_bytes, &w);
-                accumulate_k(kind, &w, &x, &acc[r][0], &scalar_sum[r][0]);
+                accumulate_k(kind, &w, &x, &sum[r][0]);
             }
             continue;
         }
@@ -255,15 +233,14 @@ QUILL_X86_INLINE void tile_k(int kind, int64_t n_blocks, const uint8_t *weights,
                 kind, (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b,
                 &x);
             for (int r = 0; r < n_rows; r++) {
-                accumulate_k(kind, &unpacked[r], &x, &acc[r][t], &scalar_sum[r][t]);
+                accumulate_k(kind, &unpacked[r], &x, &sum[r][t]);
             }
         }
     }
 
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
-            y[t * y_stride + r] = is_exact_k(kind) ? scalar_sum[r][t]
-                                                   : quill_x86_hsum(acc[r][t]) - scalar_sum[r][t];
+            y[t * y_stride + r] = sum[r][t];
         }
     }
 }

@@ -58,7 +58,11 @@ QUILL_X86_INLINE int has_offset(int kind) {
 /* The packed types (Q4_0 in both builds, Q8_0 with VNNI only, as AVX2 does not pack it) use the
  * arithmetic of the packed kernels (packed.h), so that packed and unpacked rows give the same
  * values: per block the exact integer sum of the 32 products, then
- * acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order. */
+ * acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order.
+ * NOTE: the horizontal sum per pair and block slows the AVX2 row-major Q4_0 tiles from 16 to
+ * 11.5 GB/s decode and from 66 to 38 GFLOP/s prefill (tools/bench_kernels.c, 8192 x 2048, 1
+ * thread, AMD EPYC). Only Q4_0 matrices that are not packed (row counts not a multiple of 8)
+ * still use them. */
 QUILL_X86_INLINE int is_exact(int kind) {
     return kind == KIND_Q4_0 || (QUILL_X86_USE_VNNI && kind == KIND_Q8_0);
 }

@@ -11,7 +11,7 @@
  * VNNI, maddubs gives int16 pair sums, which add over several chunks while they cannot overflow,
  * and one madd with 1 widens them. Both give the same integers, so both builds compute the per-pair
  * arithmetic of packed.h, which is the exact vec_dot's (avx2/dot_q4_q5_q8_impl.h is_exact,
- * avx2/dot_k_impl.h is_exact_k), and each value equals the unpacked row's bit for bit.
+ * avx2/dot_k_impl.h), and each value equals the unpacked row's bit for bit.
  *
  * The maddubs path needs levels <= 63 (2 * 63 * 127 < 32767), so it serves Q4_0, Q4_K, Q5_K and
  * Q6_K but not packed Q8_0, whose levels are q + 128.

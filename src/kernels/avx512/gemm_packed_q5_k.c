@@ -3,7 +3,7 @@
  * The tiles are gemm_packed.c's Q4_K tiles with a fifth bit: each level vector ORs bit j of the
  * group's qh chunk, moved to bit 4, into sub-block j's nibbles. The scales, mins and float steps
  * are Q4_K's, so every (row, token) value equals the VNNI vec_dot on the unpacked row
- * (avx2/dot_k_impl.h, is_exact_k) bit for bit. As for the other packed types, a one-group tile
+ * (avx2/dot_k_impl.h) bit for bit. As for the other packed types, a one-group tile
  * in 256-bit vectors (avx2/packed_group_tiles.h, shared with the AVX2 kernels) serves decode
  * and an odd last group, and a two-group tile here in 512-bit vectors serves prefill and
  * batched decode. The one-group tile unpacks sub-blocks 2g and

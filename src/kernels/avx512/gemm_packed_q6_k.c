@@ -13,7 +13,7 @@
  * They leave the 8 rows' exact sums of (q - 32) * q_x in the 8 lanes, which are multiplied by the
  * rows' int8 scales and added to the super-block's int32 sum. Then one conversion, one scale
  * product (d_w of the 8 rows times d_x) and one FMA update the 8 (row, token) accumulators. This
- * is the per-pair arithmetic of the VNNI vec_dot (avx2/dot_k_impl.h, is_exact_k), so every value
+ * is the per-pair arithmetic of the VNNI vec_dot (avx2/dot_k_impl.h), so every value
  * equals the unpacked row's bit for bit.
  */
 #include "kernels/avx512/kernels_avx512.h"
