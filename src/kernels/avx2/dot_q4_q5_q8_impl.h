@@ -5,12 +5,12 @@
  * define QUILL_X86_NAME(stem) to append their suffix.
  *
  * Per (row, token) pair and block: eight exact int32 lane sums of level products (see
- * x86_common.h), then acc = fma(d_w * d_x, float(lanes), acc) on an 8-lane f32 accumulator,
- * in block order; Q4_1 / Q5_1 add m_w * s_x to a scalar f32 offset sum in block order. The
- * result is hsum(acc) + offset. Q4_0, and with VNNI Q8_0, instead reduce each block's lanes to
- * one exact integer first (is_exact below). A tile computes each pair with exactly these operations, so
- * vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values. Blocks may sit at
- * any address (unaligned loads only).
+ * x86_common.h), then acc = fma(d_w * d_x, float(lanes), acc) on an 8-lane f32 accumulator, in
+ * block order; Q4_1 / Q5_1 add m_w * s_x to a scalar f32 offset sum in block order. The result is
+ * hsum(acc) + offset. Q4_0, and with VNNI Q8_0, instead reduce each block's lanes to one exact
+ * integer first (is_exact below). A tile computes each pair with exactly these operations, so
+ * vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values. Blocks may sit at any
+ * address (unaligned loads only).
  */
 #include <math.h>
 
