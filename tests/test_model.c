@@ -452,8 +452,8 @@ cleanup:
  * Both quantize the activations to Q8_K, but their float summation orders differ. A difference
  * of one ulp can move an activation across a Q8_K rounding step in a later layer, and that
  * moves logits by up to a few 1e-2. Measured max |difference| on the Q6_K model: 0.026 for the
- * packed AVX-512 kernels and 0.045 for the unpacked AVX2 kernels; on the Q5_K model, 1.2e-6. A
- * level offset of 31 in place of 32 in the packed Q6_K tiles moves them by 0.41. */
+ * packed kernels (AVX-512 and AVX2 alike); on the Q5_K model, 1.2e-6. A level offset of 31 in
+ * place of 32 in the packed Q6_K tiles moves them by 0.41. */
 static void check_packed_matches_ref(uint32_t type, const char *name) {
     quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
     params.type = type;

@@ -11,6 +11,8 @@
  * n_threads defaults to 1 (the calling thread only). n_rows x n_cols larger than the L3 cache
  * (8192 x 2048 is a Llama-3.2-1B gate matrix) measure memory streaming; variant ("ref",
  * "avx2", "avx512") limits the run to one kernel variant and type ("q4_0", ...) to one weight type.
+ * The "(packed)" lines measure the row-group layout with the selected kernel table only, so the
+ * AVX2 packed figures need QUILL_KERNELS=avx2 in the environment.
  * Timings use the monotonic clock and take the best of several repetitions.
  */
 #include <stdio.h>
