@@ -1,6 +1,6 @@
 /*
  * AVX-512 VNNI tiles of packed Q4_0 and Q8_0 weights with prepared Q8_0 activations, and of
- * packed Q4_K weights with Q8_K activations (layouts in kernels/packed.h). Each kind has a
+ * packed Q4_K and Q5_K weights with Q8_K activations (layouts in kernels/packed.h). Each kind has a
  * one-group tile in 256-bit vectors (decode, and an odd last group), which the AVX2 kernels
  * share (avx2/packed_group_tiles.h), and a two-group tile here in 512-bit vectors (prefill and
  * batched decode), whose lanes repeat the one-group operations.
@@ -24,7 +24,7 @@
 #include "kernels/packed.h"
 
 /* The packed weight types. */
-enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K };
+enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K, PACKED_Q5_K };
 
 /* As packed_tile for two consecutive groups at once (16 rows, group_bytes apart), group 0 in
  * lanes 0-7 and group 1 in lanes 8-15 of 512-bit vectors. Each lane takes exactly the
@@ -95,13 +95,23 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     }
 }
 
-/* As packed_tile_q4_k for two consecutive groups (16 rows, group_bytes apart) in 512-bit
- * vectors, group 0 in lanes 0-7: every lane takes packed_tile_q4_k's operations, so the values
- * are the same. */
-QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group,
-                                          size_t group_bytes, const uint8_t *activations,
-                                          size_t activation_row_bytes, int n_tokens, float *y,
-                                          int64_t y_stride) {
+/* As fifth_bits (avx2/packed_group_tiles.h) in 512-bit vectors. */
+QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
+    __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
+    return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
+}
+
+/* As packed_tile_q4_k, or packed_tile_q5_k when is_q5, for two consecutive groups (16 rows,
+ * group_bytes apart) in 512-bit vectors, group 0 in lanes 0-7: every lane takes the one-group
+ * tile's operations, so the values are the same. Q5_K levels are Q4_K's nibbles with bit j of
+ * the qh chunk ORed in as bit 4. It keeps one sub-block at a time, because 16 level vectors of
+ * 512 bits and the 16 token registers would not fit. */
+QUILL_X86_INLINE void packed_tile_k_x2(int is_q5, int64_t n_blocks, const uint8_t *group,
+                                       size_t group_bytes, const uint8_t *activations,
+                                       size_t activation_row_bytes, int n_tokens, float *y,
+                                       int64_t y_stride) {
+    const size_t group_block_bytes = is_q5 ? GROUP_BLOCK_Q5_K : GROUP_BLOCK_Q4_K;
+    const size_t qs = is_q5 ? Q5_K_QS : Q4_K_QS;
     const __m512i low_mask = _mm512_set1_epi8(0x0f);
     __m512 acc[PACKED_TILE_TOKENS];
     for (int t = 0; t < n_tokens; t++) {
@@ -109,10 +119,10 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
     }
 
     for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *first = group + (size_t)b * GROUP_BLOCK_Q4_K;
+        const uint8_t *first = group + (size_t)b * group_block_bytes;
         const uint8_t *second = first + group_bytes;
         if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < GROUP_BLOCK_Q4_K; line += 64) {
+            for (size_t line = 0; line < group_block_bytes; line += 64) {
                 _mm_prefetch((const char *)first + PREFETCH_BYTES + line, _MM_HINT_T0);
                 _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
             }
@@ -135,7 +145,7 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
             isum[t] = _mm512_setzero_si512();
         }
         for (int j = 0; j < 8; j++) {
-            size_t chunks = Q4_K_QS + 32 * 8 * (size_t)(j / 2);
+            size_t chunks = qs + 32 * 8 * (size_t)(j / 2);
             __m512i levels[8];
             for (int c = 0; c < 8; c++) {
                 __m512i pairs =
@@ -143,6 +153,12 @@ QUILL_X86_INLINE void packed_tile_q4_k_x2(int64_t n_blocks, const uint8_t *group
                                 _mm256_loadu_si256((const __m256i *)(second + chunks + 32 * c)));
                 levels[c] = j % 2 == 0 ? _mm512_and_si512(pairs, low_mask)
                                        : _mm512_and_si512(_mm512_srli_epi16(pairs, 4), low_mask);
+                if (is_q5) {
+                    __m512i qh = join_halves(
+                        _mm256_loadu_si256((const __m256i *)(first + Q5_K_QH + 32 * c)),
+                        _mm256_loadu_si256((const __m256i *)(second + Q5_K_QH + 32 * c)));
+                    levels[c] = _mm512_or_si512(levels[c], fifth_bits_512(qh, j));
+                }
             }
             for (int t = 0; t < n_tokens; t++) {
                 const quill_block_q8_k *x =
@@ -202,11 +218,13 @@ QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t
                                        size_t group_pair_bytes, const uint8_t *activations,
                                        size_t activation_row_bytes, int n_tokens, float *y,
                                        int64_t y_stride) {
-    if (kind == PACKED_Q4_K && group_pair_bytes > 0) {
-        packed_tile_q4_k_x2(n_blocks, group, group_pair_bytes, activations, activation_row_bytes,
-                            n_tokens, y, y_stride);
+    if ((kind == PACKED_Q4_K || kind == PACKED_Q5_K) && group_pair_bytes > 0) {
+        packed_tile_k_x2(kind == PACKED_Q5_K, n_blocks, group, group_pair_bytes, activations,
+                         activation_row_bytes, n_tokens, y, y_stride);
     } else if (kind == PACKED_Q4_K) {
         packed_tile_q4_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
+    } else if (kind == PACKED_Q5_K) {
+        packed_tile_q5_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
     } else if (group_pair_bytes > 0) {
         packed_tile_x2(kind == PACKED_Q8_0, n_blocks, group, group_pair_bytes, activations,
                        activation_row_bytes, n_tokens, y, y_stride);
@@ -237,5 +255,13 @@ void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
     gemm_packed(PACKED_Q4_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
+void quill__gemm_packed_q5_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q5_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }

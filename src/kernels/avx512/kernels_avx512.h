@@ -85,7 +85,7 @@ void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride);
-/* Tiles of packed Q5_K and Q6_K weights (gemm_packed_q5_k.c, gemm_packed_q6_k.c). */
+/* Tiles of packed Q5_K (gemm_packed.c) and Q6_K (gemm_packed_q6_k.c) weights. */
 void quill__gemm_packed_q5_k_q8_k_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,

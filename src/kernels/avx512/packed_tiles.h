@@ -1,9 +1,8 @@
 /*
- * Inline pieces shared by the AVX-512 packed tiles: gemm_packed.c (Q4_0, Q8_0, Q4_K),
- * gemm_packed_q5_k.c and gemm_packed_q6_k.c: 512-bit vector joins and broadcasts, and the walk
- * of a rows x tokens range in tiles. The one-group tiles, the tile size, the prefetch distance
- * and the scale decoder come from avx2/packed_group_tiles.h. Include after defining
- * QUILL_X86_USE_VNNI to 1.
+ * Inline pieces shared by the AVX-512 packed tiles, gemm_packed.c (Q4_0, Q8_0, Q4_K, Q5_K) and
+ * gemm_packed_q6_k.c: 512-bit vector joins and broadcasts, and the walk of a rows x tokens range
+ * in tiles. The one-group tiles, the tile size, the prefetch distance and the scale decoder come
+ * from avx2/packed_group_tiles.h. Include after defining QUILL_X86_USE_VNNI to 1.
  */
 #ifndef QUILL_KERNELS_AVX512_PACKED_TILES_H
 #define QUILL_KERNELS_AVX512_PACKED_TILES_H
