@@ -12,6 +12,8 @@
 #include "kernels/neon/kernels_neon.h"
 
 #include <arm_neon.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "kernels/blocks.h"
 #include "kernels/neon/neon_common.h"
@@ -53,81 +55,78 @@ static inline int32x4_t add_scaled_pair(int32x4_t acc, const int8x16_t levels[4]
     return vmlaq_n_s32(acc, second, scales[1]);
 }
 
-float quill__dot_q4_k_q8_k_neon(int64_t n, const void *weights, const void *activations) {
-    const quill_block_q4_k *w = weights;
+/* The Q4_K dot product, or Q5_K's when is_q5: Q5_K levels are Q4_K's nibbles with a fifth bit
+ * from qh. Blocks are read through byte offsets because the two block types place qs
+ * differently. */
+static inline float dot_q4_q5_k(int64_t n, const void *weights, const void *activations,
+                                bool is_q5) {
+    const uint8_t *blocks = weights;
     const quill_block_q8_k *x = activations;
+    const size_t block_bytes = is_q5 ? sizeof(quill_block_q5_k) : sizeof(quill_block_q4_k);
+    const size_t qs_offset =
+        is_q5 ? offsetof(quill_block_q5_k, qs) : offsetof(quill_block_q4_k, qs);
+    const uint8x16_t bit_0 = vdupq_n_u8(1);
+    const uint8x16_t bit_1 = vdupq_n_u8(2);
     float sum = 0.0f;
     for (int64_t b = 0; b < n / QUILL_QK_K; b++) {
+        /* d, dmin and scales sit at the same offsets in both block types. */
+        const quill_block_q4_k *w = (const quill_block_q4_k *)(blocks + (size_t)b * block_bytes);
+        const uint8_t *qs = (const uint8_t *)w + qs_offset;
         uint8_t scales[8];
         uint8_t mins[8];
-        unpack_scales_mins(w[b].scales, scales, mins);
+        unpack_scales_mins(w->scales, scales, mins);
 
-        /* Group g (32 bytes of qs) contains sub-block 2g in its low nibbles, 2g + 1 in its high. */
+        /* Group g (32 bytes of qs) contains sub-block 2g in its low nibbles, 2g + 1 in its high.
+         * For Q5_K, bit j of qh[l] is bit 4 of element l of sub-block j: shifting qh right by 2
+         * after each group brings the bits of sub-blocks 2g and 2g + 1 to bits 0 and 1. */
+        uint8x16_t qh_low = vdupq_n_u8(0);
+        uint8x16_t qh_high = vdupq_n_u8(0);
+        if (is_q5) {
+            const quill_block_q5_k *w5 = (const quill_block_q5_k *)w;
+            qh_low = vld1q_u8(w5->qh);
+            qh_high = vld1q_u8(w5->qh + 16);
+        }
         int32x4_t scaled_lanes = vdupq_n_s32(0);
         for (int g = 0; g < 4; g++) {
-            uint8x16_t packed_low = vld1q_u8(w[b].qs + 32 * g);
-            uint8x16_t packed_high = vld1q_u8(w[b].qs + 32 * g + 16);
-            const int8x16_t levels[4] = {
+            uint8x16_t packed_low = vld1q_u8(qs + 32 * g);
+            uint8x16_t packed_high = vld1q_u8(qs + 32 * g + 16);
+            int8x16_t levels[4] = {
                 quill__neon_low_nibbles(packed_low),
                 quill__neon_low_nibbles(packed_high),
                 quill__neon_high_nibbles(packed_low),
                 quill__neon_high_nibbles(packed_high),
             };
+            if (is_q5) {
+                const uint8x16_t fifth[4] = {
+                    vshlq_n_u8(vandq_u8(qh_low, bit_0), 4),
+                    vshlq_n_u8(vandq_u8(qh_high, bit_0), 4),
+                    vshlq_n_u8(vandq_u8(qh_low, bit_1), 3),
+                    vshlq_n_u8(vandq_u8(qh_high, bit_1), 3),
+                };
+                for (int k = 0; k < 4; k++) {
+                    levels[k] = vorrq_s8(levels[k], vreinterpretq_s8_u8(fifth[k]));
+                }
+                qh_low = vshrq_n_u8(qh_low, 2);
+                qh_high = vshrq_n_u8(qh_high, 2);
+            }
             scaled_lanes = add_scaled_pair(scaled_lanes, levels, x[b].qs + 64 * g, scales + 2 * g);
         }
         int32_t scaled = vaddvq_s32(scaled_lanes);
         int32_t mins_sum = mins_dot(mins, x[b].bsums);
 
         float d_x = quill__load_f32(x[b].d);
-        sum += quill__load_fp16(w[b].d) * d_x * (float)scaled -
-               quill__load_fp16(w[b].dmin) * d_x * (float)mins_sum;
+        sum += quill__load_fp16(w->d) * d_x * (float)scaled -
+               quill__load_fp16(w->dmin) * d_x * (float)mins_sum;
     }
     return sum;
 }
 
+float quill__dot_q4_k_q8_k_neon(int64_t n, const void *weights, const void *activations) {
+    return dot_q4_q5_k(n, weights, activations, false);
+}
+
 float quill__dot_q5_k_q8_k_neon(int64_t n, const void *weights, const void *activations) {
-    const quill_block_q5_k *w = weights;
-    const quill_block_q8_k *x = activations;
-    const uint8x16_t bit_0 = vdupq_n_u8(1);
-    const uint8x16_t bit_1 = vdupq_n_u8(2);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QUILL_QK_K; b++) {
-        uint8_t scales[8];
-        uint8_t mins[8];
-        unpack_scales_mins(w[b].scales, scales, mins);
-
-        /* Bit j of qh[l] is bit 4 of element l of sub-block j. Shifting qh right by 2 after
-         * each group brings the bits of sub-blocks 2g and 2g + 1 to bits 0 and 1. */
-        uint8x16_t qh_low = vld1q_u8(w[b].qh);
-        uint8x16_t qh_high = vld1q_u8(w[b].qh + 16);
-        int32x4_t scaled_lanes = vdupq_n_s32(0);
-        for (int g = 0; g < 4; g++) {
-            uint8x16_t packed_low = vld1q_u8(w[b].qs + 32 * g);
-            uint8x16_t packed_high = vld1q_u8(w[b].qs + 32 * g + 16);
-            uint8x16_t fifth[4] = {
-                vshlq_n_u8(vandq_u8(qh_low, bit_0), 4),
-                vshlq_n_u8(vandq_u8(qh_high, bit_0), 4),
-                vshlq_n_u8(vandq_u8(qh_low, bit_1), 3),
-                vshlq_n_u8(vandq_u8(qh_high, bit_1), 3),
-            };
-            const int8x16_t levels[4] = {
-                vorrq_s8(quill__neon_low_nibbles(packed_low), vreinterpretq_s8_u8(fifth[0])),
-                vorrq_s8(quill__neon_low_nibbles(packed_high), vreinterpretq_s8_u8(fifth[1])),
-                vorrq_s8(quill__neon_high_nibbles(packed_low), vreinterpretq_s8_u8(fifth[2])),
-                vorrq_s8(quill__neon_high_nibbles(packed_high), vreinterpretq_s8_u8(fifth[3])),
-            };
-            scaled_lanes = add_scaled_pair(scaled_lanes, levels, x[b].qs + 64 * g, scales + 2 * g);
-            qh_low = vshrq_n_u8(qh_low, 2);
-            qh_high = vshrq_n_u8(qh_high, 2);
-        }
-        int32_t scaled = vaddvq_s32(scaled_lanes);
-        int32_t mins_sum = mins_dot(mins, x[b].bsums);
-
-        float d_x = quill__load_f32(x[b].d);
-        sum += quill__load_fp16(w[b].d) * d_x * (float)scaled -
-               quill__load_fp16(w[b].dmin) * d_x * (float)mins_sum;
-    }
-    return sum;
+    return dot_q4_q5_k(n, weights, activations, true);
 }
 
 float quill__dot_q6_k_q8_k_neon(int64_t n, const void *weights, const void *activations) {
