@@ -36,30 +36,11 @@ QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t
     }
 }
 
-/* Walks a rows x tokens range of n_blocks blocks per row in tiles of one group and up to
- * PACKED_TILE_TOKENS tokens. */
-QUILL_X86_INLINE void gemm_packed(int kind, int64_t n_blocks, const void *weights,
-                                  size_t weight_row_bytes, int64_t n_rows, const void *activations,
-                                  size_t activation_row_bytes, int64_t n_tokens, float *y,
-                                  int64_t y_stride) {
-    for (int64_t row = 0; row + QUILL_PACK_ROWS <= n_rows; row += QUILL_PACK_ROWS) {
-        const uint8_t *group = (const uint8_t *)weights + (size_t)row * weight_row_bytes;
-        for (int64_t token = 0; token < n_tokens; token += PACKED_TILE_TOKENS) {
-            int64_t left = n_tokens - token;
-            packed_tile_tokens(kind, n_blocks, group, 0,
-                               (const uint8_t *)activations + (size_t)token * activation_row_bytes,
-                               activation_row_bytes,
-                               left < PACKED_TILE_TOKENS ? left : PACKED_TILE_TOKENS,
-                               y + token * y_stride + row, y_stride);
-        }
-    }
-}
-
 void quill__gemm_packed_q4_0_q8_0_avx2(int64_t n, const void *weights, size_t weight_row_bytes,
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride) {
-    gemm_packed(PACKED_Q4_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_0, false, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -67,7 +48,7 @@ void quill__gemm_packed_q4_k_q8_k_avx2(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride) {
-    gemm_packed(PACKED_Q4_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_K, false, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -75,7 +56,7 @@ void quill__gemm_packed_q5_k_q8_k_avx2(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride) {
-    gemm_packed(PACKED_Q5_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q5_K, false, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -83,6 +64,6 @@ void quill__gemm_packed_q6_k_q8_k_avx2(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride) {
-    gemm_packed(PACKED_Q6_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q6_K, false, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }

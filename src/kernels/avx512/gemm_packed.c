@@ -46,12 +46,8 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * group_block_bytes;
         const uint8_t *second = first + group_bytes;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < group_block_bytes; line += 64) {
-                _mm_prefetch((const char *)first + PREFETCH_BYTES + line, _MM_HINT_T0);
-                _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
+        prefetch_group_block(first, group_block_bytes, n_tokens);
+        prefetch_group_block(second, group_block_bytes, n_tokens);
         __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
                                                      _mm_loadu_si128((const __m128i *)second)));
         __m512i levels[8];
@@ -121,12 +117,8 @@ QUILL_X86_INLINE void packed_tile_k_x2(int is_q5, int64_t n_blocks, const uint8_
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * group_block_bytes;
         const uint8_t *second = first + group_bytes;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < group_block_bytes; line += 64) {
-                _mm_prefetch((const char *)first + PREFETCH_BYTES + line, _MM_HINT_T0);
-                _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
+        prefetch_group_block(first, group_block_bytes, n_tokens);
+        prefetch_group_block(second, group_block_bytes, n_tokens);
         k_scales first_scales;
         k_scales second_scales;
         decode_k_scales(first, &first_scales);
@@ -238,7 +230,7 @@ void quill__gemm_packed_q4_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q4_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_0, true, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -246,7 +238,7 @@ void quill__gemm_packed_q8_0_q8_0_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q8_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q8_0, true, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -254,7 +246,7 @@ void quill__gemm_packed_q4_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q4_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q4_K, true, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
@@ -262,6 +254,6 @@ void quill__gemm_packed_q5_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(PACKED_Q5_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(PACKED_Q5_K, true, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }

@@ -40,12 +40,8 @@ QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * GROUP_BLOCK_Q6_K;
         const uint8_t *second = first + group_bytes;
-        if (n_tokens >= PREFETCH_MIN_TOKENS && n_tokens <= PREFETCH_MAX_TOKENS) {
-            for (size_t line = 0; line < GROUP_BLOCK_Q6_K; line += 64) {
-                _mm_prefetch((const char *)first + PREFETCH_BYTES + line, _MM_HINT_T0);
-                _mm_prefetch((const char *)second + PREFETCH_BYTES + line, _MM_HINT_T0);
-            }
-        }
+        prefetch_group_block(first, GROUP_BLOCK_Q6_K, n_tokens);
+        prefetch_group_block(second, GROUP_BLOCK_Q6_K, n_tokens);
         __m512i isum[PACKED_TILE_TOKENS];
         for (int t = 0; t < n_tokens; t++) {
             isum[t] = _mm512_setzero_si512();
@@ -119,6 +115,6 @@ void quill__gemm_packed_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride) {
-    gemm_packed(0, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+    gemm_packed(0, true, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
