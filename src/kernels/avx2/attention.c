@@ -136,7 +136,7 @@ static inline void prefetch_rows(const uint8_t *row, size_t row_bytes, int64_t n
 enum { K_PREFETCH_BLOCKS = 2 };
 
 /* Prefetches the K rows of block `index` of the sequence (positions index * block_tokens up to
- * n_keys), slice_bytes of each, into L1, when the block holds any of the first n_keys
+ * n_keys), slice_bytes of each, into L1, when the block contains any of the first n_keys
  * positions. */
 static inline void prefetch_block(const quill_attention_keys *keys, const uint8_t *base,
                                   int64_t index, int64_t n_keys, size_t slice_bytes) {

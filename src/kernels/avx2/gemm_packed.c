@@ -14,7 +14,7 @@
 /* The packed weight types of this file. */
 enum { PACKED_Q4_0, PACKED_Q4_K, PACKED_Q5_K, PACKED_Q6_K };
 
-/* One tile (packed_group_tiles.h) of 8 rows: AVX2 has no group pairs. */
+/* Computes one tile (packed_group_tiles.h) of 8 rows, because AVX2 has no group pairs. */
 QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t *group,
                                        size_t group_pair_bytes, const uint8_t *activations,
                                        size_t activation_row_bytes, int n_tokens, float *y,

@@ -39,12 +39,11 @@ enum { PACKED_TILE_TOKENS = 8 };
 /* Software prefetch of the group stream, PREFETCH_BYTES ahead, for tiles of 2 to 8 tokens
  * (batched decode): there the weights stream from memory once while the arithmetic per byte
  * is 2-8 times decode's, and the hardware prefetchers fall behind. Measured with the AVX-512
- * tiles on an 8192 x 2048 Q4_0 matrix with 8 tokens and 2 threads (AMD EPYC), in group pairs:
- * 515 GFLOP/s 4 KB ahead, 528 at 8 KB, 644 at 16 KB and 629-659 at 32 KB. Single groups ran at
- * 375 without prefetch and 510 at 4 KB.
- * One-token decode is faster without it (the hardware prefetchers keep up with a single
- * stream). Prefill runs full token tiles over weights its first tile brought into cache, where
- * the extra prefetches cost nothing measurable. */
+ * tiles on an 8192 x 2048 Q4_0 matrix with 8 tokens and 2 threads (AMD EPYC), in group pairs.
+ * Results: 515 GFLOP/s 4 KB ahead, 528 at 8 KB, 644 at 16 KB and 629-659 at 32 KB. Single groups
+ * ran at 375 without prefetch and 510 at 4 KB. One-token decode is faster without it (the hardware
+ * prefetchers keep up with a single stream). Prefill runs full token tiles over weights its first
+ * tile brought into cache, where the extra prefetches cost nothing measurable. */
 enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 };
 
 /* Group block bytes and offsets of each packed type (packed.h). */
@@ -79,8 +78,8 @@ QUILL_X86_INLINE void prefetch_group_block(const uint8_t *block, size_t group_bl
     }
 }
 
-/* start + in lane r the sum over chunks c < n_chunks of the products of bytes 4r .. 4r + 3 of
- * levels[c] (unsigned) with the 4 activation bytes at x + 4c: exact int32. On the maddubs path
+/* Returns start + in lane r the sum over chunks c < n_chunks of the products of bytes 4r .. 4r + 3
+ * of levels[c] (unsigned) with the 4 activation bytes at x + 4c: exact int32. On the maddubs path
  * chunks_per_sum (CHUNKS_PER_SUM_*, a divisor of n_chunks) chunks add in int16. With VNNI, 8
  * chunks run as two chains of 4, which halves the dependent latency. */
 QUILL_X86_INLINE __m256i group_dot(__m256i start, const __m256i *levels, int n_chunks,
@@ -116,7 +115,7 @@ QUILL_X86_INLINE __m256i group_dot(__m256i start, const __m256i *levels, int n_c
 #endif
 }
 
-/* A sub-block scale of the 8 rows (int32 lane r, |scale| < 32768) in the form that
+/* Returns a sub-block scale of the 8 rows (int32 lane r, |scale| < 32768) in the form that
  * group_dot_scaled takes: unchanged with VNNI, else repeated in both int16 halves of the lane. */
 QUILL_X86_INLINE __m256i group_scale(__m256i scales) {
 #if QUILL_X86_USE_VNNI
@@ -126,7 +125,7 @@ QUILL_X86_INLINE __m256i group_scale(__m256i scales) {
 #endif
 }
 
-/* isum + in lane r scale_r * (offset + the group_dot sum of the chunks): exact int32. scale
+/* Returns isum + in lane r scale_r * (offset + the group_dot sum of the chunks): exact int32. scale
  * comes from group_scale. offset must be even with |offset| / 2 <= 32767. With VNNI, offset
  * starts the dot chain and one vpmulld applies the scale. On the maddubs path, madd multiplies
  * each int16 pair sum by the scale. */
@@ -198,7 +197,7 @@ QUILL_X86_INLINE void decode_k_scales(const uint8_t *block, k_scales *out) {
     }
 }
 
-/* The 8 rows' mins term of one Q4_K or Q5_K super-block for one token: in lane r the exact
+/* Returns the 8 rows' mins term of one Q4_K or Q5_K super-block for one token: in lane r the exact
  * sum_j m_j * (activation sum of sub-block j) of row r. */
 QUILL_X86_INLINE __m256i k_mins(const k_scales *scales, const quill_block_q8_k *x) {
     /* Activation sums of the 8 sub-blocks as int16 (at most 32 * 128 in magnitude). */
@@ -215,8 +214,8 @@ QUILL_X86_INLINE __m256i k_mins(const k_scales *scales, const quill_block_q8_k *
     return mins;
 }
 
-/* y[t * y_stride + r] for the 8 rows of one Q4_0 (or, with VNNI only, Q8_0) group and tokens
- * [0, n_tokens), n_tokens <= PACKED_TILE_TOKENS (a constant at each call site, so the loops
+/* Computes y[t * y_stride + r] for the 8 rows of one Q4_0 (or, with VNNI only, Q8_0) group and
+ * tokens [0, n_tokens), n_tokens <= PACKED_TILE_TOKENS (a constant at each call site, so the loops
  * unroll), with prepared Q8_0 activation rows. Per block and token the dot starts from the
  * prepared offset (-8 or -128 times the activation sum), then one conversion, one scale product
  * (d_w of the 8 rows times d_x) and one FMA update the 8 (row, token) accumulators. */
@@ -291,8 +290,8 @@ QUILL_X86_INLINE void k_accumulate(const uint8_t *block, const k_scales *scales,
     }
 }
 
-/* y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS, with Q8_K activation rows. */
+/* Computes y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens), n_tokens
+ * <= PACKED_TILE_TOKENS, with Q8_K activation rows. */
 QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
                                        const uint8_t *activations, size_t activation_row_bytes,
                                        int n_tokens, float *y, int64_t y_stride) {
@@ -343,8 +342,8 @@ QUILL_X86_INLINE __m256i fifth_bits(__m256i qh, int j) {
     return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
 }
 
-/* y[t * y_stride + r] for the 8 rows of one Q5_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS, with Q8_K activation rows: the Q4_K tile with a fifth bit, which each
+/* Computes y[t * y_stride + r] for the 8 rows of one Q5_K group and tokens [0, n_tokens), n_tokens
+ * <= PACKED_TILE_TOKENS, with Q8_K activation rows: the Q4_K tile with a fifth bit, which each
  * level vector ORs from bit j of the group's qh chunk into sub-block j's nibbles. Sub-blocks 2g
  * and 2g + 1 unpack together from one load of their nibble and fifth-bit chunks, which raised
  * the AVX-512 decode from 24 to 28-29 GB/s (1 thread, 8192 x 2048, AMD EPYC). */
@@ -398,18 +397,18 @@ QUILL_X86_INLINE void packed_tile_q5_k(int64_t n_blocks, const uint8_t *group,
     }
 }
 
-/* -32 times the Q8_K activation sum of Q6_K sub-block j (16 elements): the start of its level
- * sums, which recentres the unsigned levels q to q - 32. */
+/* Returns -32 times the Q8_K activation sum of Q6_K sub-block j (16 elements): the start of its
+ * level sums, which recentres the unsigned levels q to q - 32. */
 QUILL_X86_INLINE int32_t level_offset(const quill_block_q8_k *x, int j) {
     return -32 * quill__load_i16(x->bsums + 2 * j);
 }
 
-/* The int8 scales of Q6_K sub-block j of the 8 rows of a group block, as int32 lane r. */
+/* Loads the int8 scales of Q6_K sub-block j of the 8 rows of a group block, as int32 lane r. */
 QUILL_X86_INLINE __m256i load_scales(const uint8_t *block, int j) {
     return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(block + Q6_K_SCALES + 8 * j)));
 }
 
-/* The 8 level vectors of pass (g, part), part 1 or 2, of a Q6_K group block: low[c] holds
+/* Unpacks the 8 level vectors of pass (g, part), part 1 or 2, of a Q6_K group block: low[c] holds
  * elements 4c .. 4c + 3 of sub-block j = g + 4 (part - 1), and high[c] the same elements of
  * sub-block j + 8, for row r in bytes 4r .. 4r + 3. */
 QUILL_X86_INLINE void unpack_pass(const uint8_t *block, int g, int part, __m256i low[4],
@@ -432,8 +431,8 @@ QUILL_X86_INLINE void unpack_pass(const uint8_t *block, int g, int part, __m256i
     }
 }
 
-/* y[t * y_stride + r] for the 8 rows of one Q6_K group and tokens [0, n_tokens), n_tokens <=
- * PACKED_TILE_TOKENS, with Q8_K activation rows. A group block is read in 8 passes in address
+/* Computes y[t * y_stride + r] for the 8 rows of one Q6_K group and tokens [0, n_tokens), n_tokens
+ * <= PACKED_TILE_TOKENS, with Q8_K activation rows. A group block is read in 8 passes in address
  * order. Pass (g, part) joins the high bits (part 0) of section g with its low-nibble part 1 or
  * 2 into 4 level vectors of sub-block j = g + 4 (part - 1) and 4 of sub-block j + 8. For each
  * token and sub-block, the dot of (q - 32) with the activations, times the rows' int8 scales,
@@ -486,7 +485,7 @@ QUILL_X86_INLINE void packed_tile_q6_k(int64_t n_blocks, const uint8_t *group,
     }
 }
 
-/* One tile of a packed kind (the including file's own numbering) and n_tokens (1 ..
+/* Computes one tile of a packed kind (the including file's own numbering) and n_tokens (1 ..
  * PACKED_TILE_TOKENS) tokens: 8 rows, or with AVX-512 16 rows when group_pair_bytes (the
  * distance to the next group) is not 0. Each tile file defines it, and its walk calls it through
  * packed_tile_tokens. */
@@ -495,8 +494,8 @@ QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t
                                        size_t activation_row_bytes, int n_tokens, float *y,
                                        int64_t y_stride);
 
-/* One tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into a
- * constant so that the tile's loops unroll. */
+/* Computes one tile of n_tokens (1 .. PACKED_TILE_TOKENS) tokens, with the token count turned into
+ * a constant so that the tile's loops unroll. */
 QUILL_X86_INLINE void packed_tile_tokens(int kind, int64_t n_blocks, const uint8_t *group,
                                          size_t group_pair_bytes, const uint8_t *x,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
@@ -524,7 +523,7 @@ QUILL_X86_INLINE void packed_tile_tokens(int kind, int64_t n_blocks, const uint8
 }
 
 /* Walks a rows x tokens range of n_blocks blocks per row in token tiles: pairs of groups (16
- * rows, 512-bit tiles) while two remain and can_pair holds, else single groups. Pairs halve the
+ * rows, 512-bit tiles) while two remain and can_pair is true, else single groups. Pairs halve the
  * activation broadcasts and scalings per row. An 8192 x 2048 Q4_0 matrix at 64 tokens went from 506
  * to 666 GFLOP/s with them (2 threads, AMD EPYC). At 8 tokens, with the prefetch of PREFETCH_BYTES,
  * it went from 510 to about 640. One-token decode streams at memory speed either way and keeps

@@ -52,7 +52,7 @@ QUILL_X86_INLINE __m512bh load_activations(const float *x, int64_t i, int n_vali
     return _mm512_cvtne2ps_pbh(high, low);
 }
 
-/* The fixed reduction of one accumulator: low half plus high half, then quill_x86_hsum. */
+/* Reduces one accumulator in a fixed order: low half plus high half, then quill_x86_hsum. */
 QUILL_X86_INLINE float reduce(__m512 acc) {
     return quill_x86_hsum(
         _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1)));

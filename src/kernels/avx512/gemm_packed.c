@@ -26,8 +26,8 @@
 /* The packed weight types. */
 enum { PACKED_Q4_0, PACKED_Q8_0, PACKED_Q4_K, PACKED_Q5_K };
 
-/* As packed_tile for two consecutive groups at once (16 rows, group_bytes apart), group 0 in
- * lanes 0-7 and group 1 in lanes 8-15 of 512-bit vectors. Each lane takes exactly the
+/* Computes packed_tile's values for two consecutive groups at once (16 rows, group_bytes apart),
+ * group 0 in lanes 0-7 and group 1 in lanes 8-15 of 512-bit vectors. Each lane takes exactly the
  * operations of packed_tile, so the values are the same. The activation broadcasts, offsets
  * and scales now serve 16 rows instead of 8. */
 QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t *group,
@@ -91,16 +91,16 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     }
 }
 
-/* As fifth_bits (avx2/packed_group_tiles.h) in 512-bit vectors. */
+/* Returns fifth_bits (avx2/packed_group_tiles.h) for 512-bit vectors. */
 QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
     __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
     return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
 }
 
-/* As packed_tile_q4_k, or packed_tile_q5_k when is_q5, for two consecutive groups (16 rows,
- * group_bytes apart) in 512-bit vectors, group 0 in lanes 0-7: every lane takes the one-group
- * tile's operations, so the values are the same. Q5_K levels are Q4_K's nibbles with bit j of
- * the qh chunk ORed in as bit 4. It keeps one sub-block at a time, because 16 level vectors of
+/* Computes packed_tile_q4_k's values, or packed_tile_q5_k's when is_q5, for two consecutive groups
+ * (16 rows, group_bytes apart) in 512-bit vectors, group 0 in lanes 0-7: every lane takes the
+ * one-group tile's operations, so the values are the same. Q5_K levels are Q4_K's nibbles with bit
+ * j of the qh chunk ORed in as bit 4. It keeps one sub-block at a time, because 16 level vectors of
  * 512 bits and the 16 token registers would not fit. */
 QUILL_X86_INLINE void packed_tile_k_x2(int is_q5, int64_t n_blocks, const uint8_t *group,
                                        size_t group_bytes, const uint8_t *activations,

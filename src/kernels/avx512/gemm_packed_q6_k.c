@@ -25,9 +25,9 @@
 #include "kernels/blocks.h"
 #include "kernels/packed.h"
 
-/* As packed_tile_q6_k for two consecutive groups (16 rows, group_bytes apart) in 512-bit
- * vectors, group 0 in lanes 0-7: every lane takes packed_tile_q6_k's operations, so the values
- * are the same. */
+/* Computes packed_tile_q6_k's values for two consecutive groups (16 rows, group_bytes apart) in
+ * 512-bit vectors, group 0 in lanes 0-7: every lane takes packed_tile_q6_k's operations, so the
+ * values are the same. */
 QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group,
                                           size_t group_bytes, const uint8_t *activations,
                                           size_t activation_row_bytes, int n_tokens, float *y,
@@ -97,7 +97,7 @@ QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group
     }
 }
 
-/* One tile (packed_tiles.h); the file has one kind. */
+/* Computes one tile (packed_group_tiles.h). The file has one kind. */
 QUILL_X86_INLINE void packed_tile_kind(int kind, int64_t n_blocks, const uint8_t *group,
                                        size_t group_pair_bytes, const uint8_t *activations,
                                        size_t activation_row_bytes, int n_tokens, float *y,

@@ -55,7 +55,7 @@ static inline int32x4_t add_scaled_pair(int32x4_t acc, const int8x16_t levels[4]
     return vmlaq_n_s32(acc, second, scales[1]);
 }
 
-/* The Q4_K dot product, or Q5_K's when is_q5: Q5_K levels are Q4_K's nibbles with a fifth bit
+/* Returns the Q4_K dot product, or Q5_K's when is_q5: Q5_K levels are Q4_K's nibbles with a fifth bit
  * from qh. Blocks are read through byte offsets because the two block types place qs
  * differently. */
 static inline float dot_q4_q5_k(int64_t n, const void *weights, const void *activations,
@@ -69,7 +69,7 @@ static inline float dot_q4_q5_k(int64_t n, const void *weights, const void *acti
     const uint8x16_t bit_1 = vdupq_n_u8(2);
     float sum = 0.0f;
     for (int64_t b = 0; b < n / QUILL_QK_K; b++) {
-        /* d, dmin and scales sit at the same offsets in both block types. */
+        /* d, dmin and scales are at the same offsets in both block types. */
         const quill_block_q4_k *w = (const quill_block_q4_k *)(blocks + (size_t)b * block_bytes);
         const uint8_t *qs = (const uint8_t *)w + qs_offset;
         uint8_t scales[8];
