@@ -46,8 +46,7 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * group_block_bytes;
         const uint8_t *second = first + group_bytes;
-        prefetch_group_block(first, group_block_bytes, n_tokens);
-        prefetch_group_block(second, group_block_bytes, n_tokens);
+        prefetch_pair_block(group, group_bytes, b, n_blocks, group_block_bytes, n_tokens);
         __m512 d_w = _mm512_cvtph_ps(join_halves_128(_mm_loadu_si128((const __m128i *)first),
                                                      _mm_loadu_si128((const __m128i *)second)));
         __m512i levels[8];
@@ -117,8 +116,7 @@ QUILL_X86_INLINE void packed_tile_k_x2(int is_q5, int64_t n_blocks, const uint8_
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * group_block_bytes;
         const uint8_t *second = first + group_bytes;
-        prefetch_group_block(first, group_block_bytes, n_tokens);
-        prefetch_group_block(second, group_block_bytes, n_tokens);
+        prefetch_pair_block(group, group_bytes, b, n_blocks, group_block_bytes, n_tokens);
         k_scales first_scales;
         k_scales second_scales;
         decode_k_scales(first, &first_scales);

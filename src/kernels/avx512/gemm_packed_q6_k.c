@@ -40,8 +40,7 @@ QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group
     for (int64_t b = 0; b < n_blocks; b++) {
         const uint8_t *first = group + (size_t)b * GROUP_BLOCK_Q6_K;
         const uint8_t *second = first + group_bytes;
-        prefetch_group_block(first, GROUP_BLOCK_Q6_K, n_tokens);
-        prefetch_group_block(second, GROUP_BLOCK_Q6_K, n_tokens);
+        prefetch_pair_block(group, group_bytes, b, n_blocks, GROUP_BLOCK_Q6_K, n_tokens);
         __m512i isum[PACKED_TILE_TOKENS];
         for (int t = 0; t < n_tokens; t++) {
             isum[t] = _mm512_setzero_si512();

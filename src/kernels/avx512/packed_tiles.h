@@ -32,4 +32,26 @@ QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
 }
 
+/* Prefetches for a two-group tile what prefetch_group_block does for one group: half of
+ * PREFETCH_BYTES ahead in each group's own stream, continuing into the next group pair (2 *
+ * group_bytes on) past the last block. The groups of a pair are group_bytes apart, so a fixed
+ * distance from the first group's block lands in the second group, which its own stream has
+ * already read, once a group holds more than PREFETCH_BYTES (rows of more than about 7300 Q4_0
+ * elements). A 2048 x 8192 Q4_0 matrix (8 tokens, 2 threads, AMD EPYC) ran at 517-539 GFLOP/s
+ * that way, against 650-666 for 8192 x 2048. */
+QUILL_X86_INLINE void prefetch_pair_block(const uint8_t *group, size_t group_bytes, int64_t block,
+                                          int64_t n_blocks, size_t group_block_bytes,
+                                          int n_tokens) {
+    if (n_tokens < PREFETCH_MIN_TOKENS || n_tokens > PREFETCH_MAX_TOKENS) {
+        return;
+    }
+    int64_t target = block + (int64_t)(PREFETCH_BYTES / (2 * group_block_bytes));
+    const uint8_t *first = group + (size_t)(target / n_blocks) * 2 * group_bytes +
+                           (size_t)(target % n_blocks) * group_block_bytes;
+    for (size_t line = 0; line < group_block_bytes; line += 64) {
+        _mm_prefetch((const char *)first + line, _MM_HINT_T0);
+        _mm_prefetch((const char *)first + group_bytes + line, _MM_HINT_T0);
+    }
+}
+
 #endif
