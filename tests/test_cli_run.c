@@ -8,6 +8,7 @@
 #include "test_support.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +386,32 @@ static void test_bench_json_fields(void **state) {
     free(output);
 }
 
+static void test_bench_parallel_counts_all_sequences(void **state) {
+    (void)state;
+    char args[COMMAND_BYTES];
+    snprintf(args, sizeof(args), "-m '%s' -p 32 -n 16 -t 1 -r 1 --parallel 3 --json", tiny_path);
+    int exit_status = 0;
+    char *output = run_subcommand("bench", args, false, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *root = parse_json(output);
+    assert_int_equal(json_object_get_int(get_field(root, "parallel")), 3);
+    json_object *run = json_object_array_get_idx(get_field(root, "runs"), 0);
+    double prefill_ms = json_object_get_double(get_field(run, "prefill_ms"));
+    double decode_ms = json_object_get_double(get_field(run, "decode_ms"));
+    double prefill_rate = json_object_get_double(get_field(run, "prefill_tokens_per_second"));
+    double decode_rate = json_object_get_double(get_field(run, "decode_tokens_per_second"));
+    /* Three sequences of 32 prompt tokens, then 15 decode steps of 3 tokens. The JSON rounds
+     * the times to 0.01 ms, so allow 10 % on runs of at least 0.1 ms. */
+    if (prefill_ms >= 0.1) {
+        assert_true(fabs(prefill_rate * prefill_ms / 1000.0 - 96.0) < 96.0 * 0.1);
+    }
+    if (decode_ms >= 0.1) {
+        assert_true(fabs(decode_rate * decode_ms / 1000.0 - 45.0) < 45.0 * 0.1);
+    }
+    json_object_put(root);
+    free(output);
+}
+
 static void test_bench_bad_flags_exit_two(void **state) {
     (void)state;
     const char *cases[][2] = {
@@ -392,6 +419,8 @@ static void test_bench_bad_flags_exit_two(void **state) {
         {"-p x", "-p"},
         {"--warm", "--warm"},
         {"-n -1", "-n"},
+        {"--parallel 0", "--parallel"},
+        {"--parallel 257", "--parallel"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char args[COMMAND_BYTES];
@@ -420,6 +449,7 @@ int main(void) {
         cmocka_unit_test(test_run_empty_prompt_is_bos),
         cmocka_unit_test(test_run_stories_greedy_matches),
         cmocka_unit_test(test_bench_json_fields),
+        cmocka_unit_test(test_bench_parallel_counts_all_sequences),
         cmocka_unit_test(test_bench_bad_flags_exit_two),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -4,6 +4,11 @@
  * prefills a synthetic prompt of random token ids as one batch, then decodes greedily:
  *   prefill rate = prompt tokens / time to the first token
  *   decode rate  = (generated tokens - 1) / time from the first to the last token
+ * With --parallel N, N sequences each prefill the prompt (one batch per sequence) and then
+ * decode together, one batch of N tokens per step, as a server decodes N streams. Both rates
+ * then count the tokens of all sequences:
+ *   prefill rate = N * prompt tokens / time until every sequence has its first token
+ *   decode rate  = N * (generated tokens - 1) / time from then to the last step
  * One unrecorded warm-up repetition runs first. Medians and the spread over repetitions are
  * reported, or one JSON object with --json.
  */
@@ -28,6 +33,7 @@ enum {
     DEFAULT_GEN_TOKENS = 128,
     DEFAULT_REPETITIONS = 3,
     MAX_REPETITIONS = 1000,
+    MAX_PARALLEL = 256,
 };
 
 typedef struct bench_options {
@@ -36,6 +42,7 @@ typedef struct bench_options {
     int n_gen_tokens;          /* -n */
     int n_threads;             /* -t */
     int n_repetitions;         /* -r */
+    int n_parallel;            /* --parallel: sequences decoding together */
     bool use_json;             /* --json */
 } bench_options;
 
@@ -54,19 +61,22 @@ typedef struct bench_state {
     quill_kv_cache *cache;
     quill_batch batch;
     int32_t *prompt; /* [n_prompt_tokens] random ids */
+    int32_t *tokens; /* [n_parallel] each sequence's last generated token */
     int32_t n_vocab;
+    int n_parallel;
 } bench_state;
 
 static void print_usage(FILE *stream) {
     fprintf(stream,
             "usage: quill bench (-m MODEL | -hf OWNER/REPO[:FILE]) [-p N] [-n N] [-t N] [-r N] "
-            "[--json]\n"
+            "[--parallel N] [--json]\n"
             "\n"
             "Measures prefill and decode speed. Each repetition prefills a prompt of random\n"
             "token ids as one batch, then generates greedily. Prefill rate is prompt tokens\n"
             "divided by the time to the first token; decode rate is generated tokens minus one\n"
             "divided by the time from the first to the last token. One warm-up repetition runs\n"
-            "first and is not counted.\n"
+            "first and is not counted. With --parallel N, N sequences prefill the prompt and\n"
+            "then decode together, N tokens per step, and both rates count all sequences.\n"
             "\n"
             "options:\n"
             "  -m, --model PATH      GGUF model file\n"
@@ -75,9 +85,10 @@ static void print_usage(FILE *stream) {
             "  -n, --n-gen N         generated tokens (default: %d)\n"
             "  -t, --threads N       compute threads (default: online CPUs)\n"
             "  -r, --repetitions N   measured repetitions (default: %d)\n"
+            "  --parallel N          sequences decoding together (default: 1, at most %d)\n"
             "  --json                print one JSON object with medians and every run\n"
             "  -h, --help            print this help\n",
-            DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS, DEFAULT_REPETITIONS);
+            DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS, DEFAULT_REPETITIONS, MAX_PARALLEL);
 }
 
 /* Parses the value of an integer flag; returns false after printing an error. */
@@ -112,6 +123,8 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
             is_ok = take_int(argc, argv, &i, 1, 1024, &options->n_threads);
         } else if (is_flag(arg, "-r", "--repetitions")) {
             is_ok = take_int(argc, argv, &i, 1, MAX_REPETITIONS, &options->n_repetitions);
+        } else if (strcmp(arg, "--parallel") == 0) {
+            is_ok = take_int(argc, argv, &i, 1, MAX_PARALLEL, &options->n_parallel);
         } else if (strcmp(arg, "--json") == 0) {
             options->use_json = true;
         } else {
@@ -128,39 +141,48 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
     return -1;
 }
 
-/* Creates the context, a one-sequence cache for the whole run and the random prompt. */
+/* Creates the context, a cache for the whole run of every sequence and the random prompt. */
 static quill_status create_state(const bench_options *options, bench_state *state) {
+    /* A batch contains either one sequence's prompt or one decode token per sequence. */
+    int n_batch = options->n_prompt_tokens > options->n_parallel ? options->n_prompt_tokens
+                                                                 : options->n_parallel;
     quill_context_params context_params = quill_context_params_default();
     context_params.n_threads = options->n_threads;
-    context_params.n_batch_max = options->n_prompt_tokens;
+    context_params.n_batch_max = n_batch;
     quill_status status = quill_context_create(state->model, &context_params, &state->context);
     if (status != QUILL_OK) {
         return status;
     }
 
-    /* Room for every token plus two blocks of slack for rounding, in the default type. */
+    /* Room for every token of every sequence plus two blocks of slack each for rounding, in the
+     * default type. */
     quill_kv_cache_params cache_params = quill_kv_cache_params_default();
-    cache_params.n_seq_max = 1;
-    size_t n_tokens = (size_t)options->n_prompt_tokens + (size_t)options->n_gen_tokens +
-                      2 * (size_t)cache_params.block_tokens;
+    cache_params.n_seq_max = options->n_parallel;
+    size_t n_tokens_each = (size_t)options->n_prompt_tokens + (size_t)options->n_gen_tokens +
+                           2 * (size_t)cache_params.block_tokens;
     size_t per_token = quill_kv_cache_bytes_per_token(state->model, cache_params.type);
-    if (!quill__size_mul(per_token, n_tokens, &cache_params.memory_bytes)) {
-        return quill_error_set(QUILL_ERR_INVALID_ARG, "bench: -p plus -n is too large");
+    size_t n_tokens = 0;
+    if (!quill__size_mul(n_tokens_each, (size_t)options->n_parallel, &n_tokens) ||
+        !quill__size_mul(per_token, n_tokens, &cache_params.memory_bytes)) {
+        return quill_error_set(QUILL_ERR_INVALID_ARG,
+                               "bench: (-p plus -n) times --parallel is too large");
     }
     status = quill_kv_cache_create(state->model, &cache_params, &state->cache);
     if (status != QUILL_OK) {
         return status;
     }
-    status = quill_batch_init(&state->batch, options->n_prompt_tokens);
+    status = quill_batch_init(&state->batch, n_batch);
     if (status != QUILL_OK) {
         return status;
     }
 
     /* Token ids from a fixed-seed linear congruential generator: the content does not change
      * the amount of compute. */
+    state->n_parallel = options->n_parallel;
     state->n_vocab = quill_model_get_info(state->model)->n_vocab;
     state->prompt = quill__malloc_array((size_t)options->n_prompt_tokens, sizeof(int32_t));
-    if (state->prompt == NULL) {
+    state->tokens = quill__malloc_array((size_t)options->n_parallel, sizeof(int32_t));
+    if (state->prompt == NULL || state->tokens == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "bench: out of memory for the prompt");
     }
     uint64_t x = 0x2545F4914F6CDD1DULL;
@@ -173,6 +195,7 @@ static quill_status create_state(const bench_options *options, bench_state *stat
 
 static void release_state(bench_state *state) {
     quill__free(state->prompt);
+    quill__free(state->tokens);
     quill_batch_release(&state->batch);
     quill_kv_cache_destroy(state->cache);
     quill_context_destroy(state->context);
@@ -189,37 +212,55 @@ static int32_t argmax(const float *logits, int32_t n) {
     return best;
 }
 
-/* Runs one forward pass for the batch and returns the greedy next token in *token. */
-static quill_status forward_next(bench_state *state, int64_t n_tokens_total, int32_t *token) {
-    quill_status status = quill_kv_cache_seq_prepare(state->cache, 0, n_tokens_total);
-    if (status == QUILL_OK) {
-        status = quill_context_forward(state->context, state->cache, &state->batch);
+/* Runs one forward pass for the batch, after which each of its sequences has n_tokens_total
+ * tokens. Stores the greedy next token of each entry that wants logits in
+ * state->tokens[entry's sequence]. */
+static quill_status forward_next(bench_state *state, int64_t n_tokens_total) {
+    for (int32_t t = 0; t < state->batch.n_tokens; t++) {
+        quill_status status =
+            quill_kv_cache_seq_prepare(state->cache, state->batch.seq_ids[t], n_tokens_total);
+        if (status != QUILL_OK) {
+            return status;
+        }
     }
-    if (status == QUILL_OK) {
-        const float *logits = quill_context_logits(state->context, state->batch.n_tokens - 1);
+    quill_status status = quill_context_forward(state->context, state->cache, &state->batch);
+    if (status != QUILL_OK) {
+        return status;
+    }
+    for (int32_t t = 0; t < state->batch.n_tokens; t++) {
+        if (!state->batch.wants_logits[t]) {
+            continue;
+        }
+        const float *logits = quill_context_logits(state->context, t);
         if (logits == NULL) {
             return quill_error_set(QUILL_ERR_FORMAT, "bench: the forward pass returned no logits");
         }
-        *token = argmax(logits, state->n_vocab);
+        state->tokens[state->batch.seq_ids[t]] = argmax(logits, state->n_vocab);
     }
-    return status;
+    return QUILL_OK;
 }
 
-/* One repetition: prefill the prompt as one batch, then decode n_gen - 1 more tokens. */
+/* One repetition: prefill the prompt as one batch per sequence, then decode n_gen - 1 more
+ * tokens for all sequences together. */
 static quill_status run_once(bench_state *state, int n_prompt, int n_gen, bench_run *run) {
-    quill_kv_cache_seq_reset(state->cache, 0);
-    quill_batch_clear(&state->batch);
-    for (int i = 0; i < n_prompt; i++) {
-        quill_batch_add(&state->batch, state->prompt[i], i, 0, i == n_prompt - 1);
-    }
-    int32_t token = 0;
+    const int n_parallel = state->n_parallel;
+    quill_status status = QUILL_OK;
     int64_t start_ns = quill__clock_monotonic_ns();
-    quill_status status = forward_next(state, n_prompt, &token);
+    for (int32_t seq = 0; seq < n_parallel && status == QUILL_OK; seq++) {
+        quill_kv_cache_seq_reset(state->cache, seq);
+        quill_batch_clear(&state->batch);
+        for (int i = 0; i < n_prompt; i++) {
+            quill_batch_add(&state->batch, state->prompt[i], i, seq, i == n_prompt - 1);
+        }
+        status = forward_next(state, n_prompt);
+    }
     int64_t first_ns = quill__clock_monotonic_ns();
     for (int i = 1; i < n_gen && status == QUILL_OK; i++) {
         quill_batch_clear(&state->batch);
-        quill_batch_add(&state->batch, token, n_prompt + i - 1, 0, true);
-        status = forward_next(state, n_prompt + i, &token);
+        for (int32_t seq = 0; seq < n_parallel; seq++) {
+            quill_batch_add(&state->batch, state->tokens[seq], n_prompt + i - 1, seq, true);
+        }
+        status = forward_next(state, n_prompt + i);
     }
     int64_t last_ns = quill__clock_monotonic_ns();
     if (status != QUILL_OK) {
@@ -230,10 +271,12 @@ static quill_status run_once(bench_state *state, int n_prompt, int n_gen, bench_
     run->prefill_ms = (double)(first_ns - start_ns) / 1e6;
     run->decode_ms = (double)(last_ns - first_ns) / 1e6;
     if (first_ns > start_ns) {
-        run->prefill_tokens_per_second = (double)n_prompt * 1e9 / (double)(first_ns - start_ns);
+        run->prefill_tokens_per_second =
+            (double)n_parallel * n_prompt * 1e9 / (double)(first_ns - start_ns);
     }
     if (n_gen > 1 && last_ns > first_ns) {
-        run->decode_tokens_per_second = (double)(n_gen - 1) * 1e9 / (double)(last_ns - first_ns);
+        run->decode_tokens_per_second =
+            (double)n_parallel * (n_gen - 1) * 1e9 / (double)(last_ns - first_ns);
     }
     return QUILL_OK;
 }
@@ -284,6 +327,7 @@ static void print_json(const bench_options *options, const char *model_name,
     json_object *list = json_object_new_array();
     json_object_object_add(root, "model", json_object_new_string(model_name));
     json_object_object_add(root, "threads", json_object_new_int(options->n_threads));
+    json_object_object_add(root, "parallel", json_object_new_int(options->n_parallel));
     json_object_object_add(root, "prompt_tokens", json_object_new_int(options->n_prompt_tokens));
     json_object_object_add(root, "gen_tokens", json_object_new_int(options->n_gen_tokens));
     json_object_object_add(root, "prefill_tokens_per_second", json_rounded(prefill.median));
@@ -308,9 +352,10 @@ static void print_text(const bench_options *options, const char *model_name,
                        const bench_run *runs) {
     spread prefill = compute_spread(runs, options->n_repetitions, false);
     spread decode = compute_spread(runs, options->n_repetitions, true);
-    printf("model: %s\nthreads: %d, prompt tokens: %d, generated tokens: %d, repetitions: %d\n",
-           model_name, options->n_threads, options->n_prompt_tokens, options->n_gen_tokens,
-           options->n_repetitions);
+    printf("model: %s\nthreads: %d, parallel sequences: %d, prompt tokens: %d, generated tokens: "
+           "%d, repetitions: %d\n",
+           model_name, options->n_threads, options->n_parallel, options->n_prompt_tokens,
+           options->n_gen_tokens, options->n_repetitions);
     printf("prefill: %.2f tokens/s median (min %.2f, max %.2f)\n", prefill.median, prefill.min,
            prefill.max);
     printf("decode:  %.2f tokens/s median (min %.2f, max %.2f)\n", decode.median, decode.min,
@@ -324,6 +369,7 @@ int quill_cli_bench(int argc, char **argv) {
         .n_gen_tokens = DEFAULT_GEN_TOKENS,
         .n_threads = n_cpus > 0 ? (int)n_cpus : 1,
         .n_repetitions = DEFAULT_REPETITIONS,
+        .n_parallel = 1,
     };
     int exit_code = parse_flags(argc, argv, &options);
     if (exit_code >= 0) {
