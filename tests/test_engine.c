@@ -1,8 +1,9 @@
 /*
  * Tests of the engine on a tiny generated model: batch-independent results (greedy and seeded),
  * prefix reuse with exact cached-token counts and unchanged output, eviction under a small
- * cache, cancellation releasing KV blocks, the queue limit, stop strings across tokens, whole
- * UTF-8 characters in events, length limits, submit validation, drain and destroy.
+ * cache, preemption with unchanged output and usage, admission by the blocks needed now,
+ * cancellation releasing KV blocks, the queue limit, stop strings across tokens, whole UTF-8
+ * characters in events, length limits, submit validation, drain and destroy.
  */
 #include "test_support.h"
 
@@ -371,18 +372,24 @@ static void test_engine_eviction_stays_correct(void **state) {
     quill_engine_destroy(engine);
 }
 
-/* Holds the engine thread inside a request's first on_event call until the test opens it, so
- * that a long request is certainly still running while the test acts. */
+/* Holds the engine thread inside a request's on_event call until the test opens it, so that a
+ * long request is certainly still running while the test acts. The first n_calls_to_pass calls
+ * return at once and the next one waits. gate_pass lets a waiting call go and arms the gate
+ * again. */
 typedef struct gate {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
-    bool is_entered; /* the engine thread is waiting in the callback */
-    bool is_open;    /* the test let it go */
+    int32_t n_calls_to_pass; /* calls that return before the gate stops one */
+    int32_t n_releases;      /* times the test let a waiting call go */
+    bool is_entered;         /* the engine thread is waiting in the callback */
+    bool is_open;            /* the test let it go for good */
 } gate;
 
 static void gate_init(gate *g) {
     pthread_mutex_init(&g->mutex, NULL);
     pthread_cond_init(&g->cond, NULL);
+    g->n_calls_to_pass = 0;
+    g->n_releases = 0;
     g->is_entered = false;
     g->is_open = false;
 }
@@ -395,9 +402,15 @@ static void gate_release(gate *g) {
 static void gate_on_event(void *user_data) {
     gate *g = user_data;
     pthread_mutex_lock(&g->mutex);
+    if (g->n_calls_to_pass > 0) {
+        g->n_calls_to_pass--;
+        pthread_mutex_unlock(&g->mutex);
+        return;
+    }
     g->is_entered = true;
     pthread_cond_broadcast(&g->cond);
-    while (!g->is_open) {
+    int32_t n_releases = g->n_releases;
+    while (!g->is_open && g->n_releases == n_releases) {
         pthread_cond_wait(&g->cond, &g->mutex);
     }
     pthread_mutex_unlock(&g->mutex);
@@ -414,6 +427,16 @@ static void gate_wait_entered(gate *g) {
 static void gate_open(gate *g) {
     pthread_mutex_lock(&g->mutex);
     g->is_open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+/* Lets the waiting call go and stops the call after the next n_calls_to_pass. */
+static void gate_pass(gate *g, int32_t n_calls_to_pass) {
+    pthread_mutex_lock(&g->mutex);
+    g->n_calls_to_pass = n_calls_to_pass;
+    g->is_entered = false;
+    g->n_releases++;
     pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->mutex);
 }
@@ -453,6 +476,280 @@ static void test_engine_cancel_releases_blocks(void **state) {
     quill_engine_drain(engine);
     quill_engine_stats stats;
     quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_int_equal(stats.n_blocks_cached, 0);
+    assert_int_equal(stats.n_running, 0);
+    assert_int_equal(stats.n_waiting, 0);
+    quill_engine_destroy(engine);
+}
+
+/* Engine params for a cache of n_blocks blocks of 16 tokens (256 bytes per token in F16) and a
+ * context of the whole cache less one block, so that one request may need most of it. */
+static quill_engine_params tight_engine_params(int32_t n_blocks, int32_t n_parallel) {
+    quill_engine_params params = small_engine_params();
+    params.cache_bytes = (size_t)n_blocks * 16 * 256;
+    params.n_parallel = n_parallel;
+    params.n_ctx = 1000;
+    return params;
+}
+
+static void test_engine_preemption_keeps_output(void **state) {
+    (void)state;
+    enum { N_REQUESTS = 4 };
+    static int32_t prompts[N_REQUESTS][40];
+    const int64_t lengths[N_REQUESTS] = {20, 27, 33, 18};
+    quill_request_params params[N_REQUESTS];
+    for (int i = 0; i < N_REQUESTS; i++) {
+        make_prompt(prompts[i], lengths[i], (uint32_t)(700 + i));
+        params[i] = greedy_request(prompts[i], lengths[i], 60);
+    }
+    /* The sampler continues across a preemption: its RNG and its penalty history. */
+    params[1].sampling.temperature = 0.9f;
+    params[1].sampling.top_k = 0;
+    params[1].sampling.top_p = 0.95f;
+    params[1].sampling.min_p = 0.0f;
+    params[1].sampling.has_seed = true;
+    params[1].sampling.seed = 77;
+    params[2].sampling.repetition_penalty = 1.3f;
+    params[2].sampling.penalty_last_n = -1;
+
+    /* Each request alone, in a cache large enough for all of them. */
+    completion alone[N_REQUESTS];
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    for (int i = 0; i < N_REQUESTS; i++) {
+        run_one(engine, &params[i], &alone[i]);
+    }
+    quill_engine_destroy(engine);
+
+    /* Together in 12 blocks, while their full runs take 22: younger ones are preempted and
+     * resume from the prefix index. The engine waits in the first request's first callback
+     * until all are queued, so that they certainly run at once. */
+    engine_params = tight_engine_params(12, N_REQUESTS);
+    engine = engine_new(&engine_params);
+    assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
+    gate g;
+    gate_init(&g);
+    params[0].on_event = gate_on_event;
+    params[0].user_data = &g;
+    quill_request *requests[N_REQUESTS] = {NULL};
+    for (int i = 0; i < N_REQUESTS; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
+        if (i == 0) {
+            gate_wait_entered(&g);
+        }
+    }
+    gate_open(&g);
+    completion together[N_REQUESTS];
+    for (int i = 0; i < N_REQUESTS; i++) {
+        collect(requests[i], &together[i]);
+        quill_request_destroy(requests[i]);
+        assert_int_equal(together[i].reason, QUILL_FINISH_LENGTH);
+        assert_same_tokens(&alone[i], &together[i]);
+        assert_int_equal(together[i].n_tokens, together[i].usage.n_completion_tokens);
+        assert_int_equal(together[i].usage.n_prompt_tokens, alone[i].usage.n_prompt_tokens);
+        assert_int_equal(together[i].usage.n_cached_tokens, alone[i].usage.n_cached_tokens);
+        assert_int_equal(together[i].usage.n_completion_tokens, alone[i].usage.n_completion_tokens);
+    }
+    gate_release(&g);
+
+    /* Resumed requests reuse their own blocks, which count as no prompt lookup or hit. */
+    quill_engine_stats stats;
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_true(stats.n_preemptions > 0);
+    assert_int_equal(stats.n_prefix_queries, N_REQUESTS);
+    assert_int_equal(stats.n_prefix_hits, 0);
+    assert_int_equal(stats.n_prefix_tokens_reused, 0);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_int_equal(stats.n_waiting, 0);
+    quill_engine_destroy(engine);
+}
+
+static void test_engine_large_max_tokens_concurrent(void **state) {
+    (void)state;
+    enum { N_LONG = 3 };
+    int32_t prompt[16];
+    make_prompt(prompt, 10, 21);
+    quill_engine_params engine_params = tight_engine_params(12, 4);
+    quill_engine *engine = engine_new(&engine_params);
+
+    /* The engine waits in the first callback of a short request while the others queue up. */
+    gate g;
+    gate_init(&g);
+    quill_request_params params = greedy_request(prompt, 10, 4);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
+    quill_request *first = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &first), QUILL_OK);
+    gate_wait_entered(&g);
+
+    /* max_tokens 0 runs up to the context, 166 tokens, which would take all 12 blocks if
+     * reserved up front. An end-of-generation token comes first, so each needs one block. */
+    const quill_logit_bias force_eos = {.token = 2, .bias = 1000.0f};
+    int32_t long_prompts[N_LONG][16];
+    quill_request *requests[N_LONG] = {NULL};
+    for (int i = 0; i < N_LONG; i++) {
+        make_prompt(long_prompts[i], 10, (uint32_t)(22 + i));
+        quill_request_params long_params = greedy_request(long_prompts[i], 10, 0);
+        long_params.ignore_eos = false;
+        long_params.sampling.logit_biases = &force_eos;
+        long_params.sampling.n_logit_biases = 1;
+        assert_int_equal(quill_engine_submit(engine, &long_params, &requests[i]), QUILL_OK);
+    }
+    gate_open(&g);
+
+    completion result;
+    for (int i = 0; i < N_LONG; i++) {
+        collect(requests[i], &result);
+        quill_request_destroy(requests[i]);
+        assert_int_equal(result.reason, QUILL_FINISH_STOP);
+        assert_int_equal(result.n_tokens, 1);
+    }
+    collect(first, &result);
+    quill_request_destroy(first);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    gate_release(&g);
+
+    quill_engine_stats stats;
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_running_max, 1 + N_LONG);
+    assert_int_equal(stats.n_preemptions, 0);
+    quill_engine_destroy(engine);
+}
+
+/* Runs a mixed load in a cache of n_blocks blocks: prompts of 3 to 100 tokens, half of them
+ * sharing a 40-token prefix, with 10 to 70 output tokens each. Checks that every output equals
+ * the same request run alone, and that the load needed preemption. */
+static void check_mixed_load(uint32_t seed, int32_t n_blocks) {
+    enum { N_REQUESTS = 10, SHARED_TOKENS = 40 };
+    static int32_t prompts[N_REQUESTS][104];
+    int32_t shared[SHARED_TOKENS];
+    make_prompt(shared, SHARED_TOKENS, seed);
+    quill_request_params params[N_REQUESTS];
+    uint32_t x = seed;
+    for (int i = 0; i < N_REQUESTS; i++) {
+        x = x * 1103515245u + 12345u;
+        int64_t n_prompt = 3 + (int64_t)((x >> 16) % 98);
+        x = x * 1103515245u + 12345u;
+        int64_t max_tokens = 10 + (int64_t)((x >> 16) % 61);
+        make_prompt(prompts[i], n_prompt, seed + 1 + (uint32_t)i);
+        if (i % 2 == 1 && n_prompt > SHARED_TOKENS) {
+            memcpy(prompts[i], shared, sizeof(shared));
+        }
+        params[i] = greedy_request(prompts[i], n_prompt, max_tokens);
+    }
+
+    completion *alone = calloc(N_REQUESTS, sizeof(completion));
+    completion *together = calloc(N_REQUESTS, sizeof(completion));
+    assert_non_null(alone);
+    assert_non_null(together);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    for (int i = 0; i < N_REQUESTS; i++) {
+        run_one(engine, &params[i], &alone[i]);
+    }
+    quill_engine_destroy(engine);
+
+    engine_params = tight_engine_params(n_blocks, 4);
+    engine = engine_new(&engine_params);
+    gate g;
+    gate_init(&g);
+    params[0].on_event = gate_on_event;
+    params[0].user_data = &g;
+    quill_request *requests[N_REQUESTS] = {NULL};
+    for (int i = 0; i < N_REQUESTS; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
+        if (i == 0) {
+            gate_wait_entered(&g);
+        }
+    }
+    gate_open(&g);
+    for (int i = 0; i < N_REQUESTS; i++) {
+        collect(requests[i], &together[i]);
+        quill_request_destroy(requests[i]);
+        assert_int_equal(together[i].reason, QUILL_FINISH_LENGTH);
+        assert_same_tokens(&alone[i], &together[i]);
+        assert_int_equal(together[i].usage.n_completion_tokens, alone[i].n_tokens);
+        assert_true(together[i].usage.n_cached_tokens < params[i].n_prompt_tokens);
+    }
+    gate_release(&g);
+
+    quill_engine_stats stats;
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_true(stats.n_preemptions > 0);
+    assert_int_equal(stats.n_blocks_used, 0);
+    assert_int_equal(stats.n_waiting, 0);
+    quill_engine_destroy(engine);
+    free(alone);
+    free(together);
+}
+
+static void test_engine_mixed_load_tight_cache(void **state) {
+    (void)state;
+    for (uint32_t seed = 1; seed <= 3; seed++) {
+        check_mixed_load(900 + seed, 14);
+    }
+}
+
+static void test_engine_cancel_preempted_releases(void **state) {
+    (void)state;
+    int32_t older_prompt[24];
+    int32_t younger_prompt[48];
+    make_prompt(older_prompt, 20, 31);
+    make_prompt(younger_prompt, 40, 32);
+    quill_engine_params engine_params = tight_engine_params(8, 2);
+    engine_params.use_prefix_cache = false;
+    quill_engine *engine = engine_new(&engine_params);
+    assert_int_equal(quill_engine_n_ctx(engine), 7 * 16);
+
+    /* Runs of 110 and 100 tokens cannot share 8 blocks, so the younger request is preempted
+     * at about the older one's 27th token and, while the older one grows, never fits again.
+     * The gate holds the engine at the older request's first token until the younger one is
+     * queued, then at its 62nd token, well after the preemption. */
+    gate g;
+    gate_init(&g);
+    quill_request_params older_params = greedy_request(older_prompt, 20, 90);
+    older_params.on_event = gate_on_event;
+    older_params.user_data = &g;
+    quill_request *older = NULL;
+    assert_int_equal(quill_engine_submit(engine, &older_params, &older), QUILL_OK);
+    gate_wait_entered(&g);
+    quill_request_params younger_params = greedy_request(younger_prompt, 40, 60);
+    quill_request *younger = NULL;
+    assert_int_equal(quill_engine_submit(engine, &younger_params, &younger), QUILL_OK);
+    gate_pass(&g, 60);
+    gate_wait_entered(&g);
+
+    quill_engine_stats stats;
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_preemptions, 1);
+    assert_int_equal(stats.n_waiting, 1);
+    assert_int_equal(stats.n_running, 1);
+    quill_request_cancel(younger);
+    gate_open(&g);
+
+    completion result;
+    collect(younger, &result);
+    quill_request_destroy(younger);
+    assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+    assert_true(result.n_tokens > 0);
+    assert_true(result.n_tokens < 60);
+    assert_int_equal(result.usage.n_completion_tokens, result.n_tokens);
+    collect(older, &result);
+    quill_request_destroy(older);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    assert_int_equal(result.n_tokens, 90);
+    gate_release(&g);
+
+    /* Nothing is used or cached, so every block is free again. */
+    quill_engine_drain(engine);
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_blocks_total, 8);
     assert_int_equal(stats.n_blocks_used, 0);
     assert_int_equal(stats.n_blocks_cached, 0);
     assert_int_equal(stats.n_running, 0);
@@ -928,6 +1225,10 @@ int main(void) {
         cmocka_unit_test(test_engine_identical_prompts_share),
         cmocka_unit_test(test_engine_eviction_stays_correct),
         cmocka_unit_test(test_engine_cancel_releases_blocks),
+        cmocka_unit_test(test_engine_preemption_keeps_output),
+        cmocka_unit_test(test_engine_large_max_tokens_concurrent),
+        cmocka_unit_test(test_engine_mixed_load_tight_cache),
+        cmocka_unit_test(test_engine_cancel_preempted_releases),
         cmocka_unit_test(test_engine_queue_limit_busy),
         cmocka_unit_test(test_engine_stop_string_spans_tokens),
         cmocka_unit_test(test_engine_utf8_never_split),

@@ -150,7 +150,7 @@ QUILL_API void quill_request_destroy(quill_request *request);
 /* Counters and gauges for metrics. */
 typedef struct quill_engine_stats {
     int32_t n_running;              /* sequences in the running set */
-    int32_t n_waiting;              /* requests queued for admission */
+    int32_t n_waiting;              /* requests queued for admission, preempted ones included */
     int32_t n_blocks_total;         /* KV blocks in the pool */
     int32_t n_blocks_used;          /* blocks referenced by running sequences */
     int32_t n_blocks_cached;        /* blocks held only by the prefix index */
@@ -158,6 +158,8 @@ typedef struct quill_engine_stats {
     int64_t n_prefix_hits;          /* lookups that reused at least one block */
     int64_t n_prefix_tokens_reused; /* prompt tokens served from the cache */
     int64_t n_steps;                /* forward passes run */
+    int64_t n_preemptions;          /* running requests sent back to wait for KV blocks */
+    int32_t n_running_max;          /* most sequences running at once since the start */
 } quill_engine_stats;
 
 QUILL_API void quill_engine_get_stats(quill_engine *engine, quill_engine_stats *stats);

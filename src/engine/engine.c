@@ -100,10 +100,11 @@ static quill_status create_cache(quill_engine *engine) {
     engine->block_tokens = quill_kv_cache_block_tokens(engine->cache);
     engine->n_blocks_total = quill_kv_cache_n_blocks(engine->cache);
 
-    /* A request reserves blocks for its whole run plus one copy-on-write block, so one
-     * sequence can hold at most n_blocks - 1 blocks. With the default context, n_parallel
-     * full-length sequences must fit at once, so that long max_tokens never serialize
-     * requests. */
+    /* One sequence of n_ctx tokens takes at most n_blocks - 1 blocks, and a copy-on-write of
+     * its shared last block takes one more. So a request running alone always finds its
+     * blocks once the prefix index is evicted, and the scheduler can preempt younger requests
+     * until the oldest one fits. With the default context, n_parallel full-length sequences
+     * fit at once, so that they run without preemption. */
     int64_t n_ctx_cache = (int64_t)(engine->n_blocks_total - 1) * engine->block_tokens;
     if (engine->params.n_ctx == 0) {
         int64_t n_blocks_each = engine->n_blocks_total / engine->params.n_parallel - 1;
@@ -408,10 +409,6 @@ quill_status quill_engine_submit(quill_engine *engine, const quill_request_param
     if (status != QUILL_OK) {
         return status;
     }
-    int64_t n_claim_tokens = params->n_prompt_tokens + max_tokens;
-    request->claim_blocks =
-        (int32_t)((n_claim_tokens + engine->block_tokens - 1) / engine->block_tokens) + 1;
-
     /* Queue it unless the engine is shutting down or the queue is full. */
     pthread_mutex_lock(&engine->mutex);
     if (engine->is_draining || engine->is_stopping) {

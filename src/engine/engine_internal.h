@@ -24,8 +24,8 @@
 #include "quill/tokenizer.h"
 
 typedef enum quill_request_phase {
-    QUILL_REQUEST_WAITING = 0, /* queued for admission */
-    QUILL_REQUEST_PREFILL = 1, /* admitted; prompt K/V still being computed */
+    QUILL_REQUEST_WAITING = 0, /* queued for admission, or preempted and queued again */
+    QUILL_REQUEST_PREFILL = 1, /* admitted; K/V of its tokens still being computed */
     QUILL_REQUEST_DECODE = 2,  /* generating one token per step */
     QUILL_REQUEST_DONE = 3,    /* final event queued */
 } quill_request_phase;
@@ -72,11 +72,12 @@ struct quill_request {
     int64_t n_tokens;        /* prompt plus generated tokens so far */
     int64_t n_computed;      /* tokens whose K/V are in the cache */
     int64_t n_generated;     /* tokens sampled */
-    int64_t n_cached_tokens; /* prompt tokens reused from the prefix index */
+    int64_t n_cached_tokens; /* prompt tokens reused from the prefix index at first admission */
+    int32_t n_preemptions;   /* times sent back to the waiting list to free its KV blocks */
     int32_t seq_id;          /* KV sequence; -1 when not admitted */
-    int32_t claim_blocks;    /* KV blocks reserved for the request's longest run */
     int32_t logits_index;    /* batch entry whose logits to sample; -1 for none */
-    quill_sampler *sampler;  /* created at admission */
+    bool is_in_batch;        /* has entries in the batch being built */
+    quill_sampler *sampler;  /* created at first admission, kept across preemptions */
     quill_detokenizer detokenizer;
     quill_stop_matcher stop_matcher;
     bool has_stop_matcher;              /* stop_matcher is initialized */
@@ -111,13 +112,12 @@ struct quill_engine {
     quill_kv_cache *cache;
     quill_prefix_cache *prefix; /* NULL when use_prefix_cache is false */
     quill_batch batch;
-    quill_request *waiting_head; /* taken from the queue, not yet admitted (FIFO) */
+    quill_request *waiting_head; /* preempted requests first, then the queue's (FIFO) */
     quill_request *waiting_tail;
     quill_request **running; /* [n_parallel] admitted requests in admission order */
     quill_sample_job *sample_jobs; /* [n_parallel] one step's draws, made on the pool */
     int32_t n_running;
     bool *is_seq_used;             /* [n_parallel] */
-    int32_t n_claimed_blocks;      /* sum of claim_blocks over running requests */
     char *text_scratch;            /* [detokenizer_bytes] */
     int32_t *lookup_blocks;        /* [n_blocks_total] scratch for prefix lookups */
     quill_engine_stats step_stats; /* counters kept here, copied to stats after each step */

@@ -1,15 +1,23 @@
 /*
- * One engine step. It drops cancelled requests and admits waiting ones, reusing cached prompt
- * prefixes. It builds one batch of a decode token per running sequence plus prefill chunks up to
- * the step token budget and runs the forward pass. Then it samples, detokenizes, matches stop
- * strings and publishes the results.
+ * One engine step. It drops cancelled requests and admits waiting ones, reusing cached prefixes.
+ * It builds one batch of a decode token per running sequence plus prefill chunks up to the step
+ * token budget and runs the forward pass. Then it samples, detokenizes, matches stop strings and
+ * publishes the results.
  *
- * KV admission: each request reserves blocks for its longest possible run (prompt plus
- * max_tokens, plus one block for a copy-on-write), and the reservations of running requests
- * never exceed the cache. Blocks that only the prefix index holds are evicted on demand, so a
- * running sequence always finds its next block and no request is preempted.
- * NOTE: reserving the longest run is conservative. Requests with a large max_tokens lower how
- * many run at once even when their real outputs are short.
+ * KV blocks are taken on demand. A waiting request is admitted, in arrival order, when the free
+ * blocks plus the blocks that only the prefix index holds cover its uncached tokens. They must
+ * also cover what running requests take soon: the rest of each prompt in prefill and one decode
+ * block per sequence. Sequences then grow block by block and evict unreferenced prefix blocks
+ * when the free list runs short.
+ *
+ * Preemption: when eviction cannot supply a block, the scheduler preempts the most recently
+ * admitted request that has no entries in the step's batch. The request's whole computed blocks
+ * go into the prefix index, its sequence is released, and it goes back to the front of the
+ * waiting list. Admitted again, it recomputes its prompt and generated tokens, except those
+ * whose blocks the prefix index still holds. Then it continues with its sampler, detokenizer
+ * and stop matcher as they were, so its output does not change and no text is sent twice. The
+ * oldest running request is never preempted, and one sequence of n_ctx tokens fits the cache,
+ * so the oldest request always makes progress.
  *
  * Engine thread only.
  */
@@ -64,7 +72,6 @@ static void release_sequence(quill_engine *engine, quill_request *request, bool 
     }
     quill_kv_cache_seq_reset(engine->cache, request->seq_id);
     engine->is_seq_used[request->seq_id] = false;
-    engine->n_claimed_blocks -= request->claim_blocks;
     request->seq_id = -1;
 }
 
@@ -110,14 +117,15 @@ static void set_waiting_count(quill_engine *engine, int32_t delta) {
     pthread_mutex_unlock(&engine->mutex);
 }
 
-/* Removes requests marked done from the running set, keeping admission order. */
+/* Removes finished and preempted requests from the running set, keeping admission order. A
+ * preempted request took the engine's reference with it to the waiting list. */
 static void compact_running(quill_engine *engine) {
     int32_t n_kept = 0;
     for (int32_t i = 0; i < engine->n_running; i++) {
         quill_request *request = engine->running[i];
         if (request->phase == QUILL_REQUEST_DONE) {
             quill__request_unref(request);
-        } else {
+        } else if (request->phase != QUILL_REQUEST_WAITING) {
             engine->running[n_kept++] = request;
         }
     }
@@ -163,21 +171,20 @@ void quill__scheduler_cancel_all(quill_engine *engine) {
 
 /* ---- Admission ---- */
 
-/* True when a running request is still prefilling whole prompt blocks that this one shares
- * beyond what the index already holds: waiting for them beats computing them twice. */
+/* True when a running request is still prefilling whole blocks that this one shares beyond what
+ * the index already holds: waiting for them beats computing them twice. */
 static bool should_wait_for_prefill(const quill_engine *engine, const quill_request *request) {
     if (engine->prefix == NULL) {
         return false;
     }
-    int32_t n_indexed = quill__prefix_cache_count_matching(engine->prefix, request->tokens,
-                                                           request->n_prompt_tokens);
+    int32_t n_indexed =
+        quill__prefix_cache_count_matching(engine->prefix, request->tokens, request->n_tokens);
     for (int32_t i = 0; i < engine->n_running; i++) {
         const quill_request *other = engine->running[i];
         if (other->phase != QUILL_REQUEST_PREFILL) {
             continue;
         }
-        int64_t limit = request->n_prompt_tokens < other->n_prompt_tokens ? request->n_prompt_tokens
-                                                                          : other->n_prompt_tokens;
+        int64_t limit = request->n_tokens < other->n_tokens ? request->n_tokens : other->n_tokens;
         int64_t n_same = 0;
         while (n_same < limit && request->tokens[n_same] == other->tokens[n_same]) {
             n_same++;
@@ -189,46 +196,87 @@ static bool should_wait_for_prefill(const quill_engine *engine, const quill_requ
     return false;
 }
 
-/* Attaches the longest cached prefix of the prompt to the request's sequence. At least the
- * last prompt token is always computed, because its logits give the first output token. */
-static void attach_cached_prefix(quill_engine *engine, quill_request *request) {
-    quill_engine_stats *stats = &engine->step_stats;
-    stats->n_prefix_queries++;
-    int32_t n_found =
-        quill__prefix_cache_lookup(engine->prefix, request->tokens, request->n_prompt_tokens,
-                                   engine->lookup_blocks, engine->n_blocks_total);
+/* Returns the blocks that running requests take soon: the rest of each prefill, up to the block
+ * of its first generated token, and one decode block per generating sequence. */
+static int64_t blocks_committed(const quill_engine *engine) {
+    int64_t n_blocks = 0;
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        const quill_request *request = engine->running[i];
+        if (request->phase != QUILL_REQUEST_PREFILL) {
+            n_blocks += 1;
+            continue;
+        }
+        int32_t n_held = quill_kv_cache_seq_n_blocks(engine->cache, request->seq_id);
+        int32_t n_left = blocks_for_tokens(engine, request->n_tokens + 1) - n_held;
+        n_blocks += n_left > 0 ? n_left : 0;
+    }
+    return n_blocks;
+}
+
+/* True when the free blocks plus those that only the prefix index holds cover the request's
+ * uncached tokens, up to the block of its next generated token, next to blocks_committed.
+ * Cached blocks that the request would share count as neither needed nor available. */
+static bool has_blocks_to_start(quill_engine *engine, const quill_request *request) {
+    int64_t n_cached = 0;
+    int64_t n_cached_evictable = 0;
+    int64_t n_evictable = 0;
+    if (engine->prefix != NULL) {
+        n_cached = quill__prefix_cache_lookup(engine->prefix, request->tokens, request->n_tokens,
+                                              engine->lookup_blocks, engine->n_blocks_total);
+        for (int64_t i = 0; i < n_cached; i++) {
+            n_cached_evictable +=
+                quill_kv_cache_block_refcount(engine->cache, engine->lookup_blocks[i]) == 1;
+        }
+        n_evictable = quill__prefix_cache_n_evictable(engine->prefix);
+    }
+
+    /* A prefix that covers every token is attached one token short, and the sequence copies
+     * its last block before computing that token. */
+    int64_t n_needed = blocks_for_tokens(engine, request->n_tokens + 1) - n_cached;
+    if (n_cached * engine->block_tokens >= request->n_tokens) {
+        n_needed++;
+    }
+    n_needed += blocks_committed(engine);
+    int64_t n_available =
+        quill_kv_cache_n_blocks_free(engine->cache) + n_evictable - n_cached_evictable;
+    return n_needed <= n_available;
+}
+
+/* Attaches the longest cached prefix of the request's tokens to its sequence and returns how
+ * many tokens it covers. At least the last token is always computed, because its logits give
+ * the next output token. */
+static int64_t attach_cached_prefix(quill_engine *engine, quill_request *request) {
+    int32_t n_found = quill__prefix_cache_lookup(engine->prefix, request->tokens, request->n_tokens,
+                                                 engine->lookup_blocks, engine->n_blocks_total);
     int64_t n_cached = (int64_t)n_found * engine->block_tokens;
-    if (n_cached > request->n_prompt_tokens - 1) {
-        n_cached = request->n_prompt_tokens - 1;
+    if (n_cached > request->n_tokens - 1) {
+        n_cached = request->n_tokens - 1;
     }
     if (n_cached <= 0) {
-        return;
+        return 0;
     }
     int32_t n_attach = blocks_for_tokens(engine, n_cached);
     quill_status status = quill_kv_cache_seq_attach(engine->cache, request->seq_id,
                                                     engine->lookup_blocks, n_attach, n_cached);
     if (status != QUILL_OK) {
         QUILL_LOG_WARN("engine", "prefix reuse skipped", "error=%s", quill_error_message());
-        return;
+        return 0;
     }
     request->n_computed = n_cached;
-    request->n_cached_tokens = n_cached;
-    stats->n_prefix_hits++;
-    stats->n_prefix_tokens_reused += n_cached;
+    return n_cached;
 }
 
-/* Gives an admitted request its sequence, cached prefix, sampler and text state. */
+/* Gives a request admitted for the first time its cached prompt prefix, sampler and text
+ * state. */
 static quill_status start_request(quill_engine *engine, quill_request *request) {
-    int32_t seq_id = 0;
-    while (engine->is_seq_used[seq_id]) {
-        seq_id++;
-    }
-    engine->is_seq_used[seq_id] = true;
-    request->seq_id = seq_id;
-    engine->n_claimed_blocks += request->claim_blocks;
-    request->phase = QUILL_REQUEST_PREFILL;
     if (engine->prefix != NULL) {
-        attach_cached_prefix(engine, request);
+        quill_engine_stats *stats = &engine->step_stats;
+        stats->n_prefix_queries++;
+        request->n_cached_tokens = attach_cached_prefix(engine, request);
+        if (request->n_cached_tokens > 0) {
+            stats->n_prefix_hits++;
+            stats->n_prefix_tokens_reused += request->n_cached_tokens;
+        }
     }
 
     quill_status status =
@@ -259,6 +307,34 @@ static quill_status start_request(quill_engine *engine, quill_request *request) 
     return status;
 }
 
+/* Attaches the cached prefix of a readmitted request's prompt and generated tokens. Its
+ * sampler, detokenizer and stop matcher continue as they were. Its cached-token count stays the
+ * first admission's, because usage and billing count only prompt tokens that the prefix index
+ * saved. */
+static void resume_request(quill_engine *engine, quill_request *request) {
+    int64_t n_reused = engine->prefix != NULL ? attach_cached_prefix(engine, request) : 0;
+    QUILL_LOG_DEBUG("engine", "preempted request resumed",
+                    "n_tokens=%lld n_reused_tokens=%lld n_preemptions=%d",
+                    (long long)request->n_tokens, (long long)n_reused, request->n_preemptions);
+}
+
+/* Gives an admitted request a free sequence and starts or resumes it. */
+static quill_status admit_request(quill_engine *engine, quill_request *request) {
+    int32_t seq_id = 0;
+    while (engine->is_seq_used[seq_id]) {
+        seq_id++;
+    }
+    engine->is_seq_used[seq_id] = true;
+    request->seq_id = seq_id;
+    request->n_computed = 0;
+    request->phase = QUILL_REQUEST_PREFILL;
+    if (request->n_preemptions > 0) {
+        resume_request(engine, request);
+        return QUILL_OK;
+    }
+    return start_request(engine, request);
+}
+
 /* Removes request from the waiting list, given its predecessor. */
 static void unlink_waiting(quill_engine *engine, quill_request *previous, quill_request *request) {
     if (previous != NULL) {
@@ -272,15 +348,15 @@ static void unlink_waiting(quill_engine *engine, quill_request *previous, quill_
     request->next = NULL;
 }
 
-/* Admits waiting requests in arrival order while sequences and KV reservations allow. Returns
- * true when any request left the waiting list. */
+/* Admits waiting requests in order while sequences and KV blocks allow. Returns true when any
+ * request left the waiting list. */
 static bool admit_requests(quill_engine *engine) {
     bool has_progress = false;
     quill_request *previous = NULL;
     quill_request *request = engine->waiting_head;
     while (request != NULL && engine->n_running < engine->params.n_parallel) {
         quill_request *next = request->next;
-        if (engine->n_claimed_blocks + request->claim_blocks > engine->n_blocks_total) {
+        if (!has_blocks_to_start(engine, request)) {
             break; /* first come, first served: later requests wait behind this one */
         }
         if (should_wait_for_prefill(engine, request)) {
@@ -292,12 +368,15 @@ static bool admit_requests(quill_engine *engine) {
         unlink_waiting(engine, previous, request);
         set_waiting_count(engine, -1);
         has_progress = true;
-        quill_status status = start_request(engine, request);
+        quill_status status = admit_request(engine, request);
         if (status != QUILL_OK) {
             fail_request(engine, request, status);
             quill__request_unref(request);
         } else {
             engine->running[engine->n_running++] = request;
+        }
+        if (engine->n_running > engine->step_stats.n_running_max) {
+            engine->step_stats.n_running_max = engine->n_running;
         }
         request = next;
     }
@@ -306,9 +385,11 @@ static bool admit_requests(quill_engine *engine) {
 
 /* ---- Batch ---- */
 
-/* Makes sure the sequence has blocks for n_tokens_total tokens, evicting cached blocks when the
- * free list is short. Fails the request and returns false when that is impossible. */
-static bool prepare_blocks(quill_engine *engine, quill_request *request, int64_t n_tokens_total) {
+/* Makes sure the sequence has blocks for n_tokens_total tokens, evicting blocks that only the
+ * prefix index holds when the free list is short. Returns QUILL_ERR_BUSY, changing nothing,
+ * when the cache still lacks blocks. */
+static quill_status prepare_blocks(quill_engine *engine, quill_request *request,
+                                   int64_t n_tokens_total) {
     quill_status status =
         quill_kv_cache_seq_prepare(engine->cache, request->seq_id, n_tokens_total);
     if (status == QUILL_ERR_BUSY && engine->prefix != NULL) {
@@ -318,11 +399,82 @@ static bool prepare_blocks(quill_engine *engine, quill_request *request, int64_t
         quill__prefix_cache_evict(engine->prefix, n_needed);
         status = quill_kv_cache_seq_prepare(engine->cache, request->seq_id, n_tokens_total);
     }
-    if (status != QUILL_OK) {
-        fail_request(engine, request, status);
-        return false;
+    return status;
+}
+
+/* Sends a running request back to the front of the waiting list and frees its KV blocks. Its
+ * whole computed blocks stay in the prefix index until evicted, so that readmission recomputes
+ * only the rest. The running set drops it at the end of the step. */
+static void preempt_request(quill_engine *engine, quill_request *request) {
+    enum { WARN_EVERY = 100 };
+    int64_t n_computed = request->n_computed;
+    release_sequence(engine, request, true);
+    request->n_computed = 0;
+    request->logits_index = -1;
+    request->phase = QUILL_REQUEST_WAITING;
+    request->n_preemptions++;
+    request->next = engine->waiting_head;
+    engine->waiting_head = request;
+    if (engine->waiting_tail == NULL) {
+        engine->waiting_tail = request;
     }
-    return true;
+    set_waiting_count(engine, 1);
+
+    int64_t n_preemptions = ++engine->step_stats.n_preemptions;
+    QUILL_LOG_DEBUG("engine", "request preempted",
+                    "n_tokens=%lld n_computed=%lld n_generated=%lld n_preemptions=%d",
+                    (long long)request->n_tokens, (long long)n_computed,
+                    (long long)request->n_generated, request->n_preemptions);
+    if (n_preemptions % WARN_EVERY == 1) {
+        QUILL_LOG_WARN("engine", "requests preempted for lack of KV blocks",
+                       "n_preemptions=%lld n_blocks=%d n_parallel=%d hint=\"raise cache_bytes or "
+                       "lower n_parallel to recompute less\"",
+                       (long long)n_preemptions, engine->n_blocks_total, engine->params.n_parallel);
+    }
+}
+
+/* Returns the running-set index of the most recently admitted request after index `after`
+ * that has no entries in the batch, or -1 when there is none. */
+static int32_t find_preemptible(const quill_engine *engine, int32_t after) {
+    for (int32_t i = engine->n_running - 1; i > after; i--) {
+        const quill_request *request = engine->running[i];
+        bool is_running =
+            request->phase == QUILL_REQUEST_PREFILL || request->phase == QUILL_REQUEST_DECODE;
+        if (is_running && !request->is_in_batch) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Makes sure running[at] has blocks for n_tokens_total tokens, preempting younger requests
+ * without batch entries, youngest first, while the cache is short. Returns QUILL_ERR_BUSY when
+ * it is still short after that. */
+static quill_status reserve_blocks(quill_engine *engine, int32_t at, int64_t n_tokens_total) {
+    quill_request *request = engine->running[at];
+    quill_status status = prepare_blocks(engine, request, n_tokens_total);
+    while (status == QUILL_ERR_BUSY) {
+        int32_t victim = find_preemptible(engine, at);
+        if (victim < 0) {
+            break;
+        }
+        preempt_request(engine, engine->running[victim]);
+        status = prepare_blocks(engine, request, n_tokens_total);
+    }
+    return status;
+}
+
+/* Returns the largest end of a prefill chunk, at most n_tokens_total, whose new blocks the
+ * free list holds, or the request's n_computed when not even one more token fits. */
+static int64_t fitting_end(const quill_engine *engine, const quill_request *request,
+                           int64_t n_tokens_total) {
+    int32_t n_free = quill_kv_cache_n_blocks_free(engine->cache);
+    int64_t end = n_tokens_total;
+    while (end > request->n_computed &&
+           quill_kv_cache_seq_blocks_needed(engine->cache, request->seq_id, end) > n_free) {
+        end = (end - 1) / engine->block_tokens * engine->block_tokens;
+    }
+    return end > request->n_computed ? end : request->n_computed;
 }
 
 /* Adds entries [from, to) of the request's tokens; only the entry of the last token wants
@@ -330,6 +482,7 @@ static bool prepare_blocks(quill_engine *engine, quill_request *request, int64_t
 static int32_t add_entries(quill_engine *engine, quill_request *request, int64_t from, int64_t to,
                            int64_t logits_at) {
     int32_t logits_index = -1;
+    request->is_in_batch = true;
     for (int64_t position = from; position < to; position++) {
         bool wants_logits = position == logits_at;
         if (wants_logits) {
@@ -391,44 +544,81 @@ static void update_step_costs(quill_engine *engine, int64_t n_decode, int64_t n_
                                    : (1 - weight) * engine->prefill_token_us + weight * per_token_us;
 }
 
-/* Fills the batch: one decode token per generating sequence, then prefill chunks in admission
- * order until the step's token budget is spent. */
-static void build_batch(quill_engine *engine) {
-    quill_batch_clear(&engine->batch);
-    int64_t budget = engine->params.step_tokens;
+/* Adds one decode entry per generating sequence, in admission order, and returns how many it
+ * added. A sequence that needs a block preempts younger requests to get one. When none is left
+ * to preempt, it is itself the youngest without entries and is preempted, unless it is the
+ * oldest running request. Alone in the cache, the oldest request always fits. */
+static int64_t add_decode_entries(quill_engine *engine) {
+    int64_t n_decode = 0;
     for (int32_t i = 0; i < engine->n_running; i++) {
         quill_request *request = engine->running[i];
-        request->logits_index = -1;
-        if (request->phase != QUILL_REQUEST_DECODE ||
-            !prepare_blocks(engine, request, request->n_computed + 1)) {
+        if (request->phase != QUILL_REQUEST_DECODE) {
+            continue;
+        }
+        quill_status status = reserve_blocks(engine, i, request->n_computed + 1);
+        if (status == QUILL_ERR_BUSY && i > 0) {
+            preempt_request(engine, request);
+            continue;
+        }
+        if (status != QUILL_OK) {
+            fail_request(engine, request, status);
             continue;
         }
         request->logits_index = add_entries(engine, request, request->n_computed,
                                             request->n_computed + 1, request->n_computed);
-        budget--;
+        n_decode++;
     }
-    engine->n_step_decode = engine->params.step_tokens - budget;
-    budget = prefill_budget(engine, engine->n_step_decode, budget);
+    return n_decode;
+}
 
+/* Adds prefill chunks in admission order until budget tokens are spent. A chunk that lacks
+ * blocks preempts younger requests that are not in the batch. When none is left, the chunk
+ * shrinks to the blocks that are free. A request that gets no blocks at all waits for the next
+ * step, because the decoding requests that hold the blocks finish or get preempted. */
+static void add_prefill_chunks(quill_engine *engine, int64_t budget) {
     int64_t now_us = quill__clock_monotonic_us();
     for (int32_t i = 0; i < engine->n_running && budget > 0; i++) {
         quill_request *request = engine->running[i];
         if (request->phase != QUILL_REQUEST_PREFILL) {
             continue;
         }
-        int64_t n_remaining = request->n_prompt_tokens - request->n_computed;
-        int64_t n_chunk = n_remaining < budget ? n_remaining : budget;
-        if (!prepare_blocks(engine, request, request->n_computed + n_chunk)) {
+        int64_t n_remaining = request->n_tokens - request->n_computed;
+        int64_t end = request->n_computed + (n_remaining < budget ? n_remaining : budget);
+        quill_status status = reserve_blocks(engine, i, end);
+        if (status == QUILL_ERR_BUSY) {
+            end = fitting_end(engine, request, end);
+            if (end > request->n_computed) {
+                status = prepare_blocks(engine, request, end);
+            }
+        }
+        if (status == QUILL_ERR_BUSY) {
+            continue;
+        }
+        if (status != QUILL_OK) {
+            fail_request(engine, request, status);
             continue;
         }
         if (request->scheduled_us == 0) {
             request->scheduled_us = now_us;
         }
         request->logits_index =
-            add_entries(engine, request, request->n_computed, request->n_computed + n_chunk,
-                        request->n_prompt_tokens - 1);
-        budget -= n_chunk;
+            add_entries(engine, request, request->n_computed, end, request->n_tokens - 1);
+        budget -= end - request->n_computed;
     }
+}
+
+/* Fills the batch: one decode token per generating sequence, then prefill chunks in admission
+ * order until the step's token budget is spent. A prefill chunk of a preempted request
+ * recomputes its generated tokens too, and its last token's logits give the next token. */
+static void build_batch(quill_engine *engine) {
+    quill_batch_clear(&engine->batch);
+    for (int32_t i = 0; i < engine->n_running; i++) {
+        engine->running[i]->logits_index = -1;
+        engine->running[i]->is_in_batch = false;
+    }
+    engine->n_step_decode = add_decode_entries(engine);
+    int64_t budget = engine->params.step_tokens - engine->n_step_decode;
+    add_prefill_chunks(engine, prefill_budget(engine, engine->n_step_decode, budget));
 }
 
 /* ---- Output ---- */
@@ -608,11 +798,7 @@ static void fail_batch(quill_engine *engine, quill_status status) {
                     quill_status_name(status), engine->batch.n_tokens, message);
     for (int32_t i = 0; i < engine->n_running; i++) {
         quill_request *request = engine->running[i];
-        bool is_in_batch = false;
-        for (int32_t j = 0; j < engine->batch.n_tokens && !is_in_batch; j++) {
-            is_in_batch = engine->batch.seq_ids[j] == request->seq_id;
-        }
-        if (is_in_batch && request->phase != QUILL_REQUEST_DONE) {
+        if (request->is_in_batch && request->phase != QUILL_REQUEST_DONE) {
             finish_request(engine, request, QUILL_FINISH_ERROR, status, message);
         }
     }
@@ -633,6 +819,7 @@ static void publish_stats(quill_engine *engine) {
 
 bool quill__scheduler_step(quill_engine *engine) {
     int64_t n_finished_before = engine->n_finished;
+    int64_t n_preemptions_before = engine->step_stats.n_preemptions;
     sweep_cancelled(engine, false);
     bool has_progress = admit_requests(engine);
 
@@ -653,5 +840,6 @@ bool quill__scheduler_step(quill_engine *engine) {
     }
     compact_running(engine);
     publish_stats(engine);
-    return has_progress || engine->n_finished != n_finished_before;
+    return has_progress || engine->n_finished != n_finished_before ||
+           engine->step_stats.n_preemptions != n_preemptions_before;
 }
