@@ -538,6 +538,7 @@ static void record_sample_traffic(quill_metrics *metrics) {
         .n_kv_blocks_total = 120,
         .n_prefix_queries = 10,
         .n_prefix_hits = 4,
+        .n_preemptions = 3,
     };
     assert_int_equal(quill_metrics_set_gauges(metrics, "qwen", &gauges), QUILL_OK);
 }
@@ -645,6 +646,7 @@ static void test_prometheus_parsed_counts(void **state) {
     assert_true(prometheus_sample(text, "quill_requests_running{model=\"qwen\"}") == 2.0);
     assert_true(prometheus_sample(text, "quill_kv_cache_usage_ratio{model=\"qwen\"}") == 0.25);
     assert_true(prometheus_sample(text, "quill_prefix_cache_hits_total{model=\"qwen\"}") == 4.0);
+    assert_true(prometheus_sample(text, "quill_preemptions_total{model=\"qwen\"}") == 3.0);
     assert_true(prometheus_sample(text, "quill_requests_running{model=\"llama\"}") == -1.0);
     assert_null(strstr(text, "alice"));
     free(text);

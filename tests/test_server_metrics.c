@@ -415,6 +415,7 @@ static void test_metrics_counters_match_responses(void **state) {
     assert_true(histogram_count(text, "quill_inter_token_latency_seconds") <=
                 (double)sum.n_completion_tokens);
     assert_non_null(strstr(text, "quill_requests_running{model=\"" MODEL_ALIAS "\"} 1"));
+    assert_non_null(strstr(text, "quill_preemptions_total{model=\"" MODEL_ALIAS "\"} 0"));
     check_with_promtool(text);
     free(text);
 

@@ -105,11 +105,14 @@ typedef struct quill_metrics_gauges {
     int64_t n_kv_blocks_total;     /* KV blocks in the cache; usage ratio = used / total */
     int64_t n_prefix_queries;      /* prefix cache lookups since start (cumulative) */
     int64_t n_prefix_hits;         /* lookups that reused at least one block (cumulative) */
+    int64_t n_preemptions;         /* running requests sent back to wait for KV blocks
+                                      (cumulative) */
 } quill_metrics_gauges;
 
 /* Replaces the gauges of model (NULL or "" means "unknown"). The server calls it before each
- * render. The prefix counters are cumulative engine counts, so they are stored as given.
- * QUILL_ERR_INVALID_ARG for a negative value, used above total, or hits above queries. */
+ * render. The prefix and preemption counters are cumulative engine counts, so they are stored
+ * as given. QUILL_ERR_INVALID_ARG for a negative value, used above total, or hits above
+ * queries. */
 QUILL_API quill_status quill_metrics_set_gauges(quill_metrics *metrics, const char *model,
                                                 const quill_metrics_gauges *gauges);
 

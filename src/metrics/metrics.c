@@ -521,18 +521,21 @@ quill_status quill_metrics_set_gauges(quill_metrics *metrics, const char *model_
                                       const quill_metrics_gauges *gauges) {
     if (gauges->n_running < 0 || gauges->n_waiting < 0 || gauges->n_kv_blocks_used < 0 ||
         gauges->n_kv_blocks_total < 0 || gauges->n_prefix_queries < 0 ||
-        gauges->n_prefix_hits < 0 || gauges->n_kv_blocks_used > gauges->n_kv_blocks_total ||
+        gauges->n_prefix_hits < 0 || gauges->n_preemptions < 0 ||
+        gauges->n_kv_blocks_used > gauges->n_kv_blocks_total ||
         gauges->n_prefix_hits > gauges->n_prefix_queries) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "metrics: invalid gauges for model '%s': running=%lld "
-                               "waiting=%lld kv_blocks=%lld/%lld prefix_hits=%lld/%lld; values "
-                               "must be >= 0, used <= total and hits <= queries",
+                               "waiting=%lld kv_blocks=%lld/%lld prefix_hits=%lld/%lld "
+                               "preemptions=%lld; values must be >= 0, used <= total and hits "
+                               "<= queries",
                                model_name != NULL ? model_name : unknown_model_name,
                                (long long)gauges->n_running, (long long)gauges->n_waiting,
                                (long long)gauges->n_kv_blocks_used,
                                (long long)gauges->n_kv_blocks_total,
                                (long long)gauges->n_prefix_hits,
-                               (long long)gauges->n_prefix_queries);
+                               (long long)gauges->n_prefix_queries,
+                               (long long)gauges->n_preemptions);
     }
 
     quill_status status = QUILL_OK;

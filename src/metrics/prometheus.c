@@ -68,6 +68,7 @@ typedef enum gauge_field {
     GAUGE_FIELD_KV_TOTAL,
     GAUGE_FIELD_PREFIX_QUERIES,
     GAUGE_FIELD_PREFIX_HITS,
+    GAUGE_FIELD_PREEMPTIONS,
 } gauge_field;
 
 typedef struct gauge_family {
@@ -92,6 +93,8 @@ static const gauge_family gauge_families[] = {
      "Prefix cache lookups."},
     {GAUGE_FIELD_PREFIX_HITS, "quill_prefix_cache_hits_total", "counter",
      "Prefix cache lookups that reused at least one block."},
+    {GAUGE_FIELD_PREEMPTIONS, "quill_preemptions_total", "counter",
+     "Running requests sent back to wait for KV cache blocks, to be recomputed."},
 };
 
 #define ARRAY_COUNT(array) (sizeof(array) / sizeof((array)[0]))
@@ -281,6 +284,9 @@ static void append_gauge_value(quill_strbuf *buffer, const quill_metrics_gauges 
         break;
     case GAUGE_FIELD_PREFIX_HITS:
         quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_prefix_hits);
+        break;
+    case GAUGE_FIELD_PREEMPTIONS:
+        quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_preemptions);
         break;
     }
 }

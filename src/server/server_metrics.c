@@ -78,6 +78,7 @@ static void refresh_gauges(quill_server *server) {
     gauges.n_kv_blocks_total = stats.n_blocks_total;
     gauges.n_prefix_queries = stats.n_prefix_queries;
     gauges.n_prefix_hits = stats.n_prefix_hits;
+    gauges.n_preemptions = stats.n_preemptions;
     if (quill_metrics_set_gauges(server->metrics, server->model_id, &gauges) != QUILL_OK) {
         QUILL_LOG_WARN("server", "engine gauges not recorded", "error=\"%s\"",
                        quill_error_message());
