@@ -308,8 +308,10 @@ void quill_engine_destroy(quill_engine *engine) {
     }
     end_scheduler(engine, true);
     if (engine->is_started) {
-        QUILL_LOG_INFO("engine", "engine stopped", "n_steps=%lld n_prefix_hits=%lld",
-                       (long long)engine->stats.n_steps, (long long)engine->stats.n_prefix_hits);
+        QUILL_LOG_INFO("engine", "engine stopped",
+                       "n_steps=%lld n_prefix_hits=%lld n_preemptions=%lld",
+                       (long long)engine->stats.n_steps, (long long)engine->stats.n_prefix_hits,
+                       (long long)engine->stats.n_preemptions);
     }
 
     quill_batch_release(&engine->batch);
