@@ -100,10 +100,11 @@ typedef struct quill_generated_token {
 /* Usage of a finished request. Times in microseconds on the monotonic clock. */
 typedef struct quill_usage {
     int64_t n_prompt_tokens;      /* includes the cached ones */
-    int64_t n_cached_tokens;      /* prompt tokens whose K/V came from the prefix cache */
+    int64_t n_cached_tokens;      /* prompt tokens whose K/V came from the prefix cache at
+                                     admission; a preempted request's recomputation adds none */
     int64_t n_completion_tokens;  /* generated tokens, including a final end-of-generation one */
     int64_t arrival_us;           /* as submitted */
-    int64_t scheduled_us;         /* first prefill chunk scheduled */
+    int64_t scheduled_us;         /* first prefill chunk scheduled; kept across preemptions */
     int64_t first_token_us;       /* first generated token sampled */
     int64_t first_text_us;        /* first text byte released to the request */
     int64_t finished_us;          /* final event queued */
