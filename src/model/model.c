@@ -476,45 +476,27 @@ static quill_status read_name(quill_model *model, const char *path) {
     return QUILL_OK;
 }
 
-/* Makes the mapped bytes of a matrix writable. The mapping is private, so the first write to
- * each page gives the process its own copy in place of the file's page: resident memory stays
- * one copy of the weights. */
-static quill_status make_writable(const quill_matrix *matrix, const char *path) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t begin = (uintptr_t)matrix->data / page * page;
-    uintptr_t end = (uintptr_t)matrix->data + (uintptr_t)matrix->n_rows * matrix->row_bytes;
-    end = (end + page - 1) / page * page;
-    if (mprotect((void *)begin, end - begin, PROT_READ | PROT_WRITE) != 0) {
-        return quill_error_set(QUILL_ERR_IO,
-                               "model: cannot make the weights of '%s' writable to repack them "
-                               "(mprotect failed); set QUILL_KERNELS=avx2 to use them unpacked",
-                               path);
-    }
-    return QUILL_OK;
+/* Huge page size on x86-64 and AArch64 with 4 KiB base pages. */
+static const size_t HUGE_PAGE_BYTES = (size_t)2 << 20;
+
+/* Start of every repacked matrix in the arena: a cache line, so that tiles load aligned. */
+static const size_t ARENA_ALIGNMENT = 64;
+
+static size_t round_up(size_t n, size_t multiple) {
+    return (n + multiple - 1) / multiple * multiple;
 }
 
-/* Repacks a matrix in place when the selected kernels multiply its type faster in row groups. */
-static quill_status pack_matrix(quill_matrix *matrix, const char *path) {
-    if (!quill__matrix_wants_packing(matrix->type, matrix->n_rows)) {
-        return QUILL_OK;
-    }
-    quill_status status = make_writable(matrix, path);
-    if (status == QUILL_OK) {
-        status = quill__matrix_pack(matrix);
-    }
-    return status;
+static size_t matrix_bytes(const quill_matrix *matrix) {
+    return (size_t)matrix->n_rows * matrix->row_bytes;
 }
 
-/* Repacks every matrix that gains from it; the repacked bytes replace the file's pages in the
- * private mapping. A tied output matrix is the embedding matrix itself, repacked once.
- * NOTE: two models loaded from the same file each hold their own repacked copy, where the
- * unpacked mappings would share the page cache. */
-static quill_status pack_weights(quill_model *model, const char *path) {
-    quill_status status = pack_matrix(&model->token_embd, path);
-    if (status == QUILL_OK && model->info.has_tied_output) {
-        model->output = model->token_embd;
-    } else if (status == QUILL_OK) {
-        status = pack_matrix(&model->output, path);
+/* Calls visit on every weight matrix, each once: a tied output matrix is the embedding matrix
+ * itself. */
+static quill_status for_each_matrix(quill_model *model,
+                                    quill_status (*visit)(quill_model *, quill_matrix *)) {
+    quill_status status = visit(model, &model->token_embd);
+    if (status == QUILL_OK && !model->info.has_tied_output) {
+        status = visit(model, &model->output);
     }
     for (int32_t i = 0; status == QUILL_OK && i < model->info.n_layers; i++) {
         quill_layer_weights *layer = &model->layers[i];
@@ -522,13 +504,110 @@ static quill_status pack_weights(quill_model *model, const char *path) {
                                     &layer->attn_output, &layer->ffn_gate, &layer->ffn_up,
                                     &layer->ffn_down};
         for (size_t j = 0; status == QUILL_OK && j < sizeof(matrices) / sizeof(matrices[0]); j++) {
-            status = pack_matrix(matrices[j], path);
+            status = visit(model, matrices[j]);
         }
     }
     return status;
 }
 
-/* Locks the mapped tensor data in memory. */
+static bool wants_packing(const quill_matrix *matrix) {
+    return quill__matrix_wants_packing(matrix->type, matrix->n_rows);
+}
+
+/* Adds the arena bytes of a matrix to repack to arena_bytes, which sizes the arena before it is
+ * mapped. */
+static quill_status count_arena_bytes(quill_model *model, quill_matrix *matrix) {
+    if (wants_packing(matrix)) {
+        model->arena_bytes += round_up(matrix_bytes(matrix), ARENA_ALIGNMENT);
+    }
+    return QUILL_OK;
+}
+
+/* Maps an anonymous arena of n_bytes starting on a huge page boundary and
+ * advises the kernel to back it with huge pages. Decode streams every weight once per token, and with 4 KiB pages the
+ * page walks cap one core's stream: a packed 8192 x 2048 Q4_0 matrix read 24.5-28.6 GB/s on one
+ * thread with 4 KiB pages against 33.3-36.5 GB/s with 2 MiB ones (AMD EPYC,
+ * transparent_hugepage=madvise). Where huge pages are unavailable the arena keeps base pages. */
+static quill_status map_arena(quill_model *model, size_t n_bytes, const char *path) {
+    size_t mapping_bytes = round_up(n_bytes, HUGE_PAGE_BYTES) + HUGE_PAGE_BYTES;
+    void *mapping =
+        mmap(NULL, mapping_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping == MAP_FAILED) {
+        return quill_error_set(QUILL_ERR_NOMEM,
+                               "model: cannot map %zu bytes to repack the weights of '%s'; "
+                               "free memory, or set QUILL_KERNELS=avx2 to repack fewer types",
+                               mapping_bytes, path);
+    }
+    model->arena_mapping = mapping;
+    model->arena_mapping_bytes = mapping_bytes;
+    model->arena = (uint8_t *)round_up((uintptr_t)mapping, HUGE_PAGE_BYTES);
+    model->arena_bytes = 0;
+#ifdef MADV_HUGEPAGE
+    /* Advice only: a kernel without transparent huge pages rejects it and the arena keeps
+     * base pages. */
+    (void)madvise(model->arena, round_up(n_bytes, HUGE_PAGE_BYTES), MADV_HUGEPAGE);
+#endif
+    return QUILL_OK;
+}
+
+/* Returns the whole pages of [begin, begin + n_bytes) to the page cache: the process no longer
+ * reads a repacked matrix's file bytes, so they leave its resident memory. Pages shared with a
+ * neighbouring tensor stay mapped. */
+static void release_file_pages(const void *begin, size_t n_bytes) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = round_up((uintptr_t)begin, page);
+    uintptr_t end = ((uintptr_t)begin + n_bytes) / page * page;
+    if (end > first) {
+        /* The mapping is private and never written, so nothing is lost; a failure only leaves
+         * the pages resident. Locked pages (use_mlock) must be unlocked first. */
+        (void)munlock((void *)first, end - first);
+        (void)madvise((void *)first, end - first, MADV_DONTNEED);
+    }
+}
+
+/* Copies a matrix that the selected kernels multiply faster in row groups into the arena and
+ * repacks it there. */
+static quill_status pack_matrix(quill_model *model, quill_matrix *matrix) {
+    if (!wants_packing(matrix)) {
+        return QUILL_OK;
+    }
+    size_t n_bytes = matrix_bytes(matrix);
+    quill_matrix packed = *matrix;
+    packed.data = model->arena + model->arena_bytes;
+    memcpy((void *)(uintptr_t)packed.data, matrix->data, n_bytes);
+    quill_status status = quill__matrix_pack(&packed);
+    if (status != QUILL_OK) {
+        return status;
+    }
+    release_file_pages(matrix->data, n_bytes);
+    *matrix = packed;
+    model->arena_bytes += round_up(n_bytes, ARENA_ALIGNMENT);
+    return QUILL_OK;
+}
+
+/* Repacks every matrix that gains from it into one anonymous huge-page arena. The copies
+ * replace the file's pages in resident memory (release_file_pages), so it stays one copy of
+ * the weights. The other matrices are used in place from the file mapping.
+ * NOTE: two models loaded from the same file each hold their own repacked copy, where the
+ * file mapping would share the page cache. */
+static quill_status pack_weights(quill_model *model, const char *path) {
+    (void)for_each_matrix(model, count_arena_bytes);
+    size_t n_bytes = model->arena_bytes;
+    if (n_bytes == 0) {
+        return QUILL_OK;
+    }
+    quill_status status = map_arena(model, n_bytes, path);
+    if (status == QUILL_OK) {
+        status = for_each_matrix(model, pack_matrix);
+    }
+    if (status == QUILL_OK && model->info.has_tied_output) {
+        model->output = model->token_embd;
+    }
+    return status;
+}
+
+/* Locks the mapped tensor data in memory. Runs before pack_weights, which unlocks the file
+ * pages of the matrices it repacks; lock_arena then locks their repacked copies. */
 static quill_status lock_weights(const quill_model *model, const char *path) {
     int64_t n_tensors = quill_gguf_n_tensors(model->file);
     for (int64_t i = 0; i < n_tensors; i++) {
@@ -539,6 +618,17 @@ static quill_status lock_weights(const quill_model *model, const char *path) {
                                    "memlock limit (ulimit -l) or load without mlock",
                                    tensor->n_bytes, path);
         }
+    }
+    return QUILL_OK;
+}
+
+/* Locks the repacked matrices in memory. */
+static quill_status lock_arena(const quill_model *model, const char *path) {
+    if (model->arena_bytes > 0 && mlock(model->arena, model->arena_bytes) != 0) {
+        return quill_error_set(QUILL_ERR_NOMEM,
+                               "model: mlock of the %zu repacked bytes of '%s' failed; raise "
+                               "the memlock limit (ulimit -l) or load without mlock",
+                               model->arena_bytes, path);
     }
     return QUILL_OK;
 }
@@ -589,11 +679,14 @@ quill_status quill_model_load(const char *path, const quill_model_params *params
     if (status == QUILL_OK) {
         status = quill_tokenizer_load(model->file, &model->tokenizer);
     }
+    if (status == QUILL_OK && params->use_mlock) {
+        status = lock_weights(model, path);
+    }
     if (status == QUILL_OK) {
         status = pack_weights(model, path);
     }
     if (status == QUILL_OK && params->use_mlock) {
-        status = lock_weights(model, path);
+        status = lock_arena(model, path);
     }
     if (status != QUILL_OK) {
         goto cleanup;
@@ -621,6 +714,9 @@ void quill_model_destroy(quill_model *model) {
     quill__free(model->name);
     quill__free(model->arch_name);
     quill_gguf_close(model->file);
+    if (model->arena_mapping != NULL) {
+        munmap(model->arena_mapping, model->arena_mapping_bytes);
+    }
     quill__free(model);
 }
 

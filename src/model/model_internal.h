@@ -42,6 +42,10 @@ struct quill_model {
     const float *output_norm;        /* [n_embd] */
     const float *rope_freqs;         /* [n_rot / 2] frequency divisors, or NULL */
     quill_layer_weights *layers;     /* [n_layers] */
+    uint8_t *arena_mapping;          /* owned anonymous mapping holding the streamed matrices */
+    size_t arena_mapping_bytes;      /* its length, for munmap */
+    uint8_t *arena;                  /* 2 MiB-aligned start of the matrices inside it */
+    size_t arena_bytes;              /* bytes of matrices from arena on */
 };
 
 /* Returns the context's compute pool, for callers that run their own parallel work between
