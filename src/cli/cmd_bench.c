@@ -38,12 +38,12 @@ enum {
 
 typedef struct bench_options {
     quill_cli_model_source model_source; /* -m or -hf */
-    int n_prompt_tokens;       /* -p */
-    int n_gen_tokens;          /* -n */
-    int n_threads;             /* -t */
-    int n_repetitions;         /* -r */
-    int n_parallel;            /* --parallel: sequences decoding together */
-    bool use_json;             /* --json */
+    int n_prompt_tokens;                 /* -p */
+    int n_gen_tokens;                    /* -n */
+    int n_threads;                       /* -t */
+    int n_repetitions;                   /* -r */
+    int n_parallel;                      /* --parallel: sequences decoding together */
+    bool use_json;                       /* --json */
 } bench_options;
 
 /* Figures of one repetition. */

@@ -524,10 +524,11 @@ static quill_status count_arena_bytes(quill_model *model, quill_matrix *matrix) 
 }
 
 /* Maps an anonymous arena of n_bytes starting on a huge page boundary and
- * advises the kernel to back it with huge pages. Decode streams every weight once per token, and with 4 KiB pages the
- * page walks cap one core's stream: a packed 8192 x 2048 Q4_0 matrix read 24.5-28.6 GB/s on one
- * thread with 4 KiB pages against 33.3-36.5 GB/s with 2 MiB ones (AMD EPYC,
- * transparent_hugepage=madvise). Where huge pages are unavailable the arena keeps base pages. */
+ * advises the kernel to back it with huge pages. Decode streams every weight once per token, and
+ * with 4 KiB pages the page walks cap one core's stream: a packed 8192 x 2048 Q4_0 matrix
+ * read 24.5-28.6 GB/s on one thread with 4 KiB pages against 33.3-36.5 GB/s with 2 MiB ones (AMD
+ * EPYC, transparent_hugepage=madvise). Where huge pages are unavailable the arena keeps base pages.
+ */
 static quill_status map_arena(quill_model *model, size_t n_bytes, const char *path) {
     size_t mapping_bytes = round_up(n_bytes, HUGE_PAGE_BYTES) + HUGE_PAGE_BYTES;
     void *mapping =
