@@ -160,7 +160,7 @@ typedef struct quill_engine_stats {
     int64_t n_prefix_tokens_reused; /* prompt tokens served from the cache */
     int64_t n_steps;                /* forward passes run */
     int64_t n_preemptions;          /* running requests sent back to wait for KV blocks */
-    int32_t n_running_max;          /* most sequences running at once since the start */
+    int32_t n_running_max;          /* max sequences running at once since the start */
 } quill_engine_stats;
 
 QUILL_API void quill_engine_get_stats(quill_engine *engine, quill_engine_stats *stats);
