@@ -574,7 +574,9 @@ static int64_t add_decode_entries(quill_engine *engine) {
 /* Adds prefill chunks in admission order until budget tokens are spent. A chunk that lacks
  * blocks preempts younger requests that are not in the batch. When none is left, the chunk
  * shrinks to the blocks that are free. A request that gets no blocks at all waits for the next
- * step, because the decoding requests that hold the blocks finish or get preempted. */
+ * step, because the decoding requests that hold the blocks finish or get preempted.
+ * NOTE: decode entries are added first, so a prefill cannot preempt younger requests that
+ * decode in the same step. It may wait a few steps while they take the free blocks. */
 static void add_prefill_chunks(quill_engine *engine, int64_t budget) {
     int64_t now_us = quill__clock_monotonic_us();
     for (int32_t i = 0; i < engine->n_running && budget > 0; i++) {
