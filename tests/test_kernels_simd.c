@@ -2,9 +2,9 @@
  * Tests of the ISA kernel variants against the scalar reference. Activation quantizers and half
  * conversions must be bit-identical, and dot products exact on integer-valued blocks and within
  * a stated float bound on random data. Gemm tiles must equal the variant's own vec_dot bit for
- * bit, and matmul must be batch- and thread-invariant per variant. Rows sit at unaligned addresses and data include zeros, tiny
- * and large magnitudes and exact rounding ties. Variants this CPU or build cannot run are
- * printed as skipped.
+ * bit, and matmul must be batch- and thread-invariant per variant. Rows sit at unaligned addresses
+ * and data include zeros, tiny and large magnitudes and exact rounding ties. Variants this CPU or
+ * build cannot run are printed as skipped.
  */
 #include "test_support.h"
 
@@ -575,103 +575,123 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
     quill__threadpool_destroy(pool);
 }
 
-/* Packed row groups (kernels/packed.h): unpacking restores the original rows byte for byte,
- * and row dequantization reads packed rows correctly. Every variant that multiplies packed
- * weights gives its own vec_dot on the unpacked rows bit for bit, for decode, partial token
- * tiles, full tiles and several threads. */
-static void test_simd_packed_matmul_equals_unpacked(void **state) {
-    (void)state;
-    /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. 56 rows are 3 pairs
-     * of row groups and a single group, so both tile shapes run. */
-    enum { PACKED_ROWS = 56, PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
-    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
-                                     QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
-    const int64_t token_counts[] = {1, 5, 8, 13, MAX_TOKENS};
+/* Checks one packed type at n_rows rows (a multiple of QUILL_PACK_ROWS): unpacking restores the
+ * original rows byte for byte, row dequantization reads packed rows correctly, and every variant
+ * that multiplies packed weights gives its own vec_dot on the unpacked rows bit for bit, for
+ * decode, partial token tiles, full tiles and several threads. */
+static void check_packed_matmul(uint32_t type, int64_t n_rows, rng *generator,
+                                quill_threadpool *pool) {
+    /* 608 columns: 19 blocks of 32; the K-quants take 768, 3 super-blocks. */
+    enum { PACKED_COLS_LEGACY = 608, PACKED_COLS_K = 768 };
+    const int64_t token_counts[] = {1, 2, 5, 8, 13, MAX_TOKENS};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
     int n_tables = collect_variants(tables);
+    const int64_t n_cols = block_size_of(type) == 256 ? PACKED_COLS_K : PACKED_COLS_LEGACY;
+    size_t row_bytes = row_bytes_of(type, n_cols);
+    size_t matrix_bytes = row_bytes * (size_t)n_rows;
+    uint8_t *original = quill__malloc(matrix_bytes);
+    uint8_t *packed_buffer = quill__malloc(matrix_bytes + 1);
+    float *w = quill__malloc_array(n_cols, sizeof(float));
+    float *expected_row = quill__malloc_array(n_cols, sizeof(float));
+    float *got_row = quill__malloc_array(n_cols, sizeof(float));
+    uint8_t *unpacked = quill__malloc(row_bytes);
+    uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
+    float *x = quill__malloc_array((size_t)MAX_TOKENS * n_cols, sizeof(float));
+    assert_true(original && packed_buffer && w && expected_row && got_row && unpacked &&
+                pack_scratch && x);
+    for (int64_t r = 0; r < n_rows; r++) {
+        fill_extreme(generator, w, n_cols);
+        for (int64_t i = 0; i < n_cols; i++) {
+            w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
+        }
+        quill__quantize_row(type, w, original + (size_t)r * row_bytes, n_cols);
+    }
+    fill_extreme(generator, x, (int64_t)MAX_TOKENS * n_cols);
+    uint8_t *packed = packed_buffer + 1;
+    memcpy(packed, original, matrix_bytes);
+    quill__pack_rows(type, packed, row_bytes, n_rows, n_cols, pack_scratch);
+    assert_true(memcmp(packed, original, matrix_bytes) != 0);
+    quill_matrix matrix = {.type = type,
+                           .n_rows = n_rows,
+                           .n_cols = n_cols,
+                           .data = packed,
+                           .row_bytes = row_bytes,
+                           .is_packed = true};
+    for (int64_t r = 0; r < n_rows; r++) {
+        quill__packed_row_unpack(type, packed, row_bytes, r, n_cols, unpacked);
+        assert_memory_equal(unpacked, original + (size_t)r * row_bytes, row_bytes);
+        assert_int_equal(quill__matrix_dequantize_row(&matrix, r, got_row), QUILL_OK);
+        assert_int_equal(
+            quill__dequantize_row(type, original + (size_t)r * row_bytes, expected_row, n_cols),
+            QUILL_OK);
+        assert_memory_equal(got_row, expected_row, n_cols * sizeof(float));
+    }
+
+    int n_checked = 0;
+    for (int v = 0; v < n_tables; v++) {
+        const quill_kernel_type_ops *ops = &tables[v]->types[type];
+        if (ops->gemm_packed == NULL) {
+            continue;
+        }
+        n_checked++;
+        uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, n_cols));
+        assert_non_null(activation);
+        for (size_t c = 0; c < sizeof(token_counts) / sizeof(token_counts[0]); c++) {
+            int64_t n_tokens = token_counts[c];
+            size_t scratch_bytes = quill__matmul_scratch_bytes(&matrix, n_tokens);
+            void *scratch = quill__aligned_alloc(64, scratch_bytes);
+            float *y = quill__malloc_array((size_t)(n_tokens * n_rows), sizeof(float));
+            assert_non_null(scratch);
+            assert_non_null(y);
+            quill__matmul_with_table(tables[v], c % 2 == 0 ? pool : NULL, &matrix, x, n_cols,
+                                     n_tokens, y, n_rows, scratch);
+            for (int64_t t = 0; t < n_tokens; t++) {
+                tables[v]->types[ops->vec_dot_type].quantize_row(x + t * n_cols, activation,
+                                                                 n_cols);
+                for (int64_t r = 0; r < n_rows; r++) {
+                    float expected =
+                        ops->vec_dot(n_cols, original + (size_t)r * row_bytes, activation);
+                    if (memcmp(&y[t * n_rows + r], &expected, sizeof(float)) != 0) {
+                        print_error("%s %s rows=%lld tokens=%lld: y[%lld][%lld] = %.9g, vec_dot "
+                                    "%.9g\n",
+                                    tables[v]->name, quill_type_name(type), (long long)n_rows,
+                                    (long long)n_tokens, (long long)t, (long long)r,
+                                    y[t * n_rows + r], expected);
+                    }
+                    assert_memory_equal(&y[t * n_rows + r], &expected, sizeof(float));
+                }
+            }
+            quill__free(y);
+            quill__free(scratch);
+        }
+        quill__free(activation);
+    }
+    /* The check must have run wherever the selected kernels pack this type. */
+    assert_true(n_checked > 0 || !quill__matrix_wants_packing(type, n_rows));
+    quill__free(x);
+    quill__free(pack_scratch);
+    quill__free(unpacked);
+    quill__free(got_row);
+    quill__free(expected_row);
+    quill__free(w);
+    quill__free(packed_buffer);
+    quill__free(original);
+}
+
+/* Every packed type at 8 rows (one group), 16 (one pair of groups) and 56 (3 pairs and a single
+ * group, so both tile shapes run). */
+static void test_simd_packed_matmul_equals_unpacked(void **state) {
+    (void)state;
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0,
+                                     QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
+                                     QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
+    const int64_t row_counts[] = {8, 16, 56};
     quill_threadpool *pool = create_pool(3);
     rng generator = {777};
     for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {
-        uint32_t type = packed_types[k];
-        const int64_t n_cols = block_size_of(type) == 256 ? PACKED_COLS_K : PACKED_COLS_LEGACY;
-        size_t row_bytes = row_bytes_of(type, n_cols);
-        size_t matrix_bytes = row_bytes * PACKED_ROWS;
-        uint8_t *original = quill__malloc(matrix_bytes);
-        uint8_t *packed_buffer = quill__malloc(matrix_bytes + 1);
-        float *w = quill__malloc_array(n_cols, sizeof(float));
-        float *expected_row = quill__malloc_array(n_cols, sizeof(float));
-        float *got_row = quill__malloc_array(n_cols, sizeof(float));
-        uint8_t *unpacked = quill__malloc(row_bytes);
-        uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
-        float *x = quill__malloc_array((size_t)MAX_TOKENS * n_cols, sizeof(float));
-        assert_true(original && packed_buffer && w && expected_row && got_row && unpacked &&
-                    pack_scratch && x);
-        for (int r = 0; r < PACKED_ROWS; r++) {
-            fill_extreme(&generator, w, n_cols);
-            for (int64_t i = 0; i < n_cols; i++) {
-                w[i] = fabsf(w[i]) > 1e4f ? w[i] * 1e-2f : w[i];
-            }
-            quill__quantize_row(type, w, original + (size_t)r * row_bytes, n_cols);
+        for (size_t c = 0; c < sizeof(row_counts) / sizeof(row_counts[0]); c++) {
+            check_packed_matmul(packed_types[k], row_counts[c], &generator, pool);
         }
-        fill_extreme(&generator, x, (int64_t)MAX_TOKENS * n_cols);
-        uint8_t *packed = packed_buffer + 1;
-        memcpy(packed, original, matrix_bytes);
-        quill__pack_rows(type, packed, row_bytes, PACKED_ROWS, n_cols, pack_scratch);
-        assert_true(memcmp(packed, original, matrix_bytes) != 0);
-        quill_matrix matrix = {.type = type, .n_rows = PACKED_ROWS, .n_cols = n_cols,
-                               .data = packed, .row_bytes = row_bytes, .is_packed = true};
-        for (int64_t r = 0; r < PACKED_ROWS; r++) {
-            quill__packed_row_unpack(type, packed, row_bytes, r, n_cols, unpacked);
-            assert_memory_equal(unpacked, original + (size_t)r * row_bytes, row_bytes);
-            assert_int_equal(quill__matrix_dequantize_row(&matrix, r, got_row), QUILL_OK);
-            assert_int_equal(quill__dequantize_row(type, original + (size_t)r * row_bytes,
-                                                   expected_row, n_cols),
-                             QUILL_OK);
-            assert_memory_equal(got_row, expected_row, n_cols * sizeof(float));
-        }
-
-        int n_checked = 0;
-        for (int v = 0; v < n_tables; v++) {
-            const quill_kernel_type_ops *ops = &tables[v]->types[type];
-            if (ops->gemm_packed == NULL) {
-                continue;
-            }
-            n_checked++;
-            uint8_t *activation = quill__malloc(row_bytes_of(ops->vec_dot_type, n_cols));
-            assert_non_null(activation);
-            for (size_t c = 0; c < sizeof(token_counts) / sizeof(token_counts[0]); c++) {
-                int64_t n_tokens = token_counts[c];
-                size_t scratch_bytes = quill__matmul_scratch_bytes(&matrix, n_tokens);
-                void *scratch = quill__aligned_alloc(64, scratch_bytes);
-                float *y = quill__malloc_array((size_t)(n_tokens * PACKED_ROWS), sizeof(float));
-                assert_non_null(scratch);
-                assert_non_null(y);
-                quill__matmul_with_table(tables[v], c % 2 == 0 ? pool : NULL, &matrix, x,
-                                         n_cols, n_tokens, y, PACKED_ROWS, scratch);
-                for (int64_t t = 0; t < n_tokens; t++) {
-                    tables[v]->types[ops->vec_dot_type].quantize_row(x + t * n_cols,
-                                                                     activation, n_cols);
-                    for (int64_t r = 0; r < PACKED_ROWS; r++) {
-                        float expected = ops->vec_dot(
-                            n_cols, original + (size_t)r * row_bytes, activation);
-                        assert_memory_equal(&y[t * PACKED_ROWS + r], &expected, sizeof(float));
-                    }
-                }
-                quill__free(y);
-                quill__free(scratch);
-            }
-            quill__free(activation);
-        }
-        /* The check must have run wherever the selected kernels pack this type. */
-        assert_true(n_checked > 0 || !quill__matrix_wants_packing(type, PACKED_ROWS));
-        quill__free(x);
-        quill__free(pack_scratch);
-        quill__free(unpacked);
-        quill__free(got_row);
-        quill__free(expected_row);
-        quill__free(w);
-        quill__free(packed_buffer);
-        quill__free(original);
     }
     quill__threadpool_destroy(pool);
 }
@@ -685,6 +705,14 @@ static void fill_extreme_levels_row(uint32_t type, uint8_t *row, int64_t n_cols,
     for (int64_t b = 0; b < n_cols / block_size_of(type); b++) {
         if (type == QUILL_TYPE_Q4_0) {
             quill__store_fp16(((quill_block_q4_0 *)row)[b].d, scale);
+        } else if (type == QUILL_TYPE_Q4_1) {
+            quill__store_fp16(((quill_block_q4_1 *)row)[b].d, scale);
+            quill__store_fp16(((quill_block_q4_1 *)row)[b].m, -scale);
+        } else if (type == QUILL_TYPE_Q5_0) {
+            quill__store_fp16(((quill_block_q5_0 *)row)[b].d, scale);
+        } else if (type == QUILL_TYPE_Q5_1) {
+            quill__store_fp16(((quill_block_q5_1 *)row)[b].d, scale);
+            quill__store_fp16(((quill_block_q5_1 *)row)[b].m, -scale);
         } else if (type == QUILL_TYPE_Q4_K) {
             quill__store_fp16(((quill_block_q4_k *)row)[b].d, scale);
             quill__store_fp16(((quill_block_q4_k *)row)[b].dmin, scale);
@@ -705,7 +733,8 @@ static void fill_extreme_levels_row(uint32_t type, uint8_t *row, int64_t n_cols,
 static void test_simd_packed_matmul_extreme_levels(void **state) {
     (void)state;
     enum { EXTREME_ROWS = 24, EXTREME_TOKENS = 5, EXTREME_COLS = 512 };
-    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0,
+                                     QUILL_TYPE_Q5_1, QUILL_TYPE_Q4_K, QUILL_TYPE_Q5_K,
                                      QUILL_TYPE_Q6_K};
     const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
     int n_tables = collect_variants(tables);
@@ -732,8 +761,12 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
         }
         memcpy(packed, original, row_bytes * EXTREME_ROWS);
         quill__pack_rows(type, packed, row_bytes, EXTREME_ROWS, EXTREME_COLS, pack_scratch);
-        quill_matrix matrix = {.type = type, .n_rows = EXTREME_ROWS, .n_cols = EXTREME_COLS,
-                               .data = packed, .row_bytes = row_bytes, .is_packed = true};
+        quill_matrix matrix = {.type = type,
+                               .n_rows = EXTREME_ROWS,
+                               .n_cols = EXTREME_COLS,
+                               .data = packed,
+                               .row_bytes = row_bytes,
+                               .is_packed = true};
 
         for (int v = 0; v < n_tables; v++) {
             const quill_kernel_type_ops *ops = &tables[v]->types[type];
@@ -752,8 +785,8 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
                     tables[v]->types[ops->vec_dot_type].quantize_row(x + t * EXTREME_COLS,
                                                                      activation, EXTREME_COLS);
                     for (int64_t r = 0; r < EXTREME_ROWS; r++) {
-                        float expected = ops->vec_dot(
-                            EXTREME_COLS, original + (size_t)r * row_bytes, activation);
+                        float expected = ops->vec_dot(EXTREME_COLS,
+                                                      original + (size_t)r * row_bytes, activation);
                         assert_memory_equal(&y[t * EXTREME_ROWS + r], &expected, sizeof(float));
                     }
                 }
@@ -775,7 +808,8 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
 static void test_simd_packed_round_trip_random_bytes(void **state) {
     (void)state;
     enum { ROUND_TRIP_ROWS = 16, ROUND_TRIP_COLS = 512 };
-    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
+    const uint32_t packed_types[] = {QUILL_TYPE_Q4_0, QUILL_TYPE_Q4_1, QUILL_TYPE_Q5_0,
+                                     QUILL_TYPE_Q5_1, QUILL_TYPE_Q8_0, QUILL_TYPE_Q4_K,
                                      QUILL_TYPE_Q5_K, QUILL_TYPE_Q6_K};
     rng generator = {4242};
     for (size_t k = 0; k < sizeof(packed_types) / sizeof(packed_types[0]); k++) {

@@ -1,7 +1,8 @@
 /*
- * Row-group packing of Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights (layouts in packed.h), its inverse,
- * and the extras of prepared Q8_0 activation rows. Scalar code: packing runs once per matrix at
- * load time and unpacking once per embedding lookup, both far from the hot loops.
+ * Row-group packing of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights (layouts in
+ * packed.h), its inverse, and the extras of prepared Q8_0 activation rows. Scalar code: packing
+ * runs once per matrix at load time and unpacking once per embedding lookup, both far from the hot
+ * loops.
  */
 #include "kernels/packed.h"
 
@@ -14,18 +15,26 @@
 #include "kernels/kernels.h"
 #include "quill/tensor_type.h"
 
-/* Bytes of each row's block: fp16 d, then the quantized values. */
+/* Bytes of each row's block. */
 static size_t block_bytes(uint32_t type) {
-    if (type == QUILL_TYPE_Q4_K) {
+    switch (type) {
+    case QUILL_TYPE_Q4_0:
+        return sizeof(quill_block_q4_0);
+    case QUILL_TYPE_Q4_1:
+        return sizeof(quill_block_q4_1);
+    case QUILL_TYPE_Q5_0:
+        return sizeof(quill_block_q5_0);
+    case QUILL_TYPE_Q5_1:
+        return sizeof(quill_block_q5_1);
+    case QUILL_TYPE_Q4_K:
         return sizeof(quill_block_q4_k);
-    }
-    if (type == QUILL_TYPE_Q5_K) {
+    case QUILL_TYPE_Q5_K:
         return sizeof(quill_block_q5_k);
-    }
-    if (type == QUILL_TYPE_Q6_K) {
+    case QUILL_TYPE_Q6_K:
         return sizeof(quill_block_q6_k);
+    default:
+        return sizeof(quill_block_q8_0);
     }
-    return type == QUILL_TYPE_Q4_0 ? sizeof(quill_block_q4_0) : sizeof(quill_block_q8_0);
 }
 
 /* Elements per block of a packed type. */
@@ -38,19 +47,92 @@ static int64_t block_elements(uint32_t type) {
 /* Bytes of the largest block of a packed type (Q6_K). */
 enum { MAX_BLOCK_BYTES = sizeof(quill_block_q6_k) };
 
-/* The byte that row block byte `value_byte` (an index into qs) becomes in the packed layout,
- * and where: Q8_0 stores q + 128, Q4_0 the nibble pair unchanged. */
-static size_t packed_offset(int64_t value_byte, int row) {
-    int64_t chunk = value_byte / 4;
-    return (size_t)(2 * QUILL_PACK_ROWS + 32 * chunk + 4 * row + value_byte % 4);
+/* Where the fields of a legacy block (32 elements: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) sit in the row
+ * block and in the group block (packed.h). The fp16 fields (d, and m for Q4_1 and Q5_1) come
+ * first in both. */
+typedef struct legacy_layout {
+    int n_halves;    /* fp16 fields per block: 1 (d) or 2 (d, m) */
+    bool has_qh;     /* Q5_0 and Q5_1: a 4-byte qh of fifth bits follows the fp16 fields */
+    size_t qs;       /* offset of the level bytes in the row block */
+    size_t n_qs;     /* level bytes per row block: 16 nibble pairs, or 32 for Q8_0 */
+    size_t group_qh; /* offset of the fifth-bit bytes in the group block */
+    size_t group_qs; /* offset of the level chunks in the group block */
+} legacy_layout;
+
+static legacy_layout legacy_layout_of(uint32_t type) {
+    legacy_layout layout = {
+        .n_halves = type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_1 ? 2 : 1,
+        .has_qh = type == QUILL_TYPE_Q5_0 || type == QUILL_TYPE_Q5_1,
+        .n_qs = type == QUILL_TYPE_Q8_0 ? 32u : 16u,
+    };
+    layout.qs = 2u * (size_t)layout.n_halves + (layout.has_qh ? 4u : 0u);
+    layout.group_qh = 2u * QUILL_PACK_ROWS * (size_t)layout.n_halves;
+    layout.group_qs = layout.group_qh + (layout.has_qh ? 4u * QUILL_PACK_ROWS : 0u);
+    return layout;
 }
 
+/* Offset in the group block of row r's level byte `value_byte` (an index into qs). */
+static size_t packed_offset(const legacy_layout *layout, size_t value_byte, int row) {
+    return layout->group_qs + 32u * (value_byte / 4u) + 4u * (size_t)row + value_byte % 4u;
+}
+
+/* Q8_0 stores q + 128 as an unsigned byte, the other legacy types their nibble pairs unchanged. */
 static uint8_t value_mask(uint32_t type) {
     return type == QUILL_TYPE_Q8_0 ? 0x80 : 0x00;
 }
 
+/* Moves row r's legacy block `block` into group block `out`. The fifth bits of element e = 4c + i
+ * (the little-endian uint32 qh, bit e) go to bit c of group byte 4r + i, so that level vector c of
+ * a tile takes its fifth bits from one shift of the 32 qh bytes. */
+static void pack_legacy_block(uint32_t type, const legacy_layout *layout, const uint8_t *block,
+                              int r, uint8_t *out) {
+    for (int h = 0; h < layout->n_halves; h++) {
+        memcpy(out + 2 * QUILL_PACK_ROWS * h + 2 * r, block + 2 * h, 2);
+    }
+    if (layout->has_qh) {
+        uint32_t qh = quill__load_u32(block + 2 * layout->n_halves);
+        for (int i = 0; i < 4; i++) {
+            uint8_t spread = 0;
+            for (int c = 0; c < 8; c++) {
+                spread |= (uint8_t)(((qh >> (4 * c + i)) & 1u) << c);
+            }
+            out[layout->group_qh + 4 * (size_t)r + (size_t)i] = spread;
+        }
+    }
+    const uint8_t mask = value_mask(type);
+    for (size_t i = 0; i < layout->n_qs; i++) {
+        out[packed_offset(layout, i, r)] = block[layout->qs + i] ^ mask;
+    }
+}
+
+/* Inverts pack_legacy_block. */
+static void unpack_legacy_block(uint32_t type, const legacy_layout *layout,
+                                const uint8_t *group_block, int r, uint8_t *block) {
+    for (int h = 0; h < layout->n_halves; h++) {
+        memcpy(block + 2 * h, group_block + 2 * QUILL_PACK_ROWS * h + 2 * r, 2);
+    }
+    if (layout->has_qh) {
+        uint32_t qh = 0;
+        for (int i = 0; i < 4; i++) {
+            uint8_t spread = group_block[layout->group_qh + 4 * (size_t)r + (size_t)i];
+            for (int c = 0; c < 8; c++) {
+                qh |= (uint32_t)((spread >> c) & 1u) << (4 * c + i);
+            }
+        }
+        uint8_t *qh_bytes = block + 2 * layout->n_halves;
+        for (int i = 0; i < 4; i++) {
+            qh_bytes[i] = (uint8_t)(qh >> (8 * i));
+        }
+    }
+    const uint8_t mask = value_mask(type);
+    for (size_t i = 0; i < layout->n_qs; i++) {
+        block[layout->qs + i] = group_block[packed_offset(layout, i, r)] ^ mask;
+    }
+}
+
 bool quill__pack_type_supported(uint32_t type) {
-    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K ||
+    return type == QUILL_TYPE_Q4_0 || type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_0 ||
+           type == QUILL_TYPE_Q5_1 || type == QUILL_TYPE_Q8_0 || type == QUILL_TYPE_Q4_K ||
            type == QUILL_TYPE_Q5_K || type == QUILL_TYPE_Q6_K;
 }
 
@@ -227,9 +309,8 @@ static void unpack_q6_k_block(const uint8_t *group_block, int r, quill_block_q6_
 void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                       void *scratch) {
     const size_t bytes = block_bytes(type);
-    const int64_t n_values = (int64_t)bytes - 2;
     const int64_t n_blocks = n_cols / QUILL_QK;
-    const uint8_t mask = value_mask(type);
+    const legacy_layout layout = legacy_layout_of(type);
     uint8_t *rows = scratch;
     for (int64_t group = 0; group + QUILL_PACK_ROWS <= n_rows; group += QUILL_PACK_ROWS) {
         uint8_t *out = (uint8_t *)data + (size_t)group * row_bytes;
@@ -257,12 +338,8 @@ void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_row
         for (int64_t b = 0; b < n_blocks; b++) {
             uint8_t *group_block = out + (size_t)b * QUILL_PACK_ROWS * bytes;
             for (int r = 0; r < QUILL_PACK_ROWS; r++) {
-                const uint8_t *block = rows + (size_t)r * row_bytes + (size_t)b * bytes;
-                group_block[2 * r] = block[0];
-                group_block[2 * r + 1] = block[1];
-                for (int64_t i = 0; i < n_values; i++) {
-                    group_block[packed_offset(i, r)] = block[2 + i] ^ mask;
-                }
+                pack_legacy_block(type, &layout, rows + (size_t)r * row_bytes + (size_t)b * bytes,
+                                  r, group_block);
             }
         }
     }
@@ -271,9 +348,8 @@ void quill__pack_rows(uint32_t type, void *data, size_t row_bytes, int64_t n_row
 void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes, int64_t row,
                               int64_t n_cols, void *dst) {
     const size_t bytes = block_bytes(type);
-    const int64_t n_values = (int64_t)bytes - 2;
     const int64_t n_blocks = n_cols / QUILL_QK;
-    const uint8_t mask = value_mask(type);
+    const legacy_layout layout = legacy_layout_of(type);
     const int r = (int)(row % QUILL_PACK_ROWS);
     const uint8_t *group = (const uint8_t *)data + (size_t)(row - r) * row_bytes;
     uint8_t *out = dst;
@@ -292,13 +368,8 @@ void quill__packed_row_unpack(uint32_t type, const void *data, size_t row_bytes,
         return;
     }
     for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *group_block = group + (size_t)b * QUILL_PACK_ROWS * bytes;
-        uint8_t *block = out + (size_t)b * bytes;
-        block[0] = group_block[2 * r];
-        block[1] = group_block[2 * r + 1];
-        for (int64_t i = 0; i < n_values; i++) {
-            block[2 + i] = group_block[packed_offset(i, r)] ^ mask;
-        }
+        unpack_legacy_block(type, &layout, group + (size_t)b * QUILL_PACK_ROWS * bytes, r,
+                            out + (size_t)b * bytes);
     }
 }
 

@@ -12,6 +12,15 @@
  * - Q4_0, 144 bytes: fp16 d of rows 0..7 (16 bytes), then for chunk k = 0..3 and row r = 0..7
  *   the 4 bytes qs[4k .. 4k + 3] of row r at 16 + 32k + 4r. The low nibbles of chunk k are
  *   elements 4k .. 4k + 3 and the high nibbles elements 16 + 4k .. 16 + 4k + 3.
+ * - Q4_1, 160 bytes: fp16 d of rows 0..7 (16 bytes), fp16 m of rows 0..7 (16 bytes), then the
+ *   nibble chunks as Q4_0 from byte 32 (chunk k, row r at 32 + 32k + 4r).
+ * - Q5_0, 176 bytes: fp16 d of rows 0..7 (16 bytes), then the fifth bits (32 bytes): byte 16 + 4r
+ *   + i has in bit c (c = 0..7) the fifth bit of element 4c + i of row r, that is bit 4c + i of
+ *   its little-endian uint32 qh. Then the nibble chunks as Q4_0 from byte 48. Level vector c of
+ *   a tile (chunk c's low nibbles for c < 4, chunk c - 4's high nibbles after) thus takes its
+ *   fifth bits from bit c of every byte, as Q5_K does.
+ * - Q5_1, 192 bytes: fp16 d and fp16 m of rows 0..7 as Q4_1 (32 bytes), the fifth bits as Q5_0
+ *   from byte 32, then the nibble chunks from byte 64.
  * - Q8_0, 272 bytes: fp16 d of rows 0..7, then for chunk k = 0..7 and row r the 4 values
  *   qs[4k .. 4k + 3] of row r, each XOR 0x80 (q + 128 as an unsigned byte), at 16 + 32k + 4r.
  * - Q4_K, 1152 bytes per super-block of 256: fp16 d of rows 0..7 (16 bytes), fp16 dmin of rows
@@ -36,10 +45,14 @@
  *
  * The dot products of a packed row compute, per (row, token) pair, exactly what the x86 vec_dot
  * of the same variant computes for the same row in the original layout (AVX-512 VNNI packs all
- * five types, AVX2 all but Q8_0, whose levels q + 128 would saturate maddubs): per block the
- * exact integer sum of level products, then acc = fma(d_w * d_x, (float)sum, acc) in block order
- * from acc = 0. The unsigned levels are corrected with the activation block sums that matmul
- * prepares beside the quantized activations (quill__q8_0_prepared_*). For Q4_K, per super-block:
+ * eight types, AVX2 all but Q8_0, whose levels q + 128 would saturate maddubs). For Q4_0, Q5_0
+ * and Q8_0 (Q8_0 activations): per block the exact integer sum of level products, then
+ * acc = fma(d_w * d_x, (float)sum, acc) in block order from acc = 0. The unsigned levels are
+ * corrected with the activation block sums that matmul prepares beside the quantized activations
+ * (quill__q8_0_prepared_*; Q5_0 starts from twice the Q4_0 offset, -16 times the sum). For Q4_1
+ * and Q5_1 (Q8_1 activations with fp16 d_x and s_x = d_x * sum of the block's values): per block
+ * the exact integer sum of the unsigned level products, then acc = fma(d_w * d_x, (float)sum,
+ * acc) and acc = fma(m_w, s_x, acc), in block order from acc = 0. For Q4_K, per super-block:
  * the exact integer isum = sum_j sc_j * (sum of level products of sub-block j) and mins = sum_j
  * m_j * (activation sum of sub-block j), then acc = fma(d_w * d_x, (float)isum, acc) and
  * acc = fma(-(dmin_w * d_x), (float)mins, acc) in super-block order from acc = 0. Q5_K does the
@@ -60,11 +73,8 @@
 /* Rows per packed group. */
 enum { QUILL_PACK_ROWS = 8 };
 
-/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q8_0, Q4_K, Q5_K,
- * Q6_K).
- * NOTE: Q4_1, Q5_0 and Q5_1 have no packed layout and keep the row-major kernels, which decode
- * 14-20 GB/s per thread against 28-35 for the packed types (tools/bench_kernels.c, 1 thread,
- * 8192 x 2048, AMD EPYC; packed Q5_K 28-29, Q6_K 28-30). */
+/* Returns true when the layout above is defined for weights of `type` (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q4_K, Q5_K, Q6_K). */
 bool quill__pack_type_supported(uint32_t type);
 
 /* Repacks n_rows rows of `type` (n_rows a multiple of QUILL_PACK_ROWS, rows row_bytes apart and

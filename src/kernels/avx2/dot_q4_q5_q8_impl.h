@@ -5,12 +5,12 @@
  * define QUILL_X86_NAME(stem) to append their suffix.
  *
  * Per (row, token) pair and block: eight exact int32 lane sums of level products (see
- * x86_common.h), then acc = fma(d_w * d_x, float(lanes), acc) on an 8-lane f32 accumulator, in
- * block order; Q4_1 / Q5_1 add m_w * s_x to a scalar f32 offset sum in block order. The result is
- * hsum(acc) + offset. Q4_0, and with VNNI Q8_0, instead reduce each block's lanes to one exact
- * integer first (is_exact below). A tile computes each pair with exactly these operations, so
- * vec_dot (a 1 x 1 tile) and every tile shape give bit-identical values. Blocks may sit at any
- * address (unaligned loads only).
+ * x86_common.h), reduced to the block's exact integer sum, then acc = fma(d_w * d_x, (float)sum,
+ * acc) on a scalar in block order from acc = 0; Q4_1 / Q5_1 then add acc = fma(m_w, s_x, acc)
+ * (is_exact below). Only AVX2's Q8_0 keeps the 8 lanes: acc = fma(d_w * d_x, float(lanes), acc)
+ * on an 8-lane f32 accumulator in block order, and the result is hsum(acc). A tile computes each
+ * pair with exactly these operations, so vec_dot (a 1 x 1 tile) and every tile shape give
+ * bit-identical values. Blocks may sit at any address (unaligned loads only).
  */
 #include <math.h>
 
@@ -55,16 +55,17 @@ QUILL_X86_INLINE int has_offset(int kind) {
     return kind == KIND_Q4_1 || kind == KIND_Q5_1;
 }
 
-/* The packed types (Q4_0 in both builds, Q8_0 with VNNI only, as AVX2 does not pack it) use the
- * arithmetic of the packed kernels (packed.h), so that packed and unpacked rows give the same
- * values: per block the exact integer sum of the 32 products, then
- * acc = fma(d_w * d_x, (float)sum, acc) on a scalar in block order.
+/* The packed types (Q4_0, Q4_1, Q5_0 and Q5_1 in both builds, Q8_0 with VNNI only, as AVX2 does
+ * not pack it) use the arithmetic of the packed kernels (packed.h), so that packed and unpacked
+ * rows give the same values: per block the exact integer sum of the 32 products, then
+ * acc = fma(d_w * d_x, (float)sum, acc) and for Q4_1 / Q5_1 acc = fma(m_w, s_x, acc), on a
+ * scalar in block order.
  * NOTE: the horizontal sum per pair and block slows the AVX2 row-major Q4_0 tiles from 16 to
  * 11.5 GB/s decode and from 66 to 38 GFLOP/s prefill (tools/bench_kernels.c, 8192 x 2048, 1
- * thread, AMD EPYC). Only Q4_0 matrices that are not packed (row counts not a multiple of 8)
- * still use them. */
+ * thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple of 8) still
+ * use them. */
 QUILL_X86_INLINE int is_exact(int kind) {
-    return kind == KIND_Q4_0 || (QUILL_X86_USE_VNNI && kind == KIND_Q8_0);
+    return kind != KIND_Q8_0 || QUILL_X86_USE_VNNI;
 }
 
 /* Unpacks one weight block into 32 level bytes (unsigned for Q4/Q5, signed for Q8_0), its
@@ -104,7 +105,7 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
     const size_t x_bytes = has_offset(kind) ? sizeof(quill_block_q8_1) : sizeof(quill_block_q8_0);
     const size_t x_qs = has_offset(kind) ? 4 : 2;
     __m256 acc[DECODE_ROWS][TILE_TOKENS];
-    /* Per pair: the offset sum of Q4_1 / Q5_1, or the whole accumulator of the exact kinds. */
+    /* Per pair: the whole accumulator of the exact kinds. */
     float scalar_sum[DECODE_ROWS][TILE_TOKENS];
     for (int r = 0; r < n_rows; r++) {
         for (int t = 0; t < n_tokens; t++) {
@@ -151,13 +152,13 @@ QUILL_X86_INLINE void tile_legacy(int kind, int64_t n_blocks, const uint8_t *wei
                 if (is_exact(kind)) {
                     float sum = (float)quill_x86_hsum_i32(lanes);
                     scalar_sum[r][t] = fmaf(d_w[r] * d_x, sum, scalar_sum[r][t]);
+                    if (has_offset(kind)) {
+                        scalar_sum[r][t] = fmaf(m_w[r], s_x, scalar_sum[r][t]);
+                    }
                     continue;
                 }
                 __m256 scale = _mm256_set1_ps(d_w[r] * d_x);
                 acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
-                if (has_offset(kind)) {
-                    scalar_sum[r][t] += m_w[r] * s_x;
-                }
             }
         }
     }

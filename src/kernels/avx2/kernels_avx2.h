@@ -79,6 +79,18 @@ void quill__gemm_packed_q6_k_q8_k_avx2(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride);
+void quill__gemm_packed_q4_1_q8_1_avx2(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q5_0_q8_0_avx2(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q5_1_q8_1_avx2(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
 void quill__quantize_q8_0_avx2(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_avx2(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_avx2(const float *src, void *dst, int64_t n);

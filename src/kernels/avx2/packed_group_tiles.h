@@ -13,8 +13,8 @@
  * arithmetic of packed.h, which is the exact vec_dot's (avx2/dot_q4_q5_q8_impl.h is_exact,
  * avx2/dot_k_impl.h), and each value equals the unpacked row's bit for bit.
  *
- * The maddubs path needs levels <= 63 (2 * 63 * 127 < 32767), so it serves Q4_0, Q4_K, Q5_K and
- * Q6_K but not packed Q8_0, whose levels are q + 128.
+ * The maddubs path needs levels <= 63 (2 * 63 * 127 < 32767), so it serves Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q4_K, Q5_K and Q6_K but not packed Q8_0, whose levels are q + 128.
  */
 #ifndef QUILL_KERNELS_AVX2_PACKED_GROUP_TILES_H
 #define QUILL_KERNELS_AVX2_PACKED_GROUP_TILES_H
@@ -48,6 +48,7 @@ enum { PREFETCH_BYTES = 32768, PREFETCH_MIN_TOKENS = 2, PREFETCH_MAX_TOKENS = 8 
 
 /* Group block bytes and offsets of each packed type (packed.h). */
 enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272 };
+enum { GROUP_BLOCK_Q4_1 = 160, GROUP_BLOCK_Q5_0 = 176, GROUP_BLOCK_Q5_1 = 192 };
 enum { Q4_K_QS = 128, GROUP_BLOCK_Q4_K = QUILL_PACK_ROWS * sizeof(quill_block_q4_k) };
 enum {
     Q5_K_QH = 128,
@@ -340,6 +341,98 @@ QUILL_X86_INLINE void packed_tile_q4_k(int64_t n_blocks, const uint8_t *group,
 QUILL_X86_INLINE __m256i fifth_bits(__m256i qh, int j) {
     __m256i moved = j >= 4 ? _mm256_srli_epi16(qh, j - 4) : _mm256_slli_epi16(qh, 4 - j);
     return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
+}
+
+/* Where the fields of a Q4_1, Q5_0 or Q5_1 group block sit (packed.h), and which activations the
+ * type takes: with a min (Q4_1, Q5_1) Q8_1 blocks, else prepared Q8_0 rows. */
+typedef struct legacy_group {
+    bool has_min;             /* Q4_1, Q5_1: fp16 m of the 8 rows at byte 16 */
+    bool has_qh;              /* Q5_0, Q5_1: 32 bytes of fifth bits */
+    size_t group_block_bytes; /* GROUP_BLOCK_Q4_1, _Q5_0 or _Q5_1 */
+    size_t qh;                /* offset of the fifth bits */
+    size_t qs;                /* offset of the nibble chunks */
+    int chunks_per_sum;       /* CHUNKS_PER_SUM_4_BIT or _5_BIT */
+} legacy_group;
+
+QUILL_X86_INLINE legacy_group legacy_group_of(bool has_min, bool has_qh) {
+    legacy_group layout = {
+        .has_min = has_min,
+        .has_qh = has_qh,
+        .group_block_bytes =
+            has_min ? (has_qh ? GROUP_BLOCK_Q5_1 : GROUP_BLOCK_Q4_1) : GROUP_BLOCK_Q5_0,
+        .qh = has_min ? 32u : 16u,
+        .chunks_per_sum = has_qh ? CHUNKS_PER_SUM_5_BIT : CHUNKS_PER_SUM_4_BIT,
+    };
+    layout.qs = layout.qh + (has_qh ? 32u : 0u);
+    return layout;
+}
+
+/* Computes y[t * y_stride + r] for the 8 rows of one Q4_1 (has_min), Q5_0 (has_qh) or Q5_1 (both)
+ * group and tokens [0, n_tokens), n_tokens <= PACKED_TILE_TOKENS. Level vector c holds the low
+ * nibbles of chunk c (c < 4) or the high nibbles of chunk c - 4, ORed with bit c of every
+ * fifth-bit byte moved to bit 4. Q5_0 takes prepared Q8_0 rows, and its dot starts from twice the
+ * prepared Q4_0 offset (-16 times the activation sum), then acc = fma(d_w * d_x, sum, acc). Q4_1
+ * and Q5_1 take Q8_1 rows: acc = fma(d_w * d_x, sum, acc), then acc = fma(m_w, s_x, acc). This is
+ * the exact vec_dot's arithmetic (avx2/dot_q4_q5_q8_impl.h). */
+QUILL_X86_INLINE void packed_tile_legacy(bool has_min, bool has_qh, int64_t n_blocks,
+                                         const uint8_t *group, const uint8_t *activations,
+                                         size_t activation_row_bytes, int n_tokens, float *y,
+                                         int64_t y_stride) {
+    const legacy_group layout = legacy_group_of(has_min, has_qh);
+    /* Q5_0 only: the f32 scales, then the Q4_0 offsets of the prepared rows (packed.h). */
+    const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
+    const size_t offsets = extras + (size_t)n_blocks * 4u;
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    __m256 acc[PACKED_TILE_TOKENS];
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm256_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *block = group + (size_t)b * layout.group_block_bytes;
+        prefetch_group_block(block, layout.group_block_bytes, n_tokens);
+        __m256 d_w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        __m256 m_w = has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + 16)))
+                             : _mm256_setzero_ps();
+        __m256i levels[8];
+        for (int k = 0; k < 4; k++) {
+            __m256i pairs = _mm256_loadu_si256((const __m256i *)(block + layout.qs + 32 * k));
+            levels[k] = _mm256_and_si256(pairs, low_mask);
+            levels[k + 4] = _mm256_and_si256(_mm256_srli_epi16(pairs, 4), low_mask);
+        }
+        if (has_qh) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(block + layout.qh));
+            for (int c = 0; c < 8; c++) {
+                levels[c] = _mm256_or_si256(levels[c], fifth_bits(qh, c));
+            }
+        }
+
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *row = activations + (size_t)t * activation_row_bytes;
+            if (has_min) {
+                const quill_block_q8_1 *x = (const quill_block_q8_1 *)row + b;
+                __m256i sums =
+                    group_dot(_mm256_setzero_si256(), levels, 8, layout.chunks_per_sum, x->qs);
+                __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(quill_x86_load_fp16(x->d)));
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[t]);
+                acc[t] = _mm256_fmadd_ps(m_w, _mm256_set1_ps(quill_x86_load_fp16(x->s)), acc[t]);
+                continue;
+            }
+            const int8_t *x = (const int8_t *)(row + (size_t)b * sizeof(quill_block_q8_0) + 2);
+            float d_x;
+            int32_t offset_q4;
+            memcpy(&d_x, row + extras + (size_t)b * 4u, sizeof(d_x));
+            memcpy(&offset_q4, row + offsets + (size_t)b * 4u, sizeof(offset_q4));
+            __m256i sums =
+                group_dot(_mm256_set1_epi32(2 * offset_q4), levels, 8, layout.chunks_per_sum, x);
+            __m256 scale = _mm256_mul_ps(d_w, _mm256_set1_ps(d_x));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[t]);
+        }
+    }
+
+    for (int t = 0; t < n_tokens; t++) {
+        _mm256_storeu_ps(y + t * y_stride, acc[t]);
+    }
 }
 
 /* Computes y[t * y_stride + r] for the 8 rows of one Q5_K group and tokens [0, n_tokens), n_tokens

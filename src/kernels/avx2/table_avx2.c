@@ -31,6 +31,9 @@ void quill__kernel_table_fill_avx2(quill_kernel_table *table) {
 
     /* Packed Q8_0 stays row-major: its levels q + 128 would saturate maddubs (gemm_packed.c). */
     table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_avx2;
+    table->types[QUILL_TYPE_Q4_1].gemm_packed = quill__gemm_packed_q4_1_q8_1_avx2;
+    table->types[QUILL_TYPE_Q5_0].gemm_packed = quill__gemm_packed_q5_0_q8_0_avx2;
+    table->types[QUILL_TYPE_Q5_1].gemm_packed = quill__gemm_packed_q5_1_q8_1_avx2;
     table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_avx2;
     table->types[QUILL_TYPE_Q5_K].gemm_packed = quill__gemm_packed_q5_k_q8_k_avx2;
     table->types[QUILL_TYPE_Q6_K].gemm_packed = quill__gemm_packed_q6_k_q8_k_avx2;

@@ -90,12 +90,6 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
     }
 }
 
-/* Returns fifth_bits (avx2/packed_group_tiles.h) for 512-bit vectors. */
-QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
-    __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
-    return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
-}
-
 /* Computes packed_tile_q4_k's values, or packed_tile_q5_k's when is_q5, for two consecutive groups
  * (16 rows, group_bytes apart) in 512-bit vectors, group 0 in lanes 0-7: every lane takes the
  * one-group tile's operations, so the values are the same. Q5_K levels are Q4_K's nibbles with bit

@@ -94,6 +94,19 @@ void quill__gemm_packed_q6_k_q8_k_avx512(int64_t n, const void *weights, size_t 
                                          int64_t n_rows, const void *activations,
                                          size_t activation_row_bytes, int64_t n_tokens, float *y,
                                          int64_t y_stride);
+/* Tiles of packed Q4_1, Q5_0 and Q5_1 weights (gemm_packed_q4_1_q5.c). */
+void quill__gemm_packed_q4_1_q8_1_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride);
+void quill__gemm_packed_q5_0_q8_0_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride);
+void quill__gemm_packed_q5_1_q8_1_avx512(int64_t n, const void *weights, size_t weight_row_bytes,
+                                         int64_t n_rows, const void *activations,
+                                         size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                         int64_t y_stride);
 void quill__quantize_q8_0_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_avx512(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_avx512(const float *src, void *dst, int64_t n);

@@ -1,8 +1,9 @@
 /*
- * Inline pieces shared by the AVX-512 packed tiles, gemm_packed.c (Q4_0, Q8_0, Q4_K, Q5_K) and
- * gemm_packed_q6_k.c: 512-bit vector joins and broadcasts. The one-group tiles, the tile size,
- * the prefetch distance, the scale decoder and the tile walk come from avx2/packed_group_tiles.h.
- * Include after defining QUILL_X86_USE_VNNI to 1.
+ * Inline pieces shared by the AVX-512 packed tiles, gemm_packed.c (Q4_0, Q8_0, Q4_K, Q5_K),
+ * gemm_packed_q4_1_q5.c (Q4_1, Q5_0, Q5_1) and gemm_packed_q6_k.c: 512-bit vector joins,
+ * broadcasts and fifth-bit extraction. The one-group tiles, the tile size, the prefetch
+ * distance, the scale decoder and the tile walk come from avx2/packed_group_tiles.h. Include
+ * after defining QUILL_X86_USE_VNNI to 1.
  */
 #ifndef QUILL_KERNELS_AVX512_PACKED_TILES_H
 #define QUILL_KERNELS_AVX512_PACKED_TILES_H
@@ -30,6 +31,12 @@ QUILL_X86_INLINE __m256i join_halves_128(__m128i first, __m128i second) {
 /* Joins two 256-bit halves into one 512-bit vector, first in lanes 0-7. */
 QUILL_X86_INLINE __m512i join_halves(__m256i first, __m256i second) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
+}
+
+/* Returns fifth_bits (avx2/packed_group_tiles.h) for 512-bit vectors. */
+QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
+    __m512i moved = j >= 4 ? _mm512_srli_epi16(qh, j - 4) : _mm512_slli_epi16(qh, 4 - j);
+    return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
 }
 
 /* Prefetches for a two-group tile what prefetch_group_block does for one group: half of

@@ -30,6 +30,9 @@ void quill__kernel_table_fill_avx512(quill_kernel_table *table, bool has_bf16) {
     set_dot(table, QUILL_TYPE_Q6_K, quill__dot_q6_k_q8_k_avx512, quill__gemm_q6_k_q8_k_avx512);
 
     table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_avx512;
+    table->types[QUILL_TYPE_Q4_1].gemm_packed = quill__gemm_packed_q4_1_q8_1_avx512;
+    table->types[QUILL_TYPE_Q5_0].gemm_packed = quill__gemm_packed_q5_0_q8_0_avx512;
+    table->types[QUILL_TYPE_Q5_1].gemm_packed = quill__gemm_packed_q5_1_q8_1_avx512;
     table->types[QUILL_TYPE_Q8_0].gemm_packed = quill__gemm_packed_q8_0_q8_0_avx512;
     table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_avx512;
     table->types[QUILL_TYPE_Q5_K].gemm_packed = quill__gemm_packed_q5_k_q8_k_avx512;
