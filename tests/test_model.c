@@ -447,13 +447,14 @@ cleanup:
     return result;
 }
 
-/* A K-quant model whose matrices the selected kernels repack (all row counts are multiples of 8)
- * gives the logits of the reference kernels, which read the original layout, within a bound.
- * Both quantize the activations to Q8_K, but their float summation orders differ. A difference
- * of one ulp can move an activation across a Q8_K rounding step in a later layer, and that
- * moves logits by up to a few 1e-2. Measured max |difference| on the Q6_K model: 0.026 for the
- * packed kernels (AVX-512 and AVX2 alike); on the Q5_K model, 1.2e-6. A level offset of 31 in
- * place of 32 in the packed Q6_K tiles moves them by 0.41. */
+/* A model whose matrices the selected kernels repack (all row counts are multiples of 8) gives
+ * the logits of the reference kernels, which read the original layout, within a bound. Both
+ * quantize the activations to the same type (Q8_K, Q8_0 or Q8_1), but their float summation
+ * orders differ. A difference of one ulp can move an activation across a rounding step in a
+ * later layer, and that moves logits by up to a few 1e-2. Measured max |difference|, the same
+ * with the AVX-512 and AVX2 kernels: 0.026 on the Q6_K model, 1.2e-6 on Q5_K, 0.036 on Q4_1,
+ * 0.027 on Q5_0 and 0.036 on Q5_1. A level offset of 31 in place of 32 in the packed Q6_K tiles
+ * moves them by 0.41. */
 static void check_packed_matches_ref(uint32_t type, const char *name) {
     quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
     params.type = type;
@@ -522,6 +523,21 @@ static void test_forward_q5_k_packed_matches_ref(void **state) {
 static void test_forward_q6_k_packed_matches_ref(void **state) {
     (void)state;
     check_packed_matches_ref(QUILL_TYPE_Q6_K, "packed-q6_k.gguf");
+}
+
+static void test_forward_q4_1_packed_matches_ref(void **state) {
+    (void)state;
+    check_packed_matches_ref(QUILL_TYPE_Q4_1, "packed-q4_1.gguf");
+}
+
+static void test_forward_q5_0_packed_matches_ref(void **state) {
+    (void)state;
+    check_packed_matches_ref(QUILL_TYPE_Q5_0, "packed-q5_0.gguf");
+}
+
+static void test_forward_q5_1_packed_matches_ref(void **state) {
+    (void)state;
+    check_packed_matches_ref(QUILL_TYPE_Q5_1, "packed-q5_1.gguf");
 }
 
 /* Checks the batch-invariance cases on one model. */
@@ -649,6 +665,14 @@ static void test_forward_batch_invariance_qwen3_q4_0(void **state) {
     params.has_output = false;
     params.has_rope_freqs = true;
     check_batch_invariance("invariance-qwen3.gguf", &params, 5);
+}
+
+/* Packed Q5_1 (a min and fifth bits) takes Q8_1 activations, unlike the other invariance models. */
+static void test_forward_batch_invariance_llama_q5_1(void **state) {
+    (void)state;
+    quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
+    params.type = QUILL_TYPE_Q5_1;
+    check_batch_invariance("invariance-llama-q5_1.gguf", &params, 16);
 }
 
 static void test_load_reads_hparams(void **state) {
@@ -1367,8 +1391,12 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_forward_batch_invariance_llama),
         cmocka_unit_test(test_forward_batch_invariance_qwen2_q8_0),
         cmocka_unit_test(test_forward_batch_invariance_qwen3_q4_0),
+        cmocka_unit_test(test_forward_batch_invariance_llama_q5_1),
         cmocka_unit_test(test_forward_q5_k_packed_matches_ref),
         cmocka_unit_test(test_forward_q6_k_packed_matches_ref),
+        cmocka_unit_test(test_forward_q4_1_packed_matches_ref),
+        cmocka_unit_test(test_forward_q5_0_packed_matches_ref),
+        cmocka_unit_test(test_forward_q5_1_packed_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
