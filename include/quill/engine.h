@@ -29,18 +29,21 @@ enum { QUILL_MAX_TOP_LOGPROBS = 20, QUILL_MAX_STOP_STRINGS = 16 };
 typedef struct quill_engine quill_engine;
 typedef struct quill_request quill_request;
 
+/* Most sequences an engine decodes at once (quill_engine_params.n_parallel). */
+enum { QUILL_ENGINE_MAX_PARALLEL = 256 };
+
 typedef struct quill_engine_params {
-    int n_threads;            /* compute threads */
-    bool use_pinning;         /* pin compute threads */
-    int32_t n_parallel;       /* most sequences decoding at once */
-    int64_t n_ctx;            /* most tokens one sequence may hold; 0 = the model's trained ctx,
-                                 shortened so that n_parallel such sequences fit in the cache;
-                                 quill_engine_n_ctx returns the value in effect */
-    size_t cache_bytes;       /* all KV memory, running and cached; 0 = enough for n_parallel
-                                 sequences of n_ctx tokens, at most 2 GiB */
-    int32_t queue_limit;      /* most requests waiting for admission; beyond: QUILL_ERR_BUSY */
-    int32_t step_tokens;      /* token budget of one forward pass (decode + prefill chunks) */
-    bool use_prefix_cache;    /* reuse cached prompt prefixes across requests */
+    int n_threads;         /* compute threads */
+    bool use_pinning;      /* pin compute threads */
+    int32_t n_parallel;    /* most sequences decoding at once, 1 to QUILL_ENGINE_MAX_PARALLEL */
+    int64_t n_ctx;         /* most tokens one sequence may hold; 0 = the model's trained ctx,
+                              shortened so that n_parallel such sequences fit in the cache;
+                              quill_engine_n_ctx returns the value in effect */
+    size_t cache_bytes;    /* all KV memory, running and cached; 0 = enough for n_parallel
+                              sequences of n_ctx tokens, at most 2 GiB */
+    int32_t queue_limit;   /* most requests waiting for admission; beyond: QUILL_ERR_BUSY */
+    int32_t step_tokens;   /* token budget of one forward pass (decode + prefill chunks) */
+    bool use_prefix_cache; /* reuse cached prompt prefixes across requests */
 } quill_engine_params;
 
 QUILL_API quill_engine_params quill_engine_params_default(void);
@@ -48,8 +51,7 @@ QUILL_API quill_engine_params quill_engine_params_default(void);
 /* Starts the engine thread. Borrows model, which must outlive the engine. Returns a new engine
  * in *out; the caller destroys it. */
 QUILL_API quill_status quill_engine_create(const quill_model *model,
-                                           const quill_engine_params *params,
-                                           quill_engine **out);
+                                           const quill_engine_params *params, quill_engine **out);
 
 /* Stops accepting requests, lets running and queued ones finish, then joins the thread. */
 QUILL_API void quill_engine_drain(quill_engine *engine);
@@ -72,59 +74,59 @@ typedef enum quill_finish_reason {
 QUILL_API const char *quill_finish_reason_name(quill_finish_reason reason);
 
 typedef struct quill_request_params {
-    const int32_t *prompt_tokens;     /* borrowed during submit; copied */
-    int64_t n_prompt_tokens;          /* at least 1 */
-    int64_t max_tokens;               /* most tokens to generate; <= 0 means up to the context */
-    quill_sampling_params sampling;   /* biases are copied during submit */
+    const int32_t *prompt_tokens;   /* borrowed during submit; copied */
+    int64_t n_prompt_tokens;        /* at least 1 */
+    int64_t max_tokens;             /* most tokens to generate; <= 0 means up to the context */
+    quill_sampling_params sampling; /* biases are copied during submit */
     const char *stop_strings[QUILL_MAX_STOP_STRINGS]; /* borrowed during submit; copied */
     int32_t n_stop_strings;
-    bool ignore_eos;                  /* keep generating past end-of-generation tokens */
-    bool wants_logprobs;              /* report each generated token's log-probability */
-    int32_t n_top_logprobs;           /* 0..QUILL_MAX_TOP_LOGPROBS alternatives per token */
-    bool render_special;              /* put control-token text into the output text */
-    int64_t arrival_us;               /* monotonic stamp of the request's arrival; 0 = now */
-    void (*on_event)(void *user_data);/* called on the engine thread after events are queued;
-                                         must not block or call back into the engine */
-    void *user_data;                  /* passed to on_event */
+    bool ignore_eos;                   /* keep generating past end-of-generation tokens */
+    bool wants_logprobs;               /* report each generated token's log-probability */
+    int32_t n_top_logprobs;            /* 0..QUILL_MAX_TOP_LOGPROBS alternatives per token */
+    bool render_special;               /* put control-token text into the output text */
+    int64_t arrival_us;                /* monotonic stamp of the request's arrival; 0 = now */
+    void (*on_event)(void *user_data); /* called on the engine thread after events are queued;
+                                          must not block or call back into the engine */
+    void *user_data;                   /* passed to on_event */
 } quill_request_params;
 
 QUILL_API quill_request_params quill_request_params_default(void);
 
 typedef struct quill_generated_token {
-    int32_t token;                    /* vocabulary id */
-    float logprob;                    /* when wants_logprobs */
-    int32_t n_top;                    /* entries in top */
+    int32_t token;                                   /* vocabulary id */
+    float logprob;                                   /* when wants_logprobs */
+    int32_t n_top;                                   /* entries in top */
     quill_token_logprob top[QUILL_MAX_TOP_LOGPROBS]; /* best first */
 } quill_generated_token;
 
 /* Usage of a finished request. Times in microseconds on the monotonic clock. */
 typedef struct quill_usage {
-    int64_t n_prompt_tokens;      /* includes the cached ones */
-    int64_t n_cached_tokens;      /* prompt tokens whose K/V came from the prefix cache at
-                                     admission; a preempted request's recomputation adds none */
-    int64_t n_completion_tokens;  /* generated tokens, including a final end-of-generation one */
-    int64_t arrival_us;           /* as submitted */
-    int64_t scheduled_us;         /* first prefill chunk scheduled; kept across preemptions */
-    int64_t first_token_us;       /* first generated token sampled */
-    int64_t first_text_us;        /* first text byte released to the request */
-    int64_t finished_us;          /* final event queued */
-    int64_t queue_us;             /* scheduled - arrival */
-    int64_t prefill_us;           /* first_token - scheduled */
-    int64_t generation_us;        /* finished - first_token */
+    int64_t n_prompt_tokens;     /* includes the cached ones */
+    int64_t n_cached_tokens;     /* prompt tokens whose K/V came from the prefix cache at
+                                    admission; a preempted request's recomputation adds none */
+    int64_t n_completion_tokens; /* generated tokens, including a final end-of-generation one */
+    int64_t arrival_us;          /* as submitted */
+    int64_t scheduled_us;        /* first prefill chunk scheduled; kept across preemptions */
+    int64_t first_token_us;      /* first generated token sampled */
+    int64_t first_text_us;       /* first text byte released to the request */
+    int64_t finished_us;         /* final event queued */
+    int64_t queue_us;            /* scheduled - arrival */
+    int64_t prefill_us;          /* first_token - scheduled */
+    int64_t generation_us;       /* finished - first_token */
 } quill_usage;
 
 /* One or more merged events. Text and tokens are owned by the event until
  * quill_request_event_release. */
 typedef struct quill_request_event {
-    char *text;                       /* released bytes (whole UTF-8 characters), NUL-terminated */
+    char *text; /* released bytes (whole UTF-8 characters), NUL-terminated */
     size_t n_text_bytes;
-    quill_generated_token *tokens;    /* tokens generated since the last event */
+    quill_generated_token *tokens; /* tokens generated since the last event */
     int32_t n_tokens;
-    bool is_final;                    /* the request has finished; nothing follows */
-    quill_finish_reason finish_reason;/* when is_final */
-    quill_status status;              /* QUILL_OK unless finish_reason is ERROR */
-    char error_message[256];          /* when status != QUILL_OK */
-    quill_usage usage;                /* when is_final */
+    bool is_final;                     /* the request has finished; nothing follows */
+    quill_finish_reason finish_reason; /* when is_final */
+    quill_status status;               /* QUILL_OK unless finish_reason is ERROR */
+    char error_message[256];           /* when status != QUILL_OK */
+    quill_usage usage;                 /* when is_final */
 } quill_request_event;
 
 /* Validates params against the engine (prompt + max_tokens within n_ctx, sampling ranges, token

@@ -23,6 +23,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/model_source.h"
+#include "quill/engine.h"
 #include "quill/kv_cache.h"
 #include "quill/model.h"
 
@@ -33,7 +34,6 @@ enum {
     DEFAULT_GEN_TOKENS = 128,
     DEFAULT_REPETITIONS = 3,
     MAX_REPETITIONS = 1000,
-    MAX_PARALLEL = 256,
 };
 
 typedef struct bench_options {
@@ -88,7 +88,8 @@ static void print_usage(FILE *stream) {
             "  --parallel N          sequences decoding together (default: 1, at most %d)\n"
             "  --json                print one JSON object with medians and every run\n"
             "  -h, --help            print this help\n",
-            DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS, DEFAULT_REPETITIONS, MAX_PARALLEL);
+            DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS, DEFAULT_REPETITIONS,
+            QUILL_ENGINE_MAX_PARALLEL);
 }
 
 /* Parses the value of an integer flag; returns false after printing an error. */
@@ -124,7 +125,7 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
         } else if (is_flag(arg, "-r", "--repetitions")) {
             is_ok = take_int(argc, argv, &i, 1, MAX_REPETITIONS, &options->n_repetitions);
         } else if (strcmp(arg, "--parallel") == 0) {
-            is_ok = take_int(argc, argv, &i, 1, MAX_PARALLEL, &options->n_parallel);
+            is_ok = take_int(argc, argv, &i, 1, QUILL_ENGINE_MAX_PARALLEL, &options->n_parallel);
         } else if (strcmp(arg, "--json") == 0) {
             options->use_json = true;
         } else {
@@ -151,7 +152,13 @@ static quill_status create_state(const bench_options *options, bench_state *stat
     context_params.n_batch_max = n_batch;
     quill_status status = quill_context_create(state->model, &context_params, &state->context);
     if (status != QUILL_OK) {
-        return status;
+        /* The cause is copied first: quill_error_set formats into the buffer it names. */
+        char cause[256];
+        snprintf(cause, sizeof(cause), "%s", quill_error_message());
+        return quill_error_set(
+            status,
+            "bench: cannot create a context for batches of %d tokens (%s); lower -p or --parallel",
+            n_batch, cause);
     }
 
     /* Room for every token of every sequence plus two blocks of slack each for rounding, in the
@@ -169,7 +176,14 @@ static quill_status create_state(const bench_options *options, bench_state *stat
     }
     status = quill_kv_cache_create(state->model, &cache_params, &state->cache);
     if (status != QUILL_OK) {
-        return status;
+        /* The cause is copied first: quill_error_set formats into the buffer it names. */
+        char cause[256];
+        snprintf(cause, sizeof(cause), "%s", quill_error_message());
+        return quill_error_set(status,
+                               "bench: cannot allocate a KV cache of %zu bytes for %d sequences "
+                               "of %d tokens (%s); lower -p, -n or --parallel",
+                               cache_params.memory_bytes, options->n_parallel,
+                               options->n_prompt_tokens + options->n_gen_tokens, cause);
     }
     status = quill_batch_init(&state->batch, n_batch);
     if (status != QUILL_OK) {
@@ -388,6 +402,14 @@ int quill_cli_bench(int argc, char **argv) {
     if (quill_model_load(model_path, NULL, &state.model) != QUILL_OK) {
         quill_cli_report_error(command, "cannot load the model");
         goto cleanup;
+    }
+    int64_t n_ctx_train = quill_model_get_info(state.model)->n_ctx_train;
+    int64_t n_tokens_each = (int64_t)options.n_prompt_tokens + options.n_gen_tokens;
+    if (n_ctx_train > 0 && n_tokens_each > n_ctx_train) {
+        fprintf(stderr,
+                "quill %s: warning: -p plus -n is %lld tokens, beyond the model's trained "
+                "context of %lld; the run measures speed only\n",
+                command, (long long)n_tokens_each, (long long)n_ctx_train);
     }
     if (create_state(&options, &state) != QUILL_OK) {
         quill_cli_report_error(command, "cannot set up the benchmark");

@@ -40,12 +40,12 @@ static const char *const command = "serve";
 #define CACHE_MEM_MAX_MIB ((int64_t)1 << 20)
 
 typedef struct serve_options {
-    const char *model_path;          /* -m */
-    const char *hub_reference;       /* -hf */
-    const char *chat_template_path;  /* --chat-template-file */
-    const char *price_cached_text;   /* --price-cached-input; NULL: the input price */
-    quill_server_params server;      /* host, port, key, alias, prices, body limit */
-    quill_engine_params engine;      /* ctx, parallel, threads, queue limit, cache bytes */
+    const char *model_path;         /* -m */
+    const char *hub_reference;      /* -hf */
+    const char *chat_template_path; /* --chat-template-file */
+    const char *price_cached_text;  /* --price-cached-input; NULL: the input price */
+    quill_server_params server;     /* host, port, key, alias, prices, body limit */
+    quill_engine_params engine;     /* ctx, parallel, threads, queue limit, cache bytes */
 } serve_options;
 
 static void print_usage(FILE *stream) {
@@ -67,7 +67,7 @@ static void print_usage(FILE *stream) {
             "  --port N                    TCP port (default 8080; 0 picks a free port)\n"
             "  --ctx TOKENS                max tokens per sequence, prompt plus completion,\n"
             "                              at least 2 (default: the model's trained context)\n"
-            "  --parallel N                max sequences decoding at once (default 4)\n"
+            "  --parallel N                max sequences decoding at once, 1 to 256 (default 4)\n"
             "  --threads N                 compute threads (default: all CPUs)\n"
             "  --cache-mem MIB             KV cache memory for all sequences, in MiB\n"
             "                              (default: enough for --parallel full contexts)\n"
@@ -116,7 +116,7 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         is_ok = quill_cli_parse_int64(command, flag, value, SERVE_MIN_CTX_TOKENS, INT32_MAX,
                                       &engine->n_ctx);
     } else if (strcmp(flag, "--parallel") == 0) {
-        is_ok = quill_cli_parse_int64(command, flag, value, 1, 1024, &number);
+        is_ok = quill_cli_parse_int64(command, flag, value, 1, QUILL_ENGINE_MAX_PARALLEL, &number);
         engine->n_parallel = (int32_t)number;
     } else if (strcmp(flag, "--threads") == 0) {
         is_ok = quill_cli_parse_int(command, flag, value, 1, 1024, &engine->n_threads);
@@ -128,8 +128,9 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         engine->queue_limit = (int32_t)number;
     } else if (strcmp(flag, "--api-key") == 0) {
         if (value[0] == '\0') {
-            fprintf(stderr, "quill %s: --api-key is empty; give a key, or leave the flag out to "
-                            "serve without one\n",
+            fprintf(stderr,
+                    "quill %s: --api-key is empty; give a key, or leave the flag out to "
+                    "serve without one\n",
                     command);
             is_ok = false;
         }
@@ -157,10 +158,24 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
 
 /* Every flag of serve takes a value. These are their spellings. */
 static const char *const valued_flags[] = {
-    "-m",          "--model",       "-hf",         "--hf-repo",          "--host",
-    "--port",      "--ctx",         "--parallel",  "--threads",          "--cache-mem",
-    "--queue-limit", "--api-key",   "--model-alias", "--chat-template-file", "--price-input",
-    "--price-cached-input", "--price-output", "--max-body-bytes",
+    "-m",
+    "--model",
+    "-hf",
+    "--hf-repo",
+    "--host",
+    "--port",
+    "--ctx",
+    "--parallel",
+    "--threads",
+    "--cache-mem",
+    "--queue-limit",
+    "--api-key",
+    "--model-alias",
+    "--chat-template-file",
+    "--price-input",
+    "--price-cached-input",
+    "--price-output",
+    "--max-body-bytes",
 };
 
 static bool is_valued_flag(const char *arg) {
@@ -181,8 +196,8 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
             return 0;
         }
         if (arg[0] != '-') {
-            fprintf(stderr, "quill %s: unexpected argument '%s'; see 'quill %s --help'\n",
-                    command, arg, command);
+            fprintf(stderr, "quill %s: unexpected argument '%s'; see 'quill %s --help'\n", command,
+                    arg, command);
             return 2;
         }
         if (!is_valued_flag(arg)) {
@@ -195,8 +210,9 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
         }
     }
     if ((options->model_path == NULL) == (options->hub_reference == NULL)) {
-        fprintf(stderr, "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
-                        "'quill %s --help'\n",
+        fprintf(stderr,
+                "quill %s: pass exactly one of -m MODEL or -hf OWNER/REPO[:FILE]; see "
+                "'quill %s --help'\n",
                 command, command);
         return 2;
     }
@@ -210,8 +226,8 @@ static int parse_flags(int argc, char **argv, serve_options *options) {
     }
 
     /* The server admits what the engine can run or queue, and responds with 429 beyond it. */
-    options->server.max_requests_in_flight = options->engine.n_parallel +
-                                             options->engine.queue_limit;
+    options->server.max_requests_in_flight =
+        options->engine.n_parallel + options->engine.queue_limit;
     return -1;
 }
 
@@ -288,8 +304,8 @@ int quill_cli_serve(int argc, char **argv) {
     raise_open_file_limit();
 
     if (options.chat_template_path != NULL) {
-        template_text = quill_cli_file_read(command, "--chat-template-file",
-                                            options.chat_template_path, NULL);
+        template_text =
+            quill_cli_file_read(command, "--chat-template-file", options.chat_template_path, NULL);
         if (template_text == NULL) {
             goto cleanup;
         }

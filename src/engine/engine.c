@@ -18,7 +18,6 @@ enum {
     DEFAULT_PARALLEL = 4,
     DEFAULT_QUEUE_LIMIT = 64,
     DEFAULT_STEP_TOKENS = 512,
-    MAX_PARALLEL = 256,
     /* Used when neither the params nor the model give a context length. */
     FALLBACK_CTX_TOKENS = 2048,
 };
@@ -46,10 +45,10 @@ static quill_status validate_params(const quill_engine_params *params) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "engine: n_threads is %d; it must be at least 1", params->n_threads);
     }
-    if (params->n_parallel < 1 || params->n_parallel > MAX_PARALLEL) {
+    if (params->n_parallel < 1 || params->n_parallel > QUILL_ENGINE_MAX_PARALLEL) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "engine: n_parallel is %d; it must be from 1 to %d",
-                               params->n_parallel, MAX_PARALLEL);
+                               params->n_parallel, QUILL_ENGINE_MAX_PARALLEL);
     }
     if (params->n_ctx < 0) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
@@ -161,8 +160,7 @@ static quill_status create_state(quill_engine *engine) {
     engine->text_scratch = quill__malloc(engine->detokenizer_bytes);
     engine->lookup_blocks = quill__malloc_array((size_t)engine->n_blocks_total, sizeof(int32_t));
     if (engine->running == NULL || engine->sample_jobs == NULL || engine->is_seq_used == NULL ||
-        engine->text_scratch == NULL ||
-        engine->lookup_blocks == NULL) {
+        engine->text_scratch == NULL || engine->lookup_blocks == NULL) {
         return quill_error_set(QUILL_ERR_NOMEM, "engine: out of memory for the running set");
     }
     engine->stats.n_blocks_total = engine->n_blocks_total;

@@ -427,8 +427,9 @@ static void preempt_request(quill_engine *engine, quill_request *request) {
                     (long long)request->n_generated, request->n_preemptions);
     if (n_preemptions % WARN_EVERY == 1) {
         QUILL_LOG_WARN("engine", "requests preempted for lack of KV blocks",
-                       "n_preemptions=%lld n_blocks=%d n_parallel=%d hint=\"raise cache_bytes or "
-                       "lower n_parallel to recompute less\"",
+                       "n_preemptions_total=%lld n_blocks=%d n_parallel=%d hint=\"give the KV "
+                       "cache more memory (serve --cache-mem) or lower --parallel to recompute "
+                       "less\"",
                        (long long)n_preemptions, engine->n_blocks_total, engine->params.n_parallel);
     }
 }
