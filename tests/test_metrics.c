@@ -178,8 +178,8 @@ static int64_t nearest_rank(const int64_t *sorted, size_t n, int permille) {
 static void assert_within_bucket_error(int64_t estimate, int64_t reference) {
     int64_t error = estimate > reference ? estimate - reference : reference - estimate;
     if (error * 32 > reference) {
-        fail_msg("estimate %lld differs from reference %lld by more than 1/32",
-                 (long long)estimate, (long long)reference);
+        fail_msg("estimate %lld differs from reference %lld by more than 1/32", (long long)estimate,
+                 (long long)reference);
     }
 }
 
@@ -243,12 +243,11 @@ static void test_metrics_window_expires_with_clock(void **state) {
     assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
 
     json_object *root = render_stats(metrics);
-    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes",
-                                                   "ttft_ms", "count")),
-                     2);
-    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes",
-                                                   "requests")),
-                     2);
+    assert_int_equal(
+        json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes", "ttft_ms", "count")),
+        2);
+    assert_int_equal(
+        json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes", "requests")), 2);
     json_object_put(root);
 
     /* 301 s after the first request only the second one is inside the window. */
@@ -259,19 +258,17 @@ static void test_metrics_window_expires_with_clock(void **state) {
     assert_int_equal(json_object_get_int64(JSON_AT(window, "requests")), 1);
     double p50_ms = json_object_get_double(JSON_AT(window, "ttft_ms", "p50"));
     assert_true(p50_ms > 290.0 && p50_ms < 310.0);
-    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "since_start", "ttft_ms",
-                                                   "count")),
-                     2);
+    assert_int_equal(
+        json_object_get_int64(JSON_AT(root, "models", "m", "since_start", "ttft_ms", "count")), 2);
     json_object_put(root);
 
     /* Ten minutes later the window is empty and since-start still counts both. */
     clock.now_us += 600 * 1000000LL;
     root = render_stats(metrics);
-    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes",
-                                                   "ttft_ms", "count")),
-                     0);
-    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "since_start",
-                                                   "requests")),
+    assert_int_equal(
+        json_object_get_int64(JSON_AT(root, "models", "m", "last_5_minutes", "ttft_ms", "count")),
+        0);
+    assert_int_equal(json_object_get_int64(JSON_AT(root, "models", "m", "since_start", "requests")),
                      2);
     json_object_put(root);
     quill_metrics_destroy(metrics);
@@ -306,16 +303,17 @@ static void test_metrics_rejected_request_skips_latency(void **state) {
                 0.0);
     assert_true(prometheus_sample(text, "quill_queue_seconds_count{model=\"m\"}") == 0.0);
     assert_true(prometheus_sample(text, "quill_prompt_tokens_count{model=\"m\"}") == 0.0);
-    assert_true(prometheus_sample(
-                    text, "quill_requests_total{model=\"m\",status=\"429\",finish_reason=\"none\"}") ==
-                1.0);
-    assert_true(prometheus_sample(
-                    text, "quill_requests_total{model=\"m\",status=\"500\",finish_reason=\"error\"}") ==
-                1.0);
+    assert_true(
+        prometheus_sample(
+            text, "quill_requests_total{model=\"m\",status=\"429\",finish_reason=\"none\"}") ==
+        1.0);
+    assert_true(
+        prometheus_sample(
+            text, "quill_requests_total{model=\"m\",status=\"500\",finish_reason=\"error\"}") ==
+        1.0);
     /* The failed request's processed tokens are still counted. */
-    assert_true(prometheus_sample(text,
-                                  "quill_prompt_tokens_total{model=\"m\",feature=\"none\"}") ==
-                40.0);
+    assert_true(
+        prometheus_sample(text, "quill_prompt_tokens_total{model=\"m\",feature=\"none\"}") == 40.0);
     free(text);
 
     json_object *root = render_stats(metrics);
@@ -435,9 +433,10 @@ static void test_metrics_record_out_of_memory_records_nothing(void **state) {
     assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
 
     char *text = render_prometheus(metrics);
-    assert_true(prometheus_sample(
-                    text, "quill_requests_total{model=\"m\",status=\"200\",finish_reason=\"stop\"}") ==
-                1.0);
+    assert_true(
+        prometheus_sample(
+            text, "quill_requests_total{model=\"m\",status=\"200\",finish_reason=\"stop\"}") ==
+        1.0);
     free(text);
     quill_metrics_destroy(metrics);
 }
@@ -470,9 +469,13 @@ static void test_prometheus_scaled_decimals(void **state) {
         int n_decimals;
         const char *expected;
     } cases[] = {
-        {5000, 6, "0.005"},     {1000000, 6, "1"},      {2500000, 6, "2.5"},
-        {0, 12, "0"},           {3703701, 12, "0.000003703701"},
-        {-1500, 3, "-1.5"},     {INT64_MIN, 0, "-9223372036854775808"},
+        {5000, 6, "0.005"},
+        {1000000, 6, "1"},
+        {2500000, 6, "2.5"},
+        {0, 12, "0"},
+        {3703701, 12, "0.000003703701"},
+        {-1500, 3, "-1.5"},
+        {INT64_MIN, 0, "-9223372036854775808"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         quill_strbuf buffer;
@@ -535,6 +538,7 @@ static void record_sample_traffic(quill_metrics *metrics) {
         .n_running = 2,
         .n_waiting = 1,
         .n_kv_blocks_used = 30,
+        .n_kv_blocks_cached = 12,
         .n_kv_blocks_total = 120,
         .n_prefix_queries = 10,
         .n_prefix_hits = 4,
@@ -625,8 +629,8 @@ static void test_prometheus_parsed_counts(void **state) {
 
     /* 7 histogram families for each of 2 models. */
     assert_int_equal(check_histogram_series(text), 14);
-    assert_true(prometheus_sample(text, "quill_inter_token_latency_seconds_count{model=\"qwen\"}") ==
-                40.0);
+    assert_true(
+        prometheus_sample(text, "quill_inter_token_latency_seconds_count{model=\"qwen\"}") == 40.0);
     assert_true(prometheus_sample(
                     text, "quill_inter_token_latency_seconds_bucket{model=\"qwen\",le=\"0.02\"}") ==
                 10.0);
@@ -640,13 +644,16 @@ static void test_prometheus_parsed_counts(void **state) {
                     text, "quill_time_to_first_token_seconds_bucket{model=\"qwen\",le=\"0.1\"}") ==
                 3.0);
     assert_true(prometheus_sample(text, "quill_completion_tokens_sum{model=\"llama\"}") == 30.0);
-    assert_true(prometheus_sample(
-                    text, "quill_requests_total{model=\"qwen\",status=\"400\",finish_reason=\"none\"}") ==
-                1.0);
+    assert_true(
+        prometheus_sample(
+            text, "quill_requests_total{model=\"qwen\",status=\"400\",finish_reason=\"none\"}") ==
+        1.0);
     assert_true(prometheus_sample(text, "quill_requests_running{model=\"qwen\"}") == 2.0);
     assert_true(prometheus_sample(text, "quill_kv_cache_usage_ratio{model=\"qwen\"}") == 0.25);
     assert_true(prometheus_sample(text, "quill_prefix_cache_hits_total{model=\"qwen\"}") == 4.0);
     assert_true(prometheus_sample(text, "quill_preemptions_total{model=\"qwen\"}") == 3.0);
+    assert_true(prometheus_sample(text, "quill_kv_cache_blocks_cached{model=\"qwen\"}") == 12.0);
+    assert_true(prometheus_sample(text, "quill_kv_cache_blocks_used{model=\"qwen\"}") == 30.0);
     assert_true(prometheus_sample(text, "quill_requests_running{model=\"llama\"}") == -1.0);
     assert_null(strstr(text, "alice"));
     free(text);
@@ -660,6 +667,11 @@ static void test_metrics_set_gauges_rejects_invalid(void **state) {
     quill_metrics_gauges gauges = {.n_kv_blocks_used = 5, .n_kv_blocks_total = 4};
     assert_int_equal(quill_metrics_set_gauges(metrics, "m", &gauges), QUILL_ERR_INVALID_ARG);
     assert_non_null(strstr(quill_error_message(), "kv_blocks=5/4"));
+    quill_metrics_gauges cached_over_used = {
+        .n_kv_blocks_used = 3, .n_kv_blocks_cached = 4, .n_kv_blocks_total = 8};
+    assert_int_equal(quill_metrics_set_gauges(metrics, "m", &cached_over_used),
+                     QUILL_ERR_INVALID_ARG);
+    assert_non_null(strstr(quill_error_message(), "kv_blocks_cached=4"));
     quill_metrics_destroy(metrics);
 }
 
@@ -741,7 +753,7 @@ static void test_stats_json_outcomes_by_side(void **state) {
         int32_t http_status;
         const char *finish_reason;
     } cases[] = {
-        {200, "stop"}, {400, NULL}, {404, NULL},          {429, NULL},
+        {200, "stop"},      {400, NULL},    {404, NULL}, {429, NULL},
         {499, "cancelled"}, {500, "error"}, {503, NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -786,9 +798,10 @@ static void test_metrics_threads_record_concurrently(void **state) {
     }
     char *text = render_prometheus(metrics);
     double n_per_model = N_THREADS * N_RECORDS_PER_THREAD / 2;
-    assert_true(prometheus_sample(
-                    text, "quill_requests_total{model=\"a\",status=\"200\",finish_reason=\"stop\"}") ==
-                n_per_model);
+    assert_true(
+        prometheus_sample(
+            text, "quill_requests_total{model=\"a\",status=\"200\",finish_reason=\"stop\"}") ==
+        n_per_model);
     assert_true(prometheus_sample(text, "quill_inter_token_latency_seconds_count{model=\"b\"}") ==
                 2 * n_per_model);
     free(text);

@@ -196,8 +196,8 @@ static void add_usage(const char *body, usage_sum *sum) {
     assert_non_null(usage_text);
     const char *object_start = usage_text + strlen("\"usage\":");
     struct json_tokener *tokener = json_tokener_new();
-    struct json_object *usage = json_tokener_parse_ex(tokener, object_start,
-                                                      (int)strlen(object_start));
+    struct json_object *usage =
+        json_tokener_parse_ex(tokener, object_start, (int)strlen(object_start));
     json_tokener_free(tokener);
     assert_non_null(usage);
     sum->n_prompt_tokens += json_int_at(usage, "prompt_tokens");
@@ -273,6 +273,13 @@ static double histogram_count(const char *text, const char *family) {
     return value < 0 ? 0 : value;
 }
 
+/* Returns the model's sample of a gauge family, or -1 when the text has none. */
+static double gauge_value(const char *text, const char *family) {
+    char series[160];
+    snprintf(series, sizeof(series), "%s{model=\"" MODEL_ALIAS "\"}", family);
+    return metric_value(text, series);
+}
+
 static char *scrape_metrics(uint16_t port) {
     quill_test_http_reply reply;
     http_send(port, "/metrics", API_KEY, NULL, &reply);
@@ -322,8 +329,7 @@ static int group_setup(void **state) {
     engine_params.n_parallel = 1;
     engine_params.n_ctx = MODEL_N_CTX;
     engine_params.queue_limit = 8;
-    return quill_engine_create(the_fixture.model, &engine_params, &the_fixture.engine) ==
-                   QUILL_OK
+    return quill_engine_create(the_fixture.model, &engine_params, &the_fixture.engine) == QUILL_OK
                ? 0
                : -1;
 }
@@ -402,8 +408,7 @@ static void test_metrics_counters_match_responses(void **state) {
     assert_true(requests_total(text, "401", "none") == 1);
     assert_true(requests_total(text, "429", "none") == 1);
     assert_int_equal(metric_sum_int(text, "quill_prompt_tokens_total"), sum.n_prompt_tokens);
-    assert_int_equal(metric_sum_int(text, "quill_cached_prompt_tokens_total"),
-                     sum.n_cached_tokens);
+    assert_int_equal(metric_sum_int(text, "quill_cached_prompt_tokens_total"), sum.n_cached_tokens);
     assert_int_equal(metric_sum_int(text, "quill_completion_tokens_total"),
                      sum.n_completion_tokens);
     assert_int_equal(metric_cost_picousd(text), sum.cost_picousd);
@@ -559,6 +564,10 @@ static void test_disconnect_cancels_running_and_queued(void **state) {
 
     char *text = scrape_metrics(port);
     assert_true(requests_total(text, "499", "cancelled") == 2);
+    /* With nothing running, every used block is one the prefix cache keeps. */
+    assert_true(gauge_value(text, "quill_kv_cache_blocks_cached") >= 0.0);
+    assert_true(gauge_value(text, "quill_kv_cache_blocks_cached") ==
+                gauge_value(text, "quill_kv_cache_blocks_used"));
     assert_true(histogram_count(text, "quill_time_to_first_token_seconds") == 0);
     free(text);
     quill_server_destroy(server);

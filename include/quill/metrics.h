@@ -44,11 +44,11 @@ typedef struct quill_metrics_params {
     /* Monotonic clock in microseconds; NULL uses CLOCK_MONOTONIC. Tests inject a fake one to
      * move the 5-minute window without sleeping. */
     int64_t (*clock_us)(void *clock_user_data);
-    void *clock_user_data;   /* passed to clock_us */
-    int32_t max_models;      /* distinct model labels; later ones are counted as "_other" */
-    int32_t max_features;    /* distinct feature labels per model; later ones become "_other" */
-    int32_t max_users;       /* distinct users tracked in the JSON summary; later ones become
-                                "_other" */
+    void *clock_user_data; /* passed to clock_us */
+    int32_t max_models;    /* distinct model labels; later ones are counted as "_other" */
+    int32_t max_features;  /* distinct feature labels per model; later ones become "_other" */
+    int32_t max_users;     /* distinct users tracked in the JSON summary; later ones become
+                              "_other" */
 } quill_metrics_params;
 
 /* Returns the defaults: the monotonic clock, 16 models, 64 features per model, 1000 users. */
@@ -65,25 +65,25 @@ QUILL_API void quill_metrics_destroy(quill_metrics *metrics);
 /* One finished or rejected request as the server saw it. Strings are borrowed for the call;
  * times are microseconds on the monotonic clock, and a negative time means "not measured". */
 typedef struct quill_request_record {
-    const char *model;            /* model name as served; NULL or "" counts as "unknown" */
-    int32_t http_status;          /* status code sent to the client, 100..599 */
-    const char *finish_reason;    /* "stop", "length", "cancelled", "error", or NULL when the
-                                     request was rejected before it reached the engine */
-    const char *user;             /* user tag; NULL or "" for none. Never a Prometheus label */
-    const char *feature;          /* feature tag; NULL or "" counts as "none" */
-    int64_t n_prompt_tokens;      /* includes the cached ones */
-    int64_t n_cached_tokens;      /* prompt tokens whose K/V came from the prefix cache */
-    int64_t n_completion_tokens;  /* generated tokens */
-    int64_t cost_picousd;         /* price of the request in 1e-12 USD, >= 0 */
-    int64_t queue_us;             /* arrival until the first prefill chunk was scheduled */
-    int64_t ttft_us;              /* arrival until the first content: written to the socket for
-                                     streams, released by the engine for non-streamed replies */
-    int64_t generation_us;        /* first generated token until the last */
-    int64_t e2e_us;               /* arrival until the last byte was written */
-    const int64_t *inter_token_us;/* gaps between successive generated tokens, microseconds;
-                                     borrowed for the call; may be NULL when n is 0. The server
-                                     measures them for streamed requests only */
-    size_t n_inter_token;         /* entries in inter_token_us */
+    const char *model;             /* model name as served; NULL or "" counts as "unknown" */
+    int32_t http_status;           /* status code sent to the client, 100..599 */
+    const char *finish_reason;     /* "stop", "length", "cancelled", "error", or NULL when the
+                                      request was rejected before it reached the engine */
+    const char *user;              /* user tag; NULL or "" for none. Never a Prometheus label */
+    const char *feature;           /* feature tag; NULL or "" counts as "none" */
+    int64_t n_prompt_tokens;       /* includes the cached ones */
+    int64_t n_cached_tokens;       /* prompt tokens whose K/V came from the prefix cache */
+    int64_t n_completion_tokens;   /* generated tokens */
+    int64_t cost_picousd;          /* price of the request in 1e-12 USD, >= 0 */
+    int64_t queue_us;              /* arrival until the first prefill chunk was scheduled */
+    int64_t ttft_us;               /* arrival until the first content: written to the socket for
+                                      streams, released by the engine for non-streamed replies */
+    int64_t generation_us;         /* first generated token until the last */
+    int64_t e2e_us;                /* arrival until the last byte was written */
+    const int64_t *inter_token_us; /* gaps between successive generated tokens, microseconds;
+                                      borrowed for the call; may be NULL when n is 0. The server
+                                      measures them for streamed requests only */
+    size_t n_inter_token;          /* entries in inter_token_us */
 } quill_request_record;
 
 /* Returns a record with every time set to -1 (not measured) and everything else zero or NULL. */
@@ -99,14 +99,15 @@ QUILL_API quill_status quill_metrics_record_request(quill_metrics *metrics,
 
 /* Engine state of one model at the time of the call. */
 typedef struct quill_metrics_gauges {
-    int64_t n_running;             /* sequences decoding or prefilling */
-    int64_t n_waiting;             /* requests queued for admission */
-    int64_t n_kv_blocks_used;      /* KV blocks referenced by running sequences or cached */
-    int64_t n_kv_blocks_total;     /* KV blocks in the cache; usage ratio = used / total */
-    int64_t n_prefix_queries;      /* prefix cache lookups since start (cumulative) */
-    int64_t n_prefix_hits;         /* lookups that reused at least one block (cumulative) */
-    int64_t n_preemptions;         /* running requests sent back to wait for KV blocks
-                                      (cumulative) */
+    int64_t n_running;          /* sequences decoding or prefilling */
+    int64_t n_waiting;          /* requests queued for admission */
+    int64_t n_kv_blocks_used;   /* KV blocks referenced by running sequences or cached */
+    int64_t n_kv_blocks_cached; /* of those, blocks only the prefix cache holds (evictable) */
+    int64_t n_kv_blocks_total;  /* KV blocks in the cache; usage ratio = used / total */
+    int64_t n_prefix_queries;   /* prefix cache lookups since start (cumulative) */
+    int64_t n_prefix_hits;      /* lookups that reused at least one block (cumulative) */
+    int64_t n_preemptions;      /* running requests sent back to wait for KV blocks
+                                   (cumulative) */
 } quill_metrics_gauges;
 
 /* Replaces the gauges of model (NULL or "" means "unknown"). The server calls it before each

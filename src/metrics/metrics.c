@@ -18,24 +18,30 @@ static const char *const no_feature_name = "none";
 const char *const quill__metrics_finish_reason_names[QUILL__METRICS_N_FINISH_REASONS] = {
     "none", "stop", "length", "cancelled", "error",
 };
-enum { FINISH_NONE = 0, FINISH_STOP = 1, FINISH_LENGTH = 2, FINISH_CANCELLED = 3, FINISH_ERROR = 4 };
+enum {
+    FINISH_NONE = 0,
+    FINISH_STOP = 1,
+    FINISH_LENGTH = 2,
+    FINISH_CANCELLED = 3,
+    FINISH_ERROR = 4
+};
 
 /* Histogram upper bounds in microseconds, sized for CPU inference: prefill of long prompts can
  * take tens of seconds and decode runs at roughly 5 to 100 ms per token. */
 static const int64_t queue_bounds_us[] = {
-    1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
+    1000,   5000,    10000,   25000,   50000,    100000,   250000,
+    500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
 };
 static const int64_t ttft_bounds_us[] = {
-    10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+    10000,   25000,   50000,    100000,   250000,   500000,   1000000,
     2500000, 5000000, 10000000, 20000000, 40000000, 80000000,
 };
 static const int64_t itl_bounds_us[] = {
-    5000, 10000, 20000, 40000, 60000, 80000, 100000,
+    5000,   10000,  20000,  40000,  60000,   80000,   100000,
     150000, 200000, 300000, 500000, 1000000, 2500000,
 };
 static const int64_t request_bounds_us[] = {
-    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+    100000,   250000,   500000,   1000000,   2500000,   5000000,   10000000,
     20000000, 40000000, 80000000, 160000000, 320000000, 640000000,
 };
 static const int64_t prompt_bounds_tokens[] = {
@@ -319,9 +325,8 @@ static quill__metrics_named_tokens *find_or_add_named(quill__metrics_named_token
 
 /* Returns the request counter for (status, finish reason), adding it. NULL when allocation
  * fails. Called with the mutex held. */
-static quill__metrics_request_count *find_or_add_request_count(quill__metrics_model *model,
-                                                               int32_t http_status,
-                                                               int32_t finish_index) {
+static quill__metrics_request_count *
+find_or_add_request_count(quill__metrics_model *model, int32_t http_status, int32_t finish_index) {
     for (size_t i = 0; i < model->n_request_counts; i++) {
         quill__metrics_request_count *count = &model->request_counts[i];
         if (count->http_status == http_status && count->finish_index == finish_index) {
@@ -373,13 +378,12 @@ static quill_status validate_record(const quill_request_record *record, int32_t 
     }
     if (record->n_prompt_tokens < 0 || record->n_cached_tokens < 0 ||
         record->n_completion_tokens < 0 || record->cost_picousd < 0) {
-        return quill_error_set(QUILL_ERR_INVALID_ARG,
-                               "metrics: negative count: n_prompt_tokens=%lld "
-                               "n_cached_tokens=%lld n_completion_tokens=%lld cost_picousd=%lld",
-                               (long long)record->n_prompt_tokens,
-                               (long long)record->n_cached_tokens,
-                               (long long)record->n_completion_tokens,
-                               (long long)record->cost_picousd);
+        return quill_error_set(
+            QUILL_ERR_INVALID_ARG,
+            "metrics: negative count: n_prompt_tokens=%lld "
+            "n_cached_tokens=%lld n_completion_tokens=%lld cost_picousd=%lld",
+            (long long)record->n_prompt_tokens, (long long)record->n_cached_tokens,
+            (long long)record->n_completion_tokens, (long long)record->cost_picousd);
     }
     if (record->n_cached_tokens > record->n_prompt_tokens) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
@@ -450,8 +454,8 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
         return status;
     }
     quill__metrics_outcomes outcome = outcome_of(record, finish_index);
-    bool is_success = record->http_status < 400 && finish_index != FINISH_NONE &&
-                      finish_index != FINISH_ERROR;
+    bool is_success =
+        record->http_status < 400 && finish_index != FINISH_NONE && finish_index != FINISH_ERROR;
     quill__metrics_tokens tokens = {
         .n_requests = finish_index != FINISH_NONE ? 1 : 0,
         .n_prompt_tokens = record->n_prompt_tokens,
@@ -459,9 +463,8 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
         .n_completion_tokens = record->n_completion_tokens,
         .cost_picousd = record->cost_picousd,
     };
-    const char *feature = record->feature != NULL && record->feature[0] != '\0'
-                              ? record->feature
-                              : no_feature_name;
+    const char *feature =
+        record->feature != NULL && record->feature[0] != '\0' ? record->feature : no_feature_name;
     bool has_user = record->user != NULL && record->user[0] != '\0';
     int64_t now_us = quill__metrics_now_us(metrics);
 
@@ -470,16 +473,15 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
     /* Find every series first, so that an allocation failure records nothing. */
     quill__metrics_model *model = find_or_add_model(metrics, record->model);
     quill__metrics_request_count *count =
-        model != NULL ? find_or_add_request_count(model, record->http_status, finish_index)
-                      : NULL;
+        model != NULL ? find_or_add_request_count(model, record->http_status, finish_index) : NULL;
     quill__metrics_named_tokens *feature_entry =
         count != NULL ? find_or_add_named(model->features, &model->n_features,
                                           metrics->params.max_features, feature)
                       : NULL;
     quill__metrics_named_tokens *user_entry = NULL;
     if (feature_entry != NULL && has_user) {
-        user_entry = find_or_add_named(metrics->users, &metrics->n_users,
-                                       metrics->params.max_users, record->user);
+        user_entry = find_or_add_named(metrics->users, &metrics->n_users, metrics->params.max_users,
+                                       record->user);
     }
     if (feature_entry == NULL || (has_user && user_entry == NULL)) {
         status = quill_error_set(QUILL_ERR_NOMEM,
@@ -521,21 +523,21 @@ quill_status quill_metrics_set_gauges(quill_metrics *metrics, const char *model_
                                       const quill_metrics_gauges *gauges) {
     if (gauges->n_running < 0 || gauges->n_waiting < 0 || gauges->n_kv_blocks_used < 0 ||
         gauges->n_kv_blocks_total < 0 || gauges->n_prefix_queries < 0 ||
-        gauges->n_prefix_hits < 0 || gauges->n_preemptions < 0 ||
+        gauges->n_prefix_hits < 0 || gauges->n_preemptions < 0 || gauges->n_kv_blocks_cached < 0 ||
+        gauges->n_kv_blocks_cached > gauges->n_kv_blocks_used ||
         gauges->n_kv_blocks_used > gauges->n_kv_blocks_total ||
         gauges->n_prefix_hits > gauges->n_prefix_queries) {
-        return quill_error_set(QUILL_ERR_INVALID_ARG,
-                               "metrics: invalid gauges for model '%s': running=%lld "
-                               "waiting=%lld kv_blocks=%lld/%lld prefix_hits=%lld/%lld "
-                               "preemptions=%lld; values must be >= 0, used <= total and hits "
-                               "<= queries",
-                               model_name != NULL ? model_name : unknown_model_name,
-                               (long long)gauges->n_running, (long long)gauges->n_waiting,
-                               (long long)gauges->n_kv_blocks_used,
-                               (long long)gauges->n_kv_blocks_total,
-                               (long long)gauges->n_prefix_hits,
-                               (long long)gauges->n_prefix_queries,
-                               (long long)gauges->n_preemptions);
+        return quill_error_set(
+            QUILL_ERR_INVALID_ARG,
+            "metrics: invalid gauges for model '%s': running=%lld "
+            "waiting=%lld kv_blocks=%lld/%lld kv_blocks_cached=%lld "
+            "prefix_hits=%lld/%lld preemptions=%lld; values must be >= 0, "
+            "cached <= used <= total and hits <= queries",
+            model_name != NULL ? model_name : unknown_model_name, (long long)gauges->n_running,
+            (long long)gauges->n_waiting, (long long)gauges->n_kv_blocks_used,
+            (long long)gauges->n_kv_blocks_total, (long long)gauges->n_kv_blocks_cached,
+            (long long)gauges->n_prefix_hits, (long long)gauges->n_prefix_queries,
+            (long long)gauges->n_preemptions);
     }
 
     quill_status status = QUILL_OK;

@@ -65,6 +65,7 @@ typedef enum gauge_field {
     GAUGE_FIELD_WAITING,
     GAUGE_FIELD_KV_RATIO,
     GAUGE_FIELD_KV_USED,
+    GAUGE_FIELD_KV_CACHED,
     GAUGE_FIELD_KV_TOTAL,
     GAUGE_FIELD_PREFIX_QUERIES,
     GAUGE_FIELD_PREFIX_HITS,
@@ -87,6 +88,8 @@ static const gauge_family gauge_families[] = {
      "Fraction of KV cache blocks in use or cached, 0 to 1."},
     {GAUGE_FIELD_KV_USED, "quill_kv_cache_blocks_used", "gauge",
      "KV cache blocks in use or cached."},
+    {GAUGE_FIELD_KV_CACHED, "quill_kv_cache_blocks_cached", "gauge",
+     "KV cache blocks that only the prefix cache holds, evicted when running requests need them."},
     {GAUGE_FIELD_KV_TOTAL, "quill_kv_cache_blocks_capacity", "gauge",
      "KV cache blocks in all, used or free."},
     {GAUGE_FIELD_PREFIX_QUERIES, "quill_prefix_cache_queries_total", "counter",
@@ -115,8 +118,7 @@ quill_status quill__prometheus_append_label_value(quill_strbuf *buffer, const ch
     return quill__strbuf_append_char(buffer, '"');
 }
 
-quill_status quill__prometheus_append_scaled(quill_strbuf *buffer, int64_t value,
-                                             int n_decimals) {
+quill_status quill__prometheus_append_scaled(quill_strbuf *buffer, int64_t value, int n_decimals) {
     /* Work on the magnitude as unsigned, so INT64_MIN has a representable absolute value. */
     uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
     if (n_decimals < 0) {
@@ -214,10 +216,9 @@ static void append_request_counters(quill_strbuf *buffer, const quill_metrics *m
             const quill__metrics_request_count *count = &model->request_counts[i];
             quill__strbuf_append_cstr(buffer, "quill_requests_total{");
             append_model_label(buffer, model->name);
-            quill__strbuf_appendf(buffer, ",status=\"%d\",finish_reason=\"%s\"} %" PRIu64 "\n",
-                                  count->http_status,
-                                  quill__metrics_finish_reason_names[count->finish_index],
-                                  count->n_requests);
+            quill__strbuf_appendf(
+                buffer, ",status=\"%d\",finish_reason=\"%s\"} %" PRIu64 "\n", count->http_status,
+                quill__metrics_finish_reason_names[count->finish_index], count->n_requests);
         }
     }
 }
@@ -267,14 +268,17 @@ static void append_gauge_value(quill_strbuf *buffer, const quill_metrics_gauges 
         quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_waiting);
         break;
     case GAUGE_FIELD_KV_RATIO: {
-        double ratio = gauges->n_kv_blocks_total > 0 ? (double)gauges->n_kv_blocks_used /
-                                                           (double)gauges->n_kv_blocks_total
-                                                     : 0.0;
+        double ratio = gauges->n_kv_blocks_total > 0
+                           ? (double)gauges->n_kv_blocks_used / (double)gauges->n_kv_blocks_total
+                           : 0.0;
         quill__strbuf_appendf(buffer, "%.6g", ratio);
         break;
     }
     case GAUGE_FIELD_KV_USED:
         quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_kv_blocks_used);
+        break;
+    case GAUGE_FIELD_KV_CACHED:
+        quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_kv_blocks_cached);
         break;
     case GAUGE_FIELD_KV_TOTAL:
         quill__strbuf_appendf(buffer, "%lld", (long long)gauges->n_kv_blocks_total);
@@ -310,8 +314,7 @@ static void append_gauges(quill_strbuf *buffer, const quill_metrics *metrics) {
     }
 }
 
-quill_status quill_metrics_render_prometheus(quill_metrics *metrics, char **text,
-                                             size_t *n_bytes) {
+quill_status quill_metrics_render_prometheus(quill_metrics *metrics, char **text, size_t *n_bytes) {
     *text = NULL;
     *n_bytes = 0;
     quill_strbuf buffer;

@@ -75,6 +75,7 @@ static void refresh_gauges(quill_server *server) {
     gauges.n_waiting = stats.n_waiting;
     /* metrics.h counts blocks held only by the prefix index as used, as they are not free. */
     gauges.n_kv_blocks_used = (int64_t)stats.n_blocks_used + stats.n_blocks_cached;
+    gauges.n_kv_blocks_cached = stats.n_blocks_cached;
     gauges.n_kv_blocks_total = stats.n_blocks_total;
     gauges.n_prefix_queries = stats.n_prefix_queries;
     gauges.n_prefix_hits = stats.n_prefix_hits;
@@ -85,8 +86,7 @@ static void refresh_gauges(quill_server *server) {
     }
 }
 
-void quill__server_metrics_answer(quill_exchange *exchange, int *http_status,
-                                  quill_strbuf *body) {
+void quill__server_metrics_answer(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
     quill_server *server = exchange->server;
     refresh_gauges(server);
 
