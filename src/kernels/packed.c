@@ -51,22 +51,22 @@ enum { MAX_BLOCK_BYTES = sizeof(quill_block_q6_k) };
  * block and in the group block (packed.h). The fp16 fields (d, and m for Q4_1 and Q5_1) come
  * first in both. */
 typedef struct legacy_layout {
-    int n_halves;    /* fp16 fields per block: 1 (d) or 2 (d, m) */
-    bool has_qh;     /* Q5_0 and Q5_1: a 4-byte qh of fifth bits follows the fp16 fields */
-    size_t qs;       /* offset of the level bytes in the row block */
-    size_t n_qs;     /* level bytes per row block: 16 nibble pairs, or 32 for Q8_0 */
-    size_t group_qh; /* offset of the fifth-bit bytes in the group block */
-    size_t group_qs; /* offset of the level chunks in the group block */
+    int n_fp16_fields; /* fp16 fields per block: 1 (d) or 2 (d, m) */
+    bool has_qh;       /* Q5_0 and Q5_1: a 4-byte qh of fifth bits follows the fp16 fields */
+    size_t qs;         /* offset of the level bytes in the row block */
+    size_t n_qs;       /* level bytes per row block: 16 nibble pairs, or 32 for Q8_0 */
+    size_t group_qh;   /* offset of the fifth-bit bytes in the group block */
+    size_t group_qs;   /* offset of the level chunks in the group block */
 } legacy_layout;
 
 static legacy_layout legacy_layout_of(uint32_t type) {
     legacy_layout layout = {
-        .n_halves = type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_1 ? 2 : 1,
+        .n_fp16_fields = type == QUILL_TYPE_Q4_1 || type == QUILL_TYPE_Q5_1 ? 2 : 1,
         .has_qh = type == QUILL_TYPE_Q5_0 || type == QUILL_TYPE_Q5_1,
         .n_qs = type == QUILL_TYPE_Q8_0 ? 32u : 16u,
     };
-    layout.qs = 2u * (size_t)layout.n_halves + (layout.has_qh ? 4u : 0u);
-    layout.group_qh = 2u * QUILL_PACK_ROWS * (size_t)layout.n_halves;
+    layout.qs = 2u * (size_t)layout.n_fp16_fields + (layout.has_qh ? 4u : 0u);
+    layout.group_qh = 2u * QUILL_PACK_ROWS * (size_t)layout.n_fp16_fields;
     layout.group_qs = layout.group_qh + (layout.has_qh ? 4u * QUILL_PACK_ROWS : 0u);
     return layout;
 }
@@ -86,11 +86,11 @@ static uint8_t value_mask(uint32_t type) {
  * a tile takes its fifth bits from one shift of the 32 qh bytes. */
 static void pack_legacy_block(uint32_t type, const legacy_layout *layout, const uint8_t *block,
                               int r, uint8_t *out) {
-    for (int h = 0; h < layout->n_halves; h++) {
+    for (int h = 0; h < layout->n_fp16_fields; h++) {
         memcpy(out + 2 * QUILL_PACK_ROWS * h + 2 * r, block + 2 * h, 2);
     }
     if (layout->has_qh) {
-        uint32_t qh = quill__load_u32(block + 2 * layout->n_halves);
+        uint32_t qh = quill__load_u32(block + 2 * layout->n_fp16_fields);
         for (int i = 0; i < 4; i++) {
             uint8_t spread = 0;
             for (int c = 0; c < 8; c++) {
@@ -108,7 +108,7 @@ static void pack_legacy_block(uint32_t type, const legacy_layout *layout, const 
 /* Inverts pack_legacy_block. */
 static void unpack_legacy_block(uint32_t type, const legacy_layout *layout,
                                 const uint8_t *group_block, int r, uint8_t *block) {
-    for (int h = 0; h < layout->n_halves; h++) {
+    for (int h = 0; h < layout->n_fp16_fields; h++) {
         memcpy(block + 2 * h, group_block + 2 * QUILL_PACK_ROWS * h + 2 * r, 2);
     }
     if (layout->has_qh) {
@@ -119,7 +119,7 @@ static void unpack_legacy_block(uint32_t type, const legacy_layout *layout,
                 qh |= (uint32_t)((spread >> c) & 1u) << (4 * c + i);
             }
         }
-        uint8_t *qh_bytes = block + 2 * layout->n_halves;
+        uint8_t *qh_bytes = block + 2 * layout->n_fp16_fields;
         for (int i = 0; i < 4; i++) {
             qh_bytes[i] = (uint8_t)(qh >> (8 * i));
         }

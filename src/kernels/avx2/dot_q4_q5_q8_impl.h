@@ -62,8 +62,9 @@ QUILL_X86_INLINE int has_offset(int kind) {
  * scalar in block order.
  * NOTE: the horizontal sum per pair and block slows the AVX2 row-major Q4_0 tiles from 16 to
  * 11.5 GB/s decode and from 66 to 38 GFLOP/s prefill (tools/bench_kernels.c, 8192 x 2048, 1
- * thread, AMD EPYC). Only matrices that are not packed (row counts not a multiple of 8) still
- * use them. */
+ * thread, AMD EPYC). Q4_1, Q5_0 and Q5_1 went from 13-17 to 10-13 GB/s and from 46-84 to 29-43
+ * GFLOP/s in both variants (medians of 3). Only matrices that are not packed (row counts not a
+ * multiple of 8) still use them. */
 QUILL_X86_INLINE int is_exact(int kind) {
     return kind != KIND_Q8_0 || QUILL_X86_USE_VNNI;
 }
