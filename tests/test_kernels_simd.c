@@ -575,8 +575,8 @@ static void test_simd_matmul_gemm_and_invariance(void **state) {
     quill__threadpool_destroy(pool);
 }
 
-/* Checks one packed type at n_rows rows (a multiple of QUILL_PACK_ROWS): unpacking restores the
- * original rows byte for byte, row dequantization reads packed rows correctly, and every variant
+/* Checks one packed type at n_rows rows (a multiple of QUILL_PACK_ROWS). Unpacking restores the
+ * original rows byte for byte, and row dequantization reads packed rows correctly. Every variant
  * that multiplies packed weights gives its own vec_dot on the unpacked rows bit for bit, for
  * decode, partial token tiles, full tiles and several threads. */
 static void check_packed_matmul(uint32_t type, int64_t n_rows, rng *generator,

@@ -345,30 +345,32 @@ QUILL_X86_INLINE __m256i fifth_bits(__m256i qh, int j) {
 
 /* Where the fields of a Q4_1, Q5_0 or Q5_1 group block sit (packed.h), and which activations the
  * type takes: with a min (Q4_1, Q5_1) Q8_1 blocks, else prepared Q8_0 rows. */
-typedef struct legacy_group {
+typedef struct legacy_group_layout {
     bool has_min;             /* Q4_1, Q5_1: fp16 m of the 8 rows at byte 16 */
     bool has_qh;              /* Q5_0, Q5_1: 32 bytes of fifth bits */
     size_t group_block_bytes; /* GROUP_BLOCK_Q4_1, _Q5_0 or _Q5_1 */
     size_t qh;                /* offset of the fifth bits */
     size_t qs;                /* offset of the nibble chunks */
     int chunks_per_sum;       /* CHUNKS_PER_SUM_4_BIT or _5_BIT */
-} legacy_group;
+} legacy_group_layout;
 
-QUILL_X86_INLINE legacy_group legacy_group_of(bool has_min, bool has_qh) {
-    legacy_group layout = {
+QUILL_X86_INLINE legacy_group_layout legacy_group_layout_of(bool has_min, bool has_qh) {
+    legacy_group_layout layout = {
         .has_min = has_min,
         .has_qh = has_qh,
-        .group_block_bytes =
-            has_min ? (has_qh ? GROUP_BLOCK_Q5_1 : GROUP_BLOCK_Q4_1) : GROUP_BLOCK_Q5_0,
+        .group_block_bytes = GROUP_BLOCK_Q5_0,
         .qh = has_min ? 32u : 16u,
         .chunks_per_sum = has_qh ? CHUNKS_PER_SUM_5_BIT : CHUNKS_PER_SUM_4_BIT,
     };
+    if (has_min) {
+        layout.group_block_bytes = has_qh ? GROUP_BLOCK_Q5_1 : GROUP_BLOCK_Q4_1;
+    }
     layout.qs = layout.qh + (has_qh ? 32u : 0u);
     return layout;
 }
 
 /* Computes y[t * y_stride + r] for the 8 rows of one Q4_1 (has_min), Q5_0 (has_qh) or Q5_1 (both)
- * group and tokens [0, n_tokens), n_tokens <= PACKED_TILE_TOKENS. Level vector c holds the low
+ * group and tokens [0, n_tokens), n_tokens <= PACKED_TILE_TOKENS. Level vector c contains the low
  * nibbles of chunk c (c < 4) or the high nibbles of chunk c - 4, ORed with bit c of every
  * fifth-bit byte moved to bit 4. Q5_0 takes prepared Q8_0 rows, and its dot starts from twice the
  * prepared Q4_0 offset (-16 times the activation sum), then acc = fma(d_w * d_x, sum, acc). Q4_1
@@ -378,7 +380,7 @@ QUILL_X86_INLINE void packed_tile_legacy(bool has_min, bool has_qh, int64_t n_bl
                                          const uint8_t *group, const uint8_t *activations,
                                          size_t activation_row_bytes, int n_tokens, float *y,
                                          int64_t y_stride) {
-    const legacy_group layout = legacy_group_of(has_min, has_qh);
+    const legacy_group_layout layout = legacy_group_layout_of(has_min, has_qh);
     /* Q5_0 only: the f32 scales, then the Q4_0 offsets of the prepared rows (packed.h). */
     const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
     const size_t offsets = extras + (size_t)n_blocks * 4u;

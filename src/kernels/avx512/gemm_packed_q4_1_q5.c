@@ -33,7 +33,7 @@ QUILL_X86_INLINE void packed_tile_legacy_x2(bool has_min, bool has_qh, int64_t n
                                             const uint8_t *group, size_t group_bytes,
                                             const uint8_t *activations, size_t activation_row_bytes,
                                             int n_tokens, float *y, int64_t y_stride) {
-    const legacy_group layout = legacy_group_of(has_min, has_qh);
+    const legacy_group_layout layout = legacy_group_layout_of(has_min, has_qh);
     /* Q5_0 only: the f32 scales, then the Q4_0 offsets of the prepared rows (packed.h). */
     const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
     const size_t offsets = extras + (size_t)n_blocks * 4u;
