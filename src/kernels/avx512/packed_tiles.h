@@ -41,10 +41,10 @@ QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
 
 /* Prefetches for a two-group tile what prefetch_group_block does for one group: half of
  * PREFETCH_BYTES ahead in each group's own stream, continuing into the next group pair (2 *
- * group_bytes on) past the last block. The groups of a pair are group_bytes apart, so a fixed
- * distance from the first group's block lands in the second group, which its own stream has
- * already read, once a group holds more than PREFETCH_BYTES (rows of more than about 7300 Q4_0
- * elements). A 2048 x 8192 Q4_0 matrix (8 tokens, 2 threads, AMD EPYC) ran at 517-539 GFLOP/s
+ * group_bytes on) past the last block. The groups of a pair are group_bytes apart. Once a group
+ * is larger than PREFETCH_BYTES (rows of more than about 7300 Q4_0 elements), a fixed distance
+ * from the first group's block lands in the second group, which its own stream has already
+ * read. A 2048 x 8192 Q4_0 matrix (8 tokens, 2 threads, AMD EPYC) ran at 517-539 GFLOP/s
  * that way, against 650-666 for 8192 x 2048. */
 QUILL_X86_INLINE void prefetch_pair_block(const uint8_t *group, size_t group_bytes, int64_t block,
                                           int64_t n_blocks, size_t group_block_bytes,
