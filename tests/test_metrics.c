@@ -694,6 +694,8 @@ static void test_stats_json_rates_and_users(void **state) {
     assert_int_equal(json_object_get_int64(JSON_AT(since, "ttft_ms", "count")), 10);
     assert_true(json_object_get_double(JSON_AT(since, "ttft_ms", "max")) == 380.0);
     assert_true(json_object_get_double(JSON_AT(qwen, "engine", "prefix_cache_hit_rate")) == 0.4);
+    assert_int_equal(json_object_get_int64(JSON_AT(qwen, "engine", "preemptions")), 3);
+    assert_int_equal(json_object_get_int64(JSON_AT(qwen, "engine", "kv_cache_blocks_cached")), 12);
     assert_int_equal(json_object_get_int64(JSON_AT(qwen, "features", "search", "requests")), 4);
 
     /* alice sent requests 0, 4, 8, 12 and 16. */

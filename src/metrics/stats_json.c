@@ -114,9 +114,9 @@ static json_object *new_period(const quill__metrics_model *model, int64_t now_us
     json_object_object_add(period, "finished_requests",
                            json_object_new_int64((int64_t)sum.tokens.n_requests));
     add_tokens(period, &sum.tokens);
-    json_object_object_add(period, "cache_hit_rate",
-                           new_ratio((double)sum.tokens.n_cached_tokens,
-                                     (double)sum.tokens.n_prompt_tokens));
+    json_object_object_add(
+        period, "cache_hit_rate",
+        new_ratio((double)sum.tokens.n_cached_tokens, (double)sum.tokens.n_prompt_tokens));
     for (size_t i = 0; i < ARRAY_COUNT(latency_keys); i++) {
         quill__quantile_summary summary;
         quill__quantile_window_summarize(&model->percentiles[latency_keys[i].latency], now_us,
@@ -134,16 +134,19 @@ static json_object *new_engine(const quill__metrics_model *model) {
     json_object_object_add(engine, "reported", json_object_new_boolean(model->has_gauges));
     json_object_object_add(engine, "requests_running", json_object_new_int64(gauges->n_running));
     json_object_object_add(engine, "requests_waiting", json_object_new_int64(gauges->n_waiting));
-    json_object_object_add(engine, "kv_cache_usage_ratio",
-                           new_ratio((double)gauges->n_kv_blocks_used,
-                                     (double)gauges->n_kv_blocks_total));
+    json_object_object_add(
+        engine, "kv_cache_usage_ratio",
+        new_ratio((double)gauges->n_kv_blocks_used, (double)gauges->n_kv_blocks_total));
     json_object_object_add(engine, "prefix_cache_queries",
                            json_object_new_int64(gauges->n_prefix_queries));
     json_object_object_add(engine, "prefix_cache_hits",
                            json_object_new_int64(gauges->n_prefix_hits));
-    json_object_object_add(engine, "prefix_cache_hit_rate",
-                           new_ratio((double)gauges->n_prefix_hits,
-                                     (double)gauges->n_prefix_queries));
+    json_object_object_add(
+        engine, "prefix_cache_hit_rate",
+        new_ratio((double)gauges->n_prefix_hits, (double)gauges->n_prefix_queries));
+    json_object_object_add(engine, "kv_cache_blocks_cached",
+                           json_object_new_int64(gauges->n_kv_blocks_cached));
+    json_object_object_add(engine, "preemptions", json_object_new_int64(gauges->n_preemptions));
     return engine;
 }
 
@@ -154,11 +157,10 @@ static json_object *new_named(const quill__metrics_named_tokens *entries, size_t
         json_object_object_add(entry, "requests",
                                json_object_new_int64((int64_t)entries[i].tokens.n_requests));
         add_tokens(entry, &entries[i].tokens);
-        json_object_object_add(
-            entry, "tokens_per_request",
-            new_ratio((double)(entries[i].tokens.n_prompt_tokens +
-                               entries[i].tokens.n_completion_tokens),
-                      (double)entries[i].tokens.n_requests));
+        json_object_object_add(entry, "tokens_per_request",
+                               new_ratio((double)(entries[i].tokens.n_prompt_tokens +
+                                                  entries[i].tokens.n_completion_tokens),
+                                         (double)entries[i].tokens.n_requests));
         json_object_object_add(object, entries[i].name, entry);
     }
     return object;
@@ -197,8 +199,7 @@ static json_object *new_user_window(const quill_metrics *metrics, int64_t now_us
     return window;
 }
 
-quill_status quill_metrics_render_stats_json(quill_metrics *metrics, char **text,
-                                             size_t *n_bytes) {
+quill_status quill_metrics_render_stats_json(quill_metrics *metrics, char **text, size_t *n_bytes) {
     *text = NULL;
     *n_bytes = 0;
     int64_t now_us = quill__metrics_now_us(metrics);
