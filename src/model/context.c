@@ -40,9 +40,12 @@ enum {
 #define PARALLEL_MIN_BYTES ((int64_t)256 << 10)
 #define PARALLEL_MIN_MACS ((int64_t)64 << 20)
 
-/* Smallest attention that runs on the pool, in multiply-adds: 2M take about 100 us on one
- * thread with f16 keys (estimate), since each key is converted before use. */
-#define PARALLEL_MIN_ATTENTION_MACS ((int64_t)2 << 20)
+/* Smallest attention that runs on the pool, in multiply-adds (2 * q_dim per key): 256K are 64
+ * keys of a 2048-wide query, about 15 us on one thread with f16 keys (30 ns per key and KV head,
+ * 8 KV heads; AMD EPYC), several times a pool run's wake-up and barrier. With the earlier 2M
+ * (512 keys), decode of a 1B model with a short context ran attention on the driver while the
+ * worker waited: the worker spent 7.7 % of the samples of `perf record` waiting, 3.0 % after. */
+#define PARALLEL_MIN_ATTENTION_MACS ((int64_t)256 << 10)
 
 /* Smallest norm, SwiGLU or residual add, in elements, that runs on the pool: 256K elements of
  * SwiGLU take about 1 ms on one thread (estimate). */
