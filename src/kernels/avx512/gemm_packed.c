@@ -84,10 +84,7 @@ QUILL_X86_INLINE void packed_tile_x2(int is_q8, int64_t n_blocks, const uint8_t 
         }
     }
 
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
-        _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
-    }
+    store_tile_x2(acc, n_tokens, y, y_stride);
 }
 
 /* Computes packed_tile_q4_k's values, or packed_tile_q5_k's when is_q5, for two consecutive groups
@@ -190,10 +187,7 @@ QUILL_X86_INLINE void packed_tile_k_x2(int is_q5, int64_t n_blocks, const uint8_
         }
     }
 
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
-        _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
-    }
+    store_tile_x2(acc, n_tokens, y, y_stride);
 }
 
 /* One tile of any packed kind: 16 rows when group_pair_bytes (the distance to the next group)

@@ -105,10 +105,7 @@ QUILL_X86_INLINE void packed_tile_legacy_x2(bool has_min, bool has_qh, int64_t n
         }
     }
 
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
-        _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
-    }
+    store_tile_x2(acc, n_tokens, y, y_stride);
 }
 
 /* One tile of any kind of this file: 16 rows when group_pair_bytes (the distance to the next

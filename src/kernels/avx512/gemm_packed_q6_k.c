@@ -90,10 +90,7 @@ QUILL_X86_INLINE void packed_tile_q6_k_x2(int64_t n_blocks, const uint8_t *group
         }
     }
 
-    for (int t = 0; t < n_tokens; t++) {
-        _mm256_storeu_ps(y + t * y_stride, _mm512_castps512_ps256(acc[t]));
-        _mm256_storeu_ps(y + t * y_stride + 8, _mm512_extractf32x8_ps(acc[t], 1));
-    }
+    store_tile_x2(acc, n_tokens, y, y_stride);
 }
 
 /* Computes one tile (packed_group_tiles.h). The file has one kind. */

@@ -39,6 +39,14 @@ QUILL_X86_INLINE __m512i fifth_bits_512(__m512i qh, int j) {
     return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
 }
 
+/* Stores a two-group tile's accumulators: lanes 0-15 of acc[t] are rows 0-15 of token t, which
+ * are consecutive in y. */
+QUILL_X86_INLINE void store_tile_x2(const __m512 *acc, int n_tokens, float *y, int64_t y_stride) {
+    for (int t = 0; t < n_tokens; t++) {
+        _mm512_storeu_ps(y + t * y_stride, acc[t]);
+    }
+}
+
 /* Prefetches for a two-group tile what prefetch_group_block does for one group: half of
  * PREFETCH_BYTES ahead in each group's own stream, continuing into the next group pair (2 *
  * group_bytes on) past the last block. The groups of a pair are group_bytes apart. Once a group
