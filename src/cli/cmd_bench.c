@@ -13,6 +13,7 @@
  * reported, or one JSON object with --json.
  */
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,23 @@ static int parse_flags(int argc, char **argv, bench_options *options) {
     return -1;
 }
 
+/* Replaces the current error with "bench: WHAT (the current message); FIX", so that the library's
+ * cause stays and the advice names bench's own flags. Returns status. */
+static quill_status fail_with_cause(quill_status status, const char *fix, const char *what_format,
+                                    ...) __attribute__((format(printf, 3, 4)));
+static quill_status fail_with_cause(quill_status status, const char *fix, const char *what_format,
+                                    ...) {
+    /* The cause is copied first: quill_error_set formats into the buffer that contains it. */
+    char cause[256];
+    snprintf(cause, sizeof(cause), "%s", quill_error_message());
+    char what[256];
+    va_list args;
+    va_start(args, what_format);
+    vsnprintf(what, sizeof(what), what_format, args);
+    va_end(args);
+    return quill_error_set(status, "bench: %s (%s); %s", what, cause, fix);
+}
+
 /* Creates the context, a cache for the whole run of every sequence and the random prompt. */
 static quill_status create_state(const bench_options *options, bench_state *state) {
     /* A batch contains either one sequence's prompt or one decode token per sequence. */
@@ -152,13 +170,8 @@ static quill_status create_state(const bench_options *options, bench_state *stat
     context_params.n_batch_max = n_batch;
     quill_status status = quill_context_create(state->model, &context_params, &state->context);
     if (status != QUILL_OK) {
-        /* The cause is copied first: quill_error_set formats into the buffer it names. */
-        char cause[256];
-        snprintf(cause, sizeof(cause), "%s", quill_error_message());
-        return quill_error_set(
-            status,
-            "bench: cannot create a context for batches of %d tokens (%s); lower -p or --parallel",
-            n_batch, cause);
+        return fail_with_cause(status, "lower -p or --parallel",
+                               "cannot create a context for batches of %d tokens", n_batch);
     }
 
     /* Room for every token of every sequence plus two blocks of slack each for rounding, in the
@@ -176,14 +189,11 @@ static quill_status create_state(const bench_options *options, bench_state *stat
     }
     status = quill_kv_cache_create(state->model, &cache_params, &state->cache);
     if (status != QUILL_OK) {
-        /* The cause is copied first: quill_error_set formats into the buffer it names. */
-        char cause[256];
-        snprintf(cause, sizeof(cause), "%s", quill_error_message());
-        return quill_error_set(status,
-                               "bench: cannot allocate a KV cache of %zu bytes for %d sequences "
-                               "of %d tokens (%s); lower -p, -n or --parallel",
-                               cache_params.memory_bytes, options->n_parallel,
-                               options->n_prompt_tokens + options->n_gen_tokens, cause);
+        return fail_with_cause(
+            status, "lower -p, -n or --parallel",
+            "cannot allocate a KV cache of %zu bytes for %d sequences of %d tokens",
+            cache_params.memory_bytes, options->n_parallel,
+            options->n_prompt_tokens + options->n_gen_tokens);
     }
     status = quill_batch_init(&state->batch, n_batch);
     if (status != QUILL_OK) {
