@@ -441,6 +441,23 @@ static void gate_pass(gate *g, int32_t n_calls_to_pass) {
     pthread_mutex_unlock(&g->mutex);
 }
 
+/* Submits n requests so that they certainly run at the same time: the engine waits in the
+ * first request's first callback, behind g, until all are queued. g must outlive the requests, and
+ * the caller releases it after collecting them. */
+static void submit_together(quill_engine *engine, quill_request_params *params, int n,
+                            quill_request **requests, gate *g) {
+    gate_init(g);
+    params[0].on_event = gate_on_event;
+    params[0].user_data = g;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
+        if (i == 0) {
+            gate_wait_entered(g);
+        }
+    }
+    gate_open(g);
+}
+
 static void test_engine_cancel_releases_blocks(void **state) {
     (void)state;
     int32_t prompt[64];
@@ -530,17 +547,8 @@ static void test_engine_preemption_keeps_output(void **state) {
     engine = engine_new(&engine_params);
     assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
     gate g;
-    gate_init(&g);
-    params[0].on_event = gate_on_event;
-    params[0].user_data = &g;
     quill_request *requests[N_REQUESTS] = {NULL};
-    for (int i = 0; i < N_REQUESTS; i++) {
-        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
-        if (i == 0) {
-            gate_wait_entered(&g);
-        }
-    }
-    gate_open(&g);
+    submit_together(engine, params, N_REQUESTS, requests, &g);
     completion together[N_REQUESTS];
     for (int i = 0; i < N_REQUESTS; i++) {
         collect(requests[i], &together[i]);
@@ -657,17 +665,8 @@ static void check_mixed_load(uint32_t seed, int32_t n_blocks) {
     engine_params = tight_engine_params(n_blocks, 4);
     engine = engine_new(&engine_params);
     gate g;
-    gate_init(&g);
-    params[0].on_event = gate_on_event;
-    params[0].user_data = &g;
     quill_request *requests[N_REQUESTS] = {NULL};
-    for (int i = 0; i < N_REQUESTS; i++) {
-        assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
-        if (i == 0) {
-            gate_wait_entered(&g);
-        }
-    }
-    gate_open(&g);
+    submit_together(engine, params, N_REQUESTS, requests, &g);
     for (int i = 0; i < N_REQUESTS; i++) {
         collect(requests[i], &together[i]);
         quill_request_destroy(requests[i]);
@@ -709,7 +708,7 @@ static void test_engine_cancel_preempted_releases(void **state) {
 
     /* Runs of 110 and 100 tokens cannot share 8 blocks, so the younger request is preempted
      * at about the older one's 27th token and, while the older one grows, never fits again.
-     * The gate holds the engine at the older request's first token until the younger one is
+     * The gate pauses the engine at the older request's first token until the younger one is
      * queued, then at its 62nd token, well after the preemption. */
     gate g;
     gate_init(&g);
