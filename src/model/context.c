@@ -40,11 +40,11 @@ enum {
 #define PARALLEL_MIN_BYTES ((int64_t)256 << 10)
 #define PARALLEL_MIN_MACS ((int64_t)64 << 20)
 
-/* Smallest attention that runs on the pool, in multiply-adds (2 * q_dim per key): 256K are 64
- * keys of a 2048-wide query, about 15 us on one thread with f16 keys (30 ns per key and KV head,
- * 8 KV heads; AMD EPYC), several times a pool run's wake-up and barrier. With the earlier 2M
- * (512 keys), decode of a 1B model with a short context ran attention on the driver while the
- * worker waited: the worker spent 7.7 % of the samples of `perf record` waiting, 3.0 % after. */
+/* Smallest attention that runs on the pool, in multiply-adds (2 * q_dim per key). 256K are 64
+ * keys of a 2048-wide query: about 15 us on one thread with f16 keys (30 ns per key and KV head,
+ * 8 KV heads, AMD EPYC), several times a pool run's wake-up and barrier. With 2M (512 keys), a 1B
+ * model's short-context decode ran attention on the driver alone, and the waiting worker took
+ * 7.7 % of `perf record` samples, against 3.0 % with 256K. */
 #define PARALLEL_MIN_ATTENTION_MACS ((int64_t)256 << 10)
 
 /* Smallest norm, SwiGLU or residual add, in elements, that runs on the pool: 256K elements of
@@ -460,10 +460,13 @@ static void fused_rows_worker(void *task_context, int thread_index, int n_thread
  * whole number of tiles, and together they reach the pool's threshold. Otherwise each matrix
  * runs through multiply. */
 static void multiply_fused(quill_context *context, const quill_matrix *const *weights,
-                           float *const *y, const int64_t *y_stride, int n_matrices,
-                           const float *x, int64_t x_stride, int64_t n_tokens) {
-    fused_task task = {.n_matrices = n_matrices, .x = x, .x_stride = x_stride,
-                       .n_tokens = n_tokens, .scratch = context->matmul_scratch};
+                           float *const *y, const int64_t *y_stride, int n_matrices, const float *x,
+                           int64_t x_stride, int64_t n_tokens) {
+    fused_task task = {.n_matrices = n_matrices,
+                       .x = x,
+                       .x_stride = x_stride,
+                       .n_tokens = n_tokens,
+                       .scratch = context->matmul_scratch};
     int64_t n_bytes = 0;
     bool can_fuse = context->pool != NULL && n_tokens > 0;
     uint32_t activation_type = quill__vec_dot_type(weights[0]->type);
@@ -591,8 +594,7 @@ static void project_qkv(quill_context *context, const quill_layer_weights *layer
     const quill_matrix *weights[] = {&layer->attn_q, &layer->attn_k, &layer->attn_v};
     float *outputs[] = {context->q, context->k, context->v};
     const int64_t strides[] = {q_dim, kv_dim, kv_dim};
-    multiply_fused(context, weights, outputs, strides, 3, context->normed, info->n_embd,
-                   n_tokens);
+    multiply_fused(context, weights, outputs, strides, 3, context->normed, info->n_embd, n_tokens);
 
     add_bias(context->q, layer->q_bias, n_tokens, q_dim);
     add_bias(context->k, layer->k_bias, n_tokens, kv_dim);

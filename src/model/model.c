@@ -542,7 +542,6 @@ static quill_status map_arena(quill_model *model, size_t n_bytes, const char *pa
     model->arena_mapping = mapping;
     model->arena_mapping_bytes = mapping_bytes;
     model->arena = (uint8_t *)round_up((uintptr_t)mapping, HUGE_PAGE_BYTES);
-    model->arena_bytes = 0;
 #ifdef MADV_HUGEPAGE
     /* Advice only: a kernel without transparent huge pages rejects it and the arena keeps
      * base pages. */
@@ -559,8 +558,8 @@ static void release_file_pages(const void *begin, size_t n_bytes) {
     uintptr_t first = round_up((uintptr_t)begin, page);
     uintptr_t end = ((uintptr_t)begin + n_bytes) / page * page;
     if (end > first) {
-        /* The mapping is private and never written, so nothing is lost; a failure only leaves
-         * the pages resident. Locked pages (use_mlock) must be unlocked first. */
+        /* The mapping is private and never written, so dropping its pages loses nothing, and a
+         * failure only leaves them resident. Locked pages (use_mlock) are unlocked first. */
         (void)munlock((void *)first, end - first);
         (void)madvise((void *)first, end - first, MADV_DONTNEED);
     }
@@ -597,6 +596,8 @@ static quill_status pack_weights(quill_model *model, const char *path) {
     if (n_bytes == 0) {
         return QUILL_OK;
     }
+    /* pack_matrix counts the bytes again as it fills the arena. */
+    model->arena_bytes = 0;
     quill_status status = map_arena(model, n_bytes, path);
     if (status == QUILL_OK) {
         status = for_each_matrix(model, pack_matrix);
