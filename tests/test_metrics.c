@@ -750,13 +750,15 @@ static void test_stats_json_outcomes_by_side(void **state) {
     fake_clock clock = {.now_us = 0};
     quill_metrics *metrics = create_with_clock(&clock);
 
-    /* One success, two client errors, a rejection, a disconnect and two server errors. */
+    /* One success, three client errors, a rejection, a disconnect and three server errors. A
+     * 400 with finish reason "error" is a request the engine refused while generating; a 200
+     * with it is a stream that failed after its headers went out. */
     static const struct {
         int32_t http_status;
         const char *finish_reason;
     } cases[] = {
-        {200, "stop"},      {400, NULL},    {404, NULL}, {429, NULL},
-        {499, "cancelled"}, {500, "error"}, {503, NULL},
+        {200, "stop"},      {400, NULL},    {404, NULL}, {400, "error"}, {429, NULL},
+        {499, "cancelled"}, {500, "error"}, {503, NULL}, {200, "error"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         quill_request_record record = quill_request_record_default();
@@ -770,16 +772,16 @@ static void test_stats_json_outcomes_by_side(void **state) {
     static const char *const periods[] = {"since_start", "last_5_minutes"};
     for (size_t p = 0; p < 2; p++) {
         json_object *period = JSON_AT(root, "models", "m", periods[p]);
-        assert_int_equal(json_object_get_int64(JSON_AT(period, "requests")), 7);
-        assert_int_equal(json_object_get_int64(JSON_AT(period, "errors")), 2);
-        assert_int_equal(json_object_get_int64(JSON_AT(period, "client_errors")), 2);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "requests")), 9);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "errors")), 3);
+        assert_int_equal(json_object_get_int64(JSON_AT(period, "client_errors")), 3);
         assert_int_equal(json_object_get_int64(JSON_AT(period, "rejections")), 1);
         assert_int_equal(json_object_get_int64(JSON_AT(period, "client_disconnects")), 1);
         /* Rates are printed rounded, so they are compared to a tolerance. */
         double client_error_rate = json_object_get_double(JSON_AT(period, "client_error_rate"));
         double rejection_rate = json_object_get_double(JSON_AT(period, "rejection_rate"));
-        assert_true(fabs(client_error_rate - 2.0 / 7.0) < 1e-3);
-        assert_true(fabs(rejection_rate - 1.0 / 7.0) < 1e-3);
+        assert_true(fabs(client_error_rate - 3.0 / 9.0) < 1e-3);
+        assert_true(fabs(rejection_rate - 1.0 / 9.0) < 1e-3);
     }
     json_object_put(root);
     quill_metrics_destroy(metrics);

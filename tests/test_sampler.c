@@ -182,6 +182,41 @@ static void test_bias_ban_holds_when_sampling(void **state) {
     quill_sampler_destroy(sampler);
 }
 
+static void test_bias_ban_all_draws_nothing(void **state) {
+    (void)state;
+    const quill_logit_bias biases[3] = {{.token = 0, .bias = -INFINITY},
+                                        {.token = 1, .bias = -INFINITY},
+                                        {.token = 2, .bias = -INFINITY}};
+    const float logits[3] = {5.0f, 1.0f, 0.5f};
+    quill_sampling_params greedy = greedy_params();
+    greedy.logit_biases = biases;
+    greedy.n_logit_biases = 3;
+    quill_sampler *sampler = sampler_new(&greedy, 3);
+    assert_int_equal(quill_sampler_sample(sampler, logits), QUILL_SAMPLER_NO_TOKEN);
+    quill_sampler_destroy(sampler);
+
+    quill_sampling_params random = random_params(7);
+    random.logit_biases = biases;
+    random.n_logit_biases = 3;
+    sampler = sampler_new(&random, 3);
+    assert_int_equal(quill_sampler_sample(sampler, logits), QUILL_SAMPLER_NO_TOKEN);
+    quill_sampler_destroy(sampler);
+}
+
+static void test_nan_logits_draw_nothing(void **state) {
+    (void)state;
+    const float logits[3] = {NAN, NAN, NAN};
+    quill_sampling_params greedy = greedy_params();
+    quill_sampler *sampler = sampler_new(&greedy, 3);
+    assert_int_equal(quill_sampler_sample(sampler, logits), QUILL_SAMPLER_NO_TOKEN);
+    quill_sampler_destroy(sampler);
+
+    quill_sampling_params random = random_params(3);
+    sampler = sampler_new(&random, 3);
+    assert_int_equal(quill_sampler_sample(sampler, logits), QUILL_SAMPLER_NO_TOKEN);
+    quill_sampler_destroy(sampler);
+}
+
 static void test_repetition_divides_positive(void **state) {
     (void)state;
     quill_sampling_params params = greedy_params();
@@ -486,6 +521,8 @@ int main(void) {
         cmocka_unit_test(test_greedy_ignores_nan),
         cmocka_unit_test(test_bias_bans_and_boosts),
         cmocka_unit_test(test_bias_ban_holds_when_sampling),
+        cmocka_unit_test(test_bias_ban_all_draws_nothing),
+        cmocka_unit_test(test_nan_logits_draw_nothing),
         cmocka_unit_test(test_repetition_divides_positive),
         cmocka_unit_test(test_repetition_multiplies_negative),
         cmocka_unit_test(test_presence_once_per_token),

@@ -158,19 +158,24 @@ static void join_stream_text(char **events, int n_events, bool is_chat, char *ou
     *finish_reason_out = finish_reason;
 }
 
-/* A logit_bias object banning ids [0, QUILL_TEST_TINY_FIRST_PIECE): <unk>, <s>, </s> and the
- * byte tokens, so generation runs to max_tokens over letter pieces only. */
-static char *ban_special_and_bytes(void) {
-    size_t capacity = 16 * QUILL_TEST_TINY_FIRST_PIECE + 16;
+/* A logit_bias object banning ids [0, n_ids). */
+static char *ban_ids(int n_ids) {
+    size_t capacity = 16 * (size_t)n_ids + 16;
     char *json = malloc(capacity);
     assert_non_null(json);
     size_t length = (size_t)snprintf(json, capacity, "{");
-    for (int id = 0; id < QUILL_TEST_TINY_FIRST_PIECE; id++) {
+    for (int id = 0; id < n_ids; id++) {
         length += (size_t)snprintf(json + length, capacity - length, "%s\"%d\":-100",
                                    id > 0 ? "," : "", id);
     }
     snprintf(json + length, capacity - length, "}");
     return json;
+}
+
+/* A logit_bias object banning <unk>, <s>, </s> and the byte tokens, so generation runs to
+ * max_tokens over letter pieces only. */
+static char *ban_special_and_bytes(void) {
+    return ban_ids(QUILL_TEST_TINY_FIRST_PIECE);
 }
 
 static int group_setup(void **state) {
@@ -746,6 +751,30 @@ static void test_invalid_utf8_becomes_replacement(void **state) {
     assert_non_null(strstr(text, "\xef\xbf\xbd"));
     json_object_put(root);
     quill_test_http_reply_release(&reply);
+}
+
+static void test_bias_ban_all_is_client_error(void **state) {
+    (void)state;
+    char *ban = ban_ids(quill_model_get_info(the_fixture.model)->n_vocab);
+    size_t capacity = strlen(ban) + 512;
+    char *body = malloc(capacity);
+    assert_non_null(body);
+    snprintf(body, capacity,
+             "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0.8,"
+             "\"logit_bias\":%s}",
+             ban);
+    quill_test_http_reply reply;
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 400);
+    assert_non_null(strstr(reply.body, "logit_bias bans every token"));
+    quill_test_http_reply_release(&reply);
+
+    /* The server still answers an ordinary request afterwards. */
+    http_post("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":2}", &reply);
+    assert_int_equal(reply.status, 200);
+    quill_test_http_reply_release(&reply);
+    free(body);
+    free(ban);
 }
 
 static void test_stop_string_across_tokens(void **state) {
@@ -1347,6 +1376,7 @@ int main(void) {
         cmocka_unit_test(test_busy_answers_429),
         cmocka_unit_test(test_utf8_split_across_byte_tokens),
         cmocka_unit_test(test_invalid_utf8_becomes_replacement),
+        cmocka_unit_test(test_bias_ban_all_is_client_error),
         cmocka_unit_test(test_stop_string_across_tokens),
         cmocka_unit_test(test_chat_logprobs_and_choices),
         cmocka_unit_test(test_completion_logprobs_shape),

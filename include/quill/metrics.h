@@ -6,11 +6,12 @@
  *
  * Which requests enter which figures:
  * - Every record counts in quill_requests_total by status and finish reason, and in at most one
- *   outcome of the JSON summary: errors (server side: status >= 500 or finish reason "error",
- *   the figure to alert on), client_errors (status 400..499 except 429 and 499: bad requests,
- *   auth, unknown model or path, too large), rejections (429: no slot or queue place) and
- *   client_disconnects (499: the client closed the connection first). Each has a rate over
- *   all requests (error_rate, client_error_rate, rejection_rate, client_disconnect_rate).
+ *   outcome of the JSON summary: errors (server side: status >= 500, or finish reason "error"
+ *   below status 400, the figure to alert on), client_errors (status 400..499 except 429 and
+ *   499: bad requests, auth, unknown model or path, too large), rejections (429: no slot or
+ *   queue place) and client_disconnects (499: the client closed the connection first). Each
+ *   has a rate over all requests (error_rate, client_error_rate, rejection_rate,
+ *   client_disconnect_rate).
  * - Token and cost counters take every record with a finish reason, because those tokens were
  *   processed and billed. Rejected requests (finish reason NULL) carry no tokens or cost.
  * - Latency and per-request token histograms and percentiles take only successful requests:

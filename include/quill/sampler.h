@@ -52,7 +52,12 @@ QUILL_API void quill_sampler_destroy(quill_sampler *sampler);
 /* Records a token in the penalty history (prompt tokens too, when penalties should see them). */
 QUILL_API void quill_sampler_accept(quill_sampler *sampler, int32_t token);
 
-/* Picks the next token from logits f32 [n_vocab] (not modified). */
+/* Returned by quill_sampler_sample when no token can be drawn: every logit is NaN or minus
+ * infinity after the logit biases (a bias of minus infinity bans a token). */
+enum { QUILL_SAMPLER_NO_TOKEN = -1 };
+
+/* Picks the next token from logits f32 [n_vocab] (not modified), or returns
+ * QUILL_SAMPLER_NO_TOKEN. */
 QUILL_API int32_t quill_sampler_sample(quill_sampler *sampler, const float *logits);
 
 typedef struct quill_token_logprob {

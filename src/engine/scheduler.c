@@ -21,6 +21,7 @@
  *
  * Engine thread only.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -730,6 +731,22 @@ static void take_token(quill_engine *engine, quill_request *request, const float
     }
 }
 
+/* Sets the error for a draw that found no token: either the model gave no finite logit, or
+ * the request's logit_bias banned every token the model can produce. */
+static quill_status no_token_error(const float *logits, int32_t n_vocab) {
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (isfinite(logits[i])) {
+            return quill_error_set(QUILL_ERR_INVALID_ARG,
+                                   "engine: logit_bias bans every token the model can produce "
+                                   "next; remove some of the -100 biases");
+        }
+    }
+    return quill_error_set(QUILL_ERR_FORMAT,
+                           "engine: the model produced no finite logit (all %d are NaN or "
+                           "infinite); the model file's weights are probably corrupt",
+                           n_vocab);
+}
+
 /* The draws of one step, dealt to the pool's threads. */
 typedef struct sample_task {
     quill_sample_job *jobs;
@@ -789,6 +806,10 @@ static void process_outputs(quill_engine *engine) {
     }
     for (int32_t i = 0; i < n_jobs; i++) {
         const quill_sample_job *job = &engine->sample_jobs[i];
+        if (job->token == QUILL_SAMPLER_NO_TOKEN) {
+            fail_request(engine, job->request, no_token_error(job->logits, engine->n_vocab));
+            continue;
+        }
         take_token(engine, job->request, job->logits, job->token);
     }
 }

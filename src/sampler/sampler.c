@@ -594,7 +594,9 @@ int32_t quill_sampler_sample(quill_sampler *sampler, const float *logits) {
     }
 
     if (params->temperature == 0.0f) {
-        return argmax_candidates(items, n_vocab);
+        /* items are still in vocabulary order, so items[best] is token best. */
+        int32_t best = argmax_candidates(items, n_vocab);
+        return items[best].logit > -INFINITY ? best : QUILL_SAMPLER_NO_TOKEN;
     }
 
     /* Drop banned tokens (-infinity) so that the filters see finite logits only. */
@@ -605,8 +607,7 @@ int32_t quill_sampler_sample(quill_sampler *sampler, const float *logits) {
         }
     }
     if (n == 0) {
-        /* NOTE: when every token is banned the sampler returns token 0 rather than failing. */
-        return 0;
+        return QUILL_SAMPLER_NO_TOKEN;
     }
     return sample_filtered(sampler, items, n);
 }

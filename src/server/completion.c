@@ -773,16 +773,20 @@ void quill__completion_write_response(quill_completion *completion, int *http_st
                                       quill_strbuf *body) {
     if (completion->has_failed) {
         const char *message = "the engine failed the request";
+        /* A request the engine finds invalid only while generating (a logit_bias that bans
+         * every token the model can produce) is the client's error; the rest are the server's. */
+        int status_code = 500;
         for (int32_t i = 0; i < completion->n_choices; i++) {
             if (completion->choices[i].status != QUILL_OK) {
                 message = completion->choices[i].error_message;
+                status_code = completion->choices[i].status == QUILL_ERR_INVALID_ARG ? 400 : 500;
                 break;
             }
         }
         quill_http_error error;
-        quill__http_error_set(&error, 500, NULL, NULL, "%s", message);
+        quill__http_error_set(&error, status_code, NULL, NULL, "%s", message);
         quill__http_error_write_json(&error, body);
-        *http_status = 500;
+        *http_status = status_code;
         return;
     }
 
