@@ -23,4 +23,9 @@ float quill__dot_q4_k_q8_k_neon(int64_t n, const void *weights, const void *acti
 float quill__dot_q5_k_q8_k_neon(int64_t n, const void *weights, const void *activations);
 float quill__dot_q6_k_q8_k_neon(int64_t n, const void *weights, const void *activations);
 
+/* Activation quantizers, bit-identical to the reference ones (quant_q8.c). */
+void quill__quantize_q8_0_neon(const float *src, void *dst, int64_t n);
+void quill__quantize_q8_1_neon(const float *src, void *dst, int64_t n);
+void quill__quantize_q8_k_neon(const float *src, void *dst, int64_t n);
+
 #endif

@@ -1,7 +1,8 @@
 /*
- * The NEON entries of the dispatch table: the reference table with every dot product replaced
- * by its NEON version (all weight types). Activation types, quantizers and dequantizers stay
- * the reference ones. No gemm tiles: matmul calls the dot product per (row, token).
+ * The NEON entries of the dispatch table: the reference table with every dot product and the
+ * activation quantizers (Q8_0, Q8_1, Q8_K) replaced by their NEON versions. Activation types,
+ * weight quantizers and dequantizers stay the reference ones. No row-major gemm tiles: matmul
+ * calls the dot product per (row, token) on unpacked weights.
  */
 #include "kernels/dispatch.h"
 
@@ -22,4 +23,7 @@ void quill__kernel_table_fill_neon(quill_kernel_table *table) {
     table->types[QUILL_TYPE_Q4_K].vec_dot = quill__dot_q4_k_q8_k_neon;
     table->types[QUILL_TYPE_Q5_K].vec_dot = quill__dot_q5_k_q8_k_neon;
     table->types[QUILL_TYPE_Q6_K].vec_dot = quill__dot_q6_k_q8_k_neon;
+    table->types[QUILL_TYPE_Q8_0].quantize_row = quill__quantize_q8_0_neon;
+    table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_neon;
+    table->types[QUILL_TYPE_Q8_K].quantize_row = quill__quantize_q8_k_neon;
 }
