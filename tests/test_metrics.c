@@ -526,6 +526,10 @@ static void record_sample_traffic(quill_metrics *metrics) {
         quill_request_record record = ok_record(i % 2 == 0 ? "qwen" : "llama", 20000 * (i + 1));
         record.feature = i % 3 == 0 ? "search" : "chat";
         record.user = i % 4 == 0 ? "alice" : "bob";
+        /* Requests 0, 5, 10 and 15 miss the cache: 0 and 10 are qwen's. */
+        if (i % 5 == 0) {
+            record.n_cached_tokens = 0;
+        }
         record.inter_token_us = gaps_us;
         record.n_inter_token = 4;
         assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
@@ -688,7 +692,13 @@ static void test_stats_json_rates_and_users(void **state) {
     json_object *since = JSON_AT(qwen, "since_start");
     assert_int_equal(json_object_get_int64(JSON_AT(since, "requests")), 11);
     assert_int_equal(json_object_get_int64(JSON_AT(since, "finished_requests")), 10);
-    assert_true(json_object_get_double(JSON_AT(since, "cache_hit_rate")) == 0.25);
+    /* qwen: 10 finished requests of 40 prompt tokens, 8 of them with 10 cached. */
+    assert_true(json_object_get_double(JSON_AT(since, "cache_hit_rate")) == 0.2);
+    json_object *window_period = JSON_AT(qwen, "last_5_minutes");
+    assert_int_equal(json_object_get_int64(JSON_AT(since, "cache_hit_requests")), 8);
+    assert_int_equal(json_object_get_int64(JSON_AT(window_period, "cache_hit_requests")), 8);
+    assert_true(json_object_get_double(JSON_AT(since, "request_cache_hit_rate")) == 0.8);
+    assert_true(json_object_get_double(JSON_AT(window_period, "request_cache_hit_rate")) == 0.8);
     assert_true(json_object_get_double(JSON_AT(since, "completion_tokens_per_request")) == 3.0);
     assert_string_equal(json_object_to_json_string(JSON_AT(since, "cost_usd")), "0.00001234567");
     assert_int_equal(json_object_get_int64(JSON_AT(since, "ttft_ms", "count")), 10);
@@ -714,6 +724,11 @@ static void test_stats_json_rates_and_users(void **state) {
     root = render_stats(metrics);
     assert_int_equal(json_object_get_int64(JSON_AT(root, "users_last_5_minutes", "active_users")),
                      0);
+    /* The window forgets the hits; the whole-life figure keeps them. */
+    qwen = JSON_AT(root, "models", "qwen");
+    assert_int_equal(json_object_get_int64(JSON_AT(qwen, "last_5_minutes", "cache_hit_requests")),
+                     0);
+    assert_int_equal(json_object_get_int64(JSON_AT(qwen, "since_start", "cache_hit_requests")), 8);
     json_object_put(root);
     quill_metrics_destroy(metrics);
 }

@@ -94,6 +94,7 @@ void quill__metrics_unlock(quill_metrics *metrics) {
 
 static void tokens_add(quill__metrics_tokens *into, const quill__metrics_tokens *from) {
     into->n_requests += from->n_requests;
+    into->n_cache_hits += from->n_cache_hits;
     into->n_prompt_tokens += from->n_prompt_tokens;
     into->n_cached_tokens += from->n_cached_tokens;
     into->n_completion_tokens += from->n_completion_tokens;
@@ -460,6 +461,7 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
         record->http_status < 400 && finish_index != FINISH_NONE && finish_index != FINISH_ERROR;
     quill__metrics_tokens tokens = {
         .n_requests = finish_index != FINISH_NONE ? 1 : 0,
+        .n_cache_hits = finish_index != FINISH_NONE && record->n_cached_tokens > 0 ? 1 : 0,
         .n_prompt_tokens = record->n_prompt_tokens,
         .n_cached_tokens = record->n_cached_tokens,
         .n_completion_tokens = record->n_completion_tokens,

@@ -37,6 +37,7 @@ extern const char *const quill__metrics_finish_reason_names[QUILL__METRICS_N_FIN
 /* Tokens and cost of a group of requests (a model, a feature, a user or a time slice). */
 typedef struct quill__metrics_tokens {
     uint64_t n_requests;         /* requests with a finish reason */
+    uint64_t n_cache_hits;       /* those of them with at least one cached prompt token */
     int64_t n_prompt_tokens;     /* includes cached ones */
     int64_t n_cached_tokens;
     int64_t n_completion_tokens;

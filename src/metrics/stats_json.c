@@ -117,6 +117,13 @@ static json_object *new_period(const quill__metrics_model *model, int64_t now_us
     json_object_object_add(
         period, "cache_hit_rate",
         new_ratio((double)sum.tokens.n_cached_tokens, (double)sum.tokens.n_prompt_tokens));
+    /* Counted per request from the records, so that the window has it too. The engine's
+     * lookup counters are cumulative and carry no time. */
+    json_object_object_add(period, "cache_hit_requests",
+                           json_object_new_int64((int64_t)sum.tokens.n_cache_hits));
+    json_object_object_add(
+        period, "request_cache_hit_rate",
+        new_ratio((double)sum.tokens.n_cache_hits, (double)sum.tokens.n_requests));
     for (size_t i = 0; i < ARRAY_COUNT(latency_keys); i++) {
         quill__quantile_summary summary;
         quill__quantile_window_summarize(&model->percentiles[latency_keys[i].latency], now_us,
@@ -126,8 +133,8 @@ static json_object *new_period(const quill__metrics_model *model, int64_t now_us
     return period;
 }
 
-/* NOTE: the prefix cache hit rate covers the engine's whole life, with no 5-minute figure,
- * because the server reports only cumulative lookup and hit counts. */
+/* Returns the engine's state. Its prefix cache figures count lookups since start, and the
+ * periods have the per-request rate for the window. */
 static json_object *new_engine(const quill__metrics_model *model) {
     const quill_metrics_gauges *gauges = &model->gauges;
     json_object *engine = json_object_new_object();
