@@ -4,14 +4,17 @@
  * neon_common.h. The sums are then multiplied by their sub-block scales in int32 lanes. For
  * Q4_K and Q5_K the min term, sum(min_j * activation sum of sub-block j), comes from the bsums.
  * Both integers are exact: each element adds at most |scale * level * q_x| <= 128 * 32 * 128 =
- * 2^19 (Q6_K), so a super-block stays below 2^27. The float step sum += d_w * d_x * scaled -
- * dmin_w * d_x * mins thus uses the reference's integers, in block order.
+ * 2^19 (Q6_K), so a super-block stays below 2^27. The float step thus uses the reference's
+ * integers, in super-block order from 0, as explicit fused multiply-adds (the per-pair arithmetic
+ * of kernels/packed.h, which the packed tiles in gemm_packed.c repeat): acc = fma(d_w * d_x,
+ * (float)scaled, acc), then for Q4_K and Q5_K acc = fma(-(dmin_w * d_x), (float)mins, acc).
  * Blocks may sit at any address. Matmul calls these per (row, token), so every batch shape
  * gives the same bits.
  */
 #include "kernels/neon/kernels_neon.h"
 
 #include <arm_neon.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -55,8 +58,8 @@ static inline int32x4_t add_scaled_pair(int32x4_t acc, const int8x16_t levels[4]
     return vmlaq_n_s32(acc, second, scales[1]);
 }
 
-/* Returns the Q4_K dot product, or Q5_K's when is_q5: Q5_K levels are Q4_K's nibbles with a fifth bit
- * from qh. Blocks are read through byte offsets because the two block types place qs
+/* Returns the Q4_K dot product, or Q5_K's when is_q5: Q5_K levels are Q4_K's nibbles with a fifth
+ * bit from qh. Blocks are read through byte offsets because the two block types place qs
  * differently. */
 static inline float dot_q4_q5_k(int64_t n, const void *weights, const void *activations,
                                 bool is_q5) {
@@ -115,8 +118,8 @@ static inline float dot_q4_q5_k(int64_t n, const void *weights, const void *acti
         int32_t mins_sum = mins_dot(mins, x[b].bsums);
 
         float d_x = quill__load_f32(x[b].d);
-        sum += quill__load_fp16(w->d) * d_x * (float)scaled -
-               quill__load_fp16(w->dmin) * d_x * (float)mins_sum;
+        sum = fmaf(quill__load_fp16(w->d) * d_x, (float)scaled, sum);
+        sum = fmaf(-(quill__load_fp16(w->dmin) * d_x), (float)mins_sum, sum);
     }
     return sum;
 }
@@ -169,7 +172,7 @@ float quill__dot_q6_k_q8_k_neon(int64_t n, const void *weights, const void *acti
             }
         }
         int32_t scaled = vaddvq_s32(scaled_lanes);
-        sum += quill__load_fp16(w[b].d) * quill__load_f32(x[b].d) * (float)scaled;
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_f32(x[b].d), (float)scaled, sum);
     }
     return sum;
 }

@@ -2,13 +2,17 @@
  * NEON dot products of the legacy block formats (blocks of 32) with Q8_0 or Q8_1 activations:
  * Q4_0, Q5_0 and Q8_0 against Q8_0, Q4_1 and Q5_1 against Q8_1. Each block's levels are
  * unpacked to int8 and its exact int32 sum formed as in neon_common.h. Then the block's term is
- * added to one f32 accumulator in block order, with the same expression as the reference.
- * Blocks may sit at any address. Matmul calls these per (row, token), so every batch shape
- * gives the same bits.
+ * added to one f32 accumulator in block order from 0 with explicit fused multiply-adds, the
+ * per-pair arithmetic of kernels/packed.h: acc = fma(d_w * d_x, (float)sum, acc), and for Q4_1
+ * and Q5_1 then acc = fma(m_w, s_x, acc). The packed tiles (gemm_packed.c) compute the same
+ * operations in the same order, and an explicit fmaf keeps the bits independent of the
+ * compiler's contraction setting. Blocks may sit at any address. Matmul calls these per (row,
+ * token), so every batch shape gives the same bits.
  */
 #include "kernels/neon/kernels_neon.h"
 
 #include <arm_neon.h>
+#include <math.h>
 
 #include "kernels/blocks.h"
 #include "kernels/neon/neon_common.h"
@@ -45,7 +49,7 @@ float quill__dot_q4_0_q8_0_neon(int64_t n, const void *weights, const void *acti
         int8x16_t high = vsubq_s8(quill__neon_high_nibbles(packed), offset);
         int32_t block =
             vaddvq_s32(quill__neon_dot_32(low, high, vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16)));
-        sum += (float)block * (quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d));
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d), (float)block, sum);
     }
     return sum;
 }
@@ -60,8 +64,8 @@ float quill__dot_q4_1_q8_1_neon(int64_t n, const void *weights, const void *acti
         int32_t block = vaddvq_s32(quill__neon_dot_32(quill__neon_low_nibbles(packed),
                                                       quill__neon_high_nibbles(packed),
                                                       vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16)));
-        sum += (quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d)) * (float)block +
-               quill__load_fp16(w[b].m) * quill__load_fp16(x[b].s);
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d), (float)block, sum);
+        sum = fmaf(quill__load_fp16(w[b].m), quill__load_fp16(x[b].s), sum);
     }
     return sum;
 }
@@ -77,7 +81,7 @@ float quill__dot_q5_0_q8_0_neon(int64_t n, const void *weights, const void *acti
         unpack_q5(w[b].qs, w[b].qh, &low, &high);
         int32_t block = vaddvq_s32(quill__neon_dot_32(vsubq_s8(low, offset), vsubq_s8(high, offset),
                                                       vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16)));
-        sum += (float)block * (quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d));
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d), (float)block, sum);
     }
     return sum;
 }
@@ -92,8 +96,8 @@ float quill__dot_q5_1_q8_1_neon(int64_t n, const void *weights, const void *acti
         unpack_q5(w[b].qs, w[b].qh, &low, &high);
         int32_t block =
             vaddvq_s32(quill__neon_dot_32(low, high, vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16)));
-        sum += (quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d)) * (float)block +
-               quill__load_fp16(w[b].m) * quill__load_fp16(x[b].s);
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d), (float)block, sum);
+        sum = fmaf(quill__load_fp16(w[b].m), quill__load_fp16(x[b].s), sum);
     }
     return sum;
 }
@@ -105,7 +109,7 @@ float quill__dot_q8_0_q8_0_neon(int64_t n, const void *weights, const void *acti
     for (int64_t b = 0; b < n / QUILL_QK; b++) {
         int32_t block = vaddvq_s32(quill__neon_dot_32(vld1q_s8(w[b].qs), vld1q_s8(w[b].qs + 16),
                                                       vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16)));
-        sum += (float)block * (quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d));
+        sum = fmaf(quill__load_fp16(w[b].d) * quill__load_fp16(x[b].d), (float)block, sum);
     }
     return sum;
 }

@@ -1,14 +1,17 @@
 /*
  * The AArch64 NEON kernels: the same contracts as the reference kernels of the same stem
  * (ref/kernels_ref.h). NEON is part of every AArch64 CPU, so the variant needs no run-time
- * check. Only instructions of the ARMv8.0 base set are used (no dot-product extension, no SVE),
- * so every AArch64 CPU runs them. Every weight type with a dot product has a NEON version:
- * dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c
- * (Q4_K, Q5_K, Q6_K). Stateless: safe from any thread.
+ * check. The code uses the ARMv8.0 base set, so every AArch64 CPU runs it. A build that targets
+ * the dot-product extension (__ARM_FEATURE_DOTPROD, e.g. -march=armv8.2-a+dotprod) uses SDOT in
+ * the packed tiles, with the same results, and then needs a CPU that has it. No SVE. Every weight
+ * type with a dot product has a NEON version: dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c (Q4_K, Q5_K, Q6_K). quant_q8.c quantizes activations and
+ * gemm_packed.c multiplies packed Q4_0, Q8_0 and Q4_K weights. Stateless: safe from any thread.
  */
 #ifndef QUILL_KERNELS_NEON_H
 #define QUILL_KERNELS_NEON_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 float quill__dot_f32_f32_neon(int64_t n, const void *weights, const void *activations);
@@ -27,5 +30,20 @@ float quill__dot_q6_k_q8_k_neon(int64_t n, const void *weights, const void *acti
 void quill__quantize_q8_0_neon(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_1_neon(const float *src, void *dst, int64_t n);
 void quill__quantize_q8_k_neon(const float *src, void *dst, int64_t n);
+
+/* Tiles of packed weights (kernels/packed.h, quill_kernel_type_ops.gemm_packed; gemm_packed.c),
+ * bit-identical to the vec_dot of the same type on the unpacked rows. */
+void quill__gemm_packed_q4_0_q8_0_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q8_0_q8_0_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q4_k_q8_k_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
 
 #endif

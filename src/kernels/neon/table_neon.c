@@ -1,8 +1,9 @@
 /*
  * The NEON entries of the dispatch table: the reference table with every dot product and the
  * activation quantizers (Q8_0, Q8_1, Q8_K) replaced by their NEON versions. Activation types,
- * weight quantizers and dequantizers stay the reference ones. No row-major gemm tiles: matmul
- * calls the dot product per (row, token) on unpacked weights.
+ * weight quantizers and dequantizers stay the reference ones. Q4_0, Q8_0 and Q4_K have packed
+ * tiles (gemm_packed), so the model loader repacks those weights into row groups. The other
+ * types have no tiles, and matmul calls their dot product per (row, token).
  */
 #include "kernels/dispatch.h"
 
@@ -26,4 +27,7 @@ void quill__kernel_table_fill_neon(quill_kernel_table *table) {
     table->types[QUILL_TYPE_Q8_0].quantize_row = quill__quantize_q8_0_neon;
     table->types[QUILL_TYPE_Q8_1].quantize_row = quill__quantize_q8_1_neon;
     table->types[QUILL_TYPE_Q8_K].quantize_row = quill__quantize_q8_k_neon;
+    table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_neon;
+    table->types[QUILL_TYPE_Q8_0].gemm_packed = quill__gemm_packed_q8_0_q8_0_neon;
+    table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_neon;
 }
