@@ -802,6 +802,79 @@ static void test_simd_packed_matmul_extreme_levels(void **state) {
     quill__free(x);
 }
 
+/* Packed Q8_0 tiles stay exact at the ends of the int8 range: levels -128, 127 and 0 meet
+ * activations that are all +127 or all -127. One product then reaches 128 * 127, so int16
+ * sums of two products would overflow, and on x86 the stored level q + 128 spans 0 to 255. */
+static void test_simd_packed_q8_0_extreme_levels(void **state) {
+    (void)state;
+    enum { EXTREME_ROWS = 24, EXTREME_TOKENS = 5, EXTREME_COLS = 512 };
+    const uint8_t level_bytes[] = {0x80, 0x7f, 0x00};
+    const quill_kernel_table *tables[QUILL_KERNEL_VARIANT_COUNT];
+    int n_tables = collect_variants(tables);
+    size_t row_bytes = row_bytes_of(QUILL_TYPE_Q8_0, EXTREME_COLS);
+    uint8_t *original = quill__malloc(row_bytes * EXTREME_ROWS);
+    uint8_t *packed = quill__malloc(row_bytes * EXTREME_ROWS);
+    uint8_t *pack_scratch = quill__malloc(row_bytes * QUILL_PACK_ROWS);
+    uint8_t *activation = quill__malloc(row_bytes);
+    float *x = quill__malloc_array((size_t)EXTREME_TOKENS * EXTREME_COLS, sizeof(float));
+    float *y = quill__malloc_array((size_t)EXTREME_TOKENS * EXTREME_ROWS, sizeof(float));
+    assert_true(original && packed && pack_scratch && activation && x && y);
+    for (int t = 0; t < EXTREME_TOKENS; t++) {
+        for (int64_t i = 0; i < EXTREME_COLS; i++) {
+            x[t * EXTREME_COLS + i] = t % 2 == 0 ? 1.0f : -1.0f;
+        }
+    }
+    for (int r = 0; r < EXTREME_ROWS; r++) {
+        quill_block_q8_0 *blocks = (quill_block_q8_0 *)(original + (size_t)r * row_bytes);
+        for (int64_t b = 0; b < EXTREME_COLS / 32; b++) {
+            memset(blocks[b].qs, level_bytes[r % 3], sizeof(blocks[b].qs));
+            quill__store_fp16(blocks[b].d, 0.01f);
+        }
+    }
+    memcpy(packed, original, row_bytes * EXTREME_ROWS);
+    quill__pack_rows(QUILL_TYPE_Q8_0, packed, row_bytes, EXTREME_ROWS, EXTREME_COLS, pack_scratch);
+    quill_matrix matrix = {.type = QUILL_TYPE_Q8_0,
+                           .n_rows = EXTREME_ROWS,
+                           .n_cols = EXTREME_COLS,
+                           .data = packed,
+                           .row_bytes = row_bytes,
+                           .is_packed = true};
+
+    for (int v = 0; v < n_tables; v++) {
+        const quill_kernel_type_ops *ops = &tables[v]->types[QUILL_TYPE_Q8_0];
+        if (ops->gemm_packed == NULL) {
+            continue;
+        }
+        void *scratch =
+            quill__aligned_alloc(64, quill__matmul_scratch_bytes(&matrix, EXTREME_TOKENS));
+        assert_non_null(scratch);
+        quill__matmul_with_table(tables[v], NULL, &matrix, x, EXTREME_COLS, EXTREME_TOKENS, y,
+                                 EXTREME_ROWS, scratch);
+        for (int64_t t = 0; t < EXTREME_TOKENS; t++) {
+            tables[v]->types[QUILL_TYPE_Q8_0].quantize_row(x + t * EXTREME_COLS, activation,
+                                                           EXTREME_COLS);
+            for (int64_t r = 0; r < EXTREME_ROWS; r++) {
+                float expected =
+                    ops->vec_dot(EXTREME_COLS, original + (size_t)r * row_bytes, activation);
+                assert_memory_equal(&y[t * EXTREME_ROWS + r], &expected, sizeof(float));
+            }
+        }
+        /* Row 0 (levels -128) against token 0 (+127): 16 blocks whose exact integer sum is
+         * -128 * 127 * 32, each times d_w * d_x. */
+        float exact = 16.0f * (-128.0f * 127.0f * 32.0f) *
+                      (quill__fp16_to_fp32(quill__fp32_to_fp16(0.01f)) *
+                       quill__fp16_to_fp32(quill__fp32_to_fp16(1.0f / 127.0f)));
+        assert_float_equal(y[0], exact, fabsf(exact) * 1e-5f);
+        quill__free(scratch);
+    }
+    quill__free(y);
+    quill__free(x);
+    quill__free(activation);
+    quill__free(pack_scratch);
+    quill__free(packed);
+    quill__free(original);
+}
+
 /* Packing then unpacking restores every row byte for byte from any bytes, not only from those
  * the quantizers write: random bytes reach every bit of every field (each 6-bit level, negative
  * scales, every fp16 pattern). */
@@ -866,6 +939,7 @@ int main(void) {
         cmocka_unit_test(test_simd_matmul_gemm_and_invariance),
         cmocka_unit_test(test_simd_packed_matmul_equals_unpacked),
         cmocka_unit_test(test_simd_packed_matmul_extreme_levels),
+        cmocka_unit_test(test_simd_packed_q8_0_extreme_levels),
         cmocka_unit_test(test_simd_packed_round_trip_random_bytes),
         cmocka_unit_test(test_simd_default_is_best_variant),
     };
