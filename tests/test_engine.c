@@ -782,11 +782,48 @@ static void test_engine_queue_limit_busy(void **state) {
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
     assert_int_equal(quill_engine_submit(engine, &params, &rejected), QUILL_ERR_BUSY);
     assert_null(rejected);
-    assert_non_null(strstr(quill_error_message(), "queue limit"));
+    assert_non_null(strstr(quill_error_message(), "1 queue places"));
 
     gate_open(&g);
     quill_request_destroy(running);
     quill_request_destroy(waiting);
+    quill_engine_destroy(engine);
+    gate_release(&g);
+}
+
+static void test_engine_queue_limit_zero_fills_sequences(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 8, 3);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 4;
+    engine_params.queue_limit = 0;
+    quill_engine *engine = engine_new(&engine_params);
+
+    /* The first request holds the engine thread in its callback, so the next three are
+     * submitted before any is admitted. They still take the free sequences rather than queue
+     * places, and only a fifth request finds the engine full. */
+    gate g;
+    gate_init(&g);
+    quill_request_params params = greedy_request(prompt, 8, 240);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
+    quill_request *requests[4] = {NULL};
+    assert_int_equal(quill_engine_submit(engine, &params, &requests[0]), QUILL_OK);
+    gate_wait_entered(&g);
+    params.on_event = NULL;
+    params.user_data = NULL;
+    for (int i = 1; i < 4; i++) {
+        assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
+    }
+    quill_request *rejected = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &rejected), QUILL_ERR_BUSY);
+    assert_null(rejected);
+
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        quill_request_destroy(requests[i]);
+    }
     quill_engine_destroy(engine);
     gate_release(&g);
 }
@@ -1229,6 +1266,7 @@ int main(void) {
         cmocka_unit_test(test_engine_mixed_load_tight_cache),
         cmocka_unit_test(test_engine_cancel_preempted_releases),
         cmocka_unit_test(test_engine_queue_limit_busy),
+        cmocka_unit_test(test_engine_queue_limit_zero_fills_sequences),
         cmocka_unit_test(test_engine_stop_string_spans_tokens),
         cmocka_unit_test(test_engine_utf8_never_split),
         cmocka_unit_test(test_engine_max_tokens_length),

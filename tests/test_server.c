@@ -700,6 +700,13 @@ static void test_busy_answers_429(void **state) {
     assert_string_equal(reply.retry_after, "1");
     quill_test_http_reply_release(&reply);
 
+    /* More choices than the limit could ever hold is the client's error, not a busy server. */
+    const char *too_many = "{\"prompt\":\"x\",\"max_tokens\":1,\"n\":5}";
+    quill_test_http_send(quill_server_port(server), "POST", "/v1/completions", "application/json",
+                         API_KEY, too_many, strlen(too_many), &reply);
+    assert_error(&reply, 400, "n", NULL);
+    quill_test_http_reply_release(&reply);
+
     close(fd);
     quill_server_destroy(server);
     wait_until_idle();

@@ -41,7 +41,8 @@ typedef struct quill_engine_params {
                               quill_engine_n_ctx returns the value in effect */
     size_t cache_bytes;    /* all KV memory, running and cached; 0 = enough for n_parallel
                               sequences of n_ctx tokens, at most 2 GiB */
-    int32_t queue_limit;   /* most requests waiting for admission; beyond: QUILL_ERR_BUSY */
+    int32_t queue_limit;   /* requests that may wait beyond the n_parallel running ones: a
+                              submit finding n_parallel + queue_limit open gets QUILL_ERR_BUSY */
     int32_t step_tokens;   /* token budget of one forward pass (decode + prefill chunks) */
     bool use_prefix_cache; /* reuse cached prompt prefixes across requests */
 } quill_engine_params;

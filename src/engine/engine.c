@@ -414,12 +414,16 @@ quill_status quill_engine_submit(quill_engine *engine, const quill_request_param
     if (engine->is_draining || engine->is_stopping) {
         status = quill_error_set(QUILL_ERR_CANCELLED,
                                  "engine: the engine is shutting down and takes no new requests");
-    } else if (engine->n_waiting >= engine->params.queue_limit) {
+    } else if (engine->n_open >= engine->params.n_parallel + engine->params.queue_limit) {
+        /* Requests the engine thread has not admitted yet count as running while sequences
+         * are free, so that a burst into an idle engine is not taken for a queue. */
         status = quill_error_set(QUILL_ERR_BUSY,
-                                 "engine: %d requests are already waiting, the queue limit; "
-                                 "retry later",
-                                 engine->n_waiting);
+                                 "engine: %d requests are open, the limit of %d sequences plus "
+                                 "%d queue places; retry later",
+                                 engine->n_open, engine->params.n_parallel,
+                                 engine->params.queue_limit);
     } else {
+        engine->n_open++;
         if (engine->queue_tail != NULL) {
             engine->queue_tail->next = request;
         } else {

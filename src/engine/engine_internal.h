@@ -132,6 +132,7 @@ struct quill_engine {
     quill_request *queue_head; /* guarded by mutex: submitted, not yet taken (FIFO) */
     quill_request *queue_tail; /* guarded by mutex */
     int32_t n_waiting;         /* guarded by mutex: queued plus waiting requests */
+    int32_t n_open;            /* guarded by mutex: submitted and not yet finished */
     bool is_draining;          /* guarded by mutex */
     bool is_stopping;          /* guarded by mutex */
     quill_engine_stats stats;  /* guarded by mutex; n_waiting filled on read */

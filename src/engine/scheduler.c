@@ -82,6 +82,9 @@ static void finish_request(quill_engine *engine, quill_request *request, quill_f
                            quill_status status, const char *message) {
     release_sequence(engine, request, reason != QUILL_FINISH_ERROR);
     engine->n_finished++;
+    pthread_mutex_lock(&engine->mutex);
+    engine->n_open--;
+    pthread_mutex_unlock(&engine->mutex);
     quill_sampler_destroy(request->sampler);
     request->sampler = NULL;
     request->phase = QUILL_REQUEST_DONE;

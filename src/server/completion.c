@@ -308,8 +308,16 @@ static quill_status check_context(quill_completion *completion, int64_t n_prompt
     return QUILL_OK;
 }
 
-/* Reserves n engine slots under the server-side limit; 429 beyond it. */
+/* Reserves n engine slots under the server-side limit: 429 beyond it, and 400 when n alone
+ * exceeds the limit, which no retry would change. */
 static quill_status reserve_slots(quill_server *server, int32_t n_slots, quill_http_error *error) {
+    if (server->max_requests_in_flight > 0 && n_slots > server->max_requests_in_flight) {
+        quill__http_error_set(error, 400, "n", NULL,
+                              "'n' is %d but this server runs or queues at most %d generations "
+                              "at once (its --parallel plus --queue-limit); lower 'n'",
+                              n_slots, server->max_requests_in_flight);
+        return QUILL_ERR_INVALID_ARG;
+    }
     pthread_mutex_lock(&server->mutex);
     int64_t in_flight = server->stats.n_generations_in_flight;
     bool is_full = server->max_requests_in_flight > 0 &&
