@@ -18,7 +18,11 @@
 #include "kernels/blocks.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "kernels/packed.h"
+#if defined(QUILL_HAVE_NEON)
+#include "kernels/neon/kernels_neon.h"
+#endif
 #include "quill/status.h"
 #include "quill/tensor_type.h"
 
@@ -912,6 +916,194 @@ static void test_simd_packed_round_trip_random_bytes(void **state) {
     }
 }
 
+/* ---- attention ---- */
+
+#if defined(QUILL_HAVE_NEON)
+/* One KV head's keys (the second of two heads in each row) in blocks laid out in reverse order,
+ * and n_heads queries q_stride floats apart. */
+typedef struct attention_fixture {
+    uint8_t *storage;          /* [n_blocks][K rows, then V rows][2 heads][head_dim] */
+    int32_t *blocks;           /* block table */
+    float *q;                  /* f32 [n_heads][q_stride] */
+    quill_attention_keys keys; /* the second head of each row */
+} attention_fixture;
+
+/* Shapes of the attention tests. Blocks of 7 keys end inside a key step, and 300- and 512-key
+ * blocks split into 256-key chunks. The V steps do not divide the 5 and 9 vectors of head_dim 40
+ * and 72, and head_dim 20 leaves a tail after the 8-element steps. */
+typedef struct attention_case {
+    uint32_t type;
+    int32_t head_dim;
+    int32_t n_keys;
+    int32_t block_tokens;
+} attention_case;
+
+static const attention_case attention_cases[] = {
+    {QUILL_TYPE_F16, 64, 1, 16},     {QUILL_TYPE_F16, 64, 45, 7},  {QUILL_TYPE_F16, 64, 600, 300},
+    {QUILL_TYPE_F16, 128, 260, 512}, {QUILL_TYPE_F16, 128, 53, 7}, {QUILL_TYPE_F16, 40, 300, 16},
+    {QUILL_TYPE_F16, 72, 100, 300},  {QUILL_TYPE_F16, 20, 37, 16}, {QUILL_TYPE_F32, 64, 600, 300},
+    {QUILL_TYPE_F32, 20, 37, 7},
+};
+enum { N_ATTENTION_CASES = sizeof(attention_cases) / sizeof(attention_cases[0]) };
+
+/* q_stride - head_dim and out_stride - head_dim: padding that must stay unwritten. */
+enum { ATTENTION_Q_PADDING = 3, ATTENTION_OUT_PADDING = 5 };
+
+static void attention_fixture_init(attention_fixture *fixture, const attention_case *shape,
+                                   int32_t n_heads, int64_t q_stride, rng *generator) {
+    const size_t element_bytes = shape->type == QUILL_TYPE_F32 ? 4 : 2;
+    const int32_t n_blocks = (shape->n_keys + shape->block_tokens - 1) / shape->block_tokens;
+    const size_t head_bytes = (size_t)shape->head_dim * element_bytes;
+    const size_t row_bytes = 2 * head_bytes;
+    const size_t block_bytes = row_bytes * (size_t)shape->block_tokens * 2;
+    fixture->storage = quill__calloc((size_t)n_blocks, block_bytes);
+    fixture->blocks = quill__malloc_array((size_t)n_blocks, sizeof(int32_t));
+    fixture->q = quill__malloc_array((size_t)n_heads * (size_t)q_stride, sizeof(float));
+    assert_non_null(fixture->storage);
+    assert_non_null(fixture->blocks);
+    assert_non_null(fixture->q);
+    for (int32_t b = 0; b < n_blocks; b++) {
+        fixture->blocks[b] = n_blocks - 1 - b;
+    }
+    for (int64_t i = 0; i < (int64_t)n_heads * q_stride; i++) {
+        fixture->q[i] = 2.0f * rng_uniform(generator);
+    }
+    for (int32_t p = 0; p < shape->n_keys; p++) {
+        uint8_t *k_row = fixture->storage +
+                         (size_t)fixture->blocks[p / shape->block_tokens] * block_bytes +
+                         (size_t)(p % shape->block_tokens) * row_bytes + head_bytes;
+        uint8_t *v_row = k_row + (size_t)shape->block_tokens * row_bytes;
+        for (int32_t i = 0; i < shape->head_dim; i++) {
+            float values[2] = {2.0f * rng_uniform(generator), rng_uniform(generator)};
+            uint8_t *targets[2] = {k_row + (size_t)i * element_bytes,
+                                   v_row + (size_t)i * element_bytes};
+            for (int k = 0; k < 2; k++) {
+                if (shape->type == QUILL_TYPE_F32) {
+                    memcpy(targets[k], &values[k], sizeof(float));
+                } else {
+                    uint16_t half = quill__fp32_to_fp16(values[k]);
+                    memcpy(targets[k], &half, sizeof(half));
+                }
+            }
+        }
+    }
+    fixture->keys = (quill_attention_keys){
+        .type = shape->type,
+        .k_data = fixture->storage + head_bytes,
+        .v_data = fixture->storage + head_bytes + (size_t)shape->block_tokens * row_bytes,
+        .block_stride_bytes = block_bytes,
+        .row_bytes = row_bytes,
+        .block_tokens = shape->block_tokens,
+        .blocks = fixture->blocks,
+    };
+}
+
+static void attention_fixture_release(attention_fixture *fixture) {
+    quill__free(fixture->q);
+    quill__free(fixture->blocks);
+    quill__free(fixture->storage);
+}
+
+/* Runs the NEON variant on n_heads heads of one case. Each head's output must have the bits that
+ * the one-head call gives, and the dispatcher, which selects the NEON variant with the NEON
+ * table, must give the same bits. The output padding must stay unwritten. */
+static void check_attention_neon_group(const attention_case *shape, int32_t n_heads,
+                                       rng *generator) {
+    const int32_t head_dim = shape->head_dim;
+    const int64_t q_stride = head_dim + ATTENTION_Q_PADDING;
+    const int64_t out_stride = head_dim + ATTENTION_OUT_PADDING;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    attention_fixture fixture;
+    attention_fixture_init(&fixture, shape, n_heads, q_stride, generator);
+    float *scores = quill__malloc_array((size_t)n_heads * QUILL_ATTENTION_CHUNK, sizeof(float));
+    float *out = quill__malloc_array((size_t)n_heads * (size_t)out_stride, sizeof(float));
+    float *dispatched = quill__malloc_array((size_t)n_heads * (size_t)out_stride, sizeof(float));
+    float *expected = quill__malloc_array((size_t)head_dim, sizeof(float));
+    assert_true(scores && out && dispatched && expected);
+    for (int64_t i = 0; i < (int64_t)n_heads * out_stride; i++) {
+        out[i] = -7.0f;
+    }
+
+    quill__attention_heads_neon(fixture.q, n_heads, q_stride, head_dim, &fixture.keys,
+                                shape->n_keys, scale, scores, out, out_stride);
+    for (int32_t h = 0; h < n_heads; h++) {
+        quill__attention_head_neon(fixture.q + h * q_stride, head_dim, &fixture.keys, shape->n_keys,
+                                   scale, scores, expected);
+        if (memcmp(out + h * out_stride, expected, (size_t)head_dim * sizeof(float)) != 0) {
+            print_error("head %d of %d differs: type %u, head_dim %d, %d keys, blocks of %d\n", h,
+                        n_heads, shape->type, head_dim, shape->n_keys, shape->block_tokens);
+        }
+        assert_memory_equal(out + h * out_stride, expected, (size_t)head_dim * sizeof(float));
+        for (int64_t i = head_dim; i < out_stride; i++) {
+            assert_true(out[h * out_stride + i] == -7.0f);
+        }
+    }
+    if (quill__kernels_table()->variant == QUILL_KERNEL_VARIANT_NEON) {
+        memcpy(dispatched, out, (size_t)n_heads * (size_t)out_stride * sizeof(float));
+        quill__attention_heads(fixture.q, n_heads, q_stride, head_dim, &fixture.keys, shape->n_keys,
+                               scale, scores, dispatched, out_stride);
+        assert_memory_equal(dispatched, out, (size_t)n_heads * (size_t)out_stride * sizeof(float));
+    }
+    quill__free(expected);
+    quill__free(dispatched);
+    quill__free(out);
+    quill__free(scores);
+    attention_fixture_release(&fixture);
+}
+#endif
+
+/* The NEON attention gives a head the same bits in a group of any size as alone. */
+static void test_simd_attention_neon_group_invariant(void **state) {
+    (void)state;
+#if defined(QUILL_HAVE_NEON)
+    rng generator = {31337};
+    for (size_t c = 0; c < N_ATTENTION_CASES; c++) {
+        for (int32_t n_heads = 1; n_heads <= QUILL_ATTENTION_MAX_HEADS; n_heads++) {
+            check_attention_neon_group(&attention_cases[c], n_heads, &generator);
+        }
+    }
+#else
+    print_message("[ SKIPPED  ] variant neon: not supported by this CPU or build\n");
+    skip();
+#endif
+}
+
+/* The NEON attention stays within the tolerance of the reference that the AVX2 variant meets. */
+static void test_simd_attention_neon_near_ref(void **state) {
+    (void)state;
+#if defined(QUILL_HAVE_NEON)
+    enum { N_HEADS = 4 };
+    rng generator = {4711};
+    for (size_t c = 0; c < N_ATTENTION_CASES; c++) {
+        const attention_case *shape = &attention_cases[c];
+        const int32_t head_dim = shape->head_dim;
+        const float scale = 1.0f / sqrtf((float)head_dim);
+        attention_fixture fixture;
+        attention_fixture_init(&fixture, shape, N_HEADS, head_dim, &generator);
+        float *scores = quill__malloc_array((size_t)N_HEADS * QUILL_ATTENTION_CHUNK, sizeof(float));
+        float *out_ref = quill__malloc_array((size_t)N_HEADS * (size_t)head_dim, sizeof(float));
+        float *out_neon = quill__malloc_array((size_t)N_HEADS * (size_t)head_dim, sizeof(float));
+        assert_true(scores && out_ref && out_neon);
+        quill__attention_heads_ref(fixture.q, N_HEADS, head_dim, head_dim, &fixture.keys,
+                                   shape->n_keys, scale, scores, out_ref, head_dim);
+        quill__attention_heads_neon(fixture.q, N_HEADS, head_dim, head_dim, &fixture.keys,
+                                    shape->n_keys, scale, scores, out_neon, head_dim);
+        for (int32_t i = 0; i < N_HEADS * head_dim; i++) {
+            /* Both are f32 sums over the same terms in different lane orders, with fused
+             * multiply-adds on one side. The outputs are weighted means of values in [-1, 1]. */
+            assert_float_equal(out_neon[i], out_ref[i], 1e-4);
+        }
+        quill__free(out_neon);
+        quill__free(out_ref);
+        quill__free(scores);
+        attention_fixture_release(&fixture);
+    }
+#else
+    print_message("[ SKIPPED  ] variant neon: not supported by this CPU or build\n");
+    skip();
+#endif
+}
+
 /* The table quill__kernels_table selects is the most capable available variant unless
  * QUILL_KERNELS forces one. */
 static void test_simd_default_is_best_variant(void **state) {
@@ -940,6 +1132,8 @@ int main(void) {
         cmocka_unit_test(test_simd_packed_matmul_equals_unpacked),
         cmocka_unit_test(test_simd_packed_matmul_extreme_levels),
         cmocka_unit_test(test_simd_packed_q8_0_extreme_levels),
+        cmocka_unit_test(test_simd_attention_neon_group_invariant),
+        cmocka_unit_test(test_simd_attention_neon_near_ref),
         cmocka_unit_test(test_simd_packed_round_trip_random_bytes),
         cmocka_unit_test(test_simd_default_is_best_variant),
     };

@@ -8,6 +8,9 @@
 #include <pthread.h>
 
 #include "kernels/dispatch.h"
+#if defined(QUILL_HAVE_NEON)
+#include "kernels/neon/kernels_neon.h"
+#endif
 
 typedef void (*attention_heads_fn)(const float *q, int32_t n_heads, int64_t q_stride,
                                    int32_t head_dim, const quill_attention_keys *keys,
@@ -28,6 +31,11 @@ static void select_variants(void) {
         attention_heads = quill__attention_heads_avx2;
         silu_mul = quill__silu_mul_avx2;
     }
+#if defined(QUILL_HAVE_NEON)
+    if (table->variant == QUILL_KERNEL_VARIANT_NEON) {
+        attention_heads = quill__attention_heads_neon;
+    }
+#endif
 }
 
 bool quill__attention_has_avx2(void) {

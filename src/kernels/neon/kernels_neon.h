@@ -6,13 +6,16 @@
  * the packed tiles, with the same results, and then needs a CPU that has it. No SVE. Every weight
  * type with a dot product has a NEON version: dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0,
  * Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c (Q4_K, Q5_K, Q6_K). quant_q8.c quantizes activations and
- * gemm_packed.c multiplies packed Q4_0, Q8_0 and Q4_K weights. Stateless: safe from any thread.
+ * gemm_packed.c multiplies packed Q4_0, Q8_0 and Q4_K weights. attention.c is the NEON variant
+ * of quill__attention_heads. Stateless: safe from any thread.
  */
 #ifndef QUILL_KERNELS_NEON_H
 #define QUILL_KERNELS_NEON_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/ops.h"
 
 float quill__dot_f32_f32_neon(int64_t n, const void *weights, const void *activations);
 float quill__dot_f16_f32_neon(int64_t n, const void *weights, const void *activations);
@@ -45,5 +48,14 @@ void quill__gemm_packed_q4_k_q8_k_neon(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride);
+
+/* The NEON variants of quill__attention_heads and quill__attention_head (ops.h, attention.c),
+ * which ops.c selects when the dispatch table is the NEON one. Same arguments and limits as the
+ * reference variants: 1 <= n_heads <= QUILL_ATTENTION_MAX_HEADS. */
+void quill__attention_heads_neon(const float *q, int32_t n_heads, int64_t q_stride,
+                                 int32_t head_dim, const quill_attention_keys *keys, int64_t n_keys,
+                                 float scale, float *scores, float *out, int64_t out_stride);
+void quill__attention_head_neon(const float *q, int32_t head_dim, const quill_attention_keys *keys,
+                                int64_t n_keys, float scale, float *scores, float *out);
 
 #endif
