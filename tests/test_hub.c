@@ -371,6 +371,35 @@ static void test_hub_listing_prefers_q4_k_m(void **state) {
     free(expected);
 }
 
+static void test_hub_listing_choice_over_cache(void **state) {
+    (void)state;
+    server.file_name = "model-Q8_0.gguf";
+    char *path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo:model-Q8_0.gguf", &path), QUILL_OK);
+    quill_hub_path_free(path);
+
+    /* The Q8_0 file in the cache does not answer a reference without FILE: the listing does,
+     * as on a fresh cache. */
+    server.file_name = "model-Q4_K_M.gguf";
+    server.listing_json = "{\"siblings\":[{\"rfilename\":\"model-Q8_0.gguf\"},"
+                          "{\"rfilename\":\"model-Q4_K_M.gguf\"}]}";
+    path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo", &path), QUILL_OK);
+    char *expected = cached_path("model-Q4_K_M.gguf");
+    assert_string_equal(path, expected);
+    quill_hub_path_free(path);
+
+    /* Offline, the recorded choice still wins over the other cached file. */
+    server_stop();
+    int n_requests = atomic_load(&server.n_requests);
+    path = NULL;
+    assert_int_equal(quill_hub_resolve("owner/repo", &path), QUILL_OK);
+    assert_string_equal(path, expected);
+    assert_int_equal(atomic_load(&server.n_requests), n_requests);
+    quill_hub_path_free(path);
+    free(expected);
+}
+
 static void test_hub_listing_first_gguf(void **state) {
     (void)state;
     server.file_name = "model-Q8_0.gguf";
@@ -595,6 +624,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_hub_size_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_http_404, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_listing_prefers_q4_k_m, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_listing_choice_over_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_listing_first_gguf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_listing_without_gguf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hub_follows_redirect, setup, teardown),

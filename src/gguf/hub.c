@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
 #include "base/strbuf.h"
 
 enum {
@@ -35,6 +36,10 @@ enum {
 };
 
 static const char *const hub_default_base_url = "https://huggingface.co";
+
+/* Name, in a repository's cache folder, of the file that records which FILE a reference without
+ * FILE chose from the listing. */
+static const char *const hub_choice_name = ".default";
 
 /* A validated reference. Every part contains only [A-Za-z0-9._-] (FILE also '/'). */
 typedef struct hub_reference {
@@ -284,7 +289,7 @@ static int compare_names(const void *a, const void *b) {
 }
 
 /* Looks for a complete .gguf already in the repository's cache folder, so a reference without
- * FILE works offline after its first download. Stores "" when there is none. */
+ * FILE works offline. Stores "" when there is none. */
 static quill_status pick_cached_file(const char *dir_path, hub_reference *reference) {
     DIR *dir = opendir(dir_path);
     if (dir == NULL) {
@@ -868,17 +873,92 @@ static char *make_base_url(void) {
     return quill__strndup(base, length);
 }
 
-/* Fills in FILE from the cache or the listing when the reference has none. */
+/* Reads the FILE that an earlier reference without FILE chose from the listing. Leaves
+ * reference->file empty when nothing valid is recorded. */
+static void read_choice(const char *dir_path, hub_reference *reference) {
+    quill_strbuf path;
+    quill__strbuf_init(&path);
+    quill__strbuf_appendf(&path, "%s/%s", dir_path, hub_choice_name);
+    FILE *file = path.is_failed ? NULL : fopen(path.data, "r");
+    quill__strbuf_release(&path);
+    if (file == NULL) {
+        return;
+    }
+    char line[HUB_MAX_FILE_BYTES + 2];
+    if (fgets(line, sizeof(line), file) != NULL) {
+        size_t length = strcspn(line, "\n");
+        line[length] = '\0';
+        if (length <= HUB_MAX_FILE_BYTES && has_gguf_suffix(line) &&
+            is_valid_file(line, length)) {
+            memcpy(reference->file, line, length + 1);
+        }
+    }
+    fclose(file);
+}
+
+/* Records the FILE chosen from the listing, written aside and renamed into place. A failure
+ * only costs a listing request next time, so it is only logged. */
+static void write_choice(const char *dir_path, const char *file_name) {
+    quill_strbuf path;
+    quill_strbuf temporary;
+    quill__strbuf_init(&path);
+    quill__strbuf_init(&temporary);
+    quill__strbuf_appendf(&path, "%s/%s", dir_path, hub_choice_name);
+    quill__strbuf_appendf(&temporary, "%s/%s.%ld", dir_path, hub_choice_name, (long)getpid());
+    bool is_written = false;
+    if (!path.is_failed && !temporary.is_failed) {
+        FILE *file = fopen(temporary.data, "w");
+        if (file != NULL) {
+            bool is_complete = fprintf(file, "%s\n", file_name) > 0;
+            is_complete = fclose(file) == 0 && is_complete;
+            is_written = is_complete && rename(temporary.data, path.data) == 0;
+            if (!is_written) {
+                unlink(temporary.data);
+            }
+        }
+    }
+    if (!is_written) {
+        QUILL_LOG_WARN("hub", "could not record the chosen file", "dir=%s file=%s errno=%d",
+                       dir_path, file_name, errno);
+    }
+    quill__strbuf_release(&temporary);
+    quill__strbuf_release(&path);
+}
+
+/* Fills in FILE when the reference has none: the choice an earlier listing recorded, else the
+ * listing's choice (then is_listed is true), else a cached file when the listing is unreachable. */
 static quill_status choose_file(const char *base_url, const char *dir_path,
-                                hub_reference *reference) {
+                                hub_reference *reference, bool *is_listed) {
+    *is_listed = false;
     if (reference->file[0] != '\0') {
         return QUILL_OK;
     }
-    quill_status status = pick_cached_file(dir_path, reference);
-    if (status != QUILL_OK || reference->file[0] != '\0') {
+    read_choice(dir_path, reference);
+    if (reference->file[0] != '\0') {
+        return QUILL_OK;
+    }
+    quill_status status = choose_remote_file(base_url, reference);
+    if (status == QUILL_OK) {
+        *is_listed = true;
+        return QUILL_OK;
+    }
+    if (status != QUILL_ERR_IO) {
         return status;
     }
-    return choose_remote_file(base_url, reference);
+
+    char listing_error[512];
+    snprintf(listing_error, sizeof(listing_error), "%s", quill_error_message());
+    quill_status cache_status = pick_cached_file(dir_path, reference);
+    if (cache_status != QUILL_OK) {
+        return cache_status;
+    }
+    if (reference->file[0] == '\0') {
+        return quill_error_set(status, "%s", listing_error);
+    }
+    QUILL_LOG_WARN("hub", "repository listing unreachable, using a cached file",
+                   "repo=%s/%s file=%s error=\"%s\"", reference->owner, reference->repo,
+                   reference->file, listing_error);
+    return QUILL_OK;
 }
 
 quill_status quill_hub_resolve(const char *reference_text, char **path_out) {
@@ -909,7 +989,8 @@ quill_status quill_hub_resolve(const char *reference_text, char **path_out) {
         goto cleanup;
     }
 
-    status = choose_file(base_url, dir_path, &reference);
+    bool is_listed = false;
+    status = choose_file(base_url, dir_path, &reference, &is_listed);
     if (status != QUILL_OK) {
         goto cleanup;
     }
@@ -933,6 +1014,9 @@ quill_status quill_hub_resolve(const char *reference_text, char **path_out) {
             remove_created_dirs(final_path.data, n_existing_bytes);
             goto cleanup;
         }
+    }
+    if (is_listed) {
+        write_choice(dir_path, reference.file);
     }
     *path_out = quill__strbuf_take(&final_path);
     if (*path_out == NULL) {
