@@ -888,8 +888,7 @@ static void read_choice(const char *dir_path, hub_reference *reference) {
     if (fgets(line, sizeof(line), file) != NULL) {
         size_t length = strcspn(line, "\n");
         line[length] = '\0';
-        if (length <= HUB_MAX_FILE_BYTES && has_gguf_suffix(line) &&
-            is_valid_file(line, length)) {
+        if (length <= HUB_MAX_FILE_BYTES && has_gguf_suffix(line) && is_valid_file(line, length)) {
             memcpy(reference->file, line, length + 1);
         }
     }
