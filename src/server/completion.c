@@ -293,13 +293,19 @@ static quill_status check_context(quill_completion *completion, int64_t n_prompt
     const char *param = completion->request.kind == QUILL_OPENAI_CHAT ? "messages" : "prompt";
     bool is_too_long = max_tokens > 0 ? n_prompt_tokens + max_tokens > n_ctx
                                       : n_prompt_tokens >= n_ctx;
+    if (is_too_long && max_tokens > 0) {
+        quill__http_error_set(error, 400, param, "context_length_exceeded",
+                              "this server's context length is %lld tokens, but the prompt has "
+                              "%lld tokens and max_tokens is %lld; shorten the prompt or lower "
+                              "max_tokens",
+                              (long long)n_ctx, (long long)n_prompt_tokens, (long long)max_tokens);
+        return QUILL_ERR_INVALID_ARG;
+    }
     if (is_too_long) {
         quill__http_error_set(error, 400, param, "context_length_exceeded",
-                              "this model's maximum context length is %lld tokens, but the "
-                              "prompt has %lld tokens and max_tokens is %lld; shorten the "
-                              "prompt or lower max_tokens",
-                              (long long)n_ctx, (long long)n_prompt_tokens,
-                              (long long)(max_tokens > 0 ? max_tokens : 0));
+                              "this server's context length is %lld tokens, but the prompt has "
+                              "%lld tokens, which leaves no room for output; shorten the prompt",
+                              (long long)n_ctx, (long long)n_prompt_tokens);
         return QUILL_ERR_INVALID_ARG;
     }
     if (max_tokens <= 0) {
