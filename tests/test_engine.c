@@ -341,13 +341,14 @@ static void test_engine_eviction_stays_correct(void **state) {
     quill_engine_destroy(engine);
 
     /* Twelve blocks of 16 tokens (256 bytes per token in F16): each request reserves five, and
-     * the cached blocks of earlier prompts must be evicted to run later ones. The default
-     * context gives each of the two sequences six blocks less one for copy-on-write. */
+     * the cached blocks of earlier prompts must be evicted to run later ones. The context is
+     * not split between the two sequences: one may take all blocks but the one kept for
+     * copy-on-write. */
     engine_params.use_prefix_cache = true;
     engine_params.cache_bytes = 12 * 16 * 256;
     engine_params.n_parallel = 2;
     engine = engine_new(&engine_params);
-    assert_int_equal(quill_engine_n_ctx(engine), 5 * 16);
+    assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
     completion result;
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N_PROMPTS; i++) {

@@ -9,6 +9,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Accepted range of --ctx in run and serve, in tokens: room for one prompt token and one
+ * generated token, up to 16 Mi. */
+#define QUILL_CLI_MIN_CTX_TOKENS 2
+#define QUILL_CLI_MAX_CTX_TOKENS ((int64_t)1 << 24)
+
 /* Returns the value following flag at argv[*index] and advances *index, or prints
  * "quill <command>: <flag> needs a value" and returns NULL. */
 const char *quill_cli_take_value(const char *command, int argc, char **argv, int *index);

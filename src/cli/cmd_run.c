@@ -183,7 +183,8 @@ static int parse_general_flag(int argc, char **argv, int *index, run_options *op
         return quill_cli_parse_int(command, arg, value, 1, 1024, &options->n_threads) ? 1 : -1;
     }
     if (is_ctx) {
-        return quill_cli_parse_int64(command, arg, value, 2, (int64_t)1 << 24, &options->n_ctx)
+        return quill_cli_parse_int64(command, arg, value, QUILL_CLI_MIN_CTX_TOKENS,
+                                     QUILL_CLI_MAX_CTX_TOKENS, &options->n_ctx)
                    ? 1
                    : -1;
     }

@@ -29,9 +29,6 @@ static const char *const command = "serve";
 /* How often the shutdown drain checks for a second stop signal, in milliseconds. */
 #define DRAIN_POLL_MS 200
 
-/* Smallest accepted --ctx: room for one prompt token and one generated token. */
-#define SERVE_MIN_CTX_TOKENS 2
-
 /* Soft open-file limit that serve requests: the largest connection limit plus spare
  * descriptors for the model file, logs and the listening socket. */
 #define OPEN_FILES_REQUESTED ((rlim_t)65536 + 64)
@@ -111,10 +108,8 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         is_ok = quill_cli_parse_int64(command, flag, value, 0, 65535, &number);
         server->port = (uint16_t)number;
     } else if (strcmp(flag, "--ctx") == 0) {
-        /* One prompt token and one generated token, the least a request can use, as in
-         * `quill run -c`. */
-        is_ok = quill_cli_parse_int64(command, flag, value, SERVE_MIN_CTX_TOKENS, INT32_MAX,
-                                      &engine->n_ctx);
+        is_ok = quill_cli_parse_int64(command, flag, value, QUILL_CLI_MIN_CTX_TOKENS,
+                                      QUILL_CLI_MAX_CTX_TOKENS, &engine->n_ctx);
     } else if (strcmp(flag, "--parallel") == 0) {
         is_ok = quill_cli_parse_int64(command, flag, value, 1, QUILL_ENGINE_MAX_PARALLEL, &number);
         engine->n_parallel = (int32_t)number;

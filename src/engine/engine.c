@@ -77,6 +77,12 @@ static quill_status create_cache(quill_engine *engine) {
     if (n_ctx <= 0) {
         n_ctx = FALLBACK_CTX_TOKENS;
     }
+    if (info->n_ctx_train > 0 && engine->params.n_ctx > info->n_ctx_train) {
+        QUILL_LOG_WARN("engine", "context longer than the model was trained on",
+                       "n_ctx=%lld n_ctx_train=%lld hint=\"output past the trained context "
+                       "usually degrades; lower --ctx\"",
+                       (long long)engine->params.n_ctx, (long long)info->n_ctx_train);
+    }
 
     quill_kv_cache_params cache_params = quill_kv_cache_params_default();
     cache_params.n_seq_max = engine->params.n_parallel;
@@ -102,16 +108,10 @@ static quill_status create_cache(quill_engine *engine) {
     /* One sequence of n_ctx tokens takes at most n_blocks - 1 blocks, and a copy-on-write of
      * its shared last block takes one more. So a request running alone always finds its
      * blocks once the prefix index is evicted, and the scheduler can preempt younger requests
-     * until the oldest one fits. With the default context, n_parallel full-length sequences
-     * fit at once, so that they run without preemption. */
+     * until the oldest one fits. The context is not split among the n_parallel sequences: the
+     * default cache fits n_parallel full-length ones, and a smaller cache_bytes makes long
+     * requests share it through preemption rather than shortening every request. */
     int64_t n_ctx_cache = (int64_t)(engine->n_blocks_total - 1) * engine->block_tokens;
-    if (engine->params.n_ctx == 0) {
-        int64_t n_blocks_each = engine->n_blocks_total / engine->params.n_parallel - 1;
-        int64_t n_ctx_shared = n_blocks_each * engine->block_tokens;
-        if (n_ctx_shared >= 2 && n_ctx_shared < n_ctx_cache) {
-            n_ctx_cache = n_ctx_shared;
-        }
-    }
     if (n_ctx_cache < 2) {
         return quill_error_set(QUILL_ERR_INVALID_ARG,
                                "engine: the KV cache of %zu bytes holds %d blocks of %d tokens, "

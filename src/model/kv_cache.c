@@ -205,7 +205,7 @@ quill_status quill__kv_cache_create_shape(int32_t n_layers, int32_t kv_dim,
         cache->sequences == NULL) {
         status = quill_error_set(QUILL_ERR_NOMEM,
                                  "kv_cache: cannot allocate %zu blocks of %zu bytes; lower the "
-                                 "memory budget",
+                                 "memory budget (serve --cache-mem)",
                                  n_blocks, block_bytes);
         goto cleanup;
     }
