@@ -1286,6 +1286,16 @@ static void test_bad_template_message_whole(void **state) {
     assert_null(strstr(message + strlen(prefix), "does not parse"));
     assert_non_null(strstr(message, "'}}'"));
     quill_server_destroy(server);
+
+    /* A template that parses but cannot render is caught before the first request, because it
+     * would fail every chat request. */
+    params.chat_template = "{{ messages[0].content | no_such_filter }}";
+    server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_not_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+    assert_non_null(strstr(quill_error_message(), "fails on a one-message conversation"));
+    assert_non_null(strstr(quill_error_message(), "no_such_filter"));
+    quill_server_destroy(server);
 }
 
 /* Opens a connection to the server that sends only part of a request's headers. */

@@ -132,6 +132,33 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
     return QUILL_OK;
 }
 
+/* Renders a one-message conversation with the server's template. A template that fails on it
+ * (an unknown filter, say) would fail every chat request, which is the server's configuration
+ * error rather than the client's. Returns the render status. */
+static quill_status probe_template(const quill_server *server, const quill_model *model) {
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(model);
+    struct json_object *messages =
+        json_tokener_parse("[{\"role\":\"user\",\"content\":\"Hello\"}]");
+    if (messages == NULL) {
+        return quill_error_set(QUILL_ERR_NOMEM, "server: out of memory");
+    }
+    quill_chat_render_params params = quill_chat_render_params_default();
+    int32_t bos = quill_tokenizer_bos(tokenizer);
+    int32_t eos = quill_tokenizer_eos(tokenizer);
+    params.messages = messages;
+    params.bos_token = bos >= 0 ? quill_tokenizer_token_text(tokenizer, bos) : NULL;
+    params.eos_token = eos >= 0 ? quill_tokenizer_token_text(tokenizer, eos) : NULL;
+    params.add_generation_prompt = true;
+    params.now_unix_seconds = -1;
+    quill_chat_rendered rendered = {0};
+    quill_status status = quill_chat_template_render(server->chat_template, &params, &rendered);
+    if (status == QUILL_OK) {
+        quill_chat_rendered_release(&rendered);
+    }
+    json_object_put(messages);
+    return status;
+}
+
 quill_status quill_server_set_engine(quill_server *server, quill_engine *engine) {
     if (atomic_load(&server->is_ready)) {
         return quill_error_set(QUILL_ERR_INVALID_ARG, "server: an engine is already attached");
@@ -161,6 +188,23 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
         snprintf(detail, sizeof(detail), "%s", quill_error_message());
         return quill_error_set(status, "server: the chat template (from %s) does not parse: %s",
                                origin, detail);
+    }
+    status = probe_template(server, model);
+    if (status != QUILL_OK) {
+        char detail[1024];
+        snprintf(detail, sizeof(detail), "%s", quill_error_message());
+        if (server->chat_template_source != NULL) {
+            quill_chat_template_destroy(server->chat_template);
+            server->chat_template = NULL;
+            return quill_error_set(status,
+                                   "server: the chat template (from file) fails on a one-message "
+                                   "conversation: %s; fix the --chat-template-file",
+                                   detail);
+        }
+        /* The model's own template: completions still work, so the server starts. */
+        QUILL_LOG_WARN("server", "the model's chat template fails on a one-message conversation",
+                       "model=%s error=\"%s\" hint=\"pass --chat-template-file\"", info->name,
+                       detail);
     }
 
     server->model_id = quill__strdup(server->model_alias != NULL ? server->model_alias
