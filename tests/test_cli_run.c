@@ -386,6 +386,22 @@ static void test_bench_json_fields(void **state) {
     free(output);
 }
 
+static void test_bench_one_token_has_no_decode_rate(void **state) {
+    (void)state;
+    char args[COMMAND_BYTES];
+    snprintf(args, sizeof(args), "-m '%s' -p 16 -n 1 -t 1 -r 1 --json", tiny_path);
+    int exit_status = 0;
+    char *output = run_subcommand("bench", args, false, &exit_status);
+    assert_int_equal(exit_status, 0);
+    json_object *root = parse_json(output);
+    json_object *rate = NULL;
+    assert_true(json_object_object_get_ex(root, "decode_tokens_per_second", &rate));
+    assert_null(rate);
+    assert_true(json_object_get_double(get_field(root, "prefill_tokens_per_second")) > 0.0);
+    json_object_put(root);
+    free(output);
+}
+
 static void test_bench_parallel_counts_all_sequences(void **state) {
     (void)state;
     char args[COMMAND_BYTES];
@@ -449,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_run_empty_prompt_is_bos),
         cmocka_unit_test(test_run_stories_greedy_matches),
         cmocka_unit_test(test_bench_json_fields),
+        cmocka_unit_test(test_bench_one_token_has_no_decode_rate),
         cmocka_unit_test(test_bench_parallel_counts_all_sequences),
         cmocka_unit_test(test_bench_bad_flags_exit_two),
     };

@@ -355,7 +355,10 @@ static void print_json(const bench_options *options, const char *model_name,
     json_object_object_add(root, "prompt_tokens", json_object_new_int(options->n_prompt_tokens));
     json_object_object_add(root, "gen_tokens", json_object_new_int(options->n_gen_tokens));
     json_object_object_add(root, "prefill_tokens_per_second", json_rounded(prefill.median));
-    json_object_object_add(root, "decode_tokens_per_second", json_rounded(decode.median));
+    /* One generated token leaves no interval to time decode over: null, not a rate of 0. */
+    bool has_decode = options->n_gen_tokens >= 2;
+    json_object_object_add(root, "decode_tokens_per_second",
+                           has_decode ? json_rounded(decode.median) : NULL);
     for (int i = 0; i < options->n_repetitions; i++) {
         json_object *run = json_object_new_object();
         json_object_object_add(run, "prefill_ms", json_rounded(runs[i].prefill_ms));
@@ -363,7 +366,7 @@ static void print_json(const bench_options *options, const char *model_name,
         json_object_object_add(run, "prefill_tokens_per_second",
                                json_rounded(runs[i].prefill_tokens_per_second));
         json_object_object_add(run, "decode_tokens_per_second",
-                               json_rounded(runs[i].decode_tokens_per_second));
+                               has_decode ? json_rounded(runs[i].decode_tokens_per_second) : NULL);
         json_object_array_add(list, run);
     }
     json_object_object_add(root, "runs", list);
@@ -382,6 +385,10 @@ static void print_text(const bench_options *options, const char *model_name,
            options->n_gen_tokens, options->n_repetitions);
     printf("prefill: %.2f tokens/s median (min %.2f, max %.2f)\n", prefill.median, prefill.min,
            prefill.max);
+    if (options->n_gen_tokens < 2) {
+        printf("decode:  n/a (the rate counts the tokens after the first; use -n 2 or more)\n");
+        return;
+    }
     printf("decode:  %.2f tokens/s median (min %.2f, max %.2f)\n", decode.median, decode.min,
            decode.max);
 }

@@ -128,7 +128,14 @@ static int parse_sampling_flag(int argc, char **argv, int *index, quill_sampling
         is_ok = quill_cli_parse_int(command, flag, value, 0, 1 << 30, &parsed);
         sampling->top_k = parsed;
     } else if (strcmp(flag, "--top-p") == 0) {
-        is_ok = parse_float(flag, value, 1e-9, 1.0, &sampling->top_p);
+        is_ok = parse_float(flag, value, 0.0, 1.0, &sampling->top_p);
+        if (is_ok && sampling->top_p <= 0.0f) {
+            fprintf(stderr,
+                    "quill %s: invalid value '%s' for --top-p; expected a number in (0, 1], "
+                    "where 1 disables it\n",
+                    command, value);
+            is_ok = false;
+        }
     } else if (strcmp(flag, "--min-p") == 0) {
         is_ok = parse_float(flag, value, 0.0, 1.0, &sampling->min_p);
     } else if (strcmp(flag, "--repeat-penalty") == 0) {
