@@ -26,6 +26,9 @@ static void test_serve_usage_errors(void **state) {
     const serve_case cases[] = {
         {"--bogus", 2, "unknown option '--bogus'"},
         {"-m model.gguf --ctx 1", 2, "--ctx"},
+        {"-m model.gguf --ctx 999999999", 2, "from 2 to 16777216"},
+        {"-m model.gguf --model-alias ''", 2, "--model-alias is empty"},
+        {"-m model.gguf --queue-limit -1", 2, "--queue-limit"},
         {"-m model.gguf --api-key ''", 2, "--api-key"},
         {"-m model.gguf --port 70000", 2, "--port"},
         {"-m model.gguf --parallel 0", 2, "--parallel"},

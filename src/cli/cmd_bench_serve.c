@@ -954,13 +954,19 @@ static json_object *new_percentiles(const sample_list *list) {
     return object;
 }
 
+/* Returns the most requests that ran at once: --concurrency, or fewer when fewer were sent. */
+static int64_t effective_concurrency(const bench_run *run) {
+    return run->options.concurrency < run->options.n_requests ? run->options.concurrency
+                                                              : run->options.n_requests;
+}
+
 static void print_json(bench_run *run, int64_t duration_us) {
     double duration_s = (double)duration_us / 1e6;
     json_object *root = json_object_new_object();
     json_object_object_add(root, "requests", json_object_new_int64(run->options.n_requests));
     json_object_object_add(root, "completed", json_object_new_int64(run->n_completed));
     json_object_object_add(root, "failed", json_object_new_int64(run->n_failed));
-    json_object_object_add(root, "concurrency", json_object_new_int(run->options.concurrency));
+    json_object_object_add(root, "concurrency", json_object_new_int64(effective_concurrency(run)));
     json_object_object_add(root, "duration_s", new_number(duration_s, 3));
     json_object_object_add(root, "output_tokens", json_object_new_int64(run->n_output_tokens));
     json_object_object_add(root, "output_tokens_per_second",
@@ -991,8 +997,9 @@ static void print_row(const char *name, const sample_list *list) {
 
 static void print_table(bench_run *run, int64_t duration_us) {
     double duration_s = (double)duration_us / 1e6;
-    printf("requests:   %" PRId64 " completed, %" PRId64 " failed, concurrency %d, %.2f s\n",
-           run->n_completed, run->n_failed, run->options.concurrency, duration_s);
+    printf("requests:   %" PRId64 " completed, %" PRId64 " failed, concurrency %" PRId64
+           ", %.2f s\n",
+           run->n_completed, run->n_failed, effective_concurrency(run), duration_s);
     printf("throughput: %.1f output tokens/s, %.2f requests/s (%" PRId64 " output tokens)\n",
            (double)run->n_output_tokens / duration_s, (double)run->n_completed / duration_s,
            run->n_output_tokens);

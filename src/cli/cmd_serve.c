@@ -131,6 +131,13 @@ static bool parse_valued_flag(const char *flag, const char *value, serve_options
         }
         server->api_key = value;
     } else if (strcmp(flag, "--model-alias") == 0) {
+        if (value[0] == '\0') {
+            fprintf(stderr,
+                    "quill %s: --model-alias is empty; give the model id clients should send, "
+                    "or leave the flag out to use the model's name\n",
+                    command);
+            is_ok = false;
+        }
         server->model_alias = value;
     } else if (strcmp(flag, "--chat-template-file") == 0) {
         options->chat_template_path = value;
