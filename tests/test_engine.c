@@ -792,6 +792,67 @@ static void test_engine_queue_limit_busy(void **state) {
     gate_release(&g);
 }
 
+static void *stop_engine_thread(void *engine) {
+    quill_engine_stop(engine);
+    return NULL;
+}
+
+static void test_engine_stop_cancels_all(void **state) {
+    (void)state;
+    int32_t prompt[8];
+    make_prompt(prompt, 8, 3);
+    quill_engine_params engine_params = small_engine_params();
+    engine_params.n_parallel = 1;
+    quill_engine *engine = engine_new(&engine_params);
+
+    /* The first request holds the engine thread in its callback while the second waits for
+     * the only sequence. Stopping then cancels both, running and waiting, each with a final
+     * event. */
+    gate g;
+    gate_init(&g);
+    quill_request_params params = greedy_request(prompt, 8, 240);
+    params.on_event = gate_on_event;
+    params.user_data = &g;
+    quill_request *running = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
+    gate_wait_entered(&g);
+    params.on_event = NULL;
+    params.user_data = NULL;
+    quill_request *waiting = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
+
+    /* The gate opens only once the engine takes no more requests, that is once the stop has
+     * begun, so the running request cannot finish first. */
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_engine_thread, engine), 0);
+    for (;;) {
+        quill_request *probe = NULL;
+        quill_status status = quill_engine_submit(engine, &params, &probe);
+        if (status == QUILL_ERR_CANCELLED) {
+            break;
+        }
+        assert_int_equal(status, QUILL_OK);
+        quill_request_destroy(probe);
+        sched_yield();
+    }
+    gate_open(&g);
+    assert_int_equal(pthread_join(stopper, NULL), 0);
+    completion result;
+    collect(running, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+    collect(waiting, &result);
+    assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
+    assert_int_equal(result.n_tokens, 0);
+
+    quill_request *late = NULL;
+    assert_int_equal(quill_engine_submit(engine, &params, &late), QUILL_ERR_CANCELLED);
+    assert_null(late);
+    quill_request_destroy(running);
+    quill_request_destroy(waiting);
+    quill_engine_destroy(engine);
+    gate_release(&g);
+}
+
 static void test_engine_queue_limit_zero_fills_sequences(void **state) {
     (void)state;
     int32_t prompt[8];
@@ -1268,6 +1329,7 @@ int main(void) {
         cmocka_unit_test(test_engine_cancel_preempted_releases),
         cmocka_unit_test(test_engine_queue_limit_busy),
         cmocka_unit_test(test_engine_queue_limit_zero_fills_sequences),
+        cmocka_unit_test(test_engine_stop_cancels_all),
         cmocka_unit_test(test_engine_stop_string_spans_tokens),
         cmocka_unit_test(test_engine_utf8_never_split),
         cmocka_unit_test(test_engine_max_tokens_length),

@@ -57,6 +57,11 @@ QUILL_API quill_status quill_engine_create(const quill_model *model,
 /* Stops accepting requests, lets running and queued ones finish, then joins the thread. */
 QUILL_API void quill_engine_drain(quill_engine *engine);
 
+/* Cancels everything still queued or running and joins the thread; later submits fail with
+ * QUILL_ERR_CANCELLED. Each cancelled request still gets its final event (finish reason
+ * cancelled), so the caller can end its responses cleanly before destroying the engine. */
+QUILL_API void quill_engine_stop(quill_engine *engine);
+
 /* Cancels everything still queued or running, joins the thread and frees. Accepts NULL. */
 QUILL_API void quill_engine_destroy(quill_engine *engine);
 

@@ -29,6 +29,10 @@ static const char *const command = "serve";
 /* How often the shutdown drain checks for a second stop signal, in milliseconds. */
 #define DRAIN_POLL_MS 200
 
+/* How long cancelled responses get to reach their clients after a second stop signal, in
+ * milliseconds. */
+#define STOP_FLUSH_MS 2000
+
 /* Soft open-file limit that serve requests: the largest connection limit plus spare
  * descriptors for the model file, logs and the listening socket. */
 #define OPEN_FILES_REQUESTED ((rlim_t)65536 + 64)
@@ -263,9 +267,11 @@ static int wait_for_stop_signal(const sigset_t *signals) {
     return signal_number;
 }
 
-/* Waits until every request in flight has its full response. A second SIGINT or SIGTERM ends
- * the wait, and destroying the server then cancels what is still running. */
-static void drain_until_idle_or_signal(quill_server *server, const sigset_t *signals) {
+/* Waits until every request in flight has its full response. A second SIGINT or SIGTERM
+ * cancels what is still running: each response then ends with finish reason "cancelled" (and
+ * a stream with [DONE]) if it can be written within STOP_FLUSH_MS. */
+static void drain_until_idle_or_signal(quill_server *server, quill_engine *engine,
+                                       const sigset_t *signals) {
     const struct timespec no_wait = {0, 0};
     while (quill_server_drain(server, DRAIN_POLL_MS) != QUILL_OK) {
         if (sigtimedwait(signals, NULL, &no_wait) > 0) {
@@ -274,6 +280,8 @@ static void drain_until_idle_or_signal(quill_server *server, const sigset_t *sig
             QUILL_LOG_WARN("server", "second stop signal; cancelling requests in flight",
                            "n_generations_in_flight=%lld",
                            (long long)stats.n_generations_in_flight);
+            quill_engine_stop(engine);
+            (void)quill_server_drain(server, STOP_FLUSH_MS);
             return;
         }
     }
@@ -361,7 +369,7 @@ int quill_cli_serve(int argc, char **argv) {
     int signal_number = wait_for_stop_signal(&signals);
     QUILL_LOG_INFO("server", "shutting down; finishing requests in flight", "signal=%s",
                    signal_number == SIGINT ? "SIGINT" : "SIGTERM");
-    drain_until_idle_or_signal(server, &signals);
+    drain_until_idle_or_signal(server, engine, &signals);
     exit_code = 0;
 
 cleanup:

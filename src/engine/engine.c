@@ -300,6 +300,13 @@ void quill_engine_drain(quill_engine *engine) {
     end_scheduler(engine, false);
 }
 
+void quill_engine_stop(quill_engine *engine) {
+    if (engine == NULL) {
+        return;
+    }
+    end_scheduler(engine, true);
+}
+
 void quill_engine_destroy(quill_engine *engine) {
     if (engine == NULL) {
         return;
