@@ -822,7 +822,8 @@ static void test_engine_stop_cancels_all(void **state) {
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
 
     /* The gate opens only once the engine takes no more requests, that is once the stop has
-     * begun, so the running request cannot finish first. */
+     * begun, so the running request cannot finish first. Probes submitted before that stay
+     * open until the held engine thread sweeps them, so the queue may fill (busy) meanwhile. */
     pthread_t stopper;
     assert_int_equal(pthread_create(&stopper, NULL, stop_engine_thread, engine), 0);
     for (;;) {
@@ -831,7 +832,7 @@ static void test_engine_stop_cancels_all(void **state) {
         if (status == QUILL_ERR_CANCELLED) {
             break;
         }
-        assert_int_equal(status, QUILL_OK);
+        assert_true(status == QUILL_OK || status == QUILL_ERR_BUSY);
         quill_request_destroy(probe);
         sched_yield();
     }
