@@ -1373,6 +1373,340 @@ static void test_negative_content_length_rejected_by_library(void **state) {
     assert_int_equal(after.n_requests, before.n_requests);
 }
 
+/* Tool calls. The tiny model's vocabulary cannot spell a tool call, so a second server loads a
+ * copy whose pieces "▁q" and "▁x" are rewritten to the two halves of a Hermes call. Logit biases
+ * then force those two pieces and the end-of-sequence token, in that order. */
+
+/* A Hermes-style template: "<tool_call>" in it selects the Hermes format. Only the tool names
+ * are rendered, which keeps prompts short for the tiny model's context. */
+static const char tool_template[] =
+    "{%- if tools %}{{- '<|im_start|>system\\nTools for <tool_call>:' }}"
+    "{%- for tool in tools %}{{- ' ' + tool.function.name }}{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>' + message.content + "
+    "'</tool_response><|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' and message.tool_calls %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- for call in message.tool_calls %}"
+    "{{- '<tool_call>{\"name\": \"' + call.function.name + '\", \"arguments\": ' + "
+    "(call.function.arguments | tojson) + '}</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + "
+    "'<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/* The two halves of the forced reply, padded with JSON whitespace by tool_piece_text. */
+#define TOOL_FIRST_HEAD "Let me check.\n<tool_call>\n{"
+#define TOOL_FIRST_TAIL "\"name\": \"get_weather\", \"argu"
+#define TOOL_SECOND_HEAD "ments\": {\"city\": \"Paris\"}"
+#define TOOL_SECOND_TAIL "}\n</tool_call>"
+#define TOOL_REPLY_TEXT "Let me check."
+#define GGUF_ALIGNMENT_BYTES 32
+
+typedef struct tool_fixture {
+    char *model_path;
+    quill_model *model;
+    quill_engine *engine;
+    quill_server *server;
+    char first_text[160];  /* text of the first forced piece */
+    char second_text[160]; /* text of the second forced piece */
+    int32_t first_token;
+    int32_t second_token;
+    int32_t eos_token;
+} tool_fixture;
+
+static tool_fixture the_tool_fixture;
+
+/* Writes head, spaces and tail into out so that its length exceeds old_length by a multiple of
+ * the GGUF alignment. */
+static void tool_piece_text(const char *head, const char *tail, size_t old_length, char *out,
+                            size_t out_bytes) {
+    size_t n_text = strlen(head) + strlen(tail);
+    size_t n_spaces = (GGUF_ALIGNMENT_BYTES - (n_text - old_length) % GGUF_ALIGNMENT_BYTES) %
+                      GGUF_ALIGNMENT_BYTES;
+    assert_true(n_text + n_spaces < out_bytes);
+    snprintf(out, out_bytes, "%s%*s%s", head, (int)n_spaces, "", tail);
+}
+
+/* Replaces the text of one vocabulary piece in a GGUF file. A string is stored as its u64
+ * little-endian length and its bytes, and the piece must occur once. The new text is longer by
+ * a multiple of the 32-byte alignment, so the tensor data after the metadata moves by whole
+ * alignment units and its offsets, relative to the data section, stay valid. */
+static void replace_piece(const char *path, const char *piece, const char *text) {
+    size_t n_file = 0;
+    char *file = quill_test_read_file(path, &n_file);
+    assert_non_null(file);
+    size_t n_piece = strlen(piece);
+    size_t n_text = strlen(text);
+    assert_int_equal((n_text - n_piece) % GGUF_ALIGNMENT_BYTES, 0);
+    unsigned char needle[64];
+    assert_true(n_piece + 8 <= sizeof(needle));
+    for (int i = 0; i < 8; i++) {
+        needle[i] = (unsigned char)(((uint64_t)n_piece >> (8 * i)) & 0xff);
+    }
+    memcpy(needle + 8, piece, n_piece);
+
+    size_t found = SIZE_MAX;
+    for (size_t at = 0; at + n_piece + 8 <= n_file; at++) {
+        if (memcmp(file + at, needle, n_piece + 8) == 0) {
+            assert_true(found == SIZE_MAX);
+            found = at;
+        }
+    }
+    assert_true(found != SIZE_MAX);
+
+    size_t n_out = n_file + n_text - n_piece;
+    char *out = malloc(n_out);
+    assert_non_null(out);
+    memcpy(out, file, found);
+    for (int i = 0; i < 8; i++) {
+        out[found + (size_t)i] = (char)(((uint64_t)n_text >> (8 * i)) & 0xff);
+    }
+    memcpy(out + found + 8, text, n_text);
+    memcpy(out + found + 8 + n_text, file + found + 8 + n_piece, n_file - found - 8 - n_piece);
+    assert_int_equal(quill_test_write_file(path, out, n_out), 0);
+    free(out);
+    free(file);
+}
+
+static int tool_group_setup(void **state) {
+    (void)state;
+    tool_fixture *f = &the_tool_fixture;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    f->model_path = quill_test_tmp_path("server-tools-tiny.gguf");
+    quill_test_tiny_model_params model_params = quill_test_tiny_model_params_default();
+    model_params.chat_template = tool_template;
+    model_params.n_ctx = 1024;
+    if (quill_test_write_tiny_model(f->model_path, &model_params) != 0) {
+        return -1;
+    }
+    tool_piece_text(TOOL_FIRST_HEAD, TOOL_FIRST_TAIL, strlen("\xe2\x96\x81q"), f->first_text,
+                    sizeof(f->first_text));
+    tool_piece_text(TOOL_SECOND_HEAD, TOOL_SECOND_TAIL, strlen("\xe2\x96\x81x"),
+                    f->second_text, sizeof(f->second_text));
+    replace_piece(f->model_path, "\xe2\x96\x81q", f->first_text);
+    replace_piece(f->model_path, "\xe2\x96\x81x", f->second_text);
+
+    quill_model_params load_params = quill_model_params_default();
+    if (quill_model_load(f->model_path, &load_params, &f->model) != QUILL_OK) {
+        return -1;
+    }
+    const quill_tokenizer *tokenizer = quill_model_tokenizer(f->model);
+    f->first_token = quill_tokenizer_find_token(tokenizer, f->first_text);
+    f->second_token = quill_tokenizer_find_token(tokenizer, f->second_text);
+    f->eos_token = quill_tokenizer_eos(tokenizer);
+    if (f->first_token < 0 || f->second_token < 0 || f->eos_token < 0) {
+        return -1;
+    }
+
+    quill_engine_params engine_params = quill_engine_params_default();
+    engine_params.n_threads = 1;
+    engine_params.n_parallel = 2;
+    if (quill_engine_create(f->model, &engine_params, &f->engine) != QUILL_OK) {
+        return -1;
+    }
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 2;
+    params.model_alias = "tiny-tools";
+    if (quill_server_create(&params, &f->server) != QUILL_OK) {
+        return -1;
+    }
+    return quill_server_set_engine(f->server, f->engine) == QUILL_OK ? 0 : -1;
+}
+
+static int tool_group_teardown(void **state) {
+    (void)state;
+    tool_fixture *f = &the_tool_fixture;
+    quill_server_destroy(f->server);
+    quill_engine_destroy(f->engine);
+    quill_model_destroy(f->model);
+    if (f->model_path != NULL) {
+        remove(f->model_path);
+    }
+    free(f->model_path);
+    curl_global_cleanup();
+    return 0;
+}
+
+static void tool_http_post(const char *path, const char *body, quill_test_http_reply *reply) {
+    quill_test_http_send(quill_server_port(the_tool_fixture.server), "POST", path,
+                         "application/json", NULL, body, strlen(body), reply);
+}
+
+/* A chat body that forces the two call pieces and then end-of-sequence: biases 100 > 90 > 50
+ * pick the first piece, then (the repetition penalty dividing its logit by 10) the second, then
+ * EOS. extra is spliced in as further fields, e.g. "\"stream\":true,". */
+static void forced_call_body(const char *tool_name, const char *extra, char *body,
+                             size_t body_bytes) {
+    const tool_fixture *f = &the_tool_fixture;
+    snprintf(body, body_bytes,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s"
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"%s\","
+             "\"parameters\":{\"type\":\"object\"}}}],"
+             "\"max_tokens\":8,\"temperature\":0,\"repetition_penalty\":10,"
+             "\"logit_bias\":{\"%d\":100,\"%d\":90,\"%d\":50}}",
+             extra, tool_name, f->first_token, f->second_token, f->eos_token);
+}
+
+static void test_tool_call_plain_reply(void **state) {
+    (void)state;
+    char body[1024];
+    forced_call_body("get_weather", "", body, sizeof(body));
+    quill_test_http_reply reply;
+    tool_http_post("/v1/chat/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_string_equal(json_string_at(root, "choices.0.message.content"), TOOL_REPLY_TEXT);
+    assert_string_equal(json_string_at(root, "choices.0.finish_reason"), "tool_calls");
+    struct json_object *calls = json_at(root, "choices.0.message.tool_calls");
+    assert_non_null(calls);
+    assert_int_equal(json_object_array_length(calls), 1);
+    assert_string_equal(json_string_at(root, "choices.0.message.tool_calls.0.type"), "function");
+    assert_string_equal(json_string_at(root, "choices.0.message.tool_calls.0.function.name"),
+                        "get_weather");
+    assert_string_equal(json_string_at(root, "choices.0.message.tool_calls.0.function.arguments"),
+                        "{\"city\":\"Paris\"}");
+    const char *id = json_string_at(root, "choices.0.message.tool_calls.0.id");
+    assert_non_null(id);
+    assert_true(strncmp(id, "call_", 5) == 0);
+    json_object_put(root);
+    quill_test_http_reply_release(&reply);
+}
+
+static void test_tool_call_stream_chunks(void **state) {
+    (void)state;
+    char body[1024];
+    forced_call_body("get_weather", "\"stream\":true,", body, sizeof(body));
+    quill_test_http_reply reply;
+    tool_http_post("/v1/chat/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    char *events[64];
+    int n_events = split_sse(reply.body, events, 64);
+    assert_true(n_events >= 3);
+    assert_string_equal(events[n_events - 1], "[DONE]");
+
+    /* Content deltas carry only the text before the call, and one delta carries the whole call. */
+    char content[256] = "";
+    int n_call_chunks = 0;
+    const char *finish_reason = NULL;
+    struct json_object *roots[64];
+    for (int i = 0; i < n_events - 1; i++) {
+        roots[i] = parse_json(events[i]);
+        const char *text = json_string_at(roots[i], "choices.0.delta.content");
+        if (text != NULL) {
+            strncat(content, text, sizeof(content) - strlen(content) - 1);
+        }
+        if (json_at(roots[i], "choices.0.delta.tool_calls") != NULL) {
+            n_call_chunks++;
+            assert_int_equal(json_int_at(roots[i], "choices.0.delta.tool_calls.0.index"), 0);
+            assert_non_null(json_string_at(roots[i], "choices.0.delta.tool_calls.0.id"));
+            assert_string_equal(json_string_at(roots[i], "choices.0.delta.tool_calls.0.type"),
+                                "function");
+            assert_string_equal(
+                json_string_at(roots[i], "choices.0.delta.tool_calls.0.function.name"),
+                "get_weather");
+            assert_string_equal(
+                json_string_at(roots[i], "choices.0.delta.tool_calls.0.function.arguments"),
+                "{\"city\":\"Paris\"}");
+        }
+        const char *reason = json_string_at(roots[i], "choices.0.finish_reason");
+        if (reason != NULL) {
+            finish_reason = reason;
+        }
+    }
+    assert_string_equal(content, TOOL_REPLY_TEXT);
+    assert_int_equal(n_call_chunks, 1);
+    assert_non_null(finish_reason);
+    assert_string_equal(finish_reason, "tool_calls");
+    for (int i = 0; i < n_events - 1; i++) {
+        json_object_put(roots[i]);
+    }
+    quill_test_http_reply_release(&reply);
+}
+
+static void test_tool_call_unknown_name_stays_content(void **state) {
+    (void)state;
+    char body[1024];
+    forced_call_body("get_time", "", body, sizeof(body));
+    quill_test_http_reply reply;
+    tool_http_post("/v1/chat/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    char expected[512];
+    snprintf(expected, sizeof(expected), "%s%s", the_tool_fixture.first_text,
+             the_tool_fixture.second_text);
+    assert_string_equal(json_string_at(root, "choices.0.message.content"), expected);
+    assert_null(json_at(root, "choices.0.message.tool_calls"));
+    assert_string_equal(json_string_at(root, "choices.0.finish_reason"), "stop");
+    json_object_put(root);
+    quill_test_http_reply_release(&reply);
+}
+
+static void test_tool_choice_none_and_required(void **state) {
+    (void)state;
+    char body[1024];
+    forced_call_body("get_weather", "\"tool_choice\":\"none\",", body, sizeof(body));
+    quill_test_http_reply reply;
+    tool_http_post("/v1/chat/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    assert_non_null(strstr(json_string_at(root, "choices.0.message.content"), "<tool_call>"));
+    assert_null(json_at(root, "choices.0.message.tool_calls"));
+    assert_string_equal(json_string_at(root, "choices.0.finish_reason"), "stop");
+    json_object_put(root);
+    quill_test_http_reply_release(&reply);
+
+    /* "none" also keeps the tools out of the prompt. */
+    tool_http_post("/apply-template",
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tool_choice\":"
+                   "\"none\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+                   &reply);
+    assert_int_equal(reply.status, 200);
+    root = parse_json(reply.body);
+    assert_null(strstr(json_string_at(root, "prompt"), "Tools for"));
+    json_object_put(root);
+    quill_test_http_reply_release(&reply);
+
+    const char *rejected[] = {"\"required\"", "{\"type\":\"function\",\"function\":{\"name\":"
+                                              "\"get_weather\"}}"};
+    for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
+        char extra[160];
+        snprintf(extra, sizeof(extra), "\"tool_choice\":%s,", rejected[i]);
+        forced_call_body("get_weather", extra, body, sizeof(body));
+        tool_http_post("/v1/chat/completions", body, &reply);
+        assert_error(&reply, 400, "tool_choice", NULL);
+        assert_non_null(strstr(reply.body, "only \\\"auto\\\" and \\\"none\\\""));
+        quill_test_http_reply_release(&reply);
+    }
+}
+
+static void test_tool_messages_reach_template(void **state) {
+    (void)state;
+    quill_test_http_reply reply;
+    tool_http_post("/apply-template",
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},"
+                   "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
+                   "\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                   "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+                   "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"22 C\"}],"
+                   "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}",
+                   &reply);
+    assert_int_equal(reply.status, 200);
+    struct json_object *root = parse_json(reply.body);
+    const char *prompt = json_string_at(root, "prompt");
+    assert_non_null(prompt);
+    assert_non_null(strstr(prompt, "Tools for <tool_call>: get_weather"));
+    assert_non_null(strstr(prompt, "<tool_call>{\"name\": \"get_weather\", \"arguments\": "
+                                   "{\"city\": \"Paris\"}}</tool_call>"));
+    assert_non_null(strstr(prompt, "<tool_response>22 C</tool_response>"));
+    json_object_put(root);
+    quill_test_http_reply_release(&reply);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_loading_then_ready),
@@ -1415,5 +1749,13 @@ int main(void) {
         cmocka_unit_test(test_idle_connections_do_not_block_health),
         cmocka_unit_test(test_negative_content_length_rejected_by_library),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    const struct CMUnitTest tool_tests[] = {
+        cmocka_unit_test(test_tool_call_plain_reply),
+        cmocka_unit_test(test_tool_call_stream_chunks),
+        cmocka_unit_test(test_tool_call_unknown_name_stays_content),
+        cmocka_unit_test(test_tool_choice_none_and_required),
+        cmocka_unit_test(test_tool_messages_reach_template),
+    };
+    int n_failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return n_failed + cmocka_run_group_tests(tool_tests, tool_group_setup, tool_group_teardown);
 }

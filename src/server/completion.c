@@ -30,6 +30,7 @@
 #include "quill/tokenizer.h"
 #include "server/openai_response.h"
 #include "server/sse.h"
+#include "server/tool_calls.h"
 
 typedef struct completion_choice {
     quill_request *request;          /* NULL once destroyed */
@@ -45,6 +46,10 @@ typedef struct completion_choice {
     int32_t tokens_capacity;
     bool has_sent_role;              /* streamed chat: the role chunk went out */
     int64_t text_offset_bytes;       /* completions logprobs: bytes of text before tokens */
+    quill_tool_call_parser tool_parser; /* chat with tools: splits the text into content and
+                                           calls; initialized when the completion's
+                                           tool_call_format is not NONE */
+    size_t n_calls_written;          /* streams: tool calls already sent in chunks */
 } completion_choice;
 
 struct quill_completion {
@@ -72,10 +77,32 @@ struct quill_completion {
     size_t inter_token_capacity;     /* allocated entries of inter_token_us */
     bool has_reserved;               /* n_choices slots are counted as in flight */
     bool has_failed;                 /* a choice finished with an error */
+    quill_tool_call_format tool_call_format; /* NONE unless the chat request has tools, its
+                                                tool_choice is not "none" and the template's
+                                                format is known */
 };
 
 static const char *finish_reason_text(quill_finish_reason reason) {
     return reason == QUILL_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* The finish reason a choice reports: "tool_calls" when its text contained a call. */
+static const char *choice_finish_reason(const completion_choice *choice) {
+    return choice->tool_parser.n_calls > 0 ? "tool_calls"
+                                           : finish_reason_text(choice->finish_reason);
+}
+
+/* True for tool_choice "none". The request parser accepts only "auto" and "none". */
+static bool is_tool_choice_none(const quill_openai_request *request) {
+    return request->tool_choice != NULL &&
+           strcmp(json_object_get_string(request->tool_choice), "none") == 0;
+}
+
+/* True when the chat request sent tools and left tool_choice at "auto", so the reply's calls
+ * are parsed. */
+static bool wants_tool_calls(const quill_openai_request *request) {
+    bool has_tools = request->tools != NULL && json_object_array_length(request->tools) > 0;
+    return request->kind == QUILL_OPENAI_CHAT && has_tools && !is_tool_choice_none(request);
 }
 
 static quill_status add_special_range(quill_special_range **ranges, size_t *n_ranges,
@@ -200,7 +227,9 @@ quill_status quill__completion_render_chat(quill_server *server,
     int32_t eos = quill_tokenizer_eos(tokenizer);
     extra_vars = template_extra_vars(request);
     params.messages = messages;
-    params.tools = request->tools;
+    /* With tool_choice "none" the model is not shown the tools, so it does not try to call
+     * them. */
+    params.tools = is_tool_choice_none(request) ? NULL : request->tools;
     params.extra_vars = extra_vars;
     params.bos_token = bos >= 0 ? quill_tokenizer_token_text(tokenizer, bos) : NULL;
     params.eos_token = eos >= 0 ? quill_tokenizer_token_text(tokenizer, eos) : NULL;
@@ -381,6 +410,34 @@ static quill_status submit_choices(quill_completion *completion, const int32_t *
     return QUILL_OK;
 }
 
+/* Detects the template's tool-call format when the request wants calls parsed, and prepares
+ * one parser per choice. */
+static void start_tool_parsers(quill_completion *completion) {
+    quill_server *server = completion->server;
+    if (!wants_tool_calls(&completion->request)) {
+        return;
+    }
+    const char *source = server->chat_template_source != NULL
+                             ? server->chat_template_source
+                             : quill_model_chat_template(server->model);
+    completion->tool_call_format = quill__tool_call_format_detect(source);
+    QUILL_LOG_DEBUG("server", "tool calls requested", "id=%s format=%s", completion->id,
+                    quill__tool_call_format_name(completion->tool_call_format));
+    if (completion->tool_call_format == QUILL_TOOL_CALL_FORMAT_NONE) {
+        return;
+    }
+    /* Call ids reuse the completion id's unique hex digits, after "chatcmpl-". */
+    const char *hex = strchr(completion->id, '-');
+    bool is_parallel = completion->request.parallel_tool_calls != 0;
+    for (int32_t i = 0; i < completion->n_choices; i++) {
+        char stem[48];
+        snprintf(stem, sizeof(stem), "%.24s_%d", hex != NULL ? hex + 1 : completion->id, i);
+        quill__tool_call_parser_init(&completion->choices[i].tool_parser,
+                                     completion->tool_call_format, completion->request.tools,
+                                     stem, is_parallel);
+    }
+}
+
 static void format_id(quill_completion *completion) {
     uint64_t counter = atomic_fetch_add(&completion->server->next_id, 1);
     uint64_t stamp = (uint64_t)quill__clock_monotonic_ns();
@@ -422,6 +479,7 @@ quill_status quill__completion_start(quill_server *server, quill_openai_request 
     for (int32_t i = 0; i < completion->n_choices; i++) {
         quill__strbuf_init(&completion->choices[i].text);
     }
+    start_tool_parsers(completion);
 
     status = prepare_prompt(completion, &tokens, &n_tokens, error);
     if (status == QUILL_OK) {
@@ -600,6 +658,60 @@ static void write_chunk(quill_completion *completion, int32_t index, const char 
     quill__strbuf_release(&json);
 }
 
+/* Writes one SSE chunk with the tool calls of a choice not yet sent, each whole: its index, id,
+ * type, function name and arguments. */
+static void write_tool_calls_chunk(quill_completion *completion, int32_t index,
+                                   quill_strbuf *stream) {
+    completion_choice *choice = &completion->choices[index];
+    const quill_tool_call_parser *parser = &choice->tool_parser;
+    quill_strbuf json;
+    quill__strbuf_init(&json);
+    append_response_head(completion, "chat.completion.chunk", &json);
+    quill__strbuf_appendf(&json, "{\"index\":%d,\"delta\":{", index);
+    if (!choice->has_sent_role) {
+        quill__strbuf_append_cstr(&json, "\"role\":\"assistant\",");
+        choice->has_sent_role = true;
+    }
+    quill__strbuf_append_cstr(&json, "\"tool_calls\":");
+    quill__tool_calls_append_json(&json, parser->calls, choice->n_calls_written,
+                                  parser->n_calls - choice->n_calls_written, true);
+    quill__strbuf_append_cstr(&json, "},\"logprobs\":");
+    append_logprobs(completion, choice, &json);
+    quill__strbuf_append_cstr(&json, ",\"finish_reason\":null}]}");
+    choice->n_calls_written = parser->n_calls;
+
+    /* A call is the reply's first content when no text came before it. */
+    if (completion->first_content_us == 0 && completion->pending_content_offset == SIZE_MAX) {
+        completion->pending_content_offset = stream->length;
+    }
+    quill__sse_append_event(stream, json.data, json.length);
+    quill__strbuf_release(&json);
+}
+
+/* Streams an event's text through the choice's tool-call parser. Text known not to be a call
+ * goes out as content, each call completed as a tool_calls chunk, and the final event flushes
+ * what the parser held back. */
+static quill_status stream_tool_text(quill_completion *completion, int32_t index,
+                                     const quill_request_event *event, quill_strbuf *stream) {
+    completion_choice *choice = &completion->choices[index];
+    quill_strbuf released;
+    quill__strbuf_init(&released);
+    quill_status status = quill__tool_call_parser_feed(&choice->tool_parser, event->text,
+                                                       event->n_text_bytes, &released);
+    if (status == QUILL_OK && event->is_final) {
+        status = quill__tool_call_parser_finish(&choice->tool_parser, &released);
+    }
+    if (status == QUILL_OK && (released.length > 0 || !choice->has_sent_role)) {
+        write_chunk(completion, index, released.data != NULL ? released.data : "",
+                    released.length, NULL, stream);
+    }
+    if (status == QUILL_OK && choice->tool_parser.n_calls > choice->n_calls_written) {
+        write_tool_calls_chunk(completion, index, stream);
+    }
+    quill__strbuf_release(&released);
+    return status;
+}
+
 static void write_error_event(const char *message, quill_strbuf *stream) {
     quill_http_error error;
     quill_strbuf json;
@@ -709,16 +821,20 @@ static quill_status handle_event(quill_completion *completion, int32_t index,
     completion->has_unwritten_content = completion->has_unwritten_content ||
                                         event->n_text_bytes > 0;
     bool is_chat = completion->request.kind == QUILL_OPENAI_CHAT;
-    if (event->n_text_bytes > 0 || (is_chat && !choice->has_sent_role)) {
+    if (completion->tool_call_format != QUILL_TOOL_CALL_FORMAT_NONE) {
+        status = stream_tool_text(completion, index, event, stream);
+    } else if (event->n_text_bytes > 0 || (is_chat && !choice->has_sent_role)) {
         write_chunk(completion, index, event->text, event->n_text_bytes, NULL, stream);
+    }
+    if (status != QUILL_OK) {
+        return status;
     }
     if (event->is_final) {
         record_final(completion, choice, event);
         if (choice->status != QUILL_OK) {
             write_error_event(choice->error_message, stream);
         } else {
-            write_chunk(completion, index, "", 0, finish_reason_text(choice->finish_reason),
-                        stream);
+            write_chunk(completion, index, "", 0, choice_finish_reason(choice), stream);
         }
     }
     return stream->is_failed ? QUILL_ERR_NOMEM : QUILL_OK;
@@ -764,10 +880,45 @@ static int64_t first_engine_content_us(const quill_completion *completion) {
     return earliest_us;
 }
 
+/* Appends a chat message whose text goes through the tool-call parser: the content outside the
+ * calls (null when empty) and the tool_calls array when there are calls. */
+static void append_message_with_tool_calls(completion_choice *choice, quill_strbuf *body) {
+    quill_tool_call_parser *parser = &choice->tool_parser;
+    quill_strbuf content;
+    quill__strbuf_init(&content);
+    quill_status status = quill__tool_call_parser_feed(
+        parser, choice->text.data != NULL ? choice->text.data : "", choice->text.length, &content);
+    if (status == QUILL_OK) {
+        status = quill__tool_call_parser_finish(parser, &content);
+    }
+    if (status != QUILL_OK) {
+        /* Out of memory: the whole text goes back as content, as without tools. */
+        quill__strbuf_clear(&content);
+        quill__strbuf_append(&content, choice->text.data != NULL ? choice->text.data : "",
+                             choice->text.length);
+        quill__tool_call_parser_release(parser);
+    }
+
+    quill__strbuf_append_cstr(body, "\"message\":{\"role\":\"assistant\",\"content\":");
+    if (content.length > 0) {
+        quill__openai_append_text(body, content.data, content.length);
+    } else {
+        quill__strbuf_append_cstr(body, "null");
+    }
+    if (parser->n_calls > 0) {
+        quill__strbuf_append_cstr(body, ",\"tool_calls\":");
+        quill__tool_calls_append_json(body, parser->calls, 0, parser->n_calls, false);
+    }
+    quill__strbuf_append_cstr(body, ",\"refusal\":null}");
+    quill__strbuf_release(&content);
+}
+
 static void write_choice(quill_completion *completion, int32_t index, quill_strbuf *body) {
     completion_choice *choice = &completion->choices[index];
     quill__strbuf_appendf(body, "%s{\"index\":%d,", index > 0 ? "," : "", index);
-    if (completion->request.kind == QUILL_OPENAI_CHAT) {
+    if (completion->tool_call_format != QUILL_TOOL_CALL_FORMAT_NONE) {
+        append_message_with_tool_calls(choice, body);
+    } else if (completion->request.kind == QUILL_OPENAI_CHAT) {
         quill__strbuf_append_cstr(body, "\"message\":{\"role\":\"assistant\",\"content\":");
         quill__openai_append_text(body, choice->text.data != NULL ? choice->text.data : "",
                                   choice->text.length);
@@ -779,8 +930,7 @@ static void write_choice(quill_completion *completion, int32_t index, quill_strb
     }
     quill__strbuf_append_cstr(body, ",\"logprobs\":");
     append_logprobs(completion, choice, body);
-    quill__strbuf_appendf(body, ",\"finish_reason\":\"%s\"}",
-                          finish_reason_text(choice->finish_reason));
+    quill__strbuf_appendf(body, ",\"finish_reason\":\"%s\"}", choice_finish_reason(choice));
 }
 
 void quill__completion_write_response(quill_completion *completion, int *http_status,
@@ -966,6 +1116,7 @@ void quill__completion_destroy(quill_completion *completion, bool is_disconnect)
         quill_request_destroy(choice->request);
         quill__strbuf_release(&choice->text);
         quill__free(choice->tokens);
+        quill__tool_call_parser_release(&choice->tool_parser);
     }
     quill__free(completion->choices);
     quill__free(completion->inter_token_us);

@@ -518,6 +518,26 @@ static quill_status parse_tools(quill_openai_request *request, quill_http_error 
         !json_object_is_type(request->tool_choice, json_type_object)) {
         return reject(error, "tool_choice", "'%s' must be a string or an object%s", "");
     }
+    /* "required" and a named function need decoding constrained to a call, which Quill lacks,
+     * and a free-text reply would silently break the caller's contract. */
+    const char *choice = json_object_is_type(request->tool_choice, json_type_string)
+                             ? json_object_get_string(request->tool_choice)
+                             : NULL;
+    bool is_supported = request->tool_choice == NULL ||
+                        (choice != NULL &&
+                         (strcmp(choice, "auto") == 0 || strcmp(choice, "none") == 0));
+    if (!is_supported) {
+        char shown[80] = "a named function";
+        if (choice != NULL) {
+            snprintf(shown, sizeof(shown), "\"%.64s\"", choice);
+        }
+        quill__http_error_set(error, 400, "tool_choice", NULL,
+                              "'tool_choice' is %s, but only \"auto\" and \"none\" are "
+                              "supported because Quill has no constrained decoding to force a "
+                              "tool call; send \"auto\" or leave it out",
+                              shown);
+        return QUILL_ERR_INVALID_ARG;
+    }
     bool parallel = false;
     quill_status status = parse_bool(request, "parallel_tool_calls", &parallel, error);
     if (status == QUILL_OK && field(request, "parallel_tool_calls") != NULL) {
