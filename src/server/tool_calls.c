@@ -308,11 +308,11 @@ static quill_status release_content(quill_tool_call_parser *parser, size_t from,
                      : QUILL_OK;
 }
 
-/* Most calls one block may hold; a longer Mistral array stays content. */
+/* Maximum calls in one block. A longer Mistral array stays content. */
 enum { MAX_CALLS_PER_BLOCK = 64 };
 
-/* Decides the block that starts at n_decided_bytes and whose body is [block_body_offset, end):
- * its calls are added, or the whole block from n_decided_bytes to block_end is content. */
+/* Decides the block that starts at n_decided_bytes and whose body is [block_body_offset,
+ * body_end). Its calls are added, or else the whole block up to block_end is content. */
 static quill_status decide_block(quill_tool_call_parser *parser, size_t body_end,
                                  size_t block_end, quill_strbuf *content) {
     quill_tool_call *calls = quill__calloc(MAX_CALLS_PER_BLOCK, sizeof(*calls));
@@ -364,8 +364,8 @@ static quill_status scan_block(quill_tool_call_parser *parser, bool is_end, quil
 }
 
 /* Opens a block whose marker starts at marker_offset. The content before it was released up to
- * n_decided_bytes, and the whitespace between stays undecided: dropped if the block holds
- * calls, content if not. */
+ * n_decided_bytes, and the whitespace between stays undecided. It is dropped if the block holds
+ * calls and released as content if not. */
 static void open_block(quill_tool_call_parser *parser, size_t marker_offset, size_t n_marker,
                        bool is_to_end) {
     parser->is_in_block = true;
@@ -388,6 +388,8 @@ static quill_status scan_text(quill_tool_call_parser *parser, bool is_end, quill
     while (first < n_text && is_space(text[first])) {
         first++;
     }
+    /* NOTE: a Llama 3 or Mistral reply whose first character is "{" or "[" is held back until
+     * the reply ends, so a plain-text reply that starts that way is not streamed. */
     bool is_reply_start = !parser->has_content && parser->n_calls == 0;
     if (first < n_text && is_reply_start && markers->open_first != NULL &&
         text[first] == markers->open_first[0]) {
@@ -422,7 +424,8 @@ static quill_status scan_text(quill_tool_call_parser *parser, bool is_end, quill
         return QUILL_OK;
     }
     if (is_end) {
-        /* Trailing whitespace of a reply without calls is content; beside calls it goes. */
+        /* Trailing whitespace of a reply without calls is content, and beside calls it is
+         * dropped. */
         size_t from = parser->n_decided_bytes;
         quill_status status = QUILL_OK;
         if (parser->n_calls == 0 && !parser->is_after_call) {
