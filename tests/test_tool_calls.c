@@ -5,6 +5,7 @@
  */
 #include "test_support.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -66,8 +67,8 @@ static void reply_release(parsed_reply *reply) {
 }
 
 /* Checks that feeding text split at every byte position, and one byte at a time, gives the
- * same content and calls as feeding it whole, and that the content released after each piece
- * is a prefix of the final content, so text that becomes a call is never streamed. */
+ * same content and calls as feeding it whole. The content released after each piece must be a
+ * prefix of the final content, so text that becomes a call is never streamed. */
 static void check_every_split(quill_tool_call_format format, const char *text) {
     struct json_object *tools = weather_and_time_tools();
     parsed_reply whole;
@@ -338,6 +339,78 @@ static void test_stream_every_split_point(void **state) {
     check_every_split(QUILL_TOOL_CALL_FORMAT_MISTRAL, "[TOOL_CALLS] broken [");
 }
 
+/* Returns the next value of a xorshift64 generator, so the random replies are the same on
+ * every run. */
+static uint64_t next_random(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
+
+static void test_stream_random_replies(void **state) {
+    (void)state;
+    /* Fragments that make up replies close to the formats' edges. */
+    static const char *const fragments[] = {
+        "<tool_call>", "</tool_call>", "{\"name\": \"get_time\", \"arguments\": {}}",
+        "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}", "{", "}", "[",
+        "]", "[TOOL_CALLS]", "<|python_tag|>", " ", "\n", "a", "\"", "<tool_", "</tool",
+        "\xc3\xa9", ";", ",", HERMES_TIME, HERMES_WEATHER,
+        "[{\"name\": \"get_time\", \"arguments\": {}}]",
+    };
+    static const quill_tool_call_format formats[] = {
+        QUILL_TOOL_CALL_FORMAT_HERMES,
+        QUILL_TOOL_CALL_FORMAT_LLAMA3,
+        QUILL_TOOL_CALL_FORMAT_MISTRAL,
+    };
+    size_t n_fragments = sizeof(fragments) / sizeof(fragments[0]);
+    struct json_object *tools = weather_and_time_tools();
+    uint64_t random_state = 0x9e3779b97f4a7c15ULL;
+    int n_rounds_with_calls = 0;
+
+    for (int round = 0; round < 600; round++) {
+        char text[1024] = "";
+        int n_pieces = 1 + (int)(next_random(&random_state) % 12);
+        for (int i = 0; i < n_pieces; i++) {
+            const char *fragment = fragments[next_random(&random_state) % n_fragments];
+            strncat(text, fragment, sizeof(text) - strlen(text) - 1);
+        }
+        size_t n_text = strlen(text);
+        quill_tool_call_format format = formats[round % 3];
+
+        parsed_reply whole;
+        parse_whole(&whole, format, tools, text);
+        /* A reply without calls comes back byte for byte. */
+        if (whole.parser.n_calls == 0) {
+            assert_string_equal(content_of(&whole), text);
+        }
+        n_rounds_with_calls += whole.parser.n_calls > 0 ? 1 : 0;
+
+        size_t splits[3];
+        for (size_t i = 0; i < 3; i++) {
+            splits[i] = (size_t)(next_random(&random_state) % (n_text + 1));
+        }
+        for (size_t i = 1; i < 3; i++) {
+            for (size_t j = i; j > 0 && splits[j - 1] > splits[j]; j--) {
+                size_t swap = splits[j];
+                splits[j] = splits[j - 1];
+                splits[j - 1] = swap;
+            }
+        }
+        parsed_reply pieces;
+        parse_split(&pieces, format, tools, true, text, splits, 3);
+        assert_string_equal(content_of(&pieces), content_of(&whole));
+        assert_int_equal(pieces.parser.n_calls, whole.parser.n_calls);
+        reply_release(&pieces);
+        reply_release(&whole);
+    }
+    /* The fragments make calls often enough that both outcomes are exercised. */
+    assert_true(n_rounds_with_calls >= 60);
+    json_object_put(tools);
+}
+
 static void test_stream_releases_content_early(void **state) {
     (void)state;
     struct json_object *tools = weather_and_time_tools();
@@ -346,7 +419,7 @@ static void test_stream_releases_content_early(void **state) {
     quill__tool_call_parser_init(&parser, QUILL_TOOL_CALL_FORMAT_HERMES, tools, "s", true);
     quill__strbuf_init(&content);
 
-    /* Plain text goes out at once; a tail that may open a call waits. */
+    /* Plain text goes out at once, but a tail that may open a call waits. */
     assert_int_equal(quill__tool_call_parser_feed(&parser, "Hello <tool", 11, &content), QUILL_OK);
     assert_int_equal(content.length, 5);
     assert_memory_equal(content.data, "Hello", 5);
@@ -404,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_mistral_bad_array_stays_content),
         cmocka_unit_test(test_format_none_passes_text),
         cmocka_unit_test(test_stream_every_split_point),
+        cmocka_unit_test(test_stream_random_replies),
         cmocka_unit_test(test_stream_releases_content_early),
         cmocka_unit_test(test_calls_json_shapes),
     };
