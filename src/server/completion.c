@@ -392,6 +392,11 @@ static quill_status submit_choices(quill_completion *completion, const int32_t *
         params.ignore_eos = request->ignore_eos;
         params.wants_logprobs = request->wants_logprobs;
         params.n_top_logprobs = request->n_top_logprobs;
+        /* Llama 3's <|python_tag|> and Mistral's [TOOL_CALLS] are control tokens, which the
+         * detokenizer leaves out unless asked. The tool-call parser needs them to tell the
+         * content before a call from the call. End-of-generation tokens never reach the text. */
+        params.render_special = completion->tool_call_format == QUILL_TOOL_CALL_FORMAT_LLAMA3 ||
+                                completion->tool_call_format == QUILL_TOOL_CALL_FORMAT_MISTRAL;
         params.arrival_us = completion->arrival_us;
         params.on_event = quill__waker_on_event;
         params.user_data = waker;
