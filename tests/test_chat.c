@@ -400,6 +400,24 @@ static void test_runtime_type_errors(void **state) {
     expect_failure("\n\n{{ 'a' + 1 }}", QUILL_ERR_INVALID_ARG, "line 3");
 }
 
+static void test_unknown_filter_fails_at_load(void **state) {
+    (void)state;
+    /* The branch never runs in a plain chat, but Jinja rejects the filter when it compiles the
+     * template, and so does the loader. */
+    const char *source = "{% if tools %}\n{{ tools | nosuchfilter }}{% endif %}ok";
+    quill_chat_template *chat_template = NULL;
+    assert_int_equal(quill_chat_template_create(source, strlen(source), &chat_template),
+                     QUILL_ERR_UNSUPPORTED);
+    assert_null(chat_template);
+    assert_non_null(strstr(quill_error_message(), "line 2: no filter named 'nosuchfilter'"));
+
+    /* Filters inside filter blocks and set blocks are checked too. */
+    const char *block = "{% filter nosuchfilter %}x{% endfilter %}";
+    assert_int_equal(quill_chat_template_create(block, strlen(block), &chat_template),
+                     QUILL_ERR_UNSUPPORTED);
+    assert_null(chat_template);
+}
+
 static void test_syntax_errors_name_position(void **state) {
     (void)state;
     typedef struct syntax_case {
@@ -1169,6 +1187,7 @@ int main(void) {
         cmocka_unit_test(test_global_raise_exception_message),
         cmocka_unit_test(test_undefined_semantics),
         cmocka_unit_test(test_runtime_type_errors),
+        cmocka_unit_test(test_unknown_filter_fails_at_load),
         cmocka_unit_test(test_syntax_errors_name_position),
         cmocka_unit_test(test_limits_recursion_and_loops),
         cmocka_unit_test(test_limits_deep_nesting_parse),

@@ -505,6 +505,19 @@ static void test_errors_name_the_parameter(void **state) {
          "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":"
          "\"json_object\"}}",
          "response_format.type"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+         "\"retrieval\"}]}",
+         "tools[0].type"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":"
+         "{\"parameters\":{}}}]}",
+         "tools[1].function.name"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]}",
+         "tools[0].function.parameters"},
         {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
         {"/v1/completions", "{\"prompt\":[1,2,99999]}", "prompt"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}",
@@ -1289,12 +1302,12 @@ static void test_bad_template_message_whole(void **state) {
 
     /* A template that parses but cannot render is caught before the first request, because it
      * would fail every chat request. */
-    params.chat_template = "{{ messages[0].content | no_such_filter }}";
+    params.chat_template = "{{ no_such_function(messages[0].content) }}";
     server = NULL;
     assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
     assert_int_not_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
     assert_non_null(strstr(quill_error_message(), "fails on a one-message conversation"));
-    assert_non_null(strstr(quill_error_message(), "no_such_filter"));
+    assert_non_null(strstr(quill_error_message(), "no_such_function"));
     quill_server_destroy(server);
 }
 

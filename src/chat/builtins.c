@@ -1604,14 +1604,27 @@ static const filter_entry filters[] = {
     {"sum", filter_sum},
 };
 
-quill_chat_value quill__chat_apply_filter(quill_chat_context *context, const char *name,
-                                          quill_chat_value operand, const quill_chat_args *args) {
+/* Returns the filter table's entry for name, or NULL. */
+static const filter_entry *find_filter(const char *name) {
     for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
         if (strcmp(filters[i].name, name) == 0) {
-            return filters[i].function(context, operand, args);
+            return &filters[i];
         }
     }
-    quill__chat_fail(context, QUILL_ERR_UNSUPPORTED, "no filter named '%s'", name);
+    return NULL;
+}
+
+bool quill__chat_filter_exists(const char *name) {
+    return find_filter(name) != NULL;
+}
+
+quill_chat_value quill__chat_apply_filter(quill_chat_context *context, const char *name,
+                                          quill_chat_value operand, const quill_chat_args *args) {
+    const filter_entry *filter = find_filter(name);
+    if (filter == NULL) {
+        quill__chat_fail(context, QUILL_ERR_UNSUPPORTED, "no filter named '%s'", name);
+    }
+    return filter->function(context, operand, args);
 }
 
 /* Tests. */

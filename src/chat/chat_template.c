@@ -58,49 +58,65 @@ static bool mentions_content(const quill_chat_node *node, int depth) {
            (node->kind == QUILL_CHAT_NODE_ITEM ? false : mentions_content(node->b, depth + 1));
 }
 
-static bool scan_content_parts(const quill_chat_node_list *statements, int depth);
+/* A test of one node, without its children; find_node applies it to a whole tree. */
+typedef bool (*node_predicate)(const quill_chat_node *node);
 
-/* Looks for `for part in message.content` or a selectattr/map/select over the content. */
-static bool node_uses_content_parts(const quill_chat_node *node, int depth) {
+static const quill_chat_node *find_in_list(const quill_chat_node_list *list,
+                                           node_predicate matches, int depth);
+
+/* Returns the first node of the tree under node, node included, that matches, or NULL. */
+static const quill_chat_node *find_node(const quill_chat_node *node, node_predicate matches,
+                                        int depth) {
     if (node == NULL || depth > QUILL_CHAT_MAX_PARSE_DEPTH) {
-        return false;
+        return NULL;
     }
-    if (node->kind == QUILL_CHAT_NODE_FOR && mentions_content(node->a, 0)) {
-        return true;
-    }
-    if (node->kind == QUILL_CHAT_NODE_FILTER &&
-        (strcmp(node->name, "selectattr") == 0 || strcmp(node->name, "rejectattr") == 0 ||
-         strcmp(node->name, "map") == 0 || strcmp(node->name, "select") == 0) &&
-        mentions_content(node->a, 0)) {
-        return true;
+    if (matches(node)) {
+        return node;
     }
     const quill_chat_node *children[] = {node->a, node->b, node->c, node->d};
     for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
-        if (node_uses_content_parts(children[i], depth + 1)) {
-            return true;
+        const quill_chat_node *found = find_node(children[i], matches, depth + 1);
+        if (found != NULL) {
+            return found;
         }
     }
-    for (size_t i = 0; i < node->args.n_items; i++) {
-        if (node_uses_content_parts(node->args.items[i], depth + 1)) {
-            return true;
+    const quill_chat_node_list *lists[] = {&node->args, &node->keyword_values, &node->body,
+                                           &node->else_body};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        const quill_chat_node *found = find_in_list(lists[i], matches, depth + 1);
+        if (found != NULL) {
+            return found;
         }
     }
-    for (size_t i = 0; i < node->keyword_values.n_items; i++) {
-        if (node_uses_content_parts(node->keyword_values.items[i], depth + 1)) {
-            return true;
-        }
-    }
-    return scan_content_parts(&node->body, depth + 1) ||
-           scan_content_parts(&node->else_body, depth + 1);
+    return NULL;
 }
 
-static bool scan_content_parts(const quill_chat_node_list *statements, int depth) {
-    for (size_t i = 0; i < statements->n_items; i++) {
-        if (node_uses_content_parts(statements->items[i], depth)) {
-            return true;
+static const quill_chat_node *find_in_list(const quill_chat_node_list *list,
+                                           node_predicate matches, int depth) {
+    for (size_t i = 0; i < list->n_items; i++) {
+        const quill_chat_node *found = find_node(list->items[i], matches, depth);
+        if (found != NULL) {
+            return found;
         }
     }
-    return false;
+    return NULL;
+}
+
+/* Matches `for part in message.content` or a selectattr/map/select over the content. */
+static bool iterates_content_parts(const quill_chat_node *node) {
+    if (node->kind == QUILL_CHAT_NODE_FOR && mentions_content(node->a, 0)) {
+        return true;
+    }
+    return node->kind == QUILL_CHAT_NODE_FILTER &&
+           (strcmp(node->name, "selectattr") == 0 || strcmp(node->name, "rejectattr") == 0 ||
+            strcmp(node->name, "map") == 0 || strcmp(node->name, "select") == 0) &&
+           mentions_content(node->a, 0);
+}
+
+/* Matches a filter that the interpreter lacks. Jinja rejects those when it compiles a
+ * template, so a filter that only a rarely taken branch applies is caught at load too. */
+static bool is_unknown_filter(const quill_chat_node *node) {
+    return node->kind == QUILL_CHAT_NODE_FILTER && !quill__chat_filter_exists(node->name);
 }
 
 quill_status quill_chat_template_create(const char *source, size_t n_bytes,
@@ -125,7 +141,17 @@ quill_status quill_chat_template_create(const char *source, size_t n_bytes,
         return (quill_status)jumped;
     }
     chat_template->statements = quill__chat_parse(&chat_template->arena, source, n_bytes);
-    chat_template->uses_content_parts = scan_content_parts(&chat_template->statements, 0);
+    const quill_chat_node *unknown = find_in_list(&chat_template->statements, is_unknown_filter, 0);
+    if (unknown != NULL) {
+        quill_status status = quill_error_set(QUILL_ERR_UNSUPPORTED,
+                                              "chat template: line %d: no filter named '%s'",
+                                              unknown->line, unknown->name);
+        quill__chat_arena_release(&chat_template->arena);
+        quill__free(chat_template);
+        return status;
+    }
+    chat_template->uses_content_parts =
+        find_in_list(&chat_template->statements, iterates_content_parts, 0) != NULL;
     chat_template->arena.recovery = NULL;
     *out = chat_template;
     return QUILL_OK;

@@ -97,6 +97,8 @@ const quill_chat_list *quill__chat_iterate(quill_chat_context *context, quill_ch
 void quill__chat_require_defined(quill_chat_context *context, quill_chat_value value);
 
 /* Builtins (builtins.c). */
+/* Returns true when the interpreter has a filter of this name. */
+bool quill__chat_filter_exists(const char *name);
 quill_chat_value quill__chat_apply_filter(quill_chat_context *context, const char *name,
                                           quill_chat_value operand, const quill_chat_args *args);
 bool quill__chat_apply_test(quill_chat_context *context, const char *name, quill_chat_value operand,

@@ -507,11 +507,65 @@ static quill_status parse_metadata(quill_openai_request *request, quill_http_err
     return QUILL_OK;
 }
 
+/* Checks one entry of tools: {"type": "function", "function": {"name", "description",
+ * "parameters"}}, the only kind that chat templates render. A bad entry would otherwise fail
+ * inside the template, with an error that names no field. */
+static quill_status check_tool(struct json_object *tool, size_t index, quill_http_error *error) {
+    char param[64];
+    struct json_object *type = NULL;
+    struct json_object *function = NULL;
+    struct json_object *member = NULL;
+    snprintf(param, sizeof(param), "tools[%zu].type", index);
+    if (!json_object_is_type(tool, json_type_object) ||
+        !json_object_object_get_ex(tool, "type", &type) ||
+        !json_object_is_type(type, json_type_string) ||
+        strcmp(json_object_get_string(type), "function") != 0) {
+        quill__http_error_set(error, 400, param, NULL,
+                              "'%s' must be \"function\", the only tool type chat completions "
+                              "support",
+                              param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    snprintf(param, sizeof(param), "tools[%zu].function", index);
+    if (!json_object_object_get_ex(tool, "function", &function) ||
+        !json_object_is_type(function, json_type_object)) {
+        quill__http_error_set(error, 400, param, NULL,
+                              "'%s' must be an object with the function's name", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    snprintf(param, sizeof(param), "tools[%zu].function.name", index);
+    if (!json_object_object_get_ex(function, "name", &member) ||
+        !json_object_is_type(member, json_type_string) || json_object_get_string_len(member) == 0) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' must be a non-empty string", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    snprintf(param, sizeof(param), "tools[%zu].function.parameters", index);
+    if (json_object_object_get_ex(function, "parameters", &member) && member != NULL &&
+        !json_object_is_type(member, json_type_object)) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' must be a JSON Schema object", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    snprintf(param, sizeof(param), "tools[%zu].function.description", index);
+    if (json_object_object_get_ex(function, "description", &member) && member != NULL &&
+        !json_object_is_type(member, json_type_string)) {
+        quill__http_error_set(error, 400, param, NULL, "'%s' must be a string", param);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    return QUILL_OK;
+}
+
 static quill_status parse_tools(quill_openai_request *request, quill_http_error *error) {
     request->tools = field(request, "tools");
     request->tool_choice = field(request, "tool_choice");
     if (request->tools != NULL && !json_object_is_type(request->tools, json_type_array)) {
         return reject(error, "tools", "'%s' must be an array of tool definitions%s", "");
+    }
+    size_t n_tools = request->tools != NULL ? json_object_array_length(request->tools) : 0;
+    for (size_t i = 0; i < n_tools; i++) {
+        quill_status status = check_tool(json_object_array_get_idx(request->tools, i), i, error);
+        if (status != QUILL_OK) {
+            return status;
+        }
     }
     if (request->tool_choice != NULL &&
         !json_object_is_type(request->tool_choice, json_type_string) &&
