@@ -442,6 +442,49 @@ static void gate_pass(gate *g, int32_t n_calls_to_pass) {
     pthread_mutex_unlock(&g->mutex);
 }
 
+/* Submits params as a request whose first event holds the engine thread at g until gate_open,
+ * and returns it. params comes back without the callback, for the requests that follow. */
+static quill_request *submit_holding(quill_engine *engine, quill_request_params *params,
+                                     gate *g) {
+    params->on_event = gate_on_event;
+    params->user_data = g;
+    quill_request *request = NULL;
+    assert_int_equal(quill_engine_submit(engine, params, &request), QUILL_OK);
+    gate_wait_entered(g);
+    params->on_event = NULL;
+    params->user_data = NULL;
+    return request;
+}
+
+/* Runs end(engine) (a stop or a destroy) in another thread while the engine thread is held at
+ * g. Probes are submitted until one fails with QUILL_ERR_CANCELLED, which shows that intake has
+ * stopped; only then does the gate open, so no held request can finish first. Accepted probes
+ * go to probes[*n_probes], up to max_probes, or are destroyed when probes is NULL. Until the
+ * held thread sweeps them they stay open, so the queue may be full (busy) meanwhile. */
+static void end_while_held(quill_engine *engine, const quill_request_params *params, gate *g,
+                           void *(*end)(void *), quill_request **probes, int *n_probes,
+                           int max_probes) {
+    pthread_t ender;
+    assert_int_equal(pthread_create(&ender, NULL, end, engine), 0);
+    for (;;) {
+        quill_request *probe = NULL;
+        quill_status status = quill_engine_submit(engine, params, &probe);
+        if (status == QUILL_ERR_CANCELLED) {
+            break;
+        }
+        assert_true(status == QUILL_OK || status == QUILL_ERR_BUSY);
+        if (probe != NULL && probes != NULL) {
+            assert_true(*n_probes < max_probes);
+            probes[(*n_probes)++] = probe;
+        } else {
+            quill_request_destroy(probe);
+        }
+        sched_yield();
+    }
+    gate_open(g);
+    assert_int_equal(pthread_join(ender, NULL), 0);
+}
+
 /* Submits n requests so that they certainly run at the same time: the engine waits in the
  * first request's first callback, behind g, until all are queued. g must outlive the requests, and
  * the caller releases it after collecting them. */
@@ -771,13 +814,7 @@ static void test_engine_queue_limit_busy(void **state) {
     gate g;
     gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
-    params.on_event = gate_on_event;
-    params.user_data = &g;
-    quill_request *running = NULL;
-    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
-    gate_wait_entered(&g);
-    params.on_event = NULL;
-    params.user_data = NULL;
+    quill_request *running = submit_holding(engine, &params, &g);
     quill_request *waiting = NULL;
     quill_request *rejected = (quill_request *)&params;
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
@@ -811,33 +848,11 @@ static void test_engine_stop_cancels_all(void **state) {
     gate g;
     gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
-    params.on_event = gate_on_event;
-    params.user_data = &g;
-    quill_request *running = NULL;
-    assert_int_equal(quill_engine_submit(engine, &params, &running), QUILL_OK);
-    gate_wait_entered(&g);
-    params.on_event = NULL;
-    params.user_data = NULL;
+    quill_request *running = submit_holding(engine, &params, &g);
     quill_request *waiting = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
 
-    /* The gate opens only once the engine takes no more requests, that is once the stop has
-     * begun, so the running request cannot finish first. Probes submitted before that stay
-     * open until the held engine thread sweeps them, so the queue may fill (busy) meanwhile. */
-    pthread_t stopper;
-    assert_int_equal(pthread_create(&stopper, NULL, stop_engine_thread, engine), 0);
-    for (;;) {
-        quill_request *probe = NULL;
-        quill_status status = quill_engine_submit(engine, &params, &probe);
-        if (status == QUILL_ERR_CANCELLED) {
-            break;
-        }
-        assert_true(status == QUILL_OK || status == QUILL_ERR_BUSY);
-        quill_request_destroy(probe);
-        sched_yield();
-    }
-    gate_open(&g);
-    assert_int_equal(pthread_join(stopper, NULL), 0);
+    end_while_held(engine, &params, &g, stop_engine_thread, NULL, NULL, 0);
     completion result;
     collect(running, &result);
     assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
@@ -869,13 +884,8 @@ static void test_engine_queue_limit_zero_fills_sequences(void **state) {
     gate g;
     gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
-    params.on_event = gate_on_event;
-    params.user_data = &g;
     quill_request *requests[4] = {NULL};
-    assert_int_equal(quill_engine_submit(engine, &params, &requests[0]), QUILL_OK);
-    gate_wait_entered(&g);
-    params.on_event = NULL;
-    params.user_data = NULL;
+    requests[0] = submit_holding(engine, &params, &g);
     for (int i = 1; i < 4; i++) {
         assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
     }
@@ -1169,36 +1179,15 @@ static void test_engine_destroy_cancels(void **state) {
     gate g;
     gate_init(&g);
     quill_request_params params = greedy_request(prompt, 10, 240);
-    params.on_event = gate_on_event;
-    params.user_data = &g;
     quill_request *requests[MAX_HANDLES] = {NULL};
     int n_requests = 0;
-    assert_int_equal(quill_engine_submit(engine, &params, &requests[n_requests++]), QUILL_OK);
-    gate_wait_entered(&g);
-    params.on_event = NULL;
-    params.user_data = NULL;
+    requests[n_requests++] = submit_holding(engine, &params, &g);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(quill_engine_submit(engine, &params, &requests[n_requests++]), QUILL_OK);
     }
 
-    /* Destroy from another thread. Once a submit fails with CANCELLED, destroy has stopped
-     * intake, and opening the gate lets it cancel everything. */
-    pthread_t destroyer;
-    assert_int_equal(pthread_create(&destroyer, NULL, destroy_engine, engine), 0);
-    for (;;) {
-        quill_request *probe = NULL;
-        quill_status status = quill_engine_submit(engine, &params, &probe);
-        if (status == QUILL_ERR_CANCELLED) {
-            break;
-        }
-        if (status == QUILL_OK) {
-            assert_true(n_requests < MAX_HANDLES);
-            requests[n_requests++] = probe;
-        }
-        sched_yield();
-    }
-    gate_open(&g);
-    pthread_join(destroyer, NULL);
+    /* Destroy from another thread, which cancels everything. */
+    end_while_held(engine, &params, &g, destroy_engine, requests, &n_requests, MAX_HANDLES);
 
     /* The handles outlive the engine and end with a cancelled final event. */
     for (int i = 0; i < n_requests; i++) {
