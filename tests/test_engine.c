@@ -444,8 +444,7 @@ static void gate_pass(gate *g, int32_t n_calls_to_pass) {
 
 /* Submits params as a request whose first event holds the engine thread at g until gate_open,
  * and returns it. params comes back without the callback, for the requests that follow. */
-static quill_request *submit_holding(quill_engine *engine, quill_request_params *params,
-                                     gate *g) {
+static quill_request *submit_holding(quill_engine *engine, quill_request_params *params, gate *g) {
     params->on_event = gate_on_event;
     params->user_data = g;
     quill_request *request = NULL;
