@@ -35,9 +35,9 @@
  * arrays of vectors indexed by the loop variable live on the stack. */
 #define QUILL_NEON_UNROLL _Pragma("GCC unroll 16")
 
-/* Tokens per pass over a group's blocks. The 16 level vectors of a block (8 chunks of 2 row
- * halves), 2 accumulators per token and a few temporaries fit the 32 vector registers with 4
- * tokens. */
+/* Tokens per pass over a group's blocks. With 4 tokens, the 16 level vectors of a block (8 chunks
+ * of 2 row halves), 2 accumulators per token and a few temporaries come to about 30 of the 32
+ * vector registers. GCC 12 (-O2) still keeps a few accumulators on the stack between blocks. */
 enum { TILE_TOKENS = 4 };
 
 /* Group block bytes and offsets (packed.h). */
