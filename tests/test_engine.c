@@ -442,7 +442,7 @@ static void gate_pass(gate *g, int32_t n_calls_to_pass) {
     pthread_mutex_unlock(&g->mutex);
 }
 
-/* Submits params as a request whose first event holds the engine thread at g until gate_open,
+/* Submits params as a request whose first event blocks the engine thread at g until gate_open,
  * and returns it. params comes back without the callback, for the requests that follow. */
 static quill_request *submit_holding(quill_engine *engine, quill_request_params *params, gate *g) {
     params->on_event = gate_on_event;
@@ -457,7 +457,7 @@ static quill_request *submit_holding(quill_engine *engine, quill_request_params 
 
 /* Runs end(engine) (a stop or a destroy) in another thread while the engine thread is held at
  * g. Probes are submitted until one fails with QUILL_ERR_CANCELLED, which shows that intake has
- * stopped; only then does the gate open, so no held request can finish first. Accepted probes
+ * stopped. Only then does the gate open, so no blocked request can finish first. Accepted probes
  * go to probes[*n_probes], up to max_probes, or are destroyed when probes is NULL. Until the
  * held thread sweeps them they stay open, so the queue may be full (busy) meanwhile. */
 static void end_while_held(quill_engine *engine, const quill_request_params *params, gate *g,
@@ -841,7 +841,7 @@ static void test_engine_stop_cancels_all(void **state) {
     engine_params.n_parallel = 1;
     quill_engine *engine = engine_new(&engine_params);
 
-    /* The first request holds the engine thread in its callback while the second waits for
+    /* The first request blocks the engine thread in its callback while the second waits for
      * the only sequence. Stopping then cancels both, running and waiting, each with a final
      * event. */
     gate g;
@@ -877,7 +877,7 @@ static void test_engine_queue_limit_zero_fills_sequences(void **state) {
     engine_params.queue_limit = 0;
     quill_engine *engine = engine_new(&engine_params);
 
-    /* The first request holds the engine thread in its callback, so the next three are
+    /* The first request blocks the engine thread in its callback, so the next three are
      * submitted before any is admitted. They still take the free sequences rather than queue
      * places, and only a fifth request finds the engine full. */
     gate g;

@@ -724,7 +724,7 @@ static void test_stats_json_rates_and_users(void **state) {
     root = render_stats(metrics);
     assert_int_equal(json_object_get_int64(JSON_AT(root, "users_last_5_minutes", "active_users")),
                      0);
-    /* The window forgets the hits; the whole-life figure keeps them. */
+    /* The hits have left the window but still count since start. */
     qwen = JSON_AT(root, "models", "qwen");
     assert_int_equal(json_object_get_int64(JSON_AT(qwen, "last_5_minutes", "cache_hit_requests")),
                      0);
@@ -766,7 +766,7 @@ static void test_stats_json_outcomes_by_side(void **state) {
     quill_metrics *metrics = create_with_clock(&clock);
 
     /* One success, three client errors, a rejection, a disconnect and three server errors. A
-     * 400 with finish reason "error" is a request the engine refused while generating; a 200
+     * 400 with finish reason "error" is a request the engine rejected while generating. A 200
      * with it is a stream that failed after its headers went out. */
     static const struct {
         int32_t http_status;

@@ -789,7 +789,7 @@ static void test_bias_ban_all_is_client_error(void **state) {
     assert_non_null(strstr(reply.body, "logit_bias bans every token"));
     quill_test_http_reply_release(&reply);
 
-    /* The server still answers an ordinary request afterwards. */
+    /* An ordinary request still succeeds afterwards. */
     http_post("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":2}", &reply);
     assert_int_equal(reply.status, 200);
     quill_test_http_reply_release(&reply);

@@ -114,8 +114,8 @@ static quill__metrics_outcomes outcome_of(const quill_request_record *record,
     quill__metrics_outcomes outcome;
     memset(&outcome, 0, sizeof(outcome));
     int32_t http_status = record->http_status;
-    /* A request the engine fails while generating is a server error unless the response
-     * already says the client was at fault (a 400 for a logit_bias that bans every token). */
+    /* A request the engine fails while generating is a server error unless its status shows
+     * that the client was at fault (a 400 for a logit_bias that bans every token). */
     if (http_status >= 500 || (finish_index == FINISH_ERROR && http_status < 400)) {
         outcome.n_errors = 1;
     } else if (http_status == 429) {

@@ -942,8 +942,8 @@ void quill__completion_write_response(quill_completion *completion, int *http_st
                                       quill_strbuf *body) {
     if (completion->has_failed) {
         const char *message = "the engine failed the request";
-        /* A request the engine finds invalid only while generating (a logit_bias that bans
-         * every token the model can produce) is the client's error; the rest are the server's. */
+        /* A request that the engine finds invalid only while generating is the client's
+         * error: a logit_bias that bans every token the model can produce. Others are 500. */
         int status_code = 500;
         for (int32_t i = 0; i < completion->n_choices; i++) {
             if (completion->choices[i].status != QUILL_OK) {

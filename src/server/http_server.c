@@ -482,8 +482,8 @@ static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     }
     char quoted[600];
     quill__log_quote(message, quoted, (int)sizeof(quoted));
-    /* A client that leaves mid-response shows up as one of these; the request's own log line
-     * records it as a disconnect, so they are not warnings. */
+    /* A client that leaves mid-response causes one of these. The request's own log line
+     * records the disconnect, so they are debug lines, not warnings. */
     bool is_client_gone = strncmp(message, "Connection was closed by remote side", 36) == 0 ||
                           strstr(message, "forcibly closed by remote peer") != NULL ||
                           strstr(message, "application error generating response") != NULL;
