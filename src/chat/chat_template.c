@@ -58,7 +58,7 @@ static bool mentions_content(const quill_chat_node *node, int depth) {
            (node->kind == QUILL_CHAT_NODE_ITEM ? false : mentions_content(node->b, depth + 1));
 }
 
-/* A test of one node, without its children; find_node applies it to a whole tree. */
+/* A test of one node, without its children. find_node applies it to a whole tree. */
 typedef bool (*node_predicate)(const quill_chat_node *node);
 
 static const quill_chat_node *find_in_list(const quill_chat_node_list *list,

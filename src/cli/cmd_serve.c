@@ -268,8 +268,8 @@ static int wait_for_stop_signal(const sigset_t *signals) {
 }
 
 /* Waits until every request in flight has its full response. A second SIGINT or SIGTERM
- * cancels what is still running: each response then ends with finish reason "cancelled" (and
- * a stream with [DONE]) if it can be written within STOP_FLUSH_MS. */
+ * cancels what is still running. Each response then ends with an error (a stream with its
+ * [DONE] line) if it can be written within STOP_FLUSH_MS. */
 static void drain_until_idle_or_signal(quill_server *server, quill_engine *engine,
                                        const sigset_t *signals) {
     const struct timespec no_wait = {0, 0};

@@ -132,9 +132,9 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
     return QUILL_OK;
 }
 
-/* Renders a one-message conversation with the server's template. A template that fails on it
- * (an unknown filter, say) would fail every chat request, which is the server's configuration
- * error rather than the client's. Returns the render status. */
+/* Renders a one-message conversation with the server's template and returns the status. A
+ * template that fails on it (calling an undefined function, say) would fail every chat request,
+ * which is the server's configuration error rather than the client's. */
 static quill_status probe_template(const quill_server *server, const quill_model *model) {
     const quill_tokenizer *tokenizer = quill_model_tokenizer(model);
     struct json_object *messages =
