@@ -1,9 +1,9 @@
 /*
  * The AArch64 NEON kernels: the same contracts as the reference kernels of the same stem
  * (ref/kernels_ref.h). NEON is part of every AArch64 CPU, so the variant needs no run-time
- * check. The code uses the ARMv8.0 base set, so every AArch64 CPU runs it. A build that targets
- * the dot-product extension (__ARM_FEATURE_DOTPROD, e.g. -march=armv8.2-a+dotprod) uses SDOT in
- * the packed tiles, with the same results, and then needs a CPU that has it. No SVE. Every weight
+ * check. The code uses the ARMv8.0 base set, so every AArch64 CPU runs it, except the packed
+ * tiles of gemm_packed_dotprod.c, which use SDOT and which the table takes only where the CPU
+ * reports it (Linux HWCAP_ASIMDDP). Both paths give the same results. No SVE. Every weight
  * type with a dot product has a NEON version: dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0,
  * Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c (Q4_K, Q5_K, Q6_K). quant_q8.c quantizes activations and
  * gemm_packed.c multiplies packed Q4_0, Q8_0 and Q4_K weights. attention.c is the NEON variant
@@ -48,6 +48,24 @@ void quill__gemm_packed_q4_k_q8_k_neon(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride);
+
+/* The same tiles built for the dot-product extension (gemm_packed_dotprod.c), with the same
+ * results. Call only on CPUs that have SDOT. */
+void quill__gemm_packed_q4_0_q8_0_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations,
+                                               size_t activation_row_bytes, int64_t n_tokens,
+                                               float *y, int64_t y_stride);
+void quill__gemm_packed_q8_0_q8_0_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations,
+                                               size_t activation_row_bytes, int64_t n_tokens,
+                                               float *y, int64_t y_stride);
+void quill__gemm_packed_q4_k_q8_k_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations,
+                                               size_t activation_row_bytes, int64_t n_tokens,
+                                               float *y, int64_t y_stride);
 
 /* The NEON variants of quill__attention_heads and quill__attention_head (ops.h, attention.c),
  * which ops.c selects when the dispatch table is the NEON one. Same arguments and limits as the

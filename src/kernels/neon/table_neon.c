@@ -2,12 +2,30 @@
  * The NEON entries of the dispatch table: the reference table with every dot product and the
  * activation quantizers (Q8_0, Q8_1, Q8_K) replaced by their NEON versions. Activation types,
  * weight quantizers and dequantizers stay the reference ones. Q4_0, Q8_0 and Q4_K have packed
- * tiles (gemm_packed), so the model loader repacks those weights into row groups. The other
- * types have no tiles, and matmul calls their dot product per (row, token).
+ * tiles (gemm_packed), so the model loader repacks those weights into row groups: the SDOT
+ * build of the tiles where the CPU has the dot-product extension, else the build's own. The
+ * other types have no tiles, and matmul calls their dot product per (row, token).
  */
 #include "kernels/dispatch.h"
 
+#include <stdbool.h>
+
+#if defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 #include "kernels/neon/kernels_neon.h"
+
+/* Returns true when the CPU has SDOT. Only Linux reports it here (HWCAP_ASIMDDP). Elsewhere
+ * only a build that targets the extension uses it, through the build's own tiles. */
+static bool cpu_has_dotprod(void) {
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return false;
+#endif
+}
 
 void quill__kernel_table_fill_neon(quill_kernel_table *table) {
     quill__kernel_table_fill_ref(table);
@@ -30,4 +48,9 @@ void quill__kernel_table_fill_neon(quill_kernel_table *table) {
     table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_neon;
     table->types[QUILL_TYPE_Q8_0].gemm_packed = quill__gemm_packed_q8_0_q8_0_neon;
     table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_neon;
+    if (cpu_has_dotprod()) {
+        table->types[QUILL_TYPE_Q4_0].gemm_packed = quill__gemm_packed_q4_0_q8_0_neon_dotprod;
+        table->types[QUILL_TYPE_Q8_0].gemm_packed = quill__gemm_packed_q8_0_q8_0_neon_dotprod;
+        table->types[QUILL_TYPE_Q4_K].gemm_packed = quill__gemm_packed_q4_k_q8_k_neon_dotprod;
+    }
 }
