@@ -400,22 +400,27 @@ static void test_runtime_type_errors(void **state) {
     expect_failure("\n\n{{ 'a' + 1 }}", QUILL_ERR_INVALID_ARG, "line 3");
 }
 
-static void test_unknown_filter_fails_at_load(void **state) {
+static void test_unknown_filter_found_at_load(void **state) {
     (void)state;
-    /* The branch never runs in a plain chat, but Jinja rejects the filter when it compiles the
-     * template, and so does the loader. */
+    /* The branch never runs in a plain chat, so the template renders one, but the check finds
+     * the filter, as Jinja's compiler would. */
     const char *source = "{% if tools %}\n{{ tools | nosuchfilter }}{% endif %}ok";
     quill_chat_template *chat_template = NULL;
-    assert_int_equal(quill_chat_template_create(source, strlen(source), &chat_template),
-                     QUILL_ERR_UNSUPPORTED);
-    assert_null(chat_template);
+    assert_int_equal(quill_chat_template_create(source, strlen(source), &chat_template), QUILL_OK);
+    assert_int_equal(quill_chat_template_check_filters(chat_template), QUILL_ERR_UNSUPPORTED);
     assert_non_null(strstr(quill_error_message(), "line 2: no filter named 'nosuchfilter'"));
+    quill_chat_template_destroy(chat_template);
+    expect_render(source, "ok");
 
-    /* Filters inside filter blocks and set blocks are checked too. */
+    /* Filters of filter blocks are checked too, and a template without unknown ones passes. */
     const char *block = "{% filter nosuchfilter %}x{% endfilter %}";
-    assert_int_equal(quill_chat_template_create(block, strlen(block), &chat_template),
-                     QUILL_ERR_UNSUPPORTED);
-    assert_null(chat_template);
+    assert_int_equal(quill_chat_template_create(block, strlen(block), &chat_template), QUILL_OK);
+    assert_int_equal(quill_chat_template_check_filters(chat_template), QUILL_ERR_UNSUPPORTED);
+    quill_chat_template_destroy(chat_template);
+    const char *known = "{% filter upper %}x{% endfilter %}{{ 'a' | trim }}";
+    assert_int_equal(quill_chat_template_create(known, strlen(known), &chat_template), QUILL_OK);
+    assert_int_equal(quill_chat_template_check_filters(chat_template), QUILL_OK);
+    quill_chat_template_destroy(chat_template);
 }
 
 static void test_syntax_errors_name_position(void **state) {
@@ -1187,7 +1192,7 @@ int main(void) {
         cmocka_unit_test(test_global_raise_exception_message),
         cmocka_unit_test(test_undefined_semantics),
         cmocka_unit_test(test_runtime_type_errors),
-        cmocka_unit_test(test_unknown_filter_fails_at_load),
+        cmocka_unit_test(test_unknown_filter_found_at_load),
         cmocka_unit_test(test_syntax_errors_name_position),
         cmocka_unit_test(test_limits_recursion_and_loops),
         cmocka_unit_test(test_limits_deep_nesting_parse),

@@ -1306,8 +1306,16 @@ static void test_bad_template_message_whole(void **state) {
     server = NULL;
     assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
     assert_int_not_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
-    assert_non_null(strstr(quill_error_message(), "fails on a one-message conversation"));
+    assert_non_null(strstr(quill_error_message(), "cannot serve chats"));
     assert_non_null(strstr(quill_error_message(), "no_such_function"));
+    quill_server_destroy(server);
+
+    /* So is a filter the interpreter lacks, even in a branch a plain chat never takes. */
+    params.chat_template = "{% if tools %}{{ tools | no_such_filter }}{% endif %}ok";
+    server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_not_equal(quill_server_set_engine(server, the_fixture.engine), QUILL_OK);
+    assert_non_null(strstr(quill_error_message(), "no filter named 'no_such_filter'"));
     quill_server_destroy(server);
 }
 

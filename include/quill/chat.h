@@ -32,6 +32,13 @@ QUILL_API quill_status quill_chat_template_create(const char *source, size_t n_b
                                                   quill_chat_template **out);
 QUILL_API void quill_chat_template_destroy(quill_chat_template *chat_template);
 
+/* Fails with QUILL_ERR_UNSUPPORTED, naming the line and the filter, when the template applies a
+ * filter the interpreter lacks anywhere, even in a branch that rarely runs. Jinja rejects such
+ * a template when it compiles it. Quill loads it anyway, and the filter fails only if a render
+ * reaches it. A model's template with a rare unsupported branch can thus still serve plain
+ * chats, and the caller decides whether to refuse it. */
+QUILL_API quill_status quill_chat_template_check_filters(const quill_chat_template *chat_template);
+
 /* True when the template itself iterates over content parts (a list content), so the caller
  * should pass part arrays through instead of joining them into one string. */
 QUILL_API bool quill_chat_template_uses_content_parts(const quill_chat_template *chat_template);

@@ -26,6 +26,7 @@ struct quill_chat_template {
     quill_chat_arena arena; /* owns the tree */
     quill_chat_node_list statements;
     bool uses_content_parts;
+    const quill_chat_node *unknown_filter; /* first filter the interpreter lacks, or NULL */
 };
 
 static const char default_template[] =
@@ -113,8 +114,7 @@ static bool iterates_content_parts(const quill_chat_node *node) {
            mentions_content(node->a, 0);
 }
 
-/* Matches a filter that the interpreter lacks. Jinja rejects those when it compiles a
- * template, so a filter that only a rarely taken branch applies is caught at load too. */
+/* Matches a filter that the interpreter lacks, for quill_chat_template_check_filters. */
 static bool is_unknown_filter(const quill_chat_node *node) {
     return node->kind == QUILL_CHAT_NODE_FILTER && !quill__chat_filter_exists(node->name);
 }
@@ -141,15 +141,7 @@ quill_status quill_chat_template_create(const char *source, size_t n_bytes,
         return (quill_status)jumped;
     }
     chat_template->statements = quill__chat_parse(&chat_template->arena, source, n_bytes);
-    const quill_chat_node *unknown = find_in_list(&chat_template->statements, is_unknown_filter, 0);
-    if (unknown != NULL) {
-        quill_status status = quill_error_set(QUILL_ERR_UNSUPPORTED,
-                                              "chat template: line %d: no filter named '%s'",
-                                              unknown->line, unknown->name);
-        quill__chat_arena_release(&chat_template->arena);
-        quill__free(chat_template);
-        return status;
-    }
+    chat_template->unknown_filter = find_in_list(&chat_template->statements, is_unknown_filter, 0);
     chat_template->uses_content_parts =
         find_in_list(&chat_template->statements, iterates_content_parts, 0) != NULL;
     chat_template->arena.recovery = NULL;
@@ -163,6 +155,15 @@ void quill_chat_template_destroy(quill_chat_template *chat_template) {
     }
     quill__chat_arena_release(&chat_template->arena);
     quill__free(chat_template);
+}
+
+quill_status quill_chat_template_check_filters(const quill_chat_template *chat_template) {
+    const quill_chat_node *unknown = chat_template->unknown_filter;
+    if (unknown == NULL) {
+        return QUILL_OK;
+    }
+    return quill_error_set(QUILL_ERR_UNSUPPORTED, "chat template: line %d: no filter named '%s'",
+                           unknown->line, unknown->name);
 }
 
 bool quill_chat_template_uses_content_parts(const quill_chat_template *chat_template) {

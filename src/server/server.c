@@ -133,8 +133,7 @@ quill_status quill_server_create(const quill_server_params *params, quill_server
 }
 
 /* Renders a one-message conversation with the server's template and returns the status. A
- * template that fails on it (calling an undefined function, say) would fail every chat request,
- * which is the server's configuration error rather than the client's. */
+ * template that fails on it (calling an undefined function, say) fails every chat request. */
 static quill_status probe_template(const quill_server *server, const quill_model *model) {
     const quill_tokenizer *tokenizer = quill_model_tokenizer(model);
     struct json_object *messages =
@@ -189,7 +188,13 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
         return quill_error_set(status, "server: the chat template (from %s) does not parse: %s",
                                origin, detail);
     }
-    status = probe_template(server, model);
+    /* A filter the interpreter lacks, even in a rare branch, or a failure on the simplest
+     * conversation, would fail chat requests for a reason that is the server's, not the
+     * client's. */
+    status = quill_chat_template_check_filters(server->chat_template);
+    if (status == QUILL_OK) {
+        status = probe_template(server, model);
+    }
     if (status != QUILL_OK) {
         char detail[1024];
         snprintf(detail, sizeof(detail), "%s", quill_error_message());
@@ -197,12 +202,13 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
             quill_chat_template_destroy(server->chat_template);
             server->chat_template = NULL;
             return quill_error_set(status,
-                                   "server: the chat template (from file) fails on a one-message "
-                                   "conversation: %s; fix the --chat-template-file",
+                                   "server: the chat template (from file) cannot serve chats: %s; "
+                                   "fix the --chat-template-file",
                                    detail);
         }
-        /* The model's own template: completions still work, so the server starts. */
-        QUILL_LOG_WARN("server", "the model's chat template fails on a one-message conversation",
+        /* The model's own template: plain chats may still work, and completions do, so the
+         * server starts. */
+        QUILL_LOG_WARN("server", "the model's chat template may fail chat requests",
                        "model=%s error=\"%s\" hint=\"pass --chat-template-file\"", info->name,
                        detail);
     }
