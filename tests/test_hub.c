@@ -378,8 +378,8 @@ static void test_hub_listing_choice_over_cache(void **state) {
     assert_int_equal(quill_hub_resolve("owner/repo:model-Q8_0.gguf", &path), QUILL_OK);
     quill_hub_path_free(path);
 
-    /* The Q8_0 file in the cache does not answer a reference without FILE: the listing does,
-     * as on a fresh cache. */
+    /* A reference without FILE follows the listing, as on a fresh cache, not the Q8_0 file
+     * already in the cache. */
     server.file_name = "model-Q4_K_M.gguf";
     server.listing_json = "{\"siblings\":[{\"rfilename\":\"model-Q8_0.gguf\"},"
                           "{\"rfilename\":\"model-Q4_K_M.gguf\"}]}";

@@ -1,7 +1,8 @@
 /*
- * Tests of the tool-call parser: format detection, each format's calls, several calls, content
- * before and after calls, malformed JSON and unknown names staying content, and the streaming
- * hold-back, with every reply also fed split at each byte position and one byte at a time.
+ * Tests of the tool-call parser. They cover format detection, each format's calls, several
+ * calls, content before and after calls, and malformed JSON and unknown names staying content.
+ * The streaming hold-back is tested by feeding every reply split at each byte position and one
+ * byte at a time.
  */
 #include "test_support.h"
 
@@ -64,6 +65,16 @@ static const char *content_of(const parsed_reply *reply) {
 static void reply_release(parsed_reply *reply) {
     quill__tool_call_parser_release(&reply->parser);
     quill__strbuf_release(&reply->content);
+}
+
+/* Parses text whole and checks that it yields no call and comes back as content unchanged. */
+static void assert_stays_content(quill_tool_call_format format, struct json_object *tools,
+                                 const char *text) {
+    parsed_reply reply;
+    parse_whole(&reply, format, tools, text);
+    assert_int_equal(reply.parser.n_calls, 0);
+    assert_string_equal(content_of(&reply), text);
+    reply_release(&reply);
 }
 
 /* Checks that feeding text split at every byte position, and one byte at a time, gives the
@@ -173,12 +184,8 @@ static void test_hermes_parallel_off_keeps_first(void **state) {
 static void test_hermes_malformed_json_stays_content(void **state) {
     (void)state;
     struct json_object *tools = weather_and_time_tools();
-    const char *text = "A<tool_call>{\"name\": \"get_time\", \"arguments\": {</tool_call>B";
-    parsed_reply reply;
-    parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_HERMES, tools, text);
-    assert_string_equal(content_of(&reply), text);
-    assert_int_equal(reply.parser.n_calls, 0);
-    reply_release(&reply);
+    assert_stays_content(QUILL_TOOL_CALL_FORMAT_HERMES, tools,
+                         "A<tool_call>{\"name\": \"get_time\", \"arguments\": {</tool_call>B");
     json_object_put(tools);
 }
 
@@ -192,10 +199,7 @@ static void test_hermes_unknown_name_stays_content(void **state) {
     assert_string_equal(content_of(&reply), "and x");
     reply_release(&reply);
 
-    parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_HERMES, tools, bad);
-    assert_string_equal(content_of(&reply), bad);
-    assert_int_equal(reply.parser.n_calls, 0);
-    reply_release(&reply);
+    assert_stays_content(QUILL_TOOL_CALL_FORMAT_HERMES, tools, bad);
     json_object_put(tools);
 }
 
@@ -209,23 +213,16 @@ static void test_hermes_unclosed_block(void **state) {
     assert_string_equal(content_of(&reply), "");
     reply_release(&reply);
 
-    const char *cut = "Hi <tool_call>\n{\"name\": \"get_time\", \"argu";
-    parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_HERMES, tools, cut);
-    assert_int_equal(reply.parser.n_calls, 0);
-    assert_string_equal(content_of(&reply), cut);
-    reply_release(&reply);
+    assert_stays_content(QUILL_TOOL_CALL_FORMAT_HERMES, tools,
+                         "Hi <tool_call>\n{\"name\": \"get_time\", \"argu");
     json_object_put(tools);
 }
 
 static void test_hermes_text_without_calls(void **state) {
     (void)state;
     struct json_object *tools = weather_and_time_tools();
-    const char *text = "  Use <b>bold</b> and a <tool_ tag.\n";
-    parsed_reply reply;
-    parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_HERMES, tools, text);
-    assert_string_equal(content_of(&reply), text);
-    assert_int_equal(reply.parser.n_calls, 0);
-    reply_release(&reply);
+    assert_stays_content(QUILL_TOOL_CALL_FORMAT_HERMES, tools,
+                         "  Use <b>bold</b> and a <tool_ tag.\n");
     json_object_put(tools);
 }
 
@@ -258,11 +255,7 @@ static void test_llama3_not_a_call_stays_content(void **state) {
         "The weather is {\"name\": \"get_time\"}",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        parsed_reply reply;
-        parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_LLAMA3, tools, texts[i]);
-        assert_int_equal(reply.parser.n_calls, 0);
-        assert_string_equal(content_of(&reply), texts[i]);
-        reply_release(&reply);
+        assert_stays_content(QUILL_TOOL_CALL_FORMAT_LLAMA3, tools, texts[i]);
     }
     json_object_put(tools);
 }
@@ -303,11 +296,7 @@ static void test_mistral_bad_array_stays_content(void **state) {
         "[TOOL_CALLS]{\"name\": \"get_time\", \"arguments\": {}}",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        parsed_reply reply;
-        parse_whole(&reply, QUILL_TOOL_CALL_FORMAT_MISTRAL, tools, texts[i]);
-        assert_int_equal(reply.parser.n_calls, 0);
-        assert_string_equal(content_of(&reply), texts[i]);
-        reply_release(&reply);
+        assert_stays_content(QUILL_TOOL_CALL_FORMAT_MISTRAL, tools, texts[i]);
     }
     json_object_put(tools);
 }

@@ -34,8 +34,8 @@ QUILL_API void quill_chat_template_destroy(quill_chat_template *chat_template);
 
 /* Fails with QUILL_ERR_UNSUPPORTED, naming the line and the filter, when the template applies a
  * filter the interpreter lacks anywhere, even in a branch that rarely runs. Jinja rejects such
- * a template when it compiles it. Quill loads it anyway, and the filter fails only if a render
- * reaches it. A model's template with a rare unsupported branch can thus still serve plain
+ * a template when it compiles it. Quill loads it anyway, and a render fails only when it
+ * reaches the filter. A model's template with a rare unsupported branch can thus still serve plain
  * chats, and the caller decides whether to refuse it. */
 QUILL_API quill_status quill_chat_template_check_filters(const quill_chat_template *chat_template);
 

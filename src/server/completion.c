@@ -415,17 +415,14 @@ static quill_status submit_choices(quill_completion *completion, const int32_t *
     return QUILL_OK;
 }
 
-/* Detects the template's tool-call format when the request wants calls parsed, and prepares
- * one parser per choice. */
+/* Prepares one tool-call parser per choice, in the template's format, when the request wants
+ * calls parsed. */
 static void start_tool_parsers(quill_completion *completion) {
     quill_server *server = completion->server;
     if (!wants_tool_calls(&completion->request)) {
         return;
     }
-    const char *source = server->chat_template_source != NULL
-                             ? server->chat_template_source
-                             : quill_model_chat_template(server->model);
-    completion->tool_call_format = quill__tool_call_format_detect(source);
+    completion->tool_call_format = server->tool_call_format;
     QUILL_LOG_DEBUG("server", "tool calls requested", "id=%s format=%s", completion->id,
                     quill__tool_call_format_name(completion->tool_call_format));
     if (completion->tool_call_format == QUILL_TOOL_CALL_FORMAT_NONE) {

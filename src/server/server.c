@@ -191,6 +191,7 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
     /* A filter the interpreter lacks, even in a rare branch, or a failure on the simplest
      * conversation, would fail chat requests for a reason that is the server's, not the
      * client's. */
+    server->tool_call_format = quill__tool_call_format_detect(source);
     status = quill_chat_template_check_filters(server->chat_template);
     if (status == QUILL_OK) {
         status = probe_template(server, model);

@@ -28,6 +28,7 @@
 #include "server/cost.h"
 #include "server/errors.h"
 #include "server/router.h"
+#include "server/tool_calls.h"
 
 struct MHD_Daemon;
 struct MHD_Connection;
@@ -70,6 +71,7 @@ struct quill_server {
     quill_engine *engine;
     const quill_model *model;
     quill_chat_template *chat_template;
+    quill_tool_call_format tool_call_format; /* how chat_template writes tool calls */
     char *model_id;                /* id in /v1/models and responses */
     atomic_bool is_ready;
     atomic_bool is_stopping;       /* destroy started: nothing suspends any more */

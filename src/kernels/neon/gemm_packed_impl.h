@@ -205,7 +205,7 @@ QUILL_NEON_INLINE void tile_legacy(packed_kind kind, int64_t n_blocks, const uin
     }
 }
 
-/* The 8 rows' 6-bit scales and mins of one Q4_K super-block, as int32 lanes: scales[j][h] holds
+/* The 8 rows' 6-bit scales and mins of one Q4_K super-block, as int32 lanes: scales[j][h] contains
  * sc_j of rows 4h .. 4h + 3, mins[j][h] likewise m_j. */
 typedef struct k_scales {
     int32x4_t scales[8][2];
