@@ -377,6 +377,12 @@ static void test_bench_json_fields(void **state) {
     assert_true(json_object_is_type(get_field(root, "model"), json_type_string));
     assert_true(json_object_get_double(get_field(root, "prefill_tokens_per_second")) > 0.0);
     assert_true(json_object_get_double(get_field(root, "decode_tokens_per_second")) > 0.0);
+    assert_true(json_object_get_int64(get_field(root, "decode_weight_bytes_per_step")) > 0);
+    /* One sequence: the streamed bytes per second are the step's bytes times the decode rate. */
+    double streamed = json_object_get_int64(get_field(root, "decode_weight_bytes_per_step")) *
+                      json_object_get_double(get_field(root, "decode_tokens_per_second")) / 1e9;
+    double reported = json_object_get_double(get_field(root, "decode_weight_gb_per_second"));
+    assert_true(fabs(reported - streamed) <= 0.01 + streamed * 1e-3);
     json_object *runs = get_field(root, "runs");
     assert_int_equal(json_object_array_length(runs), 2);
     json_object *first = json_object_array_get_idx(runs, 0);

@@ -713,6 +713,12 @@ static void test_load_reads_hparams(void **state) {
                      QUILL_TEST_TINY_FIRST_PIECE + 54);
     assert_non_null(quill_model_gguf(model));
     assert_true(info->n_params > 0);
+    /* A decode step reads one of the 320 rows of the untied embedding and every other byte. */
+    const quill_gguf_tensor *embedding =
+        quill_gguf_find_tensor(quill_model_gguf(model), "token_embd.weight");
+    assert_non_null(embedding);
+    assert_int_equal(info->n_decode_bytes,
+                     info->n_weight_bytes - embedding->n_bytes + embedding->n_bytes / 320);
     /* 2 layers * 2 (K and V) * 2 KV heads * 16 elements * 2 bytes. */
     assert_int_equal(quill_kv_cache_bytes_per_token(model, QUILL_TYPE_F16), 256);
     quill_model_destroy(model);
@@ -729,6 +735,9 @@ static void test_load_tied_output(void **state) {
     quill_model *model = NULL;
     assert_int_equal(quill_model_load(path, NULL, &model), QUILL_OK);
     assert_true(quill_model_get_info(model)->has_tied_output);
+    /* The tied embedding is also the output projection, which decode reads whole. */
+    assert_int_equal(quill_model_get_info(model)->n_decode_bytes,
+                     quill_model_get_info(model)->n_weight_bytes);
     assert_int_equal(quill_model_get_info(model)->rope_layout, QUILL_ROPE_NEOX);
     assert_null(quill_model_chat_template(model));
     quill_model_destroy(model);

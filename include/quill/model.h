@@ -57,6 +57,8 @@ typedef struct quill_model_info {
     bool has_chat_template;     /* tokenizer.chat_template present */
     int64_t n_params;           /* total weight elements */
     size_t n_weight_bytes;      /* bytes of all tensors */
+    size_t n_decode_bytes;      /* weight bytes one decode step reads: every tensor once, but
+                                 * one row of an untied token embedding */
     size_t n_file_bytes;        /* bytes of the file */
 } quill_model_info;
 

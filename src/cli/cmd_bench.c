@@ -78,6 +78,8 @@ static void print_usage(FILE *stream) {
             "divided by the time from the first to the last token. One warm-up repetition runs\n"
             "first and is not counted. With --parallel N, N sequences prefill the prompt and\n"
             "then decode together, N tokens per step, and both rates count all sequences.\n"
+            "It also prints the weight bytes one decode step reads and the rate at which the\n"
+            "median decode streams them, to compare with the machine's memory bandwidth.\n"
             "\n"
             "options:\n"
             "  -m, --model PATH      GGUF model file\n"
@@ -343,8 +345,16 @@ static json_object *json_rounded(double value) {
     return json_object_new_double_s(value, text);
 }
 
-static void print_json(const bench_options *options, const char *model_name,
+/* Returns the GB/s of weights that a decode rate streams. Each step reads the decode bytes once,
+ * for all of its n_parallel tokens. */
+static double decode_weight_gb_per_second(const bench_options *options,
+                                          const quill_model_info *info, double tokens_per_second) {
+    return (double)info->n_decode_bytes * tokens_per_second / options->n_parallel / 1e9;
+}
+
+static void print_json(const bench_options *options, const quill_model_info *info,
                        const bench_run *runs) {
+    const char *model_name = info->name;
     spread prefill = compute_spread(runs, options->n_repetitions, false);
     spread decode = compute_spread(runs, options->n_repetitions, true);
     json_object *root = json_object_new_object();
@@ -359,6 +369,12 @@ static void print_json(const bench_options *options, const char *model_name,
     bool has_decode = options->n_gen_tokens >= 2;
     json_object_object_add(root, "decode_tokens_per_second",
                            has_decode ? json_rounded(decode.median) : NULL);
+    json_object_object_add(root, "decode_weight_bytes_per_step",
+                           json_object_new_int64((int64_t)info->n_decode_bytes));
+    json_object_object_add(
+        root, "decode_weight_gb_per_second",
+        has_decode ? json_rounded(decode_weight_gb_per_second(options, info, decode.median))
+                   : NULL);
     for (int i = 0; i < options->n_repetitions; i++) {
         json_object *run = json_object_new_object();
         json_object_object_add(run, "prefill_ms", json_rounded(runs[i].prefill_ms));
@@ -375,8 +391,9 @@ static void print_json(const bench_options *options, const char *model_name,
     json_object_put(root);
 }
 
-static void print_text(const bench_options *options, const char *model_name,
+static void print_text(const bench_options *options, const quill_model_info *info,
                        const bench_run *runs) {
+    const char *model_name = info->name;
     spread prefill = compute_spread(runs, options->n_repetitions, false);
     spread decode = compute_spread(runs, options->n_repetitions, true);
     printf("model: %s\nthreads: %d, parallel sequences: %d, prompt tokens: %d, generated tokens: "
@@ -391,6 +408,9 @@ static void print_text(const bench_options *options, const char *model_name,
     }
     printf("decode:  %.2f tokens/s median (min %.2f, max %.2f)\n", decode.median, decode.min,
            decode.max);
+    printf("decode weights: %.1f MB read per step, %.1f GB/s at the median rate\n",
+           (double)info->n_decode_bytes / 1e6,
+           decode_weight_gb_per_second(options, info, decode.median));
 }
 
 int quill_cli_bench(int argc, char **argv) {
@@ -451,11 +471,11 @@ int quill_cli_bench(int argc, char **argv) {
         }
     }
 
-    const char *model_name = quill_model_get_info(state.model)->name;
+    const quill_model_info *info = quill_model_get_info(state.model);
     if (options.use_json) {
-        print_json(&options, model_name, runs);
+        print_json(&options, info, runs);
     } else {
-        print_text(&options, model_name, runs);
+        print_text(&options, info, runs);
     }
     exit_code = 0;
 

@@ -446,13 +446,21 @@ static quill_status load_tensors(loader *load) {
     return status;
 }
 
-/* Sums elements and bytes over every tensor of the file. */
+/* Sums elements and bytes over every tensor of the file. A decode step reads every tensor once,
+ * except the token embedding, of which it looks up one row unless the output projection reuses
+ * it. Repacking keeps each matrix's byte count, so the file's sizes are the bytes read. */
 static void count_weights(quill_model *model) {
     int64_t n_tensors = quill_gguf_n_tensors(model->file);
     for (int64_t i = 0; i < n_tensors; i++) {
         const quill_gguf_tensor *tensor = quill_gguf_tensor_at(model->file, i);
         model->info.n_params += tensor->ne[0] * tensor->ne[1] * tensor->ne[2] * tensor->ne[3];
         model->info.n_weight_bytes += tensor->n_bytes;
+    }
+    model->info.n_decode_bytes = model->info.n_weight_bytes;
+    if (!model->info.has_tied_output) {
+        const quill_matrix *embedding = &model->token_embd;
+        model->info.n_decode_bytes -= (size_t)embedding->n_rows * embedding->row_bytes;
+        model->info.n_decode_bytes += embedding->row_bytes;
     }
     model->info.n_file_bytes = quill_gguf_file_bytes(model->file);
 }
