@@ -1,25 +1,27 @@
 /*
- * NEON tiles of packed Q4_0, Q8_0 and Q4_K weights (layouts in kernels/packed.h): y for the 8
- * rows of a row group and up to TILE_TOKENS tokens per pass over the group's blocks.
+ * NEON tiles of packed Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights (layouts in
+ * kernels/packed.h): y for the 8 rows of a row group and up to TILE_TOKENS tokens per pass over
+ * the group's blocks. The Q6_K tile is in gemm_packed_q6_k_impl.h.
  *
  * A packed chunk is 32 bytes: 4 consecutive bytes of each of the 8 rows, so its first 16 bytes
  * contain rows 0-3 and its last 16 rows 4-7. Per group block, the weights are unpacked once into
- * signed int8 level vectors of 4 rows each, and every token of the tile reuses them. A 4-byte
- * group of one row meets 4 consecutive activation bytes, which is the operation of SDOT (by
- * element): one vdotq_laneq_s32 adds 4 rows' 4-byte products to their 4 int32 lanes. Without the
- * dot-product extension (ARMv8.0), vmull_s8 or vmlal_s8 form the products in int16 lanes and
- * pairwise adds fold them into the same lanes. Both give the exact int32 block (or sub-block)
- * sums, so both give the same bits. The choice is made at compile time: gemm_packed.c includes
- * this file for the build's target, and gemm_packed_dotprod.c includes it compiled for the
- * dot-product extension, with NEON_PACKED_NAME adding "_dotprod" to the entry points. The table
- * takes those where the CPU reports SDOT (table_neon.c).
+ * int8 level vectors of 4 rows each, and every token of the tile reuses them. A 4-byte group of
+ * one row meets 4 consecutive activation bytes, which is the operation of SDOT (by element): one
+ * vdotq_laneq_s32 adds 4 rows' 4-byte products to their 4 int32 lanes. Without the dot-product
+ * extension (ARMv8.0), vmull_s8 or vmlal_s8 form the products in int16 lanes and pairwise adds
+ * fold them into the same lanes (gemm_packed_common.h). Both give the exact int32 block (or
+ * sub-block) sums, so both give the same bits. The choice is made at compile time: gemm_packed.c
+ * includes this file for the build's target, and gemm_packed_dotprod.c includes it compiled for
+ * the dot-product extension, with NEON_PACKED_NAME adding "_dotprod" to the entry points. The
+ * table takes those where the CPU reports SDOT (table_neon.c).
  *
  * The float step is the per-pair arithmetic of packed.h, lane by lane, which is also what the
  * NEON vec_dot of each type computes (dot_q4_q5_q8.c, dot_k.c): per block acc = fma(d_w * d_x,
- * (float)sum, acc) from acc = 0, and for Q4_K per super-block also acc = fma(-(dmin_w * d_x),
- * (float)mins, acc). Each (row, token) value thus equals vec_dot on the unpacked row, bit for
- * bit. Activations are Q8_0 rows with their prepared extras (packed.h), from which the f32 d_x
- * is read, or Q8_K rows. Stateless: safe from any thread.
+ * (float)sum, acc) from acc = 0, for Q4_1 and Q5_1 then acc = fma(m_w, s_x, acc), and for Q4_K
+ * and Q5_K per super-block also acc = fma(-(dmin_w * d_x), (float)mins, acc). Each (row, token)
+ * value thus equals vec_dot on the unpacked row, bit for bit. Activations are Q8_0 rows with
+ * their prepared extras (packed.h), from which the f32 d_x (and the Q5_0 level offset) is read,
+ * Q8_1 rows (Q4_1, Q5_1) or Q8_K rows. Stateless: safe from any thread.
  */
 #ifndef QUILL_KERNELS_NEON_GEMM_PACKED_IMPL_H
 #define QUILL_KERNELS_NEON_GEMM_PACKED_IMPL_H
@@ -27,116 +29,81 @@
 #include "kernels/neon/kernels_neon.h"
 
 #include <arm_neon.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernels/blocks.h"
+#include "kernels/neon/gemm_packed_common.h"
+#include "kernels/neon/gemm_packed_q6_k_impl.h"
 #include "kernels/packed.h"
 
-#define QUILL_NEON_INLINE static inline __attribute__((always_inline))
-/* Unrolls the loop that follows: at -O2 GCC keeps short loops over registers rolled, and then
- * arrays of vectors indexed by the loop variable live on the stack. */
-#define QUILL_NEON_UNROLL _Pragma("GCC unroll 16")
-
-/* Tokens per pass over a group's blocks. With 4 tokens, the 16 level vectors of a block (8 chunks
- * of 2 row halves), 2 accumulators per token and a few temporaries come to about 30 of the 32
- * vector registers. GCC 12 (-O2) still keeps a few accumulators on the stack between blocks. */
-enum { TILE_TOKENS = 4 };
-
-/* Group block bytes and offsets (packed.h). */
-enum { GROUP_BLOCK_Q4_0 = 144, GROUP_BLOCK_Q8_0 = 272, LEGACY_QS = 16 };
+/* Group block bytes and offsets of the K-quants (packed.h). Q5_K has the Q4_K header, then the
+ * fifth bits, then the nibbles. */
 enum {
     GROUP_BLOCK_Q4_K = QUILL_PACK_ROWS * sizeof(quill_block_q4_k),
+    GROUP_BLOCK_Q5_K = QUILL_PACK_ROWS * sizeof(quill_block_q5_k),
     Q4_K_DMIN = 16,
     Q4_K_LOW_PLANE = 32,
     Q4_K_HIGH_PLANE = 96,
     Q4_K_QS = 128,
+    Q5_K_QH = 128,
+    Q5_K_QS = 384,
 };
 
 /* The packed weight types of this file. */
 typedef enum packed_kind {
     PACKED_Q4_0,
+    PACKED_Q4_1,
+    PACKED_Q5_0,
+    PACKED_Q5_1,
     PACKED_Q8_0,
     PACKED_Q4_K,
+    PACKED_Q5_K,
+    PACKED_Q6_K,
 } packed_kind;
 
-/* Returns start + in lane r the sum over chunks c < 8 of the products of bytes 4r .. 4r + 3 of
- * levels[c] with the activation bytes 4c .. 4c + 3 of x_low (c < 4) or x_high (c >= 4, bytes
- * 4c - 16 ..): exact int32. is_narrow: every |level| <= 15, so 8 products of one int16 lane
- * (at most 8 * 15 * 128 = 15360 in magnitude) add without overflow on the widening path. */
-QUILL_NEON_INLINE int32x4_t dot_8_chunks(int32x4_t start, const int8x16_t levels[8],
-                                         int8x16_t x_low, int8x16_t x_high, int is_narrow) {
-#if defined(__ARM_FEATURE_DOTPROD)
-    (void)is_narrow;
-    int32x4_t first = vdotq_laneq_s32(start, levels[0], x_low, 0);
-    int32x4_t second = vdotq_laneq_s32(vdupq_n_s32(0), levels[4], x_high, 0);
-    first = vdotq_laneq_s32(first, levels[1], x_low, 1);
-    second = vdotq_laneq_s32(second, levels[5], x_high, 1);
-    first = vdotq_laneq_s32(first, levels[2], x_low, 2);
-    second = vdotq_laneq_s32(second, levels[6], x_high, 2);
-    first = vdotq_laneq_s32(first, levels[3], x_low, 3);
-    second = vdotq_laneq_s32(second, levels[7], x_high, 3);
-    return vaddq_s32(first, second);
-#else
-    /* The activation bytes of chunk c repeated in all four 32-bit lanes. */
-    int8x16_t x_chunks[8] = {
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_low), 0)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_low), 1)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_low), 2)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_low), 3)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_high), 0)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_high), 1)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_high), 2)),
-        vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x_high), 3)),
-    };
-    /* The lanes of pairs_01 are row 0 bytes 0-1, row 0 bytes 2-3, row 1 bytes 0-1 and row 1
-     * bytes 2-3. pairs_23 has the same for rows 2 and 3. */
-    int32x4_t pairs_01;
-    int32x4_t pairs_23;
-    if (is_narrow) {
-        int16x8_t products_01 = vmull_s8(vget_low_s8(levels[0]), vget_low_s8(x_chunks[0]));
-        int16x8_t products_23 = vmull_high_s8(levels[0], x_chunks[0]);
-        QUILL_NEON_UNROLL
-        for (int c = 1; c < 8; c++) {
-            products_01 = vmlal_s8(products_01, vget_low_s8(levels[c]), vget_low_s8(x_chunks[c]));
-            products_23 = vmlal_high_s8(products_23, levels[c], x_chunks[c]);
-        }
-        pairs_01 = vpaddlq_s16(products_01);
-        pairs_23 = vpaddlq_s16(products_23);
-    } else {
-        /* One product can reach 128 * 128 = 16384, so each chunk is widened at once. */
-        pairs_01 = vdupq_n_s32(0);
-        pairs_23 = vdupq_n_s32(0);
-        QUILL_NEON_UNROLL
-        for (int c = 0; c < 8; c++) {
-            pairs_01 =
-                vpadalq_s16(pairs_01, vmull_s8(vget_low_s8(levels[c]), vget_low_s8(x_chunks[c])));
-            pairs_23 = vpadalq_s16(pairs_23, vmull_high_s8(levels[c], x_chunks[c]));
-        }
+/* Where the fields of a legacy group block (blocks of 32) sit (packed.h): the fp16 d of the 8
+ * rows at byte 0, then the fp16 m (Q4_1, Q5_1), the fifth bits (Q5_0, Q5_1) and the level
+ * chunks. Offset 0 marks a field that the kind lacks. */
+typedef struct legacy_group_layout {
+    size_t block_bytes; /* bytes of one group block */
+    size_t m;           /* offset of the 8 fp16 m, or 0 */
+    size_t qh;          /* offset of the 32 fifth-bit bytes, or 0 */
+    size_t qs;          /* offset of the level chunks */
+} legacy_group_layout;
+
+QUILL_NEON_INLINE legacy_group_layout legacy_group_layout_of(packed_kind kind) {
+    switch (kind) {
+    case PACKED_Q4_1:
+        return (legacy_group_layout){.block_bytes = 160, .m = 16, .qh = 0, .qs = 32};
+    case PACKED_Q5_0:
+        return (legacy_group_layout){.block_bytes = 176, .m = 0, .qh = 16, .qs = 48};
+    case PACKED_Q5_1:
+        return (legacy_group_layout){.block_bytes = 192, .m = 16, .qh = 32, .qs = 64};
+    case PACKED_Q8_0:
+        return (legacy_group_layout){.block_bytes = 272, .m = 0, .qh = 0, .qs = 16};
+    default:
+        return (legacy_group_layout){.block_bytes = 144, .m = 0, .qh = 0, .qs = 16};
     }
-    return vaddq_s32(start, vpaddq_s32(pairs_01, pairs_23));
-#endif
 }
 
-/* Returns 4 fp16 values at `bytes` (any alignment) as f32. Exact. */
-QUILL_NEON_INLINE float32x4_t load_fp16_4(const uint8_t *bytes) {
-    return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(bytes)));
+/* Returns bit c of each qh byte moved to bit 4: the fifth bits of level vector c (packed.h). */
+QUILL_NEON_INLINE uint8x16_t fifth_bits(uint8x16_t qh, int c) {
+    return vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(4 - c))), vdupq_n_u8(0x10));
 }
 
-/* Stores the 8 rows of one token: rows 0-3 from low, rows 4-7 from high. */
-QUILL_NEON_INLINE void store_rows(float *y, float32x4_t low, float32x4_t high) {
-    vst1q_f32(y, low);
-    vst1q_f32(y + 4, high);
-}
-
-/* Unpacks the levels of a Q4_0 or Q8_0 group block: levels[h][c] contains the 4 rows of half h
- * (rows 4h .. 4h + 3) for the activation bytes 4c .. 4c + 3. Q4_0 chunk k < 4 contains elements
- * 4k .. 4k + 3 in its low nibbles and 16 + 4k .. 16 + 4k + 3 in its high nibbles, with levels
- * q - 8. Q8_0 chunk k contains elements 4k .. 4k + 3 as q + 128, so XOR 0x80 restores q. */
-QUILL_NEON_INLINE void unpack_legacy_levels(packed_kind kind, const uint8_t *block,
-                                            int8x16_t levels[2][8]) {
-    const uint8_t *qs = block + LEGACY_QS;
+/* Unpacks the levels of a legacy group block: levels[h][c] contains the 4 rows of half h (rows
+ * 4h .. 4h + 3) for the activation bytes 4c .. 4c + 3. Nibble chunk k < 4 contains elements
+ * 4k .. 4k + 3 in its low nibbles and 16 + 4k .. 16 + 4k + 3 in its high nibbles. Q4_0 levels
+ * are q - 8. Q4_1 levels are the nibbles. Q5_0 and Q5_1 levels are the nibbles with the fifth
+ * bit of level vector c taken from bit c of the qh bytes, so they stay in [0, 31]. The Q4_1 and
+ * Q5_1 offset m enters through s_x, and the Q5_0 offset -16 through the activation sum. Q8_0
+ * chunk k contains elements 4k .. 4k + 3 as q + 128, so XOR 0x80 restores q. */
+QUILL_NEON_INLINE void unpack_legacy_levels(packed_kind kind, legacy_group_layout layout,
+                                            const uint8_t *block, int8x16_t levels[2][8]) {
+    const uint8_t *qs = block + layout.qs;
     if (kind == PACKED_Q8_0) {
         const uint8x16_t sign = vdupq_n_u8(0x80);
         QUILL_NEON_UNROLL
@@ -149,27 +116,65 @@ QUILL_NEON_INLINE void unpack_legacy_levels(packed_kind kind, const uint8_t *blo
         return;
     }
     const uint8x16_t low_mask = vdupq_n_u8(0x0f);
-    const int8x16_t offset = vdupq_n_s8(8);
+    const int8x16_t offset = vdupq_n_s8(kind == PACKED_Q4_0 ? 8 : 0);
     QUILL_NEON_UNROLL
     for (int k = 0; k < 4; k++) {
         QUILL_NEON_UNROLL
         for (int h = 0; h < 2; h++) {
             uint8x16_t pairs = vld1q_u8(qs + 32 * k + 16 * h);
-            levels[h][k] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(pairs, low_mask)), offset);
-            levels[h][k + 4] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(pairs, 4)), offset);
+            uint8x16_t low = vandq_u8(pairs, low_mask);
+            uint8x16_t high = vshrq_n_u8(pairs, 4);
+            if (layout.qh != 0) {
+                uint8x16_t qh = vld1q_u8(block + layout.qh + 16 * h);
+                low = vorrq_u8(low, fifth_bits(qh, k));
+                high = vorrq_u8(high, fifth_bits(qh, k + 4));
+            }
+            levels[h][k] = vsubq_s8(vreinterpretq_s8_u8(low), offset);
+            levels[h][k + 4] = vsubq_s8(vreinterpretq_s8_u8(high), offset);
         }
     }
 }
 
-/* Computes y[t * y_stride + r] for the 8 rows of one Q4_0 or Q8_0 group and tokens [0, n_tokens),
- * n_tokens <= TILE_TOKENS (a constant at each call site, so the loops unroll). Activations are
- * prepared Q8_0 rows: block b at 34 b, its f32 scale in the extras. */
+/* One token's activation block b for a legacy tile: the 32 values, d_x, for Q4_1 and Q5_1 s_x,
+ * and the int32 lanes the block sums start from (Q5_0: -16 times the value sum, else 0). */
+typedef struct legacy_activation {
+    const int8_t *x;
+    float d_x;
+    float s_x;
+    int32x4_t start;
+} legacy_activation;
+
+/* Reads block b of an activation row: a Q8_1 row for Q4_1 and Q5_1, else a prepared Q8_0 row
+ * (block b at 34 b, its f32 scale and Q4_0 level offset in the extras, packed.h). */
+QUILL_NEON_INLINE legacy_activation legacy_activation_at(packed_kind kind, const uint8_t *row,
+                                                         int64_t b, int64_t n_blocks) {
+    legacy_activation out = {.s_x = 0.0f, .start = vdupq_n_s32(0)};
+    if (kind == PACKED_Q4_1 || kind == PACKED_Q5_1) {
+        const quill_block_q8_1 *block = (const quill_block_q8_1 *)row + b;
+        out.x = block->qs;
+        out.d_x = quill__load_fp16(block->d);
+        out.s_x = quill__load_fp16(block->s);
+        return out;
+    }
+    const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
+    out.x = (const int8_t *)(row + (size_t)b * sizeof(quill_block_q8_0) + 2);
+    memcpy(&out.d_x, row + extras + (size_t)b * 4u, sizeof(out.d_x));
+    if (kind == PACKED_Q5_0) {
+        int32_t offset_q4;
+        memcpy(&offset_q4, row + extras + (size_t)(n_blocks + b) * 4u, sizeof(offset_q4));
+        out.start = vdupq_n_s32(2 * offset_q4);
+    }
+    return out;
+}
+
+/* Computes y[t * y_stride + r] for the 8 rows of one legacy group and tokens [0, n_tokens),
+ * n_tokens <= TILE_TOKENS (a constant at each call site, so the loops unroll). */
 QUILL_NEON_INLINE void tile_legacy(packed_kind kind, int64_t n_blocks, const uint8_t *group,
                                    const uint8_t *activations, size_t activation_row_bytes,
                                    int n_tokens, float *y, int64_t y_stride) {
-    const size_t group_block_bytes = kind == PACKED_Q8_0 ? GROUP_BLOCK_Q8_0 : GROUP_BLOCK_Q4_0;
-    const size_t extras = quill__q8_0_prepared_extras_offset(n_blocks);
-    const int is_narrow = kind == PACKED_Q4_0;
+    const legacy_group_layout layout = legacy_group_layout_of(kind);
+    /* Every level but Q8_0's is in [-8, 31] (unpack_legacy_levels). */
+    const int is_narrow = kind != PACKED_Q8_0;
     float32x4_t acc[TILE_TOKENS][2];
     QUILL_NEON_UNROLL
     for (int t = 0; t < n_tokens; t++) {
@@ -178,23 +183,29 @@ QUILL_NEON_INLINE void tile_legacy(packed_kind kind, int64_t n_blocks, const uin
     }
 
     for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * group_block_bytes;
+        const uint8_t *block = group + (size_t)b * layout.block_bytes;
         const float32x4_t d_w[2] = {load_fp16_4(block), load_fp16_4(block + 8)};
+        float32x4_t m_w[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+        if (layout.m != 0) {
+            m_w[0] = load_fp16_4(block + layout.m);
+            m_w[1] = load_fp16_4(block + layout.m + 8);
+        }
         int8x16_t levels[2][8];
-        unpack_legacy_levels(kind, block, levels);
+        unpack_legacy_levels(kind, layout, block, levels);
 
         QUILL_NEON_UNROLL
         for (int t = 0; t < n_tokens; t++) {
-            const uint8_t *row = activations + (size_t)t * activation_row_bytes;
-            const int8_t *x = (const int8_t *)(row + (size_t)b * sizeof(quill_block_q8_0) + 2);
-            float d_x;
-            memcpy(&d_x, row + extras + (size_t)b * 4u, sizeof(d_x));
-            int8x16_t x_low = vld1q_s8(x);
-            int8x16_t x_high = vld1q_s8(x + 16);
+            const legacy_activation x = legacy_activation_at(
+                kind, activations + (size_t)t * activation_row_bytes, b, n_blocks);
+            int8x16_t x_low = vld1q_s8(x.x);
+            int8x16_t x_high = vld1q_s8(x.x + 16);
             QUILL_NEON_UNROLL
             for (int h = 0; h < 2; h++) {
-                int32x4_t sums = dot_8_chunks(vdupq_n_s32(0), levels[h], x_low, x_high, is_narrow);
-                acc[t][h] = vfmaq_f32(acc[t][h], vmulq_n_f32(d_w[h], d_x), vcvtq_f32_s32(sums));
+                int32x4_t sums = dot_8_chunks(x.start, levels[h], x_low, x_high, is_narrow);
+                acc[t][h] = vfmaq_f32(acc[t][h], vmulq_n_f32(d_w[h], x.d_x), vcvtq_f32_s32(sums));
+                if (layout.m != 0) {
+                    acc[t][h] = vfmaq_f32(acc[t][h], m_w[h], vdupq_n_f32(x.s_x));
+                }
             }
         }
     }
@@ -264,21 +275,19 @@ QUILL_NEON_INLINE int32x4_t k_mins(const k_scales *scales, int h, const uint8_t 
     return vmlaq_laneq_s32(mins, scales->mins[7][h], sub_high, 3);
 }
 
-/* Returns the Q8_K block b of activation row t. */
-QUILL_NEON_INLINE const quill_block_q8_k *
-q8_k_block(const uint8_t *activations, size_t activation_row_bytes, int t, int64_t b) {
-    return (const quill_block_q8_k *)(activations + (size_t)t * activation_row_bytes) + b;
-}
-
 /* Adds scale times the exact level sums of sub-block j = 2g + nibble of the 8 rows to isum[t]
  * for tokens t < n_tokens. chunks points at the group block's chunk 8g: sub-block 2g sits in
- * the low nibbles of chunks 8g .. 8g + 7 and sub-block 2g + 1 in their high nibbles. */
+ * the low nibbles of chunks 8g .. 8g + 7 and sub-block 2g + 1 in their high nibbles. For Q5_K,
+ * qh points at the group block's 8 fifth-bit chunks, and it is NULL for Q4_K. Bit j of byte i of
+ * chunk c of row r is bit 4 of element 4c + i of sub-block j, so the levels stay in [0, 31]. */
 QUILL_NEON_INLINE void add_sub_block(int32x4_t isum[TILE_TOKENS][2], const uint8_t *chunks,
-                                     int nibble, int j, const int32x4_t scale[2],
+                                     const uint8_t *qh, int nibble, int j, const int32x4_t scale[2],
                                      const uint8_t *activations, size_t activation_row_bytes,
                                      int64_t b, int n_tokens) {
     /* levels[h][c] contains rows 4h .. 4h + 3 of chunk 8g + c, unpacked once for all tokens. */
     const uint8x16_t low_mask = vdupq_n_u8(0x0f);
+    const int8x16_t qh_shift = vdupq_n_s8((int8_t)(4 - j));
+    const uint8x16_t bit_4 = vdupq_n_u8(0x10);
     int8x16_t levels[2][8];
     QUILL_NEON_UNROLL
     for (int c = 0; c < 8; c++) {
@@ -286,6 +295,11 @@ QUILL_NEON_INLINE void add_sub_block(int32x4_t isum[TILE_TOKENS][2], const uint8
         for (int h = 0; h < 2; h++) {
             uint8x16_t pairs = vld1q_u8(chunks + 32 * c + 16 * h);
             uint8x16_t nibbles = nibble == 0 ? vandq_u8(pairs, low_mask) : vshrq_n_u8(pairs, 4);
+            if (qh != NULL) {
+                /* Bit j to bit 4: a negative shift count shifts right. */
+                uint8x16_t fifth = vshlq_u8(vld1q_u8(qh + 32 * c + 16 * h), qh_shift);
+                nibbles = vorrq_u8(nibbles, vandq_u8(fifth, bit_4));
+            }
             levels[h][c] = vreinterpretq_s8_u8(nibbles);
         }
     }
@@ -303,12 +317,15 @@ QUILL_NEON_INLINE void add_sub_block(int32x4_t isum[TILE_TOKENS][2], const uint8
     }
 }
 
-/* Computes y[t * y_stride + r] for the 8 rows of one Q4_K group and tokens [0, n_tokens),
- * n_tokens <= TILE_TOKENS, with Q8_K activation rows. Per super-block each token gets the exact
- * isum = sum_j sc_j * (sub-block j level sums) and mins, then the two fused multiply-adds. */
-QUILL_NEON_INLINE void tile_q4_k(int64_t n_blocks, const uint8_t *group, const uint8_t *activations,
-                                 size_t activation_row_bytes, int n_tokens, float *y,
-                                 int64_t y_stride) {
+/* Computes y[t * y_stride + r] for the 8 rows of one Q4_K group, or Q5_K group when is_q5, and
+ * tokens [0, n_tokens), n_tokens <= TILE_TOKENS, with Q8_K activation rows. Per super-block each
+ * token gets the exact isum = sum_j sc_j * (sub-block j level sums) and mins, then the two fused
+ * multiply-adds. */
+QUILL_NEON_INLINE void tile_q4_q5_k(bool is_q5, int64_t n_blocks, const uint8_t *group,
+                                    const uint8_t *activations, size_t activation_row_bytes,
+                                    int n_tokens, float *y, int64_t y_stride) {
+    const size_t group_block_bytes = is_q5 ? GROUP_BLOCK_Q5_K : GROUP_BLOCK_Q4_K;
+    const size_t qs = is_q5 ? Q5_K_QS : Q4_K_QS;
     float32x4_t acc[TILE_TOKENS][2];
     QUILL_NEON_UNROLL
     for (int t = 0; t < n_tokens; t++) {
@@ -317,7 +334,8 @@ QUILL_NEON_INLINE void tile_q4_k(int64_t n_blocks, const uint8_t *group, const u
     }
 
     for (int64_t b = 0; b < n_blocks; b++) {
-        const uint8_t *block = group + (size_t)b * GROUP_BLOCK_Q4_K;
+        const uint8_t *block = group + (size_t)b * group_block_bytes;
+        const uint8_t *qh = is_q5 ? block + Q5_K_QH : NULL;
         k_scales scales;
         decode_k_scales(block, &scales);
         int32x4_t isum[TILE_TOKENS][2];
@@ -327,10 +345,10 @@ QUILL_NEON_INLINE void tile_q4_k(int64_t n_blocks, const uint8_t *group, const u
             isum[t][1] = vdupq_n_s32(0);
         }
         for (int g = 0; g < 4; g++) {
-            const uint8_t *chunks = block + Q4_K_QS + 32 * 8 * g;
-            add_sub_block(isum, chunks, 0, 2 * g, scales.scales[2 * g], activations,
+            const uint8_t *chunks = block + qs + 32 * 8 * g;
+            add_sub_block(isum, chunks, qh, 0, 2 * g, scales.scales[2 * g], activations,
                           activation_row_bytes, b, n_tokens);
-            add_sub_block(isum, chunks, 1, 2 * g + 1, scales.scales[2 * g + 1], activations,
+            add_sub_block(isum, chunks, qh, 1, 2 * g + 1, scales.scales[2 * g + 1], activations,
                           activation_row_bytes, b, n_tokens);
         }
 
@@ -363,8 +381,11 @@ QUILL_NEON_INLINE void tile_q4_k(int64_t n_blocks, const uint8_t *group, const u
 QUILL_NEON_INLINE void tile_kind(packed_kind kind, int64_t n_blocks, const uint8_t *group,
                                  const uint8_t *activations, size_t activation_row_bytes,
                                  int n_tokens, float *y, int64_t y_stride) {
-    if (kind == PACKED_Q4_K) {
-        tile_q4_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
+    if (kind == PACKED_Q4_K || kind == PACKED_Q5_K) {
+        tile_q4_q5_k(kind == PACKED_Q5_K, n_blocks, group, activations, activation_row_bytes,
+                     n_tokens, y, y_stride);
+    } else if (kind == PACKED_Q6_K) {
+        tile_q6_k(n_blocks, group, activations, activation_row_bytes, n_tokens, y, y_stride);
     } else {
         tile_legacy(kind, n_blocks, group, activations, activation_row_bytes, n_tokens, y,
                     y_stride);
@@ -412,6 +433,36 @@ void NEON_PACKED_NAME(quill__gemm_packed_q4_0_q8_0_neon)(int64_t n, const void *
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 
+void NEON_PACKED_NAME(quill__gemm_packed_q4_1_q8_1_neon)(int64_t n, const void *weights,
+                                                         size_t weight_row_bytes, int64_t n_rows,
+                                                         const void *activations,
+                                                         size_t activation_row_bytes,
+                                                         int64_t n_tokens, float *y,
+                                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q4_1, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
+void NEON_PACKED_NAME(quill__gemm_packed_q5_0_q8_0_neon)(int64_t n, const void *weights,
+                                                         size_t weight_row_bytes, int64_t n_rows,
+                                                         const void *activations,
+                                                         size_t activation_row_bytes,
+                                                         int64_t n_tokens, float *y,
+                                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q5_0, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
+void NEON_PACKED_NAME(quill__gemm_packed_q5_1_q8_1_neon)(int64_t n, const void *weights,
+                                                         size_t weight_row_bytes, int64_t n_rows,
+                                                         const void *activations,
+                                                         size_t activation_row_bytes,
+                                                         int64_t n_tokens, float *y,
+                                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q5_1, n / QUILL_QK, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
 void NEON_PACKED_NAME(quill__gemm_packed_q8_0_q8_0_neon)(int64_t n, const void *weights,
                                                          size_t weight_row_bytes, int64_t n_rows,
                                                          const void *activations,
@@ -429,6 +480,26 @@ void NEON_PACKED_NAME(quill__gemm_packed_q4_k_q8_k_neon)(int64_t n, const void *
                                                          int64_t n_tokens, float *y,
                                                          int64_t y_stride) {
     gemm_packed(PACKED_Q4_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
+void NEON_PACKED_NAME(quill__gemm_packed_q5_k_q8_k_neon)(int64_t n, const void *weights,
+                                                         size_t weight_row_bytes, int64_t n_rows,
+                                                         const void *activations,
+                                                         size_t activation_row_bytes,
+                                                         int64_t n_tokens, float *y,
+                                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q5_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
+                activation_row_bytes, n_tokens, y, y_stride);
+}
+
+void NEON_PACKED_NAME(quill__gemm_packed_q6_k_q8_k_neon)(int64_t n, const void *weights,
+                                                         size_t weight_row_bytes, int64_t n_rows,
+                                                         const void *activations,
+                                                         size_t activation_row_bytes,
+                                                         int64_t n_tokens, float *y,
+                                                         int64_t y_stride) {
+    gemm_packed(PACKED_Q6_K, n / QUILL_QK_K, weights, weight_row_bytes, n_rows, activations,
                 activation_row_bytes, n_tokens, y, y_stride);
 }
 

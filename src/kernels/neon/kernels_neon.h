@@ -6,8 +6,8 @@
  * reports it (Linux HWCAP_ASIMDDP). Both paths give the same results. No SVE. Every weight
  * type with a dot product has a NEON version: dot_float.c (F32, F16, BF16), dot_q4_q5_q8.c (Q4_0,
  * Q4_1, Q5_0, Q5_1, Q8_0) and dot_k.c (Q4_K, Q5_K, Q6_K). quant_q8.c quantizes activations and
- * gemm_packed.c multiplies packed Q4_0, Q8_0 and Q4_K weights. attention.c is the NEON variant
- * of quill__attention_heads. Stateless: safe from any thread.
+ * gemm_packed.c multiplies packed Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights.
+ * attention.c is the NEON variant of quill__attention_heads. Stateless: safe from any thread.
  */
 #ifndef QUILL_KERNELS_NEON_H
 #define QUILL_KERNELS_NEON_H
@@ -40,6 +40,18 @@ void quill__gemm_packed_q4_0_q8_0_neon(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride);
+void quill__gemm_packed_q4_1_q8_1_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q5_0_q8_0_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q5_1_q8_1_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
 void quill__gemm_packed_q8_0_q8_0_neon(int64_t n, const void *weights, size_t weight_row_bytes,
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
@@ -48,24 +60,49 @@ void quill__gemm_packed_q4_k_q8_k_neon(int64_t n, const void *weights, size_t we
                                        int64_t n_rows, const void *activations,
                                        size_t activation_row_bytes, int64_t n_tokens, float *y,
                                        int64_t y_stride);
+void quill__gemm_packed_q5_k_q8_k_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
+void quill__gemm_packed_q6_k_q8_k_neon(int64_t n, const void *weights, size_t weight_row_bytes,
+                                       int64_t n_rows, const void *activations,
+                                       size_t activation_row_bytes, int64_t n_tokens, float *y,
+                                       int64_t y_stride);
 
 /* The same tiles built for the dot-product extension (gemm_packed_dotprod.c), with the same
  * results. Call only on CPUs that have SDOT. */
 void quill__gemm_packed_q4_0_q8_0_neon_dotprod(int64_t n, const void *weights,
                                                size_t weight_row_bytes, int64_t n_rows,
-                                               const void *activations,
-                                               size_t activation_row_bytes, int64_t n_tokens,
-                                               float *y, int64_t y_stride);
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
+void quill__gemm_packed_q4_1_q8_1_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
+void quill__gemm_packed_q5_0_q8_0_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
+void quill__gemm_packed_q5_1_q8_1_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
 void quill__gemm_packed_q8_0_q8_0_neon_dotprod(int64_t n, const void *weights,
                                                size_t weight_row_bytes, int64_t n_rows,
-                                               const void *activations,
-                                               size_t activation_row_bytes, int64_t n_tokens,
-                                               float *y, int64_t y_stride);
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
 void quill__gemm_packed_q4_k_q8_k_neon_dotprod(int64_t n, const void *weights,
                                                size_t weight_row_bytes, int64_t n_rows,
-                                               const void *activations,
-                                               size_t activation_row_bytes, int64_t n_tokens,
-                                               float *y, int64_t y_stride);
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
+void quill__gemm_packed_q5_k_q8_k_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
+void quill__gemm_packed_q6_k_q8_k_neon_dotprod(int64_t n, const void *weights,
+                                               size_t weight_row_bytes, int64_t n_rows,
+                                               const void *activations, size_t activation_row_bytes,
+                                               int64_t n_tokens, float *y, int64_t y_stride);
 
 /* The NEON variants of quill__attention_heads and quill__attention_head (ops.h, attention.c),
  * which ops.c selects when the dispatch table is the NEON one. Same arguments and limits as the
