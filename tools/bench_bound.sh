@@ -5,11 +5,12 @@
 #
 # The copy bandwidth of a shared virtual machine can move between levels within minutes, so a
 # bound measured once before a benchmark may not hold while it runs. This script alternates
-# membw (copy bandwidth, best of 3) with one `quill bench` decode run, PAIRS times. For every
-# decode run it prints the weight bandwidth streamed: bytes read per step times steps per second,
-# from bench's JSON. It gives that as a percentage of the copy bandwidth measured right before
-# and right after the run. The decode bound is copy bandwidth / bytes per token, so that percentage is
-# also the decode rate as a fraction of the bound.
+# membw (best of 3 trials) with one `quill bench` decode run, PAIRS times. For every decode run
+# it prints the weight bandwidth streamed: bytes read per step times steps per second, from
+# bench's JSON. It gives that as a percentage of membw's copy and read-only bandwidths measured
+# right before and right after the run. The decode bound is a bandwidth divided by the bytes per
+# token, so each percentage is also the decode rate as a fraction of that bound. membw counts
+# copy as 16 bytes per element moved (read plus write) and read as 8 bytes per element summed.
 #
 # MEMBW: the binary built from the data folder's peer/membw.c, for example
 #   gcc -O3 -march=native -fopenmp peer/membw.c -o membw
@@ -24,26 +25,36 @@ membw="${MEMBW:?set MEMBW to the membw binary (gcc -O3 -march=native -fopenmp pe
 quill="${QUILL:-$here/build/quill}"
 threads="${THREADS:-2}"
 
-copy_bandwidth() {
-    OMP_NUM_THREADS="$threads" "$membw" 512 3 |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["copy_best_GBs"])'
+# Prints "COPY READ" in GB/s, the best of 3 trials each.
+bandwidths() {
+    OMP_NUM_THREADS="$threads" "$membw" 512 3 | python3 -c \
+        'import json, sys; r = json.load(sys.stdin); print(r["copy_best_GBs"], r["read_best_GBs"])'
 }
 
-before=$(copy_bandwidth)
-for _ in $(seq 1 "$pairs"); do
-    result=$("$quill" bench -m "$model" -p "$prompt_tokens" -n "$gen_tokens" -t "$threads" -r 1 \
-        --json)
-    after=$(copy_bandwidth)
-    python3 - "$before" "$after" "$result" <<'EOF'
+# Prints one line: the bandwidths before, the decode run, the bandwidths after, the percentages.
+report() { # report "COPY READ" "COPY READ" BENCH_JSON
+    python3 -c '
 import json
 import sys
 
-before, after = float(sys.argv[1]), float(sys.argv[2])
+copy_before, read_before = map(float, sys.argv[1].split())
+copy_after, read_after = map(float, sys.argv[2].split())
 run = json.loads(sys.argv[3])
 streamed = run["decode_weight_gb_per_second"]
-print(f"copy {before:5.1f} GB/s | decode {run['decode_tokens_per_second']:6.1f} tokens/s, "
-      f"{streamed:5.1f} GB/s of weights | copy {after:5.1f} GB/s | "
-      f"{100 * streamed / before:5.1f} % of the copy before, {100 * streamed / after:5.1f} % after")
-EOF
+rate = run["decode_tokens_per_second"]
+print(f"{copy_before:5.1f} {read_before:5.1f} | {rate:6.1f} tokens/s, "
+      f"{streamed:5.1f} GB/s | {copy_after:5.1f} {read_after:5.1f} | "
+      f"copy {100 * streamed / copy_before:3.0f}/{100 * streamed / copy_after:3.0f} %, "
+      f"read {100 * streamed / read_before:3.0f}/{100 * streamed / read_after:3.0f} %")
+' "$1" "$2" "$3"
+}
+
+echo "membw copy, read GB/s | decode | membw copy, read after | decode GB/s as % (before/after)"
+before=$(bandwidths)
+for _ in $(seq 1 "$pairs"); do
+    result=$("$quill" bench -m "$model" -p "$prompt_tokens" -n "$gen_tokens" -t "$threads" -r 1 \
+        --json)
+    after=$(bandwidths)
+    report "$before" "$after" "$result"
     before=$after
 done
