@@ -1121,6 +1121,59 @@ static void test_simd_default_is_best_variant(void **state) {
     assert_string_equal(quill__kernels_variant_name(), quill__kernels_variant_label(best));
 }
 
+/* The NEON table packs every type that has a packed layout, so the model loader repacks all of
+ * them on AArch64, and it takes the SDOT tiles either for every type or for none. */
+static void test_simd_neon_packs_every_packed_type(void **state) {
+    (void)state;
+#if defined(QUILL_HAVE_NEON)
+    typedef struct neon_tiles {
+        uint32_t type;
+        quill_kernel_gemm_fn base;    /* the ARMv8.0 widening-multiply build */
+        quill_kernel_gemm_fn dotprod; /* the SDOT build */
+    } neon_tiles;
+    const neon_tiles tiles[] = {
+        {QUILL_TYPE_Q4_0, quill__gemm_packed_q4_0_q8_0_neon,
+         quill__gemm_packed_q4_0_q8_0_neon_dotprod},
+        {QUILL_TYPE_Q4_1, quill__gemm_packed_q4_1_q8_1_neon,
+         quill__gemm_packed_q4_1_q8_1_neon_dotprod},
+        {QUILL_TYPE_Q5_0, quill__gemm_packed_q5_0_q8_0_neon,
+         quill__gemm_packed_q5_0_q8_0_neon_dotprod},
+        {QUILL_TYPE_Q5_1, quill__gemm_packed_q5_1_q8_1_neon,
+         quill__gemm_packed_q5_1_q8_1_neon_dotprod},
+        {QUILL_TYPE_Q8_0, quill__gemm_packed_q8_0_q8_0_neon,
+         quill__gemm_packed_q8_0_q8_0_neon_dotprod},
+        {QUILL_TYPE_Q4_K, quill__gemm_packed_q4_k_q8_k_neon,
+         quill__gemm_packed_q4_k_q8_k_neon_dotprod},
+        {QUILL_TYPE_Q5_K, quill__gemm_packed_q5_k_q8_k_neon,
+         quill__gemm_packed_q5_k_q8_k_neon_dotprod},
+        {QUILL_TYPE_Q6_K, quill__gemm_packed_q6_k_q8_k_neon,
+         quill__gemm_packed_q6_k_q8_k_neon_dotprod},
+    };
+    const size_t n_tiles = sizeof(tiles) / sizeof(tiles[0]);
+    const quill_kernel_table *table = quill__kernels_variant_table(QUILL_KERNEL_VARIANT_NEON);
+    assert_non_null(table);
+    const bool uses_dotprod = table->types[QUILL_TYPE_Q4_0].gemm_packed == tiles[0].dotprod;
+    print_message("neon packed tiles: %s\n", uses_dotprod ? "SDOT" : "widening multiply");
+
+    size_t n_packed_types = 0;
+    for (uint32_t type = 0; type < QUILL_TYPE_COUNT; type++) {
+        n_packed_types += quill__pack_type_supported(type) ? 1 : 0;
+    }
+    assert_int_equal(n_packed_types, n_tiles);
+    for (size_t k = 0; k < n_tiles; k++) {
+        assert_true(quill__pack_type_supported(tiles[k].type));
+        quill_kernel_gemm_fn expected = uses_dotprod ? tiles[k].dotprod : tiles[k].base;
+        assert_true(table->types[tiles[k].type].gemm_packed == expected);
+        if (quill__kernels_table() == table) {
+            assert_true(quill__matrix_wants_packing(tiles[k].type, QUILL_PACK_ROWS));
+        }
+    }
+#else
+    print_message("[ SKIPPED  ] variant neon: not supported by this CPU or build\n");
+    skip();
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simd_quantize_matches_ref),
@@ -1136,6 +1189,7 @@ int main(void) {
         cmocka_unit_test(test_simd_attention_neon_near_ref),
         cmocka_unit_test(test_simd_packed_round_trip_random_bytes),
         cmocka_unit_test(test_simd_default_is_best_variant),
+        cmocka_unit_test(test_simd_neon_packs_every_packed_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
