@@ -84,7 +84,7 @@ QUILL_NEON_INLINE legacy_group_layout legacy_group_layout_of(packed_kind kind) {
         return (legacy_group_layout){.block_bytes = 192, .m = 16, .qh = 32, .qs = 64};
     case PACKED_Q8_0:
         return (legacy_group_layout){.block_bytes = 272, .m = 0, .qh = 0, .qs = 16};
-    default:
+    default: /* PACKED_Q4_0 */
         return (legacy_group_layout){.block_bytes = 144, .m = 0, .qh = 0, .qs = 16};
     }
 }
