@@ -14,6 +14,8 @@
 #
 # MEMBW: the binary built from the data folder's peer/membw.c, for example
 #   gcc -O3 -march=native -fopenmp peer/membw.c -o membw
+# READ (optional): the binary of tools/bench_read.c, which reads a huge-page buffer the way
+# decode reads its weights; its best figure is then printed and compared too.
 # Env: QUILL=build/quill  THREADS=2
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,10 +27,18 @@ membw="${MEMBW:?set MEMBW to the membw binary (gcc -O3 -march=native -fopenmp pe
 quill="${QUILL:-$here/build/quill}"
 threads="${THREADS:-2}"
 
-# Prints "COPY READ" in GB/s, the best of 3 trials each.
+read_probe="${READ:-}"
+
+# Prints "COPY READ HUGE_PAGE_READ" in GB/s, the best of 3 trials each; the last is 0 without
+# READ.
 bandwidths() {
+    local huge=0
+    if [ -n "$read_probe" ]; then
+        huge=$("$read_probe" "$threads" 1024 3 |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["read_best_GBs"])')
+    fi
     OMP_NUM_THREADS="$threads" "$membw" 512 3 | python3 -c \
-        'import json, sys; r = json.load(sys.stdin); print(r["copy_best_GBs"], r["read_best_GBs"])'
+        'import json, sys; r = json.load(sys.stdin); print(r["copy_best_GBs"], r["read_best_GBs"], sys.argv[1])' "$huge"
 }
 
 # Prints one line: the bandwidths before, the decode run, the bandwidths after, the percentages.
@@ -37,19 +47,23 @@ report() { # report "COPY READ" "COPY READ" BENCH_JSON
 import json
 import sys
 
-copy_before, read_before = map(float, sys.argv[1].split())
-copy_after, read_after = map(float, sys.argv[2].split())
+before = list(map(float, sys.argv[1].split()))
+after = list(map(float, sys.argv[2].split()))
 run = json.loads(sys.argv[3])
 streamed = run["decode_weight_gb_per_second"]
 rate = run["decode_tokens_per_second"]
-print(f"{copy_before:5.1f} {read_before:5.1f} | {rate:6.1f} tokens/s, "
-      f"{streamed:5.1f} GB/s | {copy_after:5.1f} {read_after:5.1f} | "
-      f"copy {100 * streamed / copy_before:3.0f}/{100 * streamed / copy_after:3.0f} %, "
-      f"read {100 * streamed / read_before:3.0f}/{100 * streamed / read_after:3.0f} %")
+names = ["copy", "read", "huge-page read"]
+shown = 3 if before[2] > 0 and after[2] > 0 else 2
+line = " ".join(f"{v:5.1f}" for v in before[:shown])
+line += f" | {rate:6.1f} tokens/s, {streamed:5.1f} GB/s | "
+line += " ".join(f"{v:5.1f}" for v in after[:shown]) + " | "
+line += ", ".join(f"{names[i]} {100 * streamed / before[i]:3.0f}/{100 * streamed / after[i]:3.0f} %"
+                  for i in range(shown))
+print(line)
 ' "$1" "$2" "$3"
 }
 
-echo "membw copy, read GB/s | decode | membw copy, read after | decode GB/s as % (before/after)"
+echo "bandwidths before (GB/s) | decode | bandwidths after | decode GB/s as % of each (before/after)"
 before=$(bandwidths)
 for _ in $(seq 1 "$pairs"); do
     result=$("$quill" bench -m "$model" -p "$prompt_tokens" -n "$gen_tokens" -t "$threads" -r 1 \
