@@ -828,6 +828,38 @@ static void test_engine_queue_limit_busy(void **state) {
     gate_release(&g);
 }
 
+/* The gauges cover the step whose forward pass is running: held at its first token, a request
+ * that was admitted in that same step counts as running and holds its blocks, although the
+ * step has not ended. */
+static void test_engine_stats_cover_the_running_step(void **state) {
+    (void)state;
+    int32_t prompt[24];
+    make_prompt(prompt, 24, 5);
+    /* The whole prompt fits one step (32 tokens), so admission, prefill and the first token
+     * all happen in the step that the gate holds. */
+    quill_engine_params engine_params = small_engine_params();
+    quill_engine *engine = engine_new(&engine_params);
+
+    gate g;
+    gate_init(&g);
+    quill_request_params params = greedy_request(prompt, 24, 4);
+    quill_request *held = submit_holding(engine, &params, &g);
+    quill_engine_stats stats;
+    quill_engine_get_stats(engine, &stats);
+    assert_int_equal(stats.n_running, 1);
+    assert_int_equal(stats.n_waiting, 0);
+    /* 24 prompt tokens fill 2 blocks of 16. */
+    assert_true(stats.n_blocks_used >= 2);
+
+    gate_open(&g);
+    completion result;
+    collect(held, &result);
+    quill_request_destroy(held);
+    assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
+    quill_engine_destroy(engine);
+    gate_release(&g);
+}
+
 static void *stop_engine_thread(void *engine) {
     quill_engine_stop(engine);
     return NULL;
@@ -1316,6 +1348,7 @@ int main(void) {
         cmocka_unit_test(test_engine_large_max_tokens_concurrent),
         cmocka_unit_test(test_engine_mixed_load_tight_cache),
         cmocka_unit_test(test_engine_cancel_preempted_releases),
+        cmocka_unit_test(test_engine_stats_cover_the_running_step),
         cmocka_unit_test(test_engine_queue_limit_busy),
         cmocka_unit_test(test_engine_queue_limit_zero_fills_sequences),
         cmocka_unit_test(test_engine_stop_cancels_all),
