@@ -454,6 +454,17 @@ static void test_ignore_eos_runs_to_max(void **state) {
     }
 }
 
+/* Asserts that the error message of reply contains part. */
+static void assert_error_mentions(const quill_test_http_reply *reply, const char *part) {
+    struct json_object *root = parse_json(reply->body);
+    const char *message = json_string_at(root, "error.message");
+    assert_non_null(message);
+    if (strstr(message, part) == NULL) {
+        fail_msg("message '%s' lacks '%s'", message, part);
+    }
+    json_object_put(root);
+}
+
 static void test_errors_bad_json_and_content_type(void **state) {
     (void)state;
     quill_test_http_reply reply;
@@ -464,7 +475,59 @@ static void test_errors_bad_json_and_content_type(void **state) {
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/chat/completions",
                          "text/plain", API_KEY, body, strlen(body), &reply);
-    assert_error(&reply, 400, NULL, "invalid_content_type");
+    assert_error(&reply, 415, NULL, "invalid_content_type");
+    assert_error_mentions(&reply, "'text/plain'");
+    quill_test_http_reply_release(&reply);
+}
+
+/* user and metadata become usage-metrics tags, so their sizes are capped: a 257-byte user, a
+ * 513-byte metadata value, a 65-byte metadata key and 17 metadata pairs are refused, and the
+ * largest allowed ones pass. */
+static void test_errors_cap_usage_tags(void **state) {
+    (void)state;
+    char long_text[600];
+    char body[2048];
+    quill_test_http_reply reply;
+
+    memset(long_text, 'u', 257);
+    long_text[257] = '\0';
+    snprintf(body, sizeof(body), "{\"prompt\":\"x\",\"max_tokens\":1,\"user\":\"%s\"}", long_text);
+    http_post("/v1/completions", body, &reply);
+    assert_error(&reply, 400, "user", NULL);
+    assert_error_mentions(&reply, "257 bytes");
+    quill_test_http_reply_release(&reply);
+
+    long_text[256] = '\0';
+    snprintf(body, sizeof(body), "{\"prompt\":\"x\",\"max_tokens\":1,\"user\":\"%s\"}", long_text);
+    http_post("/v1/completions", body, &reply);
+    assert_int_equal(reply.status, 200);
+    quill_test_http_reply_release(&reply);
+
+    memset(long_text, 'f', 513);
+    long_text[513] = '\0';
+    snprintf(body, sizeof(body),
+             "{\"prompt\":\"x\",\"max_tokens\":1,\"metadata\":{\"feature\":\"%s\"}}", long_text);
+    http_post("/v1/completions", body, &reply);
+    assert_error(&reply, 400, "metadata", NULL);
+    assert_error_mentions(&reply, "513 bytes");
+    quill_test_http_reply_release(&reply);
+
+    long_text[65] = '\0';
+    snprintf(body, sizeof(body), "{\"prompt\":\"x\",\"max_tokens\":1,\"metadata\":{\"%s\":\"v\"}}",
+             long_text);
+    http_post("/v1/completions", body, &reply);
+    assert_error(&reply, 400, "metadata", NULL);
+    quill_test_http_reply_release(&reply);
+
+    size_t used = (size_t)snprintf(body, sizeof(body), "{\"prompt\":\"x\",\"metadata\":{");
+    for (int i = 0; i < 17; i++) {
+        used += (size_t)snprintf(body + used, sizeof(body) - used, "%s\"k%d\":\"v\"",
+                                 i > 0 ? "," : "", i);
+    }
+    snprintf(body + used, sizeof(body) - used, "}}");
+    http_post("/v1/completions", body, &reply);
+    assert_error(&reply, 400, "metadata", NULL);
+    assert_error_mentions(&reply, "at most 16");
     quill_test_http_reply_release(&reply);
 }
 
@@ -479,18 +542,15 @@ static void test_errors_name_the_parameter(void **state) {
         {"/v1/chat/completions", "{\"messages\":[]}", "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
          "messages[0].role"},
-        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"}]}",
-         "messages[0].content"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"}]}", "messages[0].content"},
         {"/v1/chat/completions",
-         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}",
-         "temperature"},
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", "temperature"},
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":0}", "top_p"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}",
+         "n"},
         {"/v1/chat/completions",
-         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", "n"},
-        {"/v1/chat/completions",
-         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}",
-         "max_tokens"},
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}", "max_tokens"},
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\","
          "\"d\",\"e\"]}",
@@ -522,6 +582,14 @@ static void test_errors_name_the_parameter(void **state) {
         {"/v1/completions", "{\"prompt\":[1,2,99999]}", "prompt"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}",
          "stream_options"},
+        {"/v1/completions",
+         "{\"prompt\":\"x\",\"stream\":true,\"stream_options\":{\"include_usgae\":true}}",
+         "stream_options"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"user\":\"_other\"}", "user"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"metadata\":{\"feature\":\"none\"}}",
+         "metadata.feature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"metadata\":{\"feature\":\"_other\"}}",
+         "metadata.feature"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         quill_test_http_reply reply;
@@ -1027,17 +1095,6 @@ static void test_tokenize_round_trip(void **state) {
     assert_string_equal(json_string_at(root, "content"), "abc def");
     json_object_put(root);
     quill_test_http_reply_release(&reply);
-}
-
-/* Asserts that the error message of reply contains part. */
-static void assert_error_mentions(const quill_test_http_reply *reply, const char *part) {
-    struct json_object *root = parse_json(reply->body);
-    const char *message = json_string_at(root, "error.message");
-    assert_non_null(message);
-    if (strstr(message, part) == NULL) {
-        fail_msg("message '%s' lacks '%s'", message, part);
-    }
-    json_object_put(root);
 }
 
 static double json_double_at(struct json_object *root, const char *path) {
@@ -1739,6 +1796,7 @@ int main(void) {
         cmocka_unit_test(test_ignore_eos_runs_to_max),
         cmocka_unit_test(test_errors_bad_json_and_content_type),
         cmocka_unit_test(test_errors_name_the_parameter),
+        cmocka_unit_test(test_errors_cap_usage_tags),
         cmocka_unit_test(test_errors_ignored_hints_accepted),
         cmocka_unit_test(test_errors_api_key),
         cmocka_unit_test(test_errors_unknown_model_and_path),

@@ -475,6 +475,19 @@ static quill_status parse_stream(quill_openai_request *request, quill_http_error
     if (!json_object_is_type(options, json_type_object)) {
         return reject(error, "stream_options", "'%s' must be an object%s", "");
     }
+    /* OpenAI's include_obfuscation pads streamed chunks with random characters against
+     * side-channel attacks on the network link. Quill sends no padding, so the key is accepted
+     * and ignored. Other keys are refused, as top-level fields are. */
+    json_object_object_foreach(options, key, value) {
+        (void)value;
+        if (strcmp(key, "include_usage") != 0 && strcmp(key, "include_obfuscation") != 0) {
+            quill__http_error_set(error, 400, "stream_options", "unsupported_parameter",
+                                  "'stream_options.%.64s' is not supported; 'stream_options' "
+                                  "takes include_usage",
+                                  key);
+            return QUILL_ERR_INVALID_ARG;
+        }
+    }
     if (json_object_object_get_ex(options, "include_usage", &include_usage) &&
         include_usage != NULL) {
         if (!json_object_is_type(include_usage, json_type_boolean)) {
@@ -486,6 +499,24 @@ static quill_status parse_stream(quill_openai_request *request, quill_http_error
     return QUILL_OK;
 }
 
+/* Rejects a metrics tag (user or metadata.feature) that names one of the registry's own buckets:
+ * "_other" collects the tags beyond the caps, and "none" the requests without a feature. */
+static quill_status check_tag(const char *param, const char *tag, bool is_feature,
+                              quill_http_error *error) {
+    if (strcmp(tag, "_other") == 0 || (is_feature && strcmp(tag, "none") == 0)) {
+        quill__http_error_set(error, 400, param, NULL,
+                              "'%s' may not be \"%s\", which the usage metrics reserve for %s; "
+                              "choose another name",
+                              param, tag,
+                              tag[0] == '_' ? "names beyond their caps" : "requests without one");
+        return QUILL_ERR_INVALID_ARG;
+    }
+    return QUILL_OK;
+}
+
+/* metadata: OpenAI's limits of 16 pairs, keys up to 64 characters and values up to 512, checked
+ * in bytes. metadata.feature becomes a metrics label, so an unbounded value would grow every
+ * series it appears in. */
 static quill_status parse_metadata(quill_openai_request *request, quill_http_error *error) {
     struct json_object *metadata = field(request, "metadata");
     if (metadata == NULL) {
@@ -494,17 +525,56 @@ static quill_status parse_metadata(quill_openai_request *request, quill_http_err
     if (!json_object_is_type(metadata, json_type_object)) {
         return reject(error, "metadata", "'%s' must be an object of string values%s", "");
     }
+    if (json_object_object_length(metadata) > QUILL_OPENAI_MAX_METADATA_PAIRS) {
+        quill__http_error_set(error, 400, "metadata", NULL,
+                              "'metadata' has %d pairs; send at most %d",
+                              json_object_object_length(metadata), QUILL_OPENAI_MAX_METADATA_PAIRS);
+        return QUILL_ERR_INVALID_ARG;
+    }
     json_object_object_foreach(metadata, key, value) {
+        if (strlen(key) > QUILL_OPENAI_MAX_METADATA_KEY_BYTES) {
+            quill__http_error_set(error, 400, "metadata", NULL,
+                                  "a 'metadata' key of %zu bytes ('%.32s...') is too long; use at "
+                                  "most %d",
+                                  strlen(key), key, QUILL_OPENAI_MAX_METADATA_KEY_BYTES);
+            return QUILL_ERR_INVALID_ARG;
+        }
         if (!json_object_is_type(value, json_type_string)) {
             quill__http_error_set(error, 400, "metadata", NULL,
                                   "'metadata.%.64s' must be a string", key);
             return QUILL_ERR_INVALID_ARG;
         }
+        if (json_object_get_string_len(value) > QUILL_OPENAI_MAX_METADATA_VALUE_BYTES) {
+            quill__http_error_set(
+                error, 400, "metadata", NULL, "'metadata.%.64s' has %d bytes; use at most %d", key,
+                json_object_get_string_len(value), QUILL_OPENAI_MAX_METADATA_VALUE_BYTES);
+            return QUILL_ERR_INVALID_ARG;
+        }
         if (strcmp(key, "feature") == 0) {
             request->feature = json_object_get_string(value);
+            quill_status status = check_tag("metadata.feature", request->feature, true, error);
+            if (status != QUILL_OK) {
+                return status;
+            }
         }
     }
     return QUILL_OK;
+}
+
+/* user: a string of at most QUILL_OPENAI_MAX_USER_BYTES; the usage metrics track it. */
+static quill_status parse_user(quill_openai_request *request, quill_http_error *error) {
+    quill_status status = parse_string(request, "user", &request->user, error);
+    if (status != QUILL_OK || request->user == NULL) {
+        return status;
+    }
+    size_t n_bytes = strlen(request->user);
+    if (n_bytes > QUILL_OPENAI_MAX_USER_BYTES) {
+        quill__http_error_set(error, 400, "user", NULL,
+                              "'user' has %zu bytes; use an id of at most %d", n_bytes,
+                              QUILL_OPENAI_MAX_USER_BYTES);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    return check_tag("user", request->user, false, error);
 }
 
 /* Checks one entry of tools: {"type": "function", "function": {"name", "description",
@@ -779,7 +849,7 @@ static quill_status parse_fields(quill_openai_request *request, int32_t n_vocab,
         status = parse_stream(request, error);
     }
     if (status == QUILL_OK) {
-        status = parse_string(request, "user", &request->user, error);
+        status = parse_user(request, error);
     }
     if (status == QUILL_OK) {
         status = parse_bool(request, "ignore_eos", &request->ignore_eos, error);

@@ -23,6 +23,13 @@ struct json_object;
 #define QUILL_OPENAI_MAX_STOP 4
 /* Most logit_bias entries. */
 #define QUILL_OPENAI_MAX_LOGIT_BIAS 1024
+/* metadata limits, as in OpenAI's API: pairs, key bytes and value bytes. */
+#define QUILL_OPENAI_MAX_METADATA_PAIRS 16
+#define QUILL_OPENAI_MAX_METADATA_KEY_BYTES 64
+#define QUILL_OPENAI_MAX_METADATA_VALUE_BYTES 512
+/* Longest user id, in bytes: enough for a UUID or an e-mail address, short enough that the
+ * usage metrics, which keep one entry per user, stay small. */
+#define QUILL_OPENAI_MAX_USER_BYTES 256
 
 typedef enum quill_openai_kind {
     QUILL_OPENAI_CHAT = 1,       /* POST /v1/chat/completions */

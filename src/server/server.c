@@ -677,8 +677,13 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
         return;
     }
     if (quill__router_takes_body(exchange->endpoint) && !is_json_content(exchange)) {
-        quill__http_error_set(error, 400, NULL, "invalid_content_type",
-                              "the request's Content-Type must be application/json");
+        const char *type = MHD_lookup_connection_value(exchange->connection, MHD_HEADER_KIND,
+                                                       MHD_HTTP_HEADER_CONTENT_TYPE);
+        quill__http_error_set(error, 415, NULL, "invalid_content_type",
+                              "the request's Content-Type is %s%.64s%s; send the JSON body as "
+                              "application/json",
+                              type != NULL ? "'" : "", type != NULL ? type : "missing",
+                              type != NULL ? "'" : "");
         return;
     }
 
