@@ -29,6 +29,8 @@ typedef struct fake_observations {
     int n_models_requests;
     int n_bad_requests;           /* not stream:true, or no prompt array */
     int n_ids_out_of_range;       /* prompt ids outside 3..FAKE_VOCAB_SIZE-1 */
+    int n_model_lookups;          /* GET /v1/models/{id} */
+    int32_t max_prompt_id;        /* largest prompt id received */
     int n_ignore_eos;
     int n_include_usage;
     int64_t last_prompt_length;
@@ -62,6 +64,7 @@ typedef struct fake_stream {
     int64_t n_sent;
     int tokens_per_chunk;     /* 1, or 2 with logprobs.tokens */
     bool has_usage;           /* send a usage chunk before [DONE] */
+    bool is_cut;              /* end after the tokens, without usage or [DONE] */
     int phase;                /* 0 tokens, 1 usage, 2 done, 3 end */
 } fake_stream;
 
@@ -85,7 +88,7 @@ static ssize_t stream_next(void *cls, uint64_t position, char *buffer, size_t ma
         }
         stream->n_sent += stream->tokens_per_chunk;
         if (stream->n_sent >= stream->n_tokens) {
-            stream->phase = 1;
+            stream->phase = stream->is_cut ? 3 : 1;
         }
     } else if (stream->phase <= 1) {
         stream->phase = 2;
@@ -150,6 +153,9 @@ static void inspect_completion(json_object *request) {
         if (id < 3 || id >= FAKE_VOCAB_SIZE) {
             server.seen.n_ids_out_of_range += 1;
         }
+        if (id > server.seen.max_prompt_id) {
+            server.seen.max_prompt_id = id;
+        }
         if (is_first && i < MAX_RECORDED_PROMPT) {
             server.seen.first_prompt[i] = id;
         } else if (i < MAX_RECORDED_PROMPT && server.seen.first_prompt[i] != id) {
@@ -186,6 +192,7 @@ static enum MHD_Result handle_completion(struct MHD_Connection *connection, uplo
         stream->n_tokens = json_object_get_int64(member(request, "max_tokens"));
         stream->tokens_per_chunk = strcmp(model, "pairs") == 0 ? 2 : 1;
         stream->has_usage = strcmp(model, "pairs") != 0;
+        stream->is_cut = strcmp(model, "cut") == 0;
         struct MHD_Response *response = MHD_create_response_from_callback(
             MHD_SIZE_UNKNOWN, 4096, stream_next, stream, stream_free);
         MHD_add_response_header(response, "Content-Type", "text/event-stream");
@@ -238,6 +245,19 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
         return reply_text(connection, 200,
                           "{\"object\":\"list\",\"data\":[{\"id\":\"fake\",\"object\":\"model\","
                           "\"vocab_size\":500}]}");
+    }
+    if (strcmp(method, "GET") == 0 && strncmp(url, "/v1/models/", 11) == 0) {
+        /* Serves "alias" without listing it, as a server that also answers to other names. */
+        pthread_mutex_lock(&server.mutex);
+        server.seen.n_model_lookups += 1;
+        pthread_mutex_unlock(&server.mutex);
+        if (strcmp(url + 11, "alias") == 0) {
+            return reply_text(connection, 200,
+                              "{\"id\":\"alias\",\"object\":\"model\",\"vocab_size\":40}");
+        }
+        return reply_text(connection, 404,
+                          "{\"error\":{\"message\":\"no such model\",\"type\":"
+                          "\"invalid_request_error\"}}");
     }
     if (strcmp(method, "POST") == 0 && strcmp(url, "/v1/completions") == 0) {
         return handle_completion(connection, body);
@@ -406,6 +426,41 @@ static void test_bench_serve_multi_token_chunks(void **state) {
     assert_int_equal(n_ids_out_of_range, 0);
 }
 
+/* A --model that GET /v1/models does not list is looked up by GET /v1/models/{id}: its
+ * vocabulary size bounds the prompt ids, and a model the server does not know gets a warning
+ * that names it. */
+static void test_bench_serve_looks_up_unlisted_model(void **state) {
+    (void)state;
+    reset_server_counts(0);
+    char args[512];
+    snprintf(args, sizeof(args),
+             "--url http://127.0.0.1:%u --model alias --requests 3 --prompt-tokens 32 "
+             "--max-tokens 2",
+             (unsigned)server.port);
+    int exit_code = -1;
+    char *output = run_bench(args, true, &exit_code);
+    assert_int_equal(exit_code, 0);
+    assert_null(strstr(output, "found no vocabulary size"));
+    free(output);
+    pthread_mutex_lock(&server.mutex);
+    int n_model_lookups = server.seen.n_model_lookups;
+    int32_t max_prompt_id = server.seen.max_prompt_id;
+    pthread_mutex_unlock(&server.mutex);
+    assert_int_equal(n_model_lookups, 1);
+    assert_true(max_prompt_id < 40);
+
+    reset_server_counts(0);
+    snprintf(args, sizeof(args),
+             "--url http://127.0.0.1:%u --model nope --requests 1 --prompt-tokens 4 "
+             "--max-tokens 2",
+             (unsigned)server.port);
+    output = run_bench(args, true, &exit_code);
+    assert_int_equal(exit_code, 0);
+    assert_non_null(strstr(output, "does not list --model 'nope'"));
+    assert_non_null(strstr(output, "HTTP 404: no such model"));
+    free(output);
+}
+
 static void test_bench_serve_text_report(void **state) {
     (void)state;
     reset_server_counts(0);
@@ -436,6 +491,29 @@ static void test_bench_serve_http_error_counted(void **state) {
     assert_non_null(strstr(output, "\"completed\":0"));
     assert_non_null(strstr(output, "HTTP 500"));
     assert_non_null(strstr(output, "fake failure"));
+    free(output);
+}
+
+/* Streams cut off after 4 tokens fail, and none of their latencies is counted: inter-token
+ * gaps join the figures only with the request's TTFT and end-to-end time. */
+static void test_bench_serve_failed_streams_add_no_latency(void **state) {
+    (void)state;
+    reset_server_counts(0);
+    char args[512];
+    snprintf(args, sizeof(args),
+             "--url http://127.0.0.1:%u --model cut --vocab 50 --requests 2 --max-tokens 4 "
+             "--json",
+             (unsigned)server.port);
+    int exit_code = -1;
+    char *output = run_bench(args, false, &exit_code);
+    assert_int_equal(exit_code, 1);
+    json_object *root = json_tokener_parse(output);
+    assert_non_null(root);
+    assert_int_equal(json_int_at(root, "failed", NULL), 2);
+    assert_int_equal(json_int_at(root, "ttft_ms", "count"), 0);
+    assert_int_equal(json_int_at(root, "itl_ms", "count"), 0);
+    assert_int_equal(json_int_at(root, "e2e_ms", "count"), 0);
+    json_object_put(root);
     free(output);
 }
 
@@ -554,8 +632,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bench_serve_counts_streamed_tokens),
         cmocka_unit_test(test_bench_serve_multi_token_chunks),
+        cmocka_unit_test(test_bench_serve_looks_up_unlisted_model),
         cmocka_unit_test(test_bench_serve_text_report),
         cmocka_unit_test(test_bench_serve_http_error_counted),
+        cmocka_unit_test(test_bench_serve_failed_streams_add_no_latency),
         cmocka_unit_test(test_bench_serve_connection_refused),
         cmocka_unit_test(test_bench_serve_missing_api_key),
         cmocka_unit_test(test_bench_serve_rejects_bad_arguments),

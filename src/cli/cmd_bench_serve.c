@@ -92,6 +92,7 @@ typedef struct transfer {
     int64_t last_content_us;
     int64_t n_tokens;             /* tokens counted from content chunks */
     int64_t n_decode_tokens;      /* of those, the tokens after the first chunk */
+    sample_list itl_us;           /* this request's inter-token gaps, kept until it succeeds */
     int64_t n_usage_tokens;       /* usage.completion_tokens, -1 until seen */
     char *line;                   /* bytes of the unfinished SSE line */
     size_t n_line_bytes;
@@ -281,14 +282,15 @@ static double decode_tokens_per_second(bench_run *run) {
 
 /* Records a content chunk of n_tokens that arrived at now_us. A later chunk's gap is split
  * evenly over its tokens, so a server that sends several tokens per chunk still gives one
- * inter-token sample per token; the extra tokens of the first chunk give none. */
+ * inter-token sample per token; the extra tokens of the first chunk give none. The samples
+ * join the run's only when the request succeeds, like its TTFT and end-to-end time. */
 static void record_content(transfer *request, int64_t now_us, int64_t n_tokens) {
     if (request->first_content_us < 0) {
         request->first_content_us = now_us;
     } else {
         int64_t gap_us = now_us - request->last_content_us;
         for (int64_t i = 0; i < n_tokens; i++) {
-            samples_add(request->run, &request->run->itl_us, gap_us / n_tokens);
+            samples_add(request->run, &request->itl_us, gap_us / n_tokens);
         }
         request->n_decode_tokens += n_tokens;
     }
@@ -426,6 +428,7 @@ static void transfer_destroy(transfer *request) {
     curl_slist_free_all(request->headers);
     quill__free(request->body);
     quill__free(request->line);
+    quill__free(request->itl_us.values);
     quill__free(request);
 }
 
@@ -519,6 +522,9 @@ static void finish_transfer(bench_run *run, transfer *request, CURLcode result) 
         samples_add(run, &run->ttft_us, request->first_content_us - request->start_us);
     }
     samples_add(run, &run->e2e_us, end_us - request->start_us);
+    for (size_t i = 0; i < request->itl_us.n_values; i++) {
+        samples_add(run, &run->itl_us, request->itl_us.values[i]);
+    }
     /* A server may merge several tokens into one chunk without a count (no logprobs). The
      * usage record then gives the total, and every token beyond the first chunk's was decoded
      * after the first token. */
@@ -686,9 +692,9 @@ static void report_models_status(const char *models_url, long http_status, const
 }
 
 /* Picks the entry of --model, else the first one, from a /v1/models reply, and fills
- * run->model and run->vocab_size where they are still unset. Returns false when the reply
- * contains no model list. */
-static bool read_model_list(bench_run *run, const char *body) {
+ * run->model and run->vocab_size where they are still unset. Sets *is_found to whether the
+ * list has such an entry. Returns false when the reply contains no model list. */
+static bool read_model_list(bench_run *run, const char *body, bool *is_found) {
     json_object *root = json_tokener_parse(body);
     json_object *data = NULL;
     if (root == NULL || !json_object_object_get_ex(root, "data", &data) ||
@@ -713,20 +719,20 @@ static bool read_model_list(bench_run *run, const char *body) {
     if (chosen != NULL && run->vocab_size == 0) {
         run->vocab_size = entry_vocab_size(chosen);
     }
+    *is_found = chosen != NULL;
     json_object_put(root);
     return true;
 }
 
-/* Sends GET /v1/models, which also checks that the server is reachable before any load is
- * sent, and fills run->model (unless --model) and run->vocab_size (unless --vocab) from the
- * reply. Prints why the request failed, unless the result is DISCOVERY_OK. */
-static discovery_result discover_model(bench_run *run, const char *models_url) {
-    quill_strbuf buffer;
-    quill__strbuf_init(&buffer);
-    buffer.limit_bytes = 1 << 20;
+/* Sends GET url with the run's API key into buffer (at most 1 MiB) and stores the HTTP status.
+ * Returns DISCOVERY_OK when any reply arrived, else DISCOVERY_UNREACHABLE (after printing why)
+ * or DISCOVERY_NO_MEMORY. */
+static discovery_result http_get(const bench_run *run, const char *url, quill_strbuf *buffer,
+                                 long *http_status) {
     char curl_error[CURL_ERROR_SIZE] = {0};
     struct curl_slist *headers = NULL;
     discovery_result result = DISCOVERY_NO_MEMORY;
+    *http_status = 0;
     CURL *easy = curl_easy_init();
     if (easy == NULL) {
         fprintf(stderr, "quill %s: out of memory for a curl handle\n", command_name);
@@ -741,26 +747,92 @@ static discovery_result discover_model(bench_run *run, const char *models_url) {
     }
     set_common_options(easy, &run->options);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(easy, CURLOPT_URL, models_url);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_models_bytes);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &buffer);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, buffer);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
 
     /* No reply: every completion request would fail the same way, so none is sent. */
     CURLcode code = curl_easy_perform(easy);
-    if (code != CURLE_OK && !(code == CURLE_WRITE_ERROR && buffer.is_failed)) {
+    if (code != CURLE_OK && !(code == CURLE_WRITE_ERROR && buffer->is_failed)) {
         fprintf(stderr,
                 "quill %s: cannot reach the server: GET %s failed: %s; start the server or fix "
                 "--url\n",
-                command_name, models_url, curl_error[0] != '\0' ? curl_error
-                                                                : curl_easy_strerror(code));
+                command_name, url, curl_error[0] != '\0' ? curl_error : curl_easy_strerror(code));
         result = DISCOVERY_UNREACHABLE;
+        goto cleanup;
+    }
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, http_status);
+    result = DISCOVERY_OK;
+
+cleanup:
+    curl_slist_free_all(headers);
+    if (easy != NULL) {
+        curl_easy_cleanup(easy);
+    }
+    return result;
+}
+
+/* Looks up --model with GET /v1/models/{model} when the list does not name it: a server may
+ * serve a model under names it does not list (Quill also answers to the model file's name).
+ * Fills run->vocab_size from a 200 reply, and warns about any other status. */
+static discovery_result look_up_model(bench_run *run, const char *models_url) {
+    char *escaped = curl_easy_escape(NULL, run->options.model, 0);
+    if (escaped == NULL) {
+        return DISCOVERY_NO_MEMORY;
+    }
+    size_t n_bytes = strlen(models_url) + strlen(escaped) + 2;
+    char *url = quill__malloc(n_bytes);
+    if (url == NULL) {
+        curl_free(escaped);
+        return DISCOVERY_NO_MEMORY;
+    }
+    snprintf(url, n_bytes, "%s/%s", models_url, escaped);
+    curl_free(escaped);
+    quill_strbuf buffer;
+    quill__strbuf_init(&buffer);
+    buffer.limit_bytes = 1 << 20;
+    long http_status = 0;
+    discovery_result result = http_get(run, url, &buffer, &http_status);
+    if (result == DISCOVERY_OK && http_status != 200) {
+        /* Some servers take any model name without listing it, and not every server has this
+         * endpoint, so the run goes on. */
+        char message[256];
+        describe_error_body(buffer.data, message, sizeof(message));
+        fprintf(stderr,
+                "quill %s: warning: GET /v1/models does not list --model '%s' and GET %s "
+                "returned HTTP %ld: %s; if the completions fail, pass a model id from GET "
+                "/v1/models\n",
+                command_name, run->options.model, url, http_status, message);
+    } else if (result == DISCOVERY_OK && http_status == 200 && !buffer.is_failed &&
+               buffer.data != NULL && run->vocab_size == 0) {
+        json_object *entry = json_tokener_parse(buffer.data);
+        if (entry != NULL && json_object_is_type(entry, json_type_object)) {
+            run->vocab_size = entry_vocab_size(entry);
+        }
+        json_object_put(entry);
+    }
+    quill__free(url);
+    quill__strbuf_release(&buffer);
+    return result;
+}
+
+/* Sends GET /v1/models, which also checks that the server is reachable before any load is
+ * sent, and fills run->model (unless --model) and run->vocab_size (unless --vocab) from the
+ * reply, or from GET /v1/models/{model} for a --model the list does not name. Prints why a
+ * request failed, unless the result is DISCOVERY_OK. */
+static discovery_result discover_model(bench_run *run, const char *models_url) {
+    quill_strbuf buffer;
+    quill__strbuf_init(&buffer);
+    buffer.limit_bytes = 1 << 20;
+    long http_status = 0;
+    bool is_found = false;
+    discovery_result result = http_get(run, models_url, &buffer, &http_status);
+    if (result != DISCOVERY_OK) {
         goto cleanup;
     }
 
     /* A reply that is not a model list is reported, and the run goes on with the defaults. */
-    long http_status = 0;
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
     result = DISCOVERY_HTTP_ERROR;
     bool is_list_needed = run->options.model == NULL || run->options.vocab_size == 0;
     bool is_key_rejected = http_status == 401 || http_status == 403;
@@ -774,18 +846,17 @@ static discovery_result discover_model(bench_run *run, const char *models_url) {
         if (is_key_rejected) {
             result = DISCOVERY_KEY_REJECTED;
         }
-    } else if (buffer.is_failed || buffer.data == NULL || !read_model_list(run, buffer.data)) {
+    } else if (buffer.is_failed || buffer.data == NULL ||
+               !read_model_list(run, buffer.data, &is_found)) {
         fprintf(stderr, "quill %s: GET %s returned no JSON model list ({\"data\": [...]})\n",
                 command_name, models_url);
+    } else if (run->options.model != NULL && !is_found && run->vocab_size == 0) {
+        result = look_up_model(run, models_url);
     } else {
         result = DISCOVERY_OK;
     }
 
 cleanup:
-    curl_slist_free_all(headers);
-    if (easy != NULL) {
-        curl_easy_cleanup(easy);
-    }
     quill__strbuf_release(&buffer);
     return result;
 }
