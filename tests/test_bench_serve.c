@@ -247,7 +247,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
                           "\"vocab_size\":500}]}");
     }
     if (strcmp(method, "GET") == 0 && strncmp(url, "/v1/models/", 11) == 0) {
-        /* Serves "alias" without listing it, as a server that also answers to other names. */
+        /* Serves "alias" without listing it, as a server that also accepts other names. */
         pthread_mutex_lock(&server.mutex);
         server.seen.n_model_lookups += 1;
         pthread_mutex_unlock(&server.mutex);

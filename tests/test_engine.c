@@ -843,7 +843,7 @@ static void test_engine_stats_cover_the_running_step(void **state) {
     gate g;
     gate_init(&g);
     quill_request_params params = greedy_request(prompt, 24, 4);
-    quill_request *held = submit_holding(engine, &params, &g);
+    quill_request *request = submit_holding(engine, &params, &g);
     quill_engine_stats stats;
     quill_engine_get_stats(engine, &stats);
     assert_int_equal(stats.n_running, 1);
@@ -853,8 +853,8 @@ static void test_engine_stats_cover_the_running_step(void **state) {
 
     gate_open(&g);
     completion result;
-    collect(held, &result);
-    quill_request_destroy(held);
+    collect(request, &result);
+    quill_request_destroy(request);
     assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
     quill_engine_destroy(engine);
     gate_release(&g);

@@ -14,8 +14,8 @@
 #
 # MEMBW: the binary built from the data folder's peer/membw.c, for example
 #   gcc -O3 -march=native -fopenmp peer/membw.c -o membw
-# READ (optional): the binary of tools/bench_read.c, which reads a huge-page buffer the way
-# decode reads its weights; its best figure is then printed and compared too.
+# READ (optional): the binary of tools/bench_read.c. It reads a huge-page buffer the way decode
+# reads its weights, and with READ set its best figure is printed and compared too.
 # Env: QUILL=build/quill  THREADS=2
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -53,12 +53,12 @@ run = json.loads(sys.argv[3])
 streamed = run["decode_weight_gb_per_second"]
 rate = run["decode_tokens_per_second"]
 names = ["copy", "read", "huge-page read"]
-shown = 3 if before[2] > 0 and after[2] > 0 else 2
-line = " ".join(f"{v:5.1f}" for v in before[:shown])
+n_columns = 3 if before[2] > 0 and after[2] > 0 else 2
+line = " ".join(f"{v:5.1f}" for v in before[:n_columns])
 line += f" | {rate:6.1f} tokens/s, {streamed:5.1f} GB/s | "
-line += " ".join(f"{v:5.1f}" for v in after[:shown]) + " | "
+line += " ".join(f"{v:5.1f}" for v in after[:n_columns]) + " | "
 line += ", ".join(f"{names[i]} {100 * streamed / before[i]:3.0f}/{100 * streamed / after[i]:3.0f} %"
-                  for i in range(shown))
+                  for i in range(n_columns))
 print(line)
 ' "$1" "$2" "$3"
 }

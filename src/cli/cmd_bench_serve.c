@@ -774,7 +774,7 @@ cleanup:
 }
 
 /* Looks up --model with GET /v1/models/{model} when the list does not name it: a server may
- * serve a model under names it does not list (Quill also answers to the model file's name).
+ * serve a model under names it does not list (Quill also accepts the model file's name).
  * Fills run->vocab_size from a 200 reply, and warns about any other status. */
 static discovery_result look_up_model(bench_run *run, const char *models_url) {
     char *escaped = curl_easy_escape(NULL, run->options.model, 0);

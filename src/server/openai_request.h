@@ -27,8 +27,8 @@ struct json_object;
 #define QUILL_OPENAI_MAX_METADATA_PAIRS 16
 #define QUILL_OPENAI_MAX_METADATA_KEY_BYTES 64
 #define QUILL_OPENAI_MAX_METADATA_VALUE_BYTES 512
-/* Longest user id, in bytes: enough for a UUID or an e-mail address, short enough that the
- * usage metrics, which keep one entry per user, stay small. */
+/* Maximum user id length, in bytes: enough for a UUID or an e-mail address, and small enough
+ * that the usage metrics, which keep one entry per user, stay small. */
 #define QUILL_OPENAI_MAX_USER_BYTES 256
 
 typedef enum quill_openai_kind {
