@@ -461,6 +461,28 @@ static void test_bench_serve_looks_up_unlisted_model(void **state) {
     free(output);
 }
 
+/* One request at a time: the next request starts as soon as the previous one ends, without
+ * waiting out the socket poll interval (100 ms), so 10 requests of about 3 ms each take well
+ * under half a second even on a loaded machine. */
+static void test_bench_serve_refills_slots_at_once(void **state) {
+    (void)state;
+    reset_server_counts(0);
+    char args[512];
+    snprintf(args, sizeof(args),
+             "--url http://127.0.0.1:%u --vocab 50 --requests 10 --concurrency 1 "
+             "--prompt-tokens 4 --max-tokens 1 --json",
+             (unsigned)server.port);
+    int exit_code = -1;
+    char *output = run_bench(args, false, &exit_code);
+    assert_int_equal(exit_code, 0);
+    json_object *root = json_tokener_parse(output);
+    assert_non_null(root);
+    assert_int_equal(json_int_at(root, "completed", NULL), 10);
+    assert_true(json_object_get_double(json_member(root, "duration_s")) < 0.5);
+    json_object_put(root);
+    free(output);
+}
+
 static void test_bench_serve_text_report(void **state) {
     (void)state;
     reset_server_counts(0);
@@ -633,6 +655,7 @@ int main(void) {
         cmocka_unit_test(test_bench_serve_counts_streamed_tokens),
         cmocka_unit_test(test_bench_serve_multi_token_chunks),
         cmocka_unit_test(test_bench_serve_looks_up_unlisted_model),
+        cmocka_unit_test(test_bench_serve_refills_slots_at_once),
         cmocka_unit_test(test_bench_serve_text_report),
         cmocka_unit_test(test_bench_serve_http_error_counted),
         cmocka_unit_test(test_bench_serve_failed_streams_add_no_latency),

@@ -597,13 +597,17 @@ static bool run_requests(bench_run *run) {
             n_started += is_ok ? 1 : 0;
         }
 
-        /* Move bytes, collect finished transfers, then wait for sockets (at most 100 ms). */
+        /* Move bytes and collect finished transfers. Slots that just came free are refilled
+         * before any wait; otherwise wait for socket activity (at most 100 ms), which with no
+         * transfer left would idle for the whole interval. */
         int n_running = 0;
         if (is_ok && curl_multi_perform(multi, &n_running) != CURLM_OK) {
             is_ok = false;
         }
-        n_finished += collect_finished(run, multi, slots);
-        if (is_ok && n_finished < run->options.n_requests) {
+        int64_t n_collected = collect_finished(run, multi, slots);
+        n_finished += n_collected;
+        bool can_start = n_collected > 0 && n_started < run->options.n_requests;
+        if (is_ok && n_finished < run->options.n_requests && !can_start) {
             curl_multi_poll(multi, NULL, 0, 100, NULL);
         }
     }
