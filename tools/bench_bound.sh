@@ -11,6 +11,8 @@
 # right before and right after the run. The decode bound is a bandwidth divided by the bytes per
 # token, so each percentage is also the decode rate as a fraction of that bound. membw counts
 # copy as 16 bytes per element moved (read plus write) and read as 8 bytes per element summed.
+# Use a model whose weights are far larger than the last-level cache: a smaller one is read from
+# the caches, and the percentages then do not measure memory.
 #
 # MEMBW: the binary built from the data folder's peer/membw.c, for example
 #   gcc -O3 -march=native -fopenmp peer/membw.c -o membw
@@ -26,19 +28,37 @@ pairs="${4:-6}"
 membw="${MEMBW:?set MEMBW to the membw binary (gcc -O3 -march=native -fopenmp peer/membw.c)}"
 quill="${QUILL:-$here/build/quill}"
 threads="${THREADS:-2}"
-
 read_probe="${READ:-}"
 
+fail() {
+    echo "bench_bound.sh: $*" >&2
+    exit 2
+}
+is_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+[ -f "$model" ] || fail "model '$model' is not a file; pass a GGUF model path"
+is_count "$prompt_tokens" || fail "PROMPT_TOKENS '$prompt_tokens' must be a positive integer"
+is_count "$gen_tokens" && [ "$gen_tokens" -ge 2 ] ||
+    fail "GEN_TOKENS '$gen_tokens' must be 2 or more: the decode rate counts the tokens after the first"
+is_count "$pairs" || fail "PAIRS '$pairs' must be a positive integer"
+is_count "$threads" || fail "THREADS '$threads' must be a positive integer"
+[ -x "$membw" ] || fail "MEMBW '$membw' is not an executable; build peer/membw.c and point MEMBW at it"
+[ -z "$read_probe" ] || [ -x "$read_probe" ] ||
+    fail "READ '$read_probe' is not an executable; build tools/bench_read.c or unset READ"
+[ -x "$quill" ] || fail "QUILL '$quill' is not an executable; build Quill or set QUILL"
+
 # Prints "COPY READ HUGE_PAGE_READ" in GB/s, the best of 3 trials each; the last is 0 without
-# READ.
+# READ. Exits when a probe prints no figures.
 bandwidths() {
-    local huge=0
+    local huge=0 figures
     if [ -n "$read_probe" ]; then
         huge=$("$read_probe" "$threads" 1024 3 |
-            python3 -c 'import json, sys; print(json.load(sys.stdin)["read_best_GBs"])')
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["read_best_GBs"])' 2>/dev/null) ||
+            fail "READ '$read_probe' printed no read_best_GBs; is it tools/bench_read.c?"
     fi
-    OMP_NUM_THREADS="$threads" "$membw" 512 3 | python3 -c \
-        'import json, sys; r = json.load(sys.stdin); print(r["copy_best_GBs"], r["read_best_GBs"], sys.argv[1])' "$huge"
+    figures=$(OMP_NUM_THREADS="$threads" "$membw" 512 3 | python3 -c \
+        'import json, sys; r = json.load(sys.stdin); print(r["copy_best_GBs"], r["read_best_GBs"])' \
+        2>/dev/null) || fail "MEMBW '$membw' printed no copy_best_GBs; is it peer/membw.c?"
+    echo "$figures $huge"
 }
 
 # Prints one line: the bandwidths before, the decode run, the bandwidths after, the percentages.
@@ -63,11 +83,13 @@ print(line)
 ' "$1" "$2" "$3"
 }
 
-echo "bandwidths before (GB/s) | decode | bandwidths after | decode GB/s as % of each (before/after)"
+columns="membw copy, membw read"
+[ -n "$read_probe" ] && columns="$columns, huge-page read"
+echo "GB/s before ($columns) | decode | GB/s after | decode GB/s as % of each (before/after)"
 before=$(bandwidths)
 for _ in $(seq 1 "$pairs"); do
     result=$("$quill" bench -m "$model" -p "$prompt_tokens" -n "$gen_tokens" -t "$threads" -r 1 \
-        --json)
+        --json) || fail "quill bench failed on '$model' (its message is above)"
     after=$(bandwidths)
     report "$before" "$after" "$result"
     before=$after
