@@ -852,9 +852,12 @@ bool quill__scheduler_step(quill_engine *engine) {
 
     build_batch(engine);
     if (engine->batch.n_tokens > 0) {
-        /* The gauges show the requests admitted and the blocks taken for this step while its
-         * forward pass runs, which for a long prefill chunk takes seconds. */
-        publish_stats(engine);
+        /* A step with prefill tokens can take seconds, so the gauges show the requests it
+         * admitted and the blocks it took while it runs. Decode-only steps take milliseconds
+         * and skip this, because counting the cached blocks walks the prefix index. */
+        if (engine->batch.n_tokens > engine->n_step_decode) {
+            publish_stats(engine);
+        }
         int64_t start_us = quill__clock_monotonic_us();
         quill_status status = quill_context_forward(engine->context, engine->cache, &engine->batch);
         update_step_costs(engine, engine->n_step_decode,
