@@ -328,6 +328,19 @@ static char *run_bench(const char *args, bool is_merged, int *exit_code) {
     return output;
 }
 
+/* Runs `quill bench-serve` with args (which include --json), checks its exit code against
+ * expected_exit and returns the parsed JSON report (release it with json_object_put). */
+static json_object *run_bench_json(const char *args, int expected_exit) {
+    int exit_code = -1;
+    char *output = run_bench(args, false, &exit_code);
+    assert_int_equal(exit_code, expected_exit);
+    print_message("bench-serve output: %s", output);
+    json_object *root = json_tokener_parse(output);
+    free(output);
+    assert_non_null(root);
+    return root;
+}
+
 static json_object *json_member(json_object *object, const char *key) {
     json_object *value = NULL;
     if (!json_object_object_get_ex(object, key, &value)) {
@@ -352,12 +365,7 @@ static void test_bench_serve_counts_streamed_tokens(void **state) {
              "--url http://127.0.0.1:%u --requests 7 --concurrency 3 --prompt-tokens 16 "
              "--shared-prefix 8 --max-tokens 5 --api-key secret-key --json",
              (unsigned)server.port);
-    int exit_code = -1;
-    char *output = run_bench(args, false, &exit_code);
-    assert_int_equal(exit_code, 0);
-    print_message("bench-serve output: %s", output);
-    json_object *root = json_tokener_parse(output);
-    assert_non_null(root);
+    json_object *root = run_bench_json(args, 0);
 
     assert_int_equal(json_int_at(root, "requests", NULL), 7);
     assert_int_equal(json_int_at(root, "completed", NULL), 7);
@@ -375,7 +383,6 @@ static void test_bench_serve_counts_streamed_tokens(void **state) {
     assert_true(json_object_get_double(json_member(e2e, "p95")) <=
                 json_object_get_double(json_member(e2e, "p99")));
     json_object_put(root);
-    free(output);
 
     /* What the server received: the model and vocabulary came from GET /v1/models. */
     pthread_mutex_lock(&server.mutex);
@@ -401,11 +408,7 @@ static void test_bench_serve_multi_token_chunks(void **state) {
              "--url http://127.0.0.1:%u/ --model pairs --vocab 100 --requests 4 "
              "--concurrency 2 --prompt-tokens 4 --max-tokens 6 --ignore-eos --json",
              (unsigned)server.port);
-    int exit_code = -1;
-    char *output = run_bench(args, false, &exit_code);
-    assert_int_equal(exit_code, 0);
-    json_object *root = json_tokener_parse(output);
-    assert_non_null(root);
+    json_object *root = run_bench_json(args, 0);
     /* Three chunks of two tokens, no usage chunk: 6 tokens each, 4 gaps after the first
      * chunk. */
     assert_int_equal(json_int_at(root, "output_tokens", NULL), 24);
@@ -413,7 +416,6 @@ static void test_bench_serve_multi_token_chunks(void **state) {
     assert_int_equal(json_int_at(root, "decode_tokens", NULL), 16);
     assert_int_equal(json_int_at(root, "ttft_ms", "count"), 4);
     json_object_put(root);
-    free(output);
 
     /* GET /v1/models is sent even with --model and --vocab, to check the server first. */
     pthread_mutex_lock(&server.mutex);
@@ -462,8 +464,8 @@ static void test_bench_serve_looks_up_unlisted_model(void **state) {
 }
 
 /* One request at a time: the next request starts as soon as the previous one ends, without
- * waiting out the socket poll interval (100 ms), so 10 requests of about 3 ms each take well
- * under half a second even on a loaded machine. */
+ * waiting out the 100 ms socket poll interval. So 10 requests of about 3 ms each take well under
+ * half a second, even on a loaded machine. */
 static void test_bench_serve_refills_slots_at_once(void **state) {
     (void)state;
     reset_server_counts(0);
@@ -472,15 +474,10 @@ static void test_bench_serve_refills_slots_at_once(void **state) {
              "--url http://127.0.0.1:%u --vocab 50 --requests 10 --concurrency 1 "
              "--prompt-tokens 4 --max-tokens 1 --json",
              (unsigned)server.port);
-    int exit_code = -1;
-    char *output = run_bench(args, false, &exit_code);
-    assert_int_equal(exit_code, 0);
-    json_object *root = json_tokener_parse(output);
-    assert_non_null(root);
+    json_object *root = run_bench_json(args, 0);
     assert_int_equal(json_int_at(root, "completed", NULL), 10);
     assert_true(json_object_get_double(json_member(root, "duration_s")) < 0.5);
     json_object_put(root);
-    free(output);
 }
 
 static void test_bench_serve_text_report(void **state) {
@@ -526,17 +523,12 @@ static void test_bench_serve_failed_streams_add_no_latency(void **state) {
              "--url http://127.0.0.1:%u --model cut --vocab 50 --requests 2 --max-tokens 4 "
              "--json",
              (unsigned)server.port);
-    int exit_code = -1;
-    char *output = run_bench(args, false, &exit_code);
-    assert_int_equal(exit_code, 1);
-    json_object *root = json_tokener_parse(output);
-    assert_non_null(root);
+    json_object *root = run_bench_json(args, 1);
     assert_int_equal(json_int_at(root, "failed", NULL), 2);
     assert_int_equal(json_int_at(root, "ttft_ms", "count"), 0);
     assert_int_equal(json_int_at(root, "itl_ms", "count"), 0);
     assert_int_equal(json_int_at(root, "e2e_ms", "count"), 0);
     json_object_put(root);
-    free(output);
 }
 
 /* Returns a loopback port that nothing listens on: bound, then closed. */

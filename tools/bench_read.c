@@ -130,7 +130,8 @@ int main(int argc, char **argv) {
     uint8_t *buffer =
         mmap(NULL, n_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buffer == MAP_FAILED) {
-        fprintf(stderr, "bench_read: cannot map %zu MiB; pass a smaller size as the second argument\n",
+        fprintf(stderr,
+                "bench_read: failed to map %zu MiB; pass a smaller size as the second argument\n",
                 mib);
         return 1;
     }
@@ -153,7 +154,11 @@ int main(int argc, char **argv) {
         readers[i].start = &start;
         readers[i].finish = &finish;
         readers[i].n_trials = n_trials;
-        pthread_create(&threads[i], NULL, reader_main, &readers[i]);
+        if (pthread_create(&threads[i], NULL, reader_main, &readers[i]) != 0) {
+            fprintf(stderr, "bench_read: failed to start reader thread %d; pass fewer threads\n",
+                    i);
+            return 1;
+        }
     }
     for (int t = 0; t < n_trials; t++) {
         pthread_barrier_wait(&start);

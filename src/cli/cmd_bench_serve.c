@@ -598,8 +598,8 @@ static bool run_requests(bench_run *run) {
         }
 
         /* Move bytes and collect finished transfers. Slots that just came free are refilled
-         * before any wait; otherwise wait for socket activity (at most 100 ms), which with no
-         * transfer left would idle for the whole interval. */
+         * before any wait, because with no transfer left the socket wait (at most 100 ms)
+         * would idle for its whole interval. Otherwise wait for socket activity. */
         int n_running = 0;
         if (is_ok && curl_multi_perform(multi, &n_running) != CURLM_OK) {
             is_ok = false;

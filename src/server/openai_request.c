@@ -477,7 +477,7 @@ static quill_status parse_stream(quill_openai_request *request, quill_http_error
     }
     /* OpenAI's include_obfuscation pads streamed chunks with random characters against
      * side-channel attacks on the network link. Quill sends no padding, so the key is accepted
-     * and ignored. Other keys are refused, as top-level fields are. */
+     * and ignored. Other keys are rejected, as unknown top-level fields are. */
     json_object_object_foreach(options, key, value) {
         (void)value;
         if (strcmp(key, "include_usage") != 0 && strcmp(key, "include_obfuscation") != 0) {
