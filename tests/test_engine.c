@@ -890,6 +890,9 @@ static void test_engine_stop_cancels_all(void **state) {
     collect(waiting, &result);
     assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
     assert_int_equal(result.n_tokens, 0);
+    /* The waiting request's prompt was never read, so its usage bills none of it. */
+    assert_int_equal(result.usage.n_prompt_tokens, 0);
+    assert_int_equal(result.usage.n_cached_tokens, 0);
 
     quill_request *late = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &late), QUILL_ERR_CANCELLED);

@@ -107,7 +107,8 @@ typedef struct quill_generated_token {
 
 /* Usage of a finished request. Times in microseconds on the monotonic clock. */
 typedef struct quill_usage {
-    int64_t n_prompt_tokens;     /* includes the cached ones */
+    int64_t n_prompt_tokens;     /* includes the cached ones; 0 when the request ended while
+                                    waiting, before any of its prompt was scheduled */
     int64_t n_cached_tokens;     /* prompt tokens whose K/V came from the prefix cache at
                                     admission; a preempted request's recomputation adds none */
     int64_t n_completion_tokens; /* generated tokens, including a final end-of-generation one */

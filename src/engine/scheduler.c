@@ -44,8 +44,12 @@ bool quill__scheduler_has_work(const quill_engine *engine) {
 
 static void fill_usage(const quill_request *request, quill_usage *usage) {
     memset(usage, 0, sizeof(*usage));
-    usage->n_prompt_tokens = request->n_prompt_tokens;
-    usage->n_cached_tokens = request->n_cached_tokens;
+    /* A request that ends while waiting (cancelled, or stopped with the engine) never had its
+     * prompt read, so it reports and is billed for no prompt tokens. */
+    if (request->scheduled_us > 0) {
+        usage->n_prompt_tokens = request->n_prompt_tokens;
+        usage->n_cached_tokens = request->n_cached_tokens;
+    }
     usage->n_completion_tokens = request->n_generated;
     usage->arrival_us = request->arrival_us;
     usage->scheduled_us = request->scheduled_us;
