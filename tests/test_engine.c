@@ -19,6 +19,7 @@
 #include "quill/engine.h"
 #include "quill/model.h"
 #include "quill/tokenizer.h"
+#include "engine_gate.h"
 #include "tiny_model.h"
 
 enum {
@@ -373,132 +374,21 @@ static void test_engine_eviction_stays_correct(void **state) {
     quill_engine_destroy(engine);
 }
 
-/* Holds the engine thread inside a request's on_event call until the test opens it, so that a
- * long request is certainly still running while the test acts. The first n_calls_to_pass calls
- * return at once and the next one waits. gate_pass lets a waiting call go and arms the gate
- * again. */
-typedef struct gate {
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    int32_t n_calls_to_pass; /* calls that return before the gate stops one */
-    int32_t n_releases;      /* times the test let a waiting call go */
-    bool is_entered;         /* the engine thread is waiting in the callback */
-    bool is_open;            /* the test let it go for good */
-} gate;
-
-static void gate_init(gate *g) {
-    pthread_mutex_init(&g->mutex, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->n_calls_to_pass = 0;
-    g->n_releases = 0;
-    g->is_entered = false;
-    g->is_open = false;
-}
-
-static void gate_release(gate *g) {
-    pthread_cond_destroy(&g->cond);
-    pthread_mutex_destroy(&g->mutex);
-}
-
-static void gate_on_event(void *user_data) {
-    gate *g = user_data;
-    pthread_mutex_lock(&g->mutex);
-    if (g->n_calls_to_pass > 0) {
-        g->n_calls_to_pass--;
-        pthread_mutex_unlock(&g->mutex);
-        return;
-    }
-    g->is_entered = true;
-    pthread_cond_broadcast(&g->cond);
-    int32_t n_releases = g->n_releases;
-    while (!g->is_open && g->n_releases == n_releases) {
-        pthread_cond_wait(&g->cond, &g->mutex);
-    }
-    pthread_mutex_unlock(&g->mutex);
-}
-
-static void gate_wait_entered(gate *g) {
-    pthread_mutex_lock(&g->mutex);
-    while (!g->is_entered) {
-        pthread_cond_wait(&g->cond, &g->mutex);
-    }
-    pthread_mutex_unlock(&g->mutex);
-}
-
-static void gate_open(gate *g) {
-    pthread_mutex_lock(&g->mutex);
-    g->is_open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mutex);
-}
-
-/* Lets the waiting call go and stops the call after the next n_calls_to_pass. */
-static void gate_pass(gate *g, int32_t n_calls_to_pass) {
-    pthread_mutex_lock(&g->mutex);
-    g->n_calls_to_pass = n_calls_to_pass;
-    g->is_entered = false;
-    g->n_releases++;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mutex);
-}
-
-/* Submits params as a request whose first event blocks the engine thread at g until gate_open,
- * and returns it. params comes back without the callback, for the requests that follow. */
-static quill_request *submit_holding(quill_engine *engine, quill_request_params *params, gate *g) {
-    params->on_event = gate_on_event;
-    params->user_data = g;
-    quill_request *request = NULL;
-    assert_int_equal(quill_engine_submit(engine, params, &request), QUILL_OK);
-    gate_wait_entered(g);
-    params->on_event = NULL;
-    params->user_data = NULL;
-    return request;
-}
-
-/* Runs end(engine) (a stop or a destroy) in another thread while the engine thread is held at
- * g. Probes are submitted until one fails with QUILL_ERR_CANCELLED, which shows that intake has
- * stopped. Only then does the gate open, so no blocked request can finish first. Accepted probes
- * go to probes[*n_probes], up to max_probes, or are destroyed when probes is NULL. Until the
- * held thread sweeps them they stay open, so the queue may be full (busy) meanwhile. */
-static void end_while_held(quill_engine *engine, const quill_request_params *params, gate *g,
-                           void *(*end)(void *), quill_request **probes, int *n_probes,
-                           int max_probes) {
-    pthread_t ender;
-    assert_int_equal(pthread_create(&ender, NULL, end, engine), 0);
-    for (;;) {
-        quill_request *probe = NULL;
-        quill_status status = quill_engine_submit(engine, params, &probe);
-        if (status == QUILL_ERR_CANCELLED) {
-            break;
-        }
-        assert_true(status == QUILL_OK || status == QUILL_ERR_BUSY);
-        if (probe != NULL && probes != NULL) {
-            assert_true(*n_probes < max_probes);
-            probes[(*n_probes)++] = probe;
-        } else {
-            quill_request_destroy(probe);
-        }
-        sched_yield();
-    }
-    gate_open(g);
-    assert_int_equal(pthread_join(ender, NULL), 0);
-}
-
 /* Submits n requests so that they certainly run at the same time: the engine waits in the
  * first request's first callback, behind g, until all are queued. g must outlive the requests, and
  * the caller releases it after collecting them. */
 static void submit_together(quill_engine *engine, quill_request_params *params, int n,
-                            quill_request **requests, gate *g) {
-    gate_init(g);
-    params[0].on_event = gate_on_event;
+                            quill_request **requests, quill_test_gate *g) {
+    quill_test_gate_init(g);
+    params[0].on_event = quill_test_gate_on_event;
     params[0].user_data = g;
     for (int i = 0; i < n; i++) {
         assert_int_equal(quill_engine_submit(engine, &params[i], &requests[i]), QUILL_OK);
         if (i == 0) {
-            gate_wait_entered(g);
+            quill_test_gate_wait_entered(g);
         }
     }
-    gate_open(g);
+    quill_test_gate_open(g);
 }
 
 static void test_engine_cancel_releases_blocks(void **state) {
@@ -510,22 +400,22 @@ static void test_engine_cancel_releases_blocks(void **state) {
     quill_engine *engine = engine_new(&engine_params);
 
     /* The engine waits in the first callback, so the cancel lands while the request runs. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 50, 200);
-    params.on_event = gate_on_event;
+    params.on_event = quill_test_gate_on_event;
     params.user_data = &g;
     quill_request *request = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &request), QUILL_OK);
-    gate_wait_entered(&g);
+    quill_test_gate_wait_entered(&g);
     quill_request_cancel(request);
-    gate_open(&g);
+    quill_test_gate_open(&g);
     completion result;
     collect(request, &result);
     assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
     assert_true(result.n_tokens < 200);
     quill_request_destroy(request);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 
     /* A request destroyed without reading is cancelled too. */
     params.on_event = NULL;
@@ -589,7 +479,7 @@ static void test_engine_preemption_keeps_output(void **state) {
     engine_params = tight_engine_params(12, N_REQUESTS);
     engine = engine_new(&engine_params);
     assert_int_equal(quill_engine_n_ctx(engine), 11 * 16);
-    gate g;
+    quill_test_gate g;
     quill_request *requests[N_REQUESTS] = {NULL};
     submit_together(engine, params, N_REQUESTS, requests, &g);
     completion together[N_REQUESTS];
@@ -603,7 +493,7 @@ static void test_engine_preemption_keeps_output(void **state) {
         assert_int_equal(together[i].usage.n_cached_tokens, alone[i].usage.n_cached_tokens);
         assert_int_equal(together[i].usage.n_completion_tokens, alone[i].usage.n_completion_tokens);
     }
-    gate_release(&g);
+    quill_test_gate_release(&g);
 
     /* Resumed requests reuse their own blocks, which count as no prompt lookup or hit. */
     quill_engine_stats stats;
@@ -627,14 +517,14 @@ static void test_engine_large_max_tokens_concurrent(void **state) {
     quill_engine *engine = engine_new(&engine_params);
 
     /* The engine waits in the first callback of a short request while the others queue up. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 10, 4);
-    params.on_event = gate_on_event;
+    params.on_event = quill_test_gate_on_event;
     params.user_data = &g;
     quill_request *first = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &first), QUILL_OK);
-    gate_wait_entered(&g);
+    quill_test_gate_wait_entered(&g);
 
     /* max_tokens 0 runs up to the context, 166 tokens, which would take all 12 blocks if
      * reserved up front. An end-of-generation token comes first, so each needs one block. */
@@ -649,7 +539,7 @@ static void test_engine_large_max_tokens_concurrent(void **state) {
         long_params.sampling.n_logit_biases = 1;
         assert_int_equal(quill_engine_submit(engine, &long_params, &requests[i]), QUILL_OK);
     }
-    gate_open(&g);
+    quill_test_gate_open(&g);
 
     completion result;
     for (int i = 0; i < N_LONG; i++) {
@@ -661,7 +551,7 @@ static void test_engine_large_max_tokens_concurrent(void **state) {
     collect(first, &result);
     quill_request_destroy(first);
     assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 
     quill_engine_stats stats;
     quill_engine_drain(engine);
@@ -707,7 +597,7 @@ static void check_mixed_load(uint32_t seed, int32_t n_blocks) {
 
     engine_params = tight_engine_params(n_blocks, 4);
     engine = engine_new(&engine_params);
-    gate g;
+    quill_test_gate g;
     quill_request *requests[N_REQUESTS] = {NULL};
     submit_together(engine, params, N_REQUESTS, requests, &g);
     for (int i = 0; i < N_REQUESTS; i++) {
@@ -718,7 +608,7 @@ static void check_mixed_load(uint32_t seed, int32_t n_blocks) {
         assert_int_equal(together[i].usage.n_completion_tokens, alone[i].n_tokens);
         assert_true(together[i].usage.n_cached_tokens < params[i].n_prompt_tokens);
     }
-    gate_release(&g);
+    quill_test_gate_release(&g);
 
     quill_engine_stats stats;
     quill_engine_drain(engine);
@@ -753,19 +643,19 @@ static void test_engine_cancel_preempted_releases(void **state) {
      * at about the older one's 27th token and, while the older one grows, never fits again.
      * The gate pauses the engine at the older request's first token until the younger one is
      * queued, then at its 62nd token, well after the preemption. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params older_params = greedy_request(older_prompt, 20, 90);
-    older_params.on_event = gate_on_event;
+    older_params.on_event = quill_test_gate_on_event;
     older_params.user_data = &g;
     quill_request *older = NULL;
     assert_int_equal(quill_engine_submit(engine, &older_params, &older), QUILL_OK);
-    gate_wait_entered(&g);
+    quill_test_gate_wait_entered(&g);
     quill_request_params younger_params = greedy_request(younger_prompt, 40, 60);
     quill_request *younger = NULL;
     assert_int_equal(quill_engine_submit(engine, &younger_params, &younger), QUILL_OK);
-    gate_pass(&g, 60);
-    gate_wait_entered(&g);
+    quill_test_gate_pass(&g, 60);
+    quill_test_gate_wait_entered(&g);
 
     quill_engine_stats stats;
     quill_engine_get_stats(engine, &stats);
@@ -773,7 +663,7 @@ static void test_engine_cancel_preempted_releases(void **state) {
     assert_int_equal(stats.n_waiting, 1);
     assert_int_equal(stats.n_running, 1);
     quill_request_cancel(younger);
-    gate_open(&g);
+    quill_test_gate_open(&g);
 
     completion result;
     collect(younger, &result);
@@ -786,7 +676,7 @@ static void test_engine_cancel_preempted_releases(void **state) {
     quill_request_destroy(older);
     assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
     assert_int_equal(result.n_tokens, 90);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 
     /* Nothing is used or cached, so every block is free again. */
     quill_engine_drain(engine);
@@ -810,10 +700,10 @@ static void test_engine_queue_limit_busy(void **state) {
 
     /* The first request runs and holds the engine in its callback, the second waits behind
      * it, and the third finds the queue full. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
-    quill_request *running = submit_holding(engine, &params, &g);
+    quill_request *running = quill_test_submit_holding(engine, &params, &g);
     quill_request *waiting = NULL;
     quill_request *rejected = (quill_request *)&params;
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
@@ -821,11 +711,11 @@ static void test_engine_queue_limit_busy(void **state) {
     assert_null(rejected);
     assert_non_null(strstr(quill_error_message(), "1 queue places"));
 
-    gate_open(&g);
+    quill_test_gate_open(&g);
     quill_request_destroy(running);
     quill_request_destroy(waiting);
     quill_engine_destroy(engine);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 }
 
 /* The gauges cover the step whose forward pass is running: held at its first token, a request
@@ -840,10 +730,10 @@ static void test_engine_stats_cover_the_running_step(void **state) {
     quill_engine_params engine_params = small_engine_params();
     quill_engine *engine = engine_new(&engine_params);
 
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 24, 4);
-    quill_request *request = submit_holding(engine, &params, &g);
+    quill_request *request = quill_test_submit_holding(engine, &params, &g);
     quill_engine_stats stats;
     quill_engine_get_stats(engine, &stats);
     assert_int_equal(stats.n_running, 1);
@@ -851,13 +741,13 @@ static void test_engine_stats_cover_the_running_step(void **state) {
     /* 24 prompt tokens fill 2 blocks of 16. */
     assert_true(stats.n_blocks_used >= 2);
 
-    gate_open(&g);
+    quill_test_gate_open(&g);
     completion result;
     collect(request, &result);
     quill_request_destroy(request);
     assert_int_equal(result.reason, QUILL_FINISH_LENGTH);
     quill_engine_destroy(engine);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 }
 
 static void *stop_engine_thread(void *engine) {
@@ -876,14 +766,14 @@ static void test_engine_stop_cancels_all(void **state) {
     /* The first request blocks the engine thread in its callback while the second waits for
      * the only sequence. Stopping then cancels both, running and waiting, each with a final
      * event. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
-    quill_request *running = submit_holding(engine, &params, &g);
+    quill_request *running = quill_test_submit_holding(engine, &params, &g);
     quill_request *waiting = NULL;
     assert_int_equal(quill_engine_submit(engine, &params, &waiting), QUILL_OK);
 
-    end_while_held(engine, &params, &g, stop_engine_thread, NULL, NULL, 0);
+    quill_test_end_while_held(engine, &params, &g, stop_engine_thread, NULL, NULL, 0);
     completion result;
     collect(running, &result);
     assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
@@ -900,7 +790,7 @@ static void test_engine_stop_cancels_all(void **state) {
     quill_request_destroy(running);
     quill_request_destroy(waiting);
     quill_engine_destroy(engine);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 }
 
 static void test_engine_queue_limit_zero_fills_sequences(void **state) {
@@ -915,11 +805,11 @@ static void test_engine_queue_limit_zero_fills_sequences(void **state) {
     /* The first request blocks the engine thread in its callback, so the next three are
      * submitted before any is admitted. They still take the free sequences rather than queue
      * places, and only a fifth request finds the engine full. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 8, 240);
     quill_request *requests[4] = {NULL};
-    requests[0] = submit_holding(engine, &params, &g);
+    requests[0] = quill_test_submit_holding(engine, &params, &g);
     for (int i = 1; i < 4; i++) {
         assert_int_equal(quill_engine_submit(engine, &params, &requests[i]), QUILL_OK);
     }
@@ -927,12 +817,12 @@ static void test_engine_queue_limit_zero_fills_sequences(void **state) {
     assert_int_equal(quill_engine_submit(engine, &params, &rejected), QUILL_ERR_BUSY);
     assert_null(rejected);
 
-    gate_open(&g);
+    quill_test_gate_open(&g);
     for (int i = 0; i < 4; i++) {
         quill_request_destroy(requests[i]);
     }
     quill_engine_destroy(engine);
-    gate_release(&g);
+    quill_test_gate_release(&g);
 }
 
 /* Returns the bytes that token stands for (letters and spaces under letter_bans). */
@@ -1210,18 +1100,19 @@ static void test_engine_destroy_cancels(void **state) {
     quill_engine *engine = engine_new(&engine_params);
 
     /* The first request runs and holds the engine in its callback; more wait behind it. */
-    gate g;
-    gate_init(&g);
+    quill_test_gate g;
+    quill_test_gate_init(&g);
     quill_request_params params = greedy_request(prompt, 10, 240);
     quill_request *requests[MAX_HANDLES] = {NULL};
     int n_requests = 0;
-    requests[n_requests++] = submit_holding(engine, &params, &g);
+    requests[n_requests++] = quill_test_submit_holding(engine, &params, &g);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(quill_engine_submit(engine, &params, &requests[n_requests++]), QUILL_OK);
     }
 
     /* Destroy from another thread, which cancels everything. */
-    end_while_held(engine, &params, &g, destroy_engine, requests, &n_requests, MAX_HANDLES);
+    quill_test_end_while_held(engine, &params, &g, destroy_engine, requests, &n_requests,
+                              MAX_HANDLES);
 
     /* The handles outlive the engine and end with a cancelled final event. */
     for (int i = 0; i < n_requests; i++) {
@@ -1230,7 +1121,7 @@ static void test_engine_destroy_cancels(void **state) {
         assert_int_equal(result.reason, QUILL_FINISH_CANCELLED);
         quill_request_destroy(requests[i]);
     }
-    gate_release(&g);
+    quill_test_gate_release(&g);
 }
 
 static void count_event(void *user_data) {
