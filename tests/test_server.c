@@ -8,6 +8,7 @@
  */
 #include "test_support.h"
 #include "test_http.h"
+#include "engine_gate.h"
 #include "tiny_model.h"
 
 #include <arpa/inet.h>
@@ -599,6 +600,87 @@ static void test_errors_name_the_parameter(void **state) {
     }
 }
 
+/* What json-c's strict mode lets through is still refused as invalid JSON, each message naming
+ * the problem, while the same characters written legally pass. */
+static void test_errors_strict_json(void **state) {
+    (void)state;
+    static const struct {
+        const char *body;
+        const char *mention;
+    } cases[] = {
+        {"{\"prompt\":\"x\",\"max_tokens\":1,\"store\":NaN}", "'NaN'"},
+        {"{\"prompt\":\"x\",\"max_tokens\":1,\"temperature\":-Infinity}", "'Infinity'"},
+        {"{\"prompt\":\"x\",\"max_tokens\":1,\"temperature\":1.}", "ends with '.'"},
+        {"{\"prompt\":\"a\tb\",\"max_tokens\":1}", "control character 0x09"},
+        {"{\"prompt\":\"a\\u0000b\",\"max_tokens\":1}", "\\u0000"},
+        {"{\"prompt\":\"x\",\"max_tokens\":1,\"stop\":\"e\\u0000zzz\"}", "NUL"},
+        {"{\"prompt\":\"x\",\"max_tokens\":1,\"model\":\"m\\u0000evil\"}", "NUL"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        quill_test_http_reply reply;
+        http_post("/v1/completions", cases[i].body, &reply);
+        assert_error(&reply, 400, NULL, "invalid_json");
+        assert_error_mentions(&reply, cases[i].mention);
+        quill_test_http_reply_release(&reply);
+    }
+
+    /* An escaped backslash before "u0000", an exponent and an escaped tab are JSON. */
+    quill_test_http_reply reply;
+    http_post("/v1/completions",
+              "{\"prompt\":\"a\\\\u0000\\tb\",\"max_tokens\":1,\"temperature\":1e0}", &reply);
+    assert_int_equal(reply.status, 200);
+    quill_test_http_reply_release(&reply);
+}
+
+/* Seeds span both signed and unsigned 64-bit integers, a negative one standing for its two's
+ * complement; numbers past either end are refused as sent. Tiny values that single precision
+ * turns into an open minimum, a key with a leading space and a value that %g would round are
+ * refused with messages that show them. */
+static void test_errors_number_edges(void **state) {
+    (void)state;
+    static const char *const accepted[] = {"9223372036854775807", "-9223372036854775808",
+                                           "18446744073709551615", "-1"};
+    char *texts[4] = {NULL};
+    for (size_t i = 0; i < 4; i++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"prompt\":\"Once\",\"max_tokens\":8,\"temperature\":1.5,\"seed\":%s}",
+                 accepted[i]);
+        quill_test_http_reply reply;
+        http_post("/v1/completions", body, &reply);
+        assert_int_equal(reply.status, 200);
+        struct json_object *root = parse_json(reply.body);
+        texts[i] = strdup(json_string_at(root, "choices.0.text"));
+        json_object_put(root);
+        quill_test_http_reply_release(&reply);
+    }
+    assert_string_equal(texts[2], texts[3]); /* UINT64_MAX and -1 are the same seed */
+    for (size_t i = 0; i < 4; i++) {
+        free(texts[i]);
+    }
+
+    static const struct {
+        const char *body;
+        const char *param;
+        const char *mention;
+    } refused[] = {
+        {"{\"prompt\":\"x\",\"seed\":18446744073709551616}", "seed", "18446744073709551616"},
+        {"{\"prompt\":\"x\",\"seed\":-9223372036854775809}", "seed", "-9223372036854775809"},
+        {"{\"prompt\":\"x\",\"top_p\":1e-300}", "top_p", "single precision"},
+        {"{\"prompt\":\"x\",\"repetition_penalty\":1e-300}", "repetition_penalty",
+         "single precision"},
+        {"{\"prompt\":\"x\",\"temperature\":2.0000001}", "temperature", "2.0000001"},
+        {"{\"prompt\":\"x\",\"logit_bias\":{\" 5\":1}}", "logit_bias", "' 5'"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        quill_test_http_reply reply;
+        http_post("/v1/completions", refused[i].body, &reply);
+        assert_error(&reply, 400, refused[i].param, NULL);
+        assert_error_mentions(&reply, refused[i].mention);
+        quill_test_http_reply_release(&reply);
+    }
+}
+
 static void test_errors_ignored_hints_accepted(void **state) {
     (void)state;
     quill_test_http_reply reply;
@@ -1019,6 +1101,74 @@ static void test_drain_finishes_streams(void **state) {
     free(received);
     close(fd);
     quill_server_destroy(server);
+}
+
+typedef struct post_call {
+    uint16_t port;
+    const char *body;
+    quill_test_http_reply reply;
+} post_call;
+
+static void *run_post(void *argument) {
+    post_call *call = argument;
+    quill_test_http_send(call->port, "POST", "/v1/completions", "application/json", NULL,
+                         call->body, strlen(call->body), &call->reply);
+    return NULL;
+}
+
+static void *stop_engine(void *engine) {
+    quill_engine_stop(engine);
+    return NULL;
+}
+
+/* A plain (not streamed) request that a forced shutdown cancels gets the shutdown's 503, with
+ * Retry-After, rather than a 500. A gate holds the engine thread in another request's callback,
+ * so the HTTP request is certainly still open when the engine stops. */
+static void test_forced_stop_answers_503(void **state) {
+    (void)state;
+    quill_engine_params engine_params = quill_engine_params_default();
+    engine_params.n_threads = 1;
+    engine_params.n_parallel = 2;
+    quill_engine *engine = NULL;
+    assert_int_equal(quill_engine_create(the_fixture.model, &engine_params, &engine), QUILL_OK);
+    quill_server_params params = quill_server_params_default();
+    params.port = 0;
+    params.n_http_threads = 2;
+    quill_server *server = NULL;
+    assert_int_equal(quill_server_create(&params, &server), QUILL_OK);
+    assert_int_equal(quill_server_set_engine(server, engine), QUILL_OK);
+
+    int32_t prompt[3] = {1, QUILL_TEST_TINY_FIRST_PIECE, QUILL_TEST_TINY_FIRST_PIECE + 1};
+    quill_request_params request_params = quill_request_params_default();
+    request_params.prompt_tokens = prompt;
+    request_params.n_prompt_tokens = 3;
+    request_params.max_tokens = 8;
+    quill_test_gate g;
+    quill_test_gate_init(&g);
+    quill_request *holder = quill_test_submit_holding(engine, &request_params, &g);
+
+    post_call call = {.port = quill_server_port(server),
+                      .body = "{\"prompt\":\"go\",\"max_tokens\":20}"};
+    pthread_t poster;
+    assert_int_equal(pthread_create(&poster, NULL, run_post, &call), 0);
+    quill_server_stats stats = {0};
+    for (int i = 0; i < 3000 && stats.n_generations_in_flight == 0; i++) {
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+        quill_server_get_stats(server, &stats);
+    }
+    assert_int_equal(stats.n_generations_in_flight, 1);
+
+    quill_test_end_while_held(engine, &request_params, &g, stop_engine, NULL, NULL, 0);
+    assert_int_equal(pthread_join(poster, NULL), 0);
+    assert_error(&call.reply, 503, NULL, "shutting_down");
+    assert_string_equal(call.reply.retry_after, "1");
+    quill_test_http_reply_release(&call.reply);
+
+    quill_request_destroy(holder);
+    quill_server_destroy(server);
+    quill_engine_destroy(engine);
+    quill_test_gate_release(&g);
 }
 
 static void test_user_special_text_stays_plain(void **state) {
@@ -1797,6 +1947,8 @@ int main(void) {
         cmocka_unit_test(test_errors_bad_json_and_content_type),
         cmocka_unit_test(test_errors_name_the_parameter),
         cmocka_unit_test(test_errors_cap_usage_tags),
+        cmocka_unit_test(test_errors_strict_json),
+        cmocka_unit_test(test_errors_number_edges),
         cmocka_unit_test(test_errors_ignored_hints_accepted),
         cmocka_unit_test(test_errors_api_key),
         cmocka_unit_test(test_errors_unknown_model_and_path),
@@ -1811,6 +1963,7 @@ int main(void) {
         cmocka_unit_test(test_chat_logprobs_and_choices),
         cmocka_unit_test(test_completion_logprobs_shape),
         cmocka_unit_test(test_drain_finishes_streams),
+        cmocka_unit_test(test_forced_stop_answers_503),
         cmocka_unit_test(test_user_special_text_stays_plain),
         cmocka_unit_test(test_apply_template_default_chatml),
         cmocka_unit_test(test_tokenize_round_trip),

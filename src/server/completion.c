@@ -714,11 +714,32 @@ static quill_status stream_tool_text(quill_completion *completion, int32_t index
     return status;
 }
 
-static void write_error_event(const char *message, quill_strbuf *stream) {
+/* The error of a choice that failed in the engine. A request that the engine finds invalid only
+ * while generating is the client's error: a logit_bias that bans every token the model can
+ * produce. One cancelled by a forced shutdown gets the shutdown's 503, which tells the client to
+ * retry elsewhere. Others are 500. With several choices, the message names the failed one. */
+static void choice_error(const quill_completion *completion, int32_t index,
+                         quill_http_error *error) {
+    const completion_choice *choice = &completion->choices[index];
+    char prefix[32] = "";
+    if (completion->n_choices > 1) {
+        snprintf(prefix, sizeof(prefix), "choice %d: ", (int)index);
+    }
+    if (choice->status == QUILL_ERR_CANCELLED) {
+        quill__http_error_set(error, 503, NULL, "shutting_down", "%s%s", prefix,
+                              choice->error_message);
+        return;
+    }
+    int status_code = choice->status == QUILL_ERR_INVALID_ARG ? 400 : 500;
+    quill__http_error_set(error, status_code, NULL, NULL, "%s%s", prefix, choice->error_message);
+}
+
+static void write_error_event(const quill_completion *completion, int32_t index,
+                              quill_strbuf *stream) {
     quill_http_error error;
     quill_strbuf json;
     quill__strbuf_init(&json);
-    quill__http_error_set(&error, 500, NULL, NULL, "%s", message);
+    choice_error(completion, index, &error);
     quill__http_error_write_json(&error, &json);
     /* The error writer ends with a newline meant for plain bodies; SSE frames its own lines. */
     if (json.length > 0 && json.data[json.length - 1] == '\n') {
@@ -834,7 +855,7 @@ static quill_status handle_event(quill_completion *completion, int32_t index,
     if (event->is_final) {
         record_final(completion, choice, event);
         if (choice->status != QUILL_OK) {
-            write_error_event(choice->error_message, stream);
+            write_error_event(completion, index, stream);
         } else {
             write_chunk(completion, index, "", 0, choice_finish_reason(choice), stream);
         }
@@ -938,21 +959,16 @@ static void write_choice(quill_completion *completion, int32_t index, quill_strb
 void quill__completion_write_response(quill_completion *completion, int *http_status,
                                       quill_strbuf *body) {
     if (completion->has_failed) {
-        const char *message = "the engine failed the request";
-        /* A request that the engine finds invalid only while generating is the client's
-         * error: a logit_bias that bans every token the model can produce. Others are 500. */
-        int status_code = 500;
+        quill_http_error error;
+        quill__http_error_set(&error, 500, NULL, NULL, "the engine failed the request");
         for (int32_t i = 0; i < completion->n_choices; i++) {
             if (completion->choices[i].status != QUILL_OK) {
-                message = completion->choices[i].error_message;
-                status_code = completion->choices[i].status == QUILL_ERR_INVALID_ARG ? 400 : 500;
+                choice_error(completion, i, &error);
                 break;
             }
         }
-        quill_http_error error;
-        quill__http_error_set(&error, status_code, NULL, NULL, "%s", message);
         quill__http_error_write_json(&error, body);
-        *http_status = status_code;
+        *http_status = error.http_status;
         return;
     }
 

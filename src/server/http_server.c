@@ -265,7 +265,8 @@ static enum MHD_Result continue_waiting(quill_exchange *exchange) {
             quill__strbuf_init(&body);
             quill__completion_write_response(exchange->completion, &http_status, &body);
             exchange->state = QUILL_EXCHANGE_ANSWERED;
-            return queue_body(exchange, http_status, &body, "application/json", 0);
+            return queue_body(exchange, http_status, &body, "application/json",
+                              http_status == 503 ? 1 : 0);
         }
         if (atomic_load(&server->is_stopping)) {
             quill_http_error error;

@@ -60,6 +60,14 @@ static bool is_listed(const char *const *list, const char *name) {
     return false;
 }
 
+static bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+
+static bool is_letter(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
 static quill_status reject(quill_http_error *error, const char *param, const char *fmt,
                            const char *detail) {
     quill__http_error_set(error, 400, param, NULL, fmt, param, detail);
@@ -88,8 +96,18 @@ static quill_status parse_double(const quill_openai_request *request, const char
     double number = json_object_get_double(value);
     bool is_below = is_min_open ? !(number > min) : !(number >= min);
     if (!isfinite(number) || is_below || number > max) {
-        quill__http_error_set(error, 400, name, NULL, "'%s' is %g but must be in %s%g, %g]", name,
-                              number, is_min_open ? "(" : "[", min, max);
+        quill__http_error_set(error, 400, name, NULL, "'%s' is %.15g but must be in %s%g, %g]",
+                              name, number, is_min_open ? "(" : "[", min, max);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    /* The sampler stores single precision, where a tiny value above an open minimum becomes
+     * the minimum itself. */
+    if (is_min_open && !((float)number > (float)min)) {
+        quill__http_error_set(error, 400, name, NULL,
+                              "'%s' is %.15g, which is %g in single precision; give at least "
+                              "%g",
+                              name, number, (double)(float)number,
+                              (double)nextafterf((float)min, INFINITY));
         return QUILL_ERR_INVALID_ARG;
     }
     *out = number;
@@ -165,6 +183,36 @@ static quill_status parse_int(const quill_openai_request *request, const char *n
         return QUILL_ERR_INVALID_ARG;
     }
     *out = number;
+    return QUILL_OK;
+}
+
+/* seed: any integer from INT64_MIN to UINT64_MAX, since SDKs send both signed and unsigned 64-bit
+ * seeds. A negative seed is used as its two's complement. json-c clamps integers beyond those
+ * limits without a sign, so a value at a limit is checked against the text as sent. */
+static quill_status parse_seed(const quill_openai_request *request, uint64_t *out,
+                               quill_http_error *error) {
+    struct json_object *value = field(request, "seed");
+    if (value == NULL) {
+        return QUILL_OK;
+    }
+    if (!json_object_is_type(value, json_type_int)) {
+        return reject(error, "seed", "'%s' must be an integer%s", "");
+    }
+    int64_t signed_seed = json_object_get_int64(value);
+    uint64_t seed = signed_seed < 0 ? (uint64_t)signed_seed : json_object_get_uint64(value);
+    const char *limit = signed_seed == INT64_MIN                 ? "-9223372036854775808"
+                        : signed_seed >= 0 && seed == UINT64_MAX ? "18446744073709551615"
+                                                                 : NULL;
+    char sent[48];
+    if (limit != NULL && find_number_text(request, "seed", sent, sizeof(sent)) &&
+        strcmp(sent, limit) != 0) {
+        quill__http_error_set(error, 400, "seed", NULL,
+                              "'seed' is %s but must be between -9223372036854775808 and "
+                              "18446744073709551615",
+                              sent);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    *out = seed;
     return QUILL_OK;
 }
 
@@ -418,7 +466,7 @@ static quill_status parse_logit_bias(quill_openai_request *request, int32_t n_vo
         bool is_number = json_object_is_type(value, json_type_int) ||
                          json_object_is_type(value, json_type_double);
         double bias = is_number ? json_object_get_double(value) : NAN;
-        if (errno != 0 || end == key || *end != '\0' || token < 0 || token >= limit) {
+        if (!is_digit(key[0]) || errno != 0 || *end != '\0' || token >= limit) {
             quill__http_error_set(error, 400, "logit_bias", NULL,
                                   "'logit_bias' key '%.32s' is not a token id in [0, %lld)", key,
                                   (long long)limit);
@@ -748,7 +796,7 @@ static quill_status parse_sampling(quill_openai_request *request, int32_t n_voca
     double frequency = 0.0;
     double repetition = 1.0;
     int64_t top_k = 0;
-    int64_t seed = 0;
+    uint64_t seed = 0;
     quill_status status = parse_double(request, "temperature", 0.0, 2.0, false, &temperature,
                                        error);
     if (status == QUILL_OK) {
@@ -770,7 +818,7 @@ static quill_status parse_sampling(quill_openai_request *request, int32_t n_voca
         status = parse_int(request, "top_k", 0, n_vocab > 0 ? n_vocab : INT32_MAX, &top_k, error);
     }
     if (status == QUILL_OK) {
-        status = parse_int(request, "seed", INT64_MIN, INT64_MAX, &seed, error);
+        status = parse_seed(request, &seed, error);
     }
     if (status == QUILL_OK) {
         status = parse_logit_bias(request, n_vocab, error);
@@ -787,7 +835,7 @@ static quill_status parse_sampling(quill_openai_request *request, int32_t n_voca
     sampling->repetition_penalty = (float)repetition;
     sampling->top_k = (int32_t)top_k;
     sampling->has_seed = field(request, "seed") != NULL;
-    sampling->seed = (uint64_t)seed;
+    sampling->seed = seed;
     return QUILL_OK;
 }
 
@@ -860,6 +908,61 @@ static quill_status parse_fields(quill_openai_request *request, int32_t n_vocab,
     return status;
 }
 
+/* Finds what json-c's strict mode still lets through in the n_bytes of a parsed body: raw
+ * control characters inside strings, NaN and Infinity, numbers that end with a point, and the
+ * escape \u0000. Quill rejects a NUL inside a string, because model names, stop strings and
+ * templates are C strings that would silently end there. Writes the problem into problem and
+ * returns its byte offset, or returns -1 when there is none. */
+static int64_t find_non_json(const char *body, size_t n_bytes, char *problem,
+                             size_t problem_bytes) {
+    bool is_in_string = false;
+    for (size_t i = 0; i < n_bytes; i++) {
+        char c = body[i];
+        if (is_in_string) {
+            if ((unsigned char)c < 0x20) {
+                snprintf(problem, problem_bytes,
+                         "a raw control character 0x%02x inside a string; escape it as \\u%04x",
+                         (unsigned)c, (unsigned)c);
+                return (int64_t)i;
+            }
+            if (c == '"') {
+                is_in_string = false;
+            } else if (c == '\\') {
+                if (i + 5 < n_bytes && memcmp(body + i + 1, "u0000", 5) == 0) {
+                    snprintf(problem, problem_bytes,
+                             "the escape \\u0000 (a NUL character), which Quill does not accept "
+                             "inside a string; remove it");
+                    return (int64_t)i;
+                }
+                i++; /* the escaped character cannot end the string */
+            }
+            continue;
+        }
+        if (c == '"') {
+            is_in_string = true;
+        } else if (c == '.' && (i + 1 >= n_bytes || !is_digit(body[i + 1]))) {
+            snprintf(problem, problem_bytes, "a number that ends with '.'");
+            return (int64_t)i;
+        } else if (is_letter(c)) {
+            size_t n = 1;
+            while (i + n < n_bytes && is_letter(body[i + n])) {
+                n++;
+            }
+            bool is_literal = (n == 4 && (memcmp(body + i, "true", 4) == 0 ||
+                                          memcmp(body + i, "null", 4) == 0)) ||
+                              (n == 5 && memcmp(body + i, "false", 5) == 0);
+            bool is_exponent = n == 1 && (c == 'e' || c == 'E') && i > 0 && is_digit(body[i - 1]);
+            if (!is_literal && !is_exponent) {
+                snprintf(problem, problem_bytes, "'%.*s', which is not a JSON value",
+                         (int)(n < 16 ? n : 16), body + i);
+                return (int64_t)i;
+            }
+            i += n - 1;
+        }
+    }
+    return -1;
+}
+
 quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
                                              struct json_object **out, quill_http_error *error) {
     *out = NULL;
@@ -921,6 +1024,16 @@ quill_status quill__openai_parse_json_object(const char *body, size_t n_bytes,
                                   ? json_tokener_error_desc(parse_error)
                                   : "unexpected data after the value",
                               n_parsed);
+        json_object_put(root);
+        return QUILL_ERR_INVALID_ARG;
+    }
+    char problem[128];
+    int64_t at = find_non_json(body, n_parsed, problem, sizeof(problem));
+    if (at >= 0) {
+        quill__http_error_set(error, 400, NULL, "invalid_json",
+                              "the request body is not valid JSON (%s, at byte %lld); send one "
+                              "JSON object",
+                              problem, (long long)at);
         json_object_put(root);
         return QUILL_ERR_INVALID_ARG;
     }
