@@ -623,6 +623,25 @@ static void test_taint_survives_string_operations(void **state) {
     quill_chat_rendered_release(&rendered);
 }
 
+/* A tool round trip renders with the default template: the assistant message that calls a tool
+ * has null content, and the tool's reply follows. */
+static void test_default_template_tool_round_trip(void **state) {
+    (void)state;
+    quill_chat_rendered rendered;
+    render_messages(quill_chat_default_template(),
+                    "[{\"role\": \"user\", \"content\": \"weather?\"}, {\"role\": \"assistant\", "
+                    "\"content\": null, \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", "
+                    "\"function\": {\"name\": \"get_weather\", \"arguments\": \"{}\"}}]}, "
+                    "{\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"sunny\"}]",
+                    &rendered);
+    assert_string_equal(rendered.text,
+                        "<|im_start|>user\nweather?<|im_end|>\n<|im_start|>assistant\n"
+                        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": \"{}\"}\n"
+                        "</tool_call><|im_end|>\n<|im_start|>tool\nsunny<|im_end|>\n"
+                        "<|im_start|>assistant\n");
+    quill_chat_rendered_release(&rendered);
+}
+
 static void test_taint_segments_cover_output(void **state) {
     (void)state;
     quill_chat_rendered rendered;
@@ -1199,6 +1218,7 @@ int main(void) {
         cmocka_unit_test(test_limits_output_bytes),
         cmocka_unit_test(test_taint_user_special_token_is_data),
         cmocka_unit_test(test_taint_survives_string_operations),
+        cmocka_unit_test(test_default_template_tool_round_trip),
         cmocka_unit_test(test_taint_segments_cover_output),
         cmocka_unit_test(test_content_parts_detection),
         cmocka_unit_test(test_messages_normalize_maps_openai_shapes),

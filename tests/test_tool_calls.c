@@ -133,8 +133,9 @@ static void test_format_detect_markers(void **state) {
                      QUILL_TOOL_CALL_FORMAT_LLAMA3);
     assert_int_equal(quill__tool_call_format_detect("<|start_header_id|>user<|end_header_id|>"),
                      QUILL_TOOL_CALL_FORMAT_NONE);
+    /* The default ChatML writes earlier calls as <tool_call> blocks, so it parses them too. */
     assert_int_equal(quill__tool_call_format_detect(quill_chat_default_template()),
-                     QUILL_TOOL_CALL_FORMAT_NONE);
+                     QUILL_TOOL_CALL_FORMAT_HERMES);
     assert_int_equal(quill__tool_call_format_detect(NULL), QUILL_TOOL_CALL_FORMAT_NONE);
 }
 

@@ -29,9 +29,20 @@ struct quill_chat_template {
     const quill_chat_node *unknown_filter; /* first filter the interpreter lacks, or NULL */
 };
 
+/* ChatML. An assistant message that calls tools may have no content, and each of its calls is
+ * written as a <tool_call> block with the function's JSON after the role line, as Qwen2.5's
+ * ChatML does. */
 static const char default_template[] =
     "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{{- '<|im_start|>' + message['role'] }}"
+    "{%- if message['content'] is string %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{{- '\\n<tool_call>\\n' + call['function'] | tojson + '\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{%- elif message['content'] is not string %}{{- '\\n' }}"
+    "{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
 
