@@ -442,7 +442,7 @@ static void test_bench_serve_looks_up_unlisted_model(void **state) {
     int exit_code = -1;
     char *output = run_bench(args, true, &exit_code);
     assert_int_equal(exit_code, 0);
-    assert_null(strstr(output, "found no vocabulary size"));
+    assert_null(strstr(output, "gave no vocabulary size"));
     free(output);
     pthread_mutex_lock(&server.mutex);
     int n_model_lookups = server.seen.n_model_lookups;
@@ -460,6 +460,7 @@ static void test_bench_serve_looks_up_unlisted_model(void **state) {
     assert_int_equal(exit_code, 0);
     assert_non_null(strstr(output, "does not list --model 'nope'"));
     assert_non_null(strstr(output, "HTTP 404: no such model"));
+    assert_non_null(strstr(output, "gave no vocabulary size for model 'nope'"));
     free(output);
 }
 
@@ -577,7 +578,7 @@ static void test_bench_serve_missing_api_key(void **state) {
     assert_int_equal(exit_code, 1);
     assert_non_null(strstr(output, "/v1/models returned HTTP 401: invalid API key"));
     assert_non_null(strstr(output, "pass it with --api-key"));
-    assert_null(strstr(output, "found no vocabulary size"));
+    assert_null(strstr(output, "gave no vocabulary size"));
     free(output);
 
     /* A wrong key: the message names the rejected key, and no completion is sent. */

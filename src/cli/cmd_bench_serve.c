@@ -1121,12 +1121,15 @@ static int prepare_run(bench_run *run) {
         return 1;
     }
     if (run->vocab_size <= FIRST_SAFE_TOKEN_ID) {
-        fprintf(stderr,
-                "quill %s: %s; drawing prompt ids from %d..%d, pass --vocab to change\n",
-                command_name,
-                discovery == DISCOVERY_OK ? "found no vocabulary size in GET /v1/models"
-                                          : "no vocabulary size known",
-                FIRST_SAFE_TOKEN_ID, FALLBACK_VOCAB_SIZE - 1);
+        /* Names the model, because GET /v1/models may list other models with a size. */
+        char known[320] = "no vocabulary size known";
+        if (discovery == DISCOVERY_OK) {
+            snprintf(known, sizeof(known), "the server gave no vocabulary size for %s%.200s%s",
+                     run->model != NULL ? "model '" : "its model",
+                     run->model != NULL ? run->model : "", run->model != NULL ? "'" : "");
+        }
+        fprintf(stderr, "quill %s: %s; drawing prompt ids from %d..%d, pass --vocab to change\n",
+                command_name, known, FIRST_SAFE_TOKEN_ID, FALLBACK_VOCAB_SIZE - 1);
         run->vocab_size = FALLBACK_VOCAB_SIZE;
     }
 

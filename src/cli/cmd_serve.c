@@ -356,12 +356,15 @@ int quill_cli_serve(int argc, char **argv) {
     }
 
     char quoted_path[512];
+    char quoted_model[256];
     QUILL_LOG_INFO("server", "listening",
                    "address=http://%s:%u model=%s path=%s n_ctx=%lld n_parallel=%d "
                    "queue_limit=%d kernels=%s",
                    options.server.host, (unsigned)quill_server_port(server),
-                   options.server.model_alias != NULL ? options.server.model_alias
-                                                      : quill_model_get_info(model)->name,
+                   quill__log_quote(options.server.model_alias != NULL
+                                        ? options.server.model_alias
+                                        : quill_model_get_info(model)->name,
+                                    quoted_model, (int)sizeof(quoted_model)),
                    quill__log_quote(model_path, quoted_path, (int)sizeof(quoted_path)),
                    (long long)quill_engine_n_ctx(engine), options.engine.n_parallel,
                    options.engine.queue_limit, quill__kernels_variant_name());

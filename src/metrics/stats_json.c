@@ -183,7 +183,8 @@ static json_object *new_model(const quill__metrics_model *model, int64_t now_us)
 }
 
 /* Cost per active user: the window's cost of requests with a user tag over the users seen in
- * the window. */
+ * the window. NOTE: users past max_users share the "_other" entry and count as one, so past the
+ * cap active_users is a lower bound and the cost per active user an upper bound. */
 static json_object *new_user_window(const quill_metrics *metrics, int64_t now_us) {
     quill__metrics_slice sum;
     quill__metrics_slices_sum(metrics->user_slices, now_us, &sum);

@@ -1006,30 +1006,34 @@ static const char *outcome_name(const quill_completion *completion, bool is_disc
 
 /* Logs the accounting line of a request that reached the engine. */
 static void log_accounting(quill_completion *completion, bool is_disconnect) {
+    /* A plain request that ended without a response (client gone, shutdown) still had its
+     * first text released by the engine. */
+    if (!completion->request.is_stream && completion->first_content_us == 0) {
+        completion->first_content_us = first_engine_content_us(completion);
+    }
     quill_usage total;
     quill_cost cost;
     quill_timings timings;
     total_usage(completion, &total, &cost, &timings);
     char usd[QUILL_COST_USD_TEXT_BYTES];
+    char model[256];
     char user[96];
     char feature[96];
-    QUILL_LOG_INFO("server", "completion finished",
-                   "id=%s model=%s n_choices=%d prompt_tokens=%lld cached_tokens=%lld "
-                   "completion_tokens=%lld cost_usd=%s ttft_ms=%.3f user=%s feature=%s "
-                   "outcome=%s",
-                   completion->id, completion->server->model_id, completion->n_choices,
-                   (long long)total.n_prompt_tokens, (long long)total.n_cached_tokens,
-                   (long long)total.n_completion_tokens,
-                   quill__cost_format_usd(cost.total_picousd, usd, sizeof(usd)),
-                   (double)timings.ttft_us / 1000.0,
-                   quill__log_quote(completion->request.user != NULL ? completion->request.user
-                                                                     : "",
-                                    user, (int)sizeof(user)),
-                   quill__log_quote(completion->request.feature != NULL
-                                        ? completion->request.feature
-                                        : "",
-                                    feature, (int)sizeof(feature)),
-                   outcome_name(completion, is_disconnect));
+    QUILL_LOG_INFO(
+        "server", "completion finished",
+        "id=%s model=%s n_choices=%d prompt_tokens=%lld cached_tokens=%lld "
+        "completion_tokens=%lld cost_usd=%s ttft_ms=%.3f user=%s feature=%s "
+        "outcome=%s",
+        completion->id, quill__log_quote(completion->server->model_id, model, (int)sizeof(model)),
+        completion->n_choices, (long long)total.n_prompt_tokens, (long long)total.n_cached_tokens,
+        (long long)total.n_completion_tokens,
+        quill__cost_format_usd(cost.total_picousd, usd, sizeof(usd)),
+        (double)timings.ttft_us / 1000.0,
+        quill__log_quote(completion->request.user != NULL ? completion->request.user : "", user,
+                         (int)sizeof(user)),
+        quill__log_quote(completion->request.feature != NULL ? completion->request.feature : "",
+                         feature, (int)sizeof(feature)),
+        outcome_name(completion, is_disconnect));
 }
 
 /* Cancels a running choice and waits for its final event, which the engine queues at its next

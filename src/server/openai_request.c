@@ -387,16 +387,19 @@ static quill_status parse_prompt_tokens(quill_openai_request *request, struct js
     return QUILL_OK;
 }
 
-/* prompt: a string, an array of one string, or an array of token ids. */
+/* prompt: a string or an array of token ids, alone or as the one element of a batch. */
 static quill_status parse_prompt(quill_openai_request *request, int32_t n_vocab,
                                  quill_http_error *error) {
     struct json_object *prompt = field(request, "prompt");
     if (prompt == NULL) {
         return reject(error, "prompt", "'%s' is required%s", "");
     }
-    if (json_object_is_type(prompt, json_type_array) && json_object_array_length(prompt) == 1 &&
-        json_object_is_type(json_object_array_get_idx(prompt, 0), json_type_string)) {
-        prompt = json_object_array_get_idx(prompt, 0);
+    if (json_object_is_type(prompt, json_type_array) && json_object_array_length(prompt) == 1) {
+        struct json_object *only = json_object_array_get_idx(prompt, 0);
+        if (json_object_is_type(only, json_type_string) ||
+            json_object_is_type(only, json_type_array)) {
+            prompt = only;
+        }
     }
     if (json_object_is_type(prompt, json_type_string)) {
         request->prompt_text = json_object_get_string(prompt);
@@ -406,8 +409,8 @@ static quill_status parse_prompt(quill_openai_request *request, int32_t n_vocab,
     if (!json_object_is_type(prompt, json_type_array) || json_object_array_length(prompt) == 0 ||
         !json_object_is_type(json_object_array_get_idx(prompt, 0), json_type_int)) {
         return reject(error, "prompt",
-                      "'%s' must be a string or a non-empty array of token ids; Quill takes one "
-                      "prompt per request%s",
+                      "'%s' must be a string or a non-empty array of token ids, alone or as "
+                      "the only element of an array; Quill takes one prompt per request%s",
                       "");
     }
     return parse_prompt_tokens(request, prompt, n_vocab, error);
@@ -587,15 +590,17 @@ static quill_status parse_metadata(quill_openai_request *request, quill_http_err
                                   strlen(key), key, QUILL_OPENAI_MAX_METADATA_KEY_BYTES);
             return QUILL_ERR_INVALID_ARG;
         }
+        /* The key's length was checked above, so the name fits. */
+        char param[16 + QUILL_OPENAI_MAX_METADATA_KEY_BYTES];
+        snprintf(param, sizeof(param), "metadata.%s", key);
         if (!json_object_is_type(value, json_type_string)) {
-            quill__http_error_set(error, 400, "metadata", NULL,
-                                  "'metadata.%.64s' must be a string", key);
+            quill__http_error_set(error, 400, param, NULL, "'%s' must be a string", param);
             return QUILL_ERR_INVALID_ARG;
         }
         if (json_object_get_string_len(value) > QUILL_OPENAI_MAX_METADATA_VALUE_BYTES) {
-            quill__http_error_set(
-                error, 400, "metadata", NULL, "'metadata.%.64s' has %d bytes; use at most %d", key,
-                json_object_get_string_len(value), QUILL_OPENAI_MAX_METADATA_VALUE_BYTES);
+            quill__http_error_set(error, 400, param, NULL, "'%s' has %d bytes; use at most %d",
+                                  param, json_object_get_string_len(value),
+                                  QUILL_OPENAI_MAX_METADATA_VALUE_BYTES);
             return QUILL_ERR_INVALID_ARG;
         }
         if (strcmp(key, "feature") == 0) {
