@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -45,6 +46,29 @@
 
 /* Maximum bytes MHD requests from the SSE reader per call. */
 #define STREAM_BLOCK_BYTES 16384
+
+/* Retry-After, in seconds, of the 503 that requests get once the drain has started. */
+#define DRAIN_RETRY_AFTER_S 1
+
+/* Set by a handler call just before it returns MHD_NO on purpose: its client left, or the drain
+ * already sent a 503 on the request's socket. MHD then logs "Application reported internal
+ * error" from the same thread, and log_mhd_message writes that line at debug level, not as a
+ * warning. Every handler call clears the flag first, so it never outlives the call that set
+ * it. Thread-local because MHD's logger receives no connection to tell the cases apart. */
+static _Thread_local bool is_closing_on_purpose;
+
+/* Returns MHD_NO, which closes the connection, and marks the closing as intended. */
+static enum MHD_Result close_on_purpose(void) {
+    is_closing_on_purpose = true;
+    return MHD_NO;
+}
+
+/* Fills error with the 503 that requests get once the drain has started. */
+static void set_shutting_down(quill_http_error *error) {
+    quill__http_error_set(error, 503, NULL, "shutting_down",
+                          "the server is shutting down; retry on another server");
+    error->retry_after_s = DRAIN_RETRY_AFTER_S;
+}
 
 quill_waker *quill__waker_acquire(quill_server *server, struct MHD_Connection *connection) {
     pthread_mutex_lock(&server->mutex);
@@ -143,6 +167,10 @@ static enum MHD_Result queue_body(quill_exchange *exchange, int http_status,
     if (http_status == 405 && exchange->allowed_methods != NULL) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, exchange->allowed_methods);
     }
+    /* Once the drain has started, a kept-alive connection takes no further request. */
+    if (atomic_load(&exchange->server->is_quiesced)) {
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
     enum MHD_Result result = MHD_queue_response(exchange->connection, (unsigned int)http_status,
                                                 response);
     MHD_destroy_response(response);
@@ -155,12 +183,15 @@ static enum MHD_Result queue_error(quill_exchange *exchange, const quill_http_er
     quill__http_error_write_json(error, &body);
     exchange->state = QUILL_EXCHANGE_ANSWERED;
 
-    /* Client errors are the client's to fix and are logged only at debug level; 500s are
+    /* Client errors are the client's to fix and are logged only at debug level, and so are 501
+     * (a transfer coding the client chose) and 503 (loading or shutting down). Other 5xx are
      * failures an operator must see. */
     char message[600];
     quill__log_quote(error->message, message, (int)sizeof(message));
     const char *endpoint = quill__router_endpoint_name(exchange->endpoint);
-    if (error->http_status >= 500 && error->http_status != 503) {
+    bool is_server_failure = error->http_status >= 500 && error->http_status != 501 &&
+                             error->http_status != 503;
+    if (is_server_failure) {
         QUILL_LOG_ERROR("server", "request failed", "endpoint=%s http_status=%d error=%s",
                         endpoint, error->http_status, message);
     } else {
@@ -234,6 +265,9 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(response, "X-Accel-Buffering", "no");
+    if (atomic_load(&exchange->server->is_quiesced)) {
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
     exchange->state = QUILL_EXCHANGE_STREAMING;
     exchange->http_status = MHD_HTTP_OK;
     enum MHD_Result result = MHD_queue_response(exchange->connection, MHD_HTTP_OK, response);
@@ -248,7 +282,7 @@ static enum MHD_Result queue_stream(quill_exchange *exchange) {
 static enum MHD_Result continue_waiting(quill_exchange *exchange) {
     quill_server *server = exchange->server;
     if (atomic_load(&exchange->waker->is_peer_gone)) {
-        return MHD_NO;
+        return close_on_purpose();
     }
     for (;;) {
         bool is_finished = false;
@@ -338,33 +372,219 @@ static quill_exchange *exchange_create(quill_server *server, struct MHD_Connecti
     return exchange;
 }
 
-/* Marks a body over the limit with 413. Returns true when the client announced a body over
- * the limit and waits for "100 Continue", so the 413 can go out before it sends the body. */
-static bool check_declared_length(quill_exchange *exchange) {
+/* The headers that frame a request body, as libmicrohttpd received them. */
+typedef struct body_framing {
+    int n_content_length;          /* Content-Length fields */
+    const char *content_length;    /* the first one's value (MHD uses only it), or NULL */
+    bool has_length_mismatch;      /* a later Content-Length differs from the first */
+    int n_transfer_encoding;       /* Transfer-Encoding fields */
+    const char *transfer_encoding; /* the first one's value (MHD uses only it), or NULL */
+} body_framing;
+
+static enum MHD_Result collect_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value) {
+    body_framing *framing = cls;
+    (void)kind;
+    const char *text = value != NULL ? value : "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (framing->n_content_length == 0) {
+            framing->content_length = text;
+        } else if (strcmp(text, framing->content_length) != 0) {
+            framing->has_length_mismatch = true;
+        }
+        framing->n_content_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if (framing->n_transfer_encoding == 0) {
+            framing->transfer_encoding = text;
+        }
+        framing->n_transfer_encoding++;
+    }
+    return MHD_YES;
+}
+
+/* Checks that the body's length is unambiguous, as RFC 9112 section 6 requires, and sets a 400
+ * or 501 otherwise. libmicrohttpd 0.9.75 honours only the first Content-Length, lets a
+ * Transfer-Encoding override any Content-Length, and reads a body whose transfer coding is not
+ * exactly "chunked" until the client closes the connection. A proxy in front that frames the
+ * body differently could then parse a second request where Quill reads a body (request
+ * smuggling), and a client waiting for a response would hang. Sets *has_body when a body
+ * follows the headers. Returns true when an error was set. */
+static bool check_framing(quill_exchange *exchange, bool *has_body) {
+    body_framing framing;
+    memset(&framing, 0, sizeof(framing));
+    *has_body = false;
+    MHD_get_connection_values(exchange->connection, MHD_HEADER_KIND, collect_framing, &framing);
+
+    if (framing.n_transfer_encoding > 0 && framing.n_content_length > 0) {
+        quill__http_error_set(&exchange->error, 400, NULL, "invalid_framing",
+                              "the request has both Content-Length and Transfer-Encoding, so "
+                              "its body length is ambiguous; send only one of them");
+        return true;
+    }
+    if (framing.has_length_mismatch) {
+        quill__http_error_set(&exchange->error, 400, NULL, "invalid_framing",
+                              "the request has %d Content-Length headers with different "
+                              "values, so its body length is ambiguous; send one",
+                              framing.n_content_length);
+        return true;
+    }
+    if (framing.n_transfer_encoding > 0) {
+        bool is_chunked = framing.n_transfer_encoding == 1 &&
+                          strcasecmp(framing.transfer_encoding, "chunked") == 0;
+        if (!is_chunked) {
+            quill__http_error_set(&exchange->error, 501, NULL, "unsupported_transfer_encoding",
+                                  "the request's Transfer-Encoding is '%.64s'%s, which this "
+                                  "server does not support; send the body with Content-Length "
+                                  "or plain chunked encoding",
+                                  framing.transfer_encoding,
+                                  framing.n_transfer_encoding > 1 ? " (and more headers)" : "");
+            return true;
+        }
+        *has_body = true;
+        return false;
+    }
+    /* MHD has already rejected a Content-Length that is not a decimal number. */
+    *has_body = framing.content_length != NULL &&
+                strspn(framing.content_length, "0") != strlen(framing.content_length);
+    return false;
+}
+
+/* Marks a body over the limit with 413 when the client announced its length. */
+static void check_declared_length(quill_exchange *exchange) {
     const char *length_text = MHD_lookup_connection_value(
         exchange->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length_text == NULL) {
-        return false;
+        return;
     }
     char *end = NULL;
     errno = 0;
     unsigned long long declared = strtoull(length_text, &end, 10);
     if (errno != 0 || end == length_text || declared <= exchange->server->max_body_bytes) {
-        return false;
+        return;
     }
     quill__http_error_set(&exchange->error, 413, NULL, "request_too_large",
                           "the request body has %llu bytes, more than the limit of %zu; send a "
                           "smaller request or raise --max-body-bytes",
                           declared, exchange->server->max_body_bytes);
-    const char *expect = MHD_lookup_connection_value(exchange->connection, MHD_HEADER_KIND,
+}
+
+/* True when the client waits for "100 Continue" before it sends the body. */
+static bool expects_continue(struct MHD_Connection *connection) {
+    const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_EXPECT);
     return expect != NULL && strcasecmp(expect, "100-continue") == 0;
 }
 
+/* Links exchange into server->uploads. Caller holds server->mutex. */
+static void link_upload(quill_server *server, quill_exchange *exchange) {
+    exchange->prev_upload = NULL;
+    exchange->next_upload = server->uploads;
+    if (server->uploads != NULL) {
+        server->uploads->prev_upload = exchange;
+    }
+    server->uploads = exchange;
+    exchange->is_upload_listed = true;
+}
+
+/* Unlinks exchange from server->uploads. Caller holds server->mutex. */
+static void unlink_upload(quill_server *server, quill_exchange *exchange) {
+    if (exchange->prev_upload != NULL) {
+        exchange->prev_upload->next_upload = exchange->next_upload;
+    } else {
+        server->uploads = exchange->next_upload;
+    }
+    if (exchange->next_upload != NULL) {
+        exchange->next_upload->prev_upload = exchange->prev_upload;
+    }
+    exchange->next_upload = NULL;
+    exchange->prev_upload = NULL;
+    exchange->is_upload_listed = false;
+}
+
+/* Admits the request unless the drain has started, and lists it in server->uploads while its
+ * body arrives, so that a drain starting meanwhile can respond to it. The check and the link share
+ * one hold of server->mutex, so a drain either sees the link or the request sees the drain.
+ * Returns false when the drain has started. */
+static bool admit_request(quill_exchange *exchange, bool has_body) {
+    quill_server *server = exchange->server;
+    bool is_admitted = false;
+    pthread_mutex_lock(&server->mutex);
+    if (!atomic_load(&server->is_quiesced)) {
+        is_admitted = true;
+        if (has_body) {
+            link_upload(server, exchange);
+        }
+    }
+    pthread_mutex_unlock(&server->mutex);
+    return is_admitted;
+}
+
+/* Returns true when the drain has already sent a 503 on the request's socket. */
+static bool is_drained(quill_exchange *exchange) {
+    quill_server *server = exchange->server;
+    pthread_mutex_lock(&server->mutex);
+    bool drained = exchange->is_drained;
+    pthread_mutex_unlock(&server->mutex);
+    return drained;
+}
+
+/* Ends the upload phase once the whole body is in: unlinks the exchange from server->uploads,
+ * so that the drain leaves it to finish. Returns false when the drain responded first. */
+static bool finish_upload(quill_exchange *exchange) {
+    quill_server *server = exchange->server;
+    pthread_mutex_lock(&server->mutex);
+    bool drained = exchange->is_drained;
+    if (exchange->is_upload_listed) {
+        unlink_upload(server, exchange);
+    }
+    pthread_mutex_unlock(&server->mutex);
+    return !drained;
+}
+
+/* The first handler call, when only the request line and headers are known. A response queued
+ * now goes out before "100 Continue" and makes MHD close the connection after it, without
+ * reading the body. That is right for errors, but a successful response queued now would force
+ * "Connection: close", so requests that pass are answered after their body. */
+static enum MHD_Result start_exchange(quill_server *server, struct MHD_Connection *connection,
+                                      const char *method, const char *url,
+                                      void **request_context) {
+    quill_exchange *exchange = exchange_create(server, connection, method, url);
+    if (exchange == NULL) {
+        return MHD_NO;
+    }
+    *request_context = exchange;
+    MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)REQUEST_TIMEOUT_S);
+
+    /* An ambiguous body is never read: after the error the connection closes, so none of its
+     * bytes can be taken for a next request. */
+    bool has_body = false;
+    if (check_framing(exchange, &has_body)) {
+        return queue_error(exchange, &exchange->error);
+    }
+
+    /* Errors that do not depend on the body go out before "100 Continue", so the client does
+     * not upload a body only to get an error. Without Expect, the body is read and dropped
+     * (see receive_body) and the error goes out after it, on a connection that stays open. */
+    check_declared_length(exchange);
+    if (exchange->error.http_status == 0) {
+        (void)quill__server_check_headers(exchange);
+    }
+    if (exchange->error.http_status != 0 && expects_continue(connection)) {
+        return queue_error(exchange, &exchange->error);
+    }
+
+    if (!admit_request(exchange, has_body)) {
+        set_shutting_down(&exchange->error);
+        return queue_error(exchange, &exchange->error);
+    }
+    return MHD_YES;
+}
+
 static void receive_body(quill_exchange *exchange, const char *data, size_t n_bytes) {
     if (exchange->error.http_status != 0) {
-        return; /* NOTE: a body over the limit is read and dropped so that the 413 reaches the
-                   client before the connection closes; only the connection timeout bounds it. */
+        return; /* NOTE: a refused body is read and dropped so that the error reaches the client
+                   before the connection closes; only the connection timeout bounds it. */
     }
     size_t limit = exchange->server->max_body_bytes;
     if (exchange->body.length + n_bytes > limit) {
@@ -389,24 +609,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                                  void **request_context) {
     quill_server *server = cls;
     (void)version;
+    is_closing_on_purpose = false;
 
-    /* First call: only headers are known. Queueing now would force "Connection: close". */
     if (*request_context == NULL) {
-        quill_exchange *exchange = exchange_create(server, connection, method, url);
-        if (exchange == NULL) {
-            return MHD_NO;
-        }
-        *request_context = exchange;
-        MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  (unsigned int)REQUEST_TIMEOUT_S);
-        if (check_declared_length(exchange)) {
-            return queue_error(exchange, &exchange->error);
-        }
-        return MHD_YES;
+        return start_exchange(server, connection, method, url, request_context);
     }
 
+    /* Once the drain has sent a 503 on the request's socket, MHD must send nothing more, so the
+     * connection closes. */
     quill_exchange *exchange = *request_context;
     if (*upload_data_size > 0) {
+        if (is_drained(exchange)) {
+            return close_on_purpose();
+        }
         receive_body(exchange, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
@@ -414,6 +629,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 
     switch (exchange->state) {
     case QUILL_EXCHANGE_READING:
+        if (!finish_upload(exchange)) {
+            return close_on_purpose();
+        }
         return answer(exchange);
     case QUILL_EXCHANGE_WAITING:
         return continue_waiting(exchange);
@@ -436,10 +654,24 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
                                   (unsigned int)IDLE_TIMEOUT_S);
     }
 
-    /* Unbind the waker first, so that engine events stop touching this connection. */
+    /* Unbind the waker first, so that engine events stop touching this connection. Unlink an
+     * upload that ends early (client gone, timeout) before MHD closes its socket, which the
+     * drain may otherwise still write to. */
     quill__waker_release(server, exchange->waker);
+    pthread_mutex_lock(&server->mutex);
+    if (exchange->is_upload_listed) {
+        unlink_upload(server, exchange);
+    }
+    bool was_drained = exchange->is_drained;
+    pthread_mutex_unlock(&server->mutex);
+
+    /* A drained request ends on MHD's side as a client abort, because the drain shut its
+     * socket down. It is recorded as the 503 that the client received. */
     bool is_disconnect = termination != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
-                         termination != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN;
+                         termination != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN && !was_drained;
+    if (was_drained) {
+        exchange->http_status = 503;
+    }
     if (exchange->completion != NULL && is_disconnect) {
         QUILL_LOG_DEBUG("server", "client gone; cancelling its generation", "termination=%d",
                         (int)termination);
@@ -466,13 +698,14 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
 /* Logs what libmicrohttpd reports. A client that closes a connection before it sent a whole
  * request is the client's business and is logged at debug level, so that many idle or
- * abandoned connections do not flood the log. Everything else is logged as a warning.
+ * abandoned connections do not flood the log. So is the closing that a handler call requests
+ * on purpose (see is_closing_on_purpose). Everything else is logged as a warning.
  *
- * Requests that MHD rejects while parsing headers (a malformed Content-Length such as -5, a
- * bad request line) never reach on_access, because MHD responds to them with its own HTML page
- * and closes the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that response's
- * status line and headers twice for a negative Content-Length. The duplicate comes from its
- * error path, not from Quill, and Quill has no hook to replace that response. */
+ * Some requests never reach on_access: a bad request line, a Content-Length that is not a
+ * decimal number (such as -5), or one above 2^64 - 1. MHD responds to them while it parses the
+ * headers, with its own HTML page (400, or 413 for the overflow), and closes the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that response's status line and
+ * headers twice for both Content-Length cases. The duplicate comes from its error path, not
+ * from Quill, and Quill has no hook that runs between header parsing and that response. */
 static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     (void)cls;
     char message[512];
@@ -485,9 +718,14 @@ static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     quill__log_quote(message, quoted, (int)sizeof(quoted));
     /* A client that leaves mid-response causes one of these. The request's own log line
      * records the disconnect, so they are debug lines, not warnings. */
+    const char *closing_message = "Application reported internal error";
+    bool is_closing_intended = is_closing_on_purpose &&
+                               strncmp(message, closing_message, strlen(closing_message)) == 0;
+    is_closing_on_purpose = false;
     bool is_client_gone = strncmp(message, "Connection was closed by remote side", 36) == 0 ||
                           strstr(message, "forcibly closed by remote peer") != NULL ||
-                          strstr(message, "application error generating response") != NULL;
+                          strstr(message, "application error generating response") != NULL ||
+                          is_closing_intended;
     if (is_client_gone) {
         QUILL_LOG_DEBUG("server", "libmicrohttpd reported a client that left", "detail=%s",
                         quoted);
@@ -555,12 +793,88 @@ quill_status quill__http_server_start(quill_server *server, int n_threads) {
     return QUILL_OK;
 }
 
+/* Writes the whole 503 response that the drain sends on sockets itself into response. */
+static quill_status write_drain_response(quill_strbuf *response) {
+    quill_http_error error;
+    set_shutting_down(&error);
+    quill_strbuf body;
+    quill__strbuf_init(&body);
+    quill_status status = quill__http_error_write_json(&error, &body);
+
+    /* Date is required from servers with a clock (RFC 9110 section 6.6.1). */
+    char date[64] = "";
+    time_t now = time(NULL);
+    struct tm utc;
+    if (gmtime_r(&now, &utc) != NULL) {
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &utc);
+    }
+    if (status == QUILL_OK) {
+        status = quill__strbuf_appendf(response,
+                                       "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
+                                       "Connection: close\r\nContent-Type: application/json\r\n"
+                                       "Retry-After: %d\r\nContent-Length: %zu\r\n\r\n",
+                                       date, DRAIN_RETRY_AFTER_S, body.length);
+    }
+    if (status == QUILL_OK) {
+        status = quill__strbuf_append(response, body.data, body.length);
+    }
+    quill__strbuf_release(&body);
+    return status;
+}
+
+/* Sends a 503 to every request whose body is still arriving and shuts its socket down.
+ *
+ * libmicrohttpd 0.9.75 queues a response only before a request's body or after all of it, and
+ * calls the handler during the body only when bytes arrive. A client that stalls mid-body would
+ * otherwise hold the drain until REQUEST_TIMEOUT_S. So the drain writes the response on the
+ * socket itself. That is safe because MHD writes nothing while it receives a body, apart from
+ * "100 Continue" right after the headers, which a client reads before any response. Shutting
+ * down the reading side makes MHD read end-of-file, so it closes the connection (sending FIN
+ * after the 503) and calls on_completed. server->mutex is held across the non-blocking send and
+ * the shutdown, so on_completed cannot unlink the exchange, and MHD cannot close the socket, in
+ * between. */
+static void drain_uploads(quill_server *server) {
+    quill_strbuf response;
+    quill__strbuf_init(&response);
+    if (write_drain_response(&response) != QUILL_OK) {
+        quill__strbuf_release(&response);
+        quill__strbuf_init(&response); /* out of memory: shut the sockets down without a 503 */
+    }
+
+    int64_t n_drained = 0;
+    pthread_mutex_lock(&server->mutex);
+    while (server->uploads != NULL) {
+        quill_exchange *exchange = server->uploads;
+        unlink_upload(server, exchange);
+        exchange->is_drained = true;
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+            exchange->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info != NULL) {
+            /* NOTE: a client whose receive window is full gets only part of the 503, or none,
+               before the connection closes. */
+            if (response.length > 0) {
+                (void)send(info->connect_fd, response.data, response.length,
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+            }
+            shutdown(info->connect_fd, SHUT_RD);
+        }
+        n_drained++;
+    }
+    pthread_mutex_unlock(&server->mutex);
+    quill__strbuf_release(&response);
+    if (n_drained > 0) {
+        QUILL_LOG_INFO("server", "drain answered requests still uploading with 503",
+                       "n_requests=%lld", (long long)n_drained);
+    }
+}
+
 void quill__http_server_quiesce(quill_server *server) {
     if (server->daemon != NULL && !atomic_exchange(&server->is_quiesced, true)) {
         MHD_socket listen_socket = MHD_quiesce_daemon(server->daemon);
         if (listen_socket != MHD_INVALID_SOCKET) {
             close(listen_socket);
         }
+        drain_uploads(server);
     }
 }
 

@@ -20,7 +20,10 @@
  * port in server->port. */
 quill_status quill__http_server_start(quill_server *server, int n_threads);
 
-/* Stops accepting new connections; connections already open keep being served. */
+/* Stops accepting new connections. Requests whose body is still arriving get a 503
+ * (shutting_down) at once and their connection is closed, and so do new requests on connections
+ * already open. Requests whose body is complete keep being served, and their responses carry
+ * "Connection: close". Call from any thread; later calls do nothing. */
 void quill__http_server_quiesce(quill_server *server);
 
 /* Resumes every suspended connection, then stops the daemon and joins its threads. */

@@ -634,9 +634,8 @@ static void start_completion(quill_exchange *exchange, quill_openai_kind kind) {
                             &exchange->completion, &exchange->error);
 }
 
-void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
+bool quill__server_check_headers(quill_exchange *exchange) {
     quill_server *server = exchange->server;
-    *http_status = 0;
     quill_http_error *error = &exchange->error;
 
     if (exchange->endpoint == QUILL_ENDPOINT_NOT_FOUND) {
@@ -644,37 +643,35 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
                               "no such endpoint; see /v1/chat/completions, /v1/completions, "
                               "/v1/models, /health, /tokenize, /detokenize, /apply-template, "
                               "/metrics, /v1/stats");
-        return;
+        return false;
     }
     if (exchange->endpoint == QUILL_ENDPOINT_METHOD_NOT_ALLOWED) {
         quill__http_error_set(error, 405, NULL, "method_not_allowed",
                               "this endpoint takes only %s (see the Allow header)",
                               exchange->allowed_methods != NULL ? exchange->allowed_methods
                                                                 : "other methods");
-        return;
+        return false;
     }
     if (exchange->endpoint == QUILL_ENDPOINT_HEALTH) {
-        answer_health(server, http_status, body);
-        return;
+        return true;
     }
     if (!is_authorized(exchange)) {
         quill__http_error_set(error, 401, NULL, "invalid_api_key",
                               "missing or incorrect API key; send it as 'Authorization: Bearer "
                               "KEY'");
-        return;
+        return false;
     }
     /* The metrics endpoints respond while the model loads too. Engine gauges appear once ready. */
     bool is_metrics = exchange->endpoint == QUILL_ENDPOINT_METRICS ||
                       exchange->endpoint == QUILL_ENDPOINT_STATS;
     if (is_metrics) {
-        quill__server_metrics_answer(exchange, http_status, body);
-        return;
+        return true;
     }
     if (!atomic_load(&server->is_ready)) {
         quill__http_error_set(error, 503, NULL, "model_loading",
                               "the model is still loading; retry shortly");
         error->retry_after_s = 1;
-        return;
+        return false;
     }
     if (quill__router_takes_body(exchange->endpoint) && !is_json_content(exchange)) {
         const char *type = MHD_lookup_connection_value(exchange->connection, MHD_HEADER_KIND,
@@ -684,6 +681,24 @@ void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strb
                               "application/json",
                               type != NULL ? "'" : "", type != NULL ? type : "missing",
                               type != NULL ? "'" : "");
+        return false;
+    }
+    return true;
+}
+
+void quill__server_handle(quill_exchange *exchange, int *http_status, quill_strbuf *body) {
+    quill_server *server = exchange->server;
+    *http_status = 0;
+    if (!quill__server_check_headers(exchange)) {
+        return;
+    }
+    if (exchange->endpoint == QUILL_ENDPOINT_HEALTH) {
+        answer_health(server, http_status, body);
+        return;
+    }
+    if (exchange->endpoint == QUILL_ENDPOINT_METRICS ||
+        exchange->endpoint == QUILL_ENDPOINT_STATS) {
+        quill__server_metrics_answer(exchange, http_status, body);
         return;
     }
 

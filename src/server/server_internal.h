@@ -83,6 +83,8 @@ struct quill_server {
     quill_server_stats stats;
     quill_waker *wakers_all;
     quill_waker *wakers_free;
+    struct quill_exchange *uploads; /* exchanges still receiving their body, linked through
+                                       next_upload; the drain responds to them (http_server.c) */
     atomic_uint_fast64_t next_id;  /* response id counter */
 
     quill_metrics *metrics;        /* request figures for /metrics and /v1/stats; its own lock */
@@ -95,7 +97,8 @@ struct quill_server {
 };
 
 /* One HTTP request from its first byte to its completion. Owned by its MHD connection: only the
- * thread MHD calls for that connection touches it. */
+ * thread MHD calls for that connection touches it, except the fields marked as guarded by
+ * server->mutex, which the drain also reads and writes. */
 typedef enum quill_exchange_state {
     QUILL_EXCHANGE_READING = 0,   /* receiving the body */
     QUILL_EXCHANGE_WAITING = 1,   /* non-streamed generation running; suspended between events */
@@ -122,6 +125,11 @@ typedef struct quill_exchange {
     char *feature;                 /* copy of the request's metadata.feature, or NULL */
     const char *allowed_methods;   /* Allow header of a 405 for this path (static), or NULL */
     char *path_model_id;           /* GET /v1/models/{id}: copy of the id; NULL otherwise */
+    struct quill_exchange *next_upload; /* in server->uploads; guarded by server->mutex */
+    struct quill_exchange *prev_upload; /* in server->uploads; guarded by server->mutex */
+    bool is_upload_listed;              /* in server->uploads; guarded by server->mutex */
+    bool is_drained;                    /* the drain sent a 503 on the socket itself and shut it
+                                           down, so MHD must send nothing; guarded by server->mutex */
 } quill_exchange;
 
 /* Takes a waker from the pool (or allocates one) bound to connection; NULL on NOMEM. */
@@ -138,6 +146,12 @@ void quill__waker_on_event(void *user_data);
  * server is stopping. Returns true when the connection was suspended. Call only from an MHD
  * callback of that connection. */
 bool quill__waker_suspend(quill_server *server, quill_waker *waker);
+
+/* Runs the checks that need only the request line and headers: path (404), method (405), API
+ * key (401), readiness (503 model_loading) and Content-Type (415). Returns true when the request
+ * passes them; otherwise sets exchange->error and returns false. Runs on an MHD worker thread,
+ * from the first handler call on, so that an error can go out before "100 Continue". */
+bool quill__server_check_headers(quill_exchange *exchange);
 
 /* Handles a complete request body: serves simple endpoints and errors by returning an HTTP
  * status and a body in *http_status and body, or starts a generation (exchange->completion set,
