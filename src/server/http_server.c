@@ -828,8 +828,9 @@ static quill_status write_drain_response(quill_strbuf *response) {
  * calls the handler during the body only when bytes arrive. A client that stalls mid-body would
  * otherwise hold the drain until REQUEST_TIMEOUT_S. So the drain writes the response on the
  * socket itself. That is safe because MHD writes nothing while it receives a body, apart from
- * "100 Continue" right after the headers, which a client reads before any response. Shutting
- * down the reading side makes MHD read end-of-file, so it closes the connection (sending FIN
+ * "100 Continue" right after the headers. In the short window before MHD sends it, the 503 can
+ * go out first, and the client then finds the 100 after a response that closes the connection,
+ * which it ignores. Shutting down the reading side makes MHD read end-of-file, so it closes the connection (sending FIN
  * after the 503) and calls on_completed. server->mutex is held across the non-blocking send and
  * the shutdown, so on_completed cannot unlink the exchange, and MHD cannot close the socket, in
  * between. */
@@ -851,7 +852,7 @@ static void drain_uploads(quill_server *server) {
             exchange->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (info != NULL) {
             /* NOTE: a client whose receive window is full gets only part of the 503, or none,
-               before the connection closes. */
+               and one still sending its body may get a reset before it reads the 503. */
             if (response.length > 0) {
                 (void)send(info->connect_fd, response.data, response.length,
                            MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -863,7 +864,7 @@ static void drain_uploads(quill_server *server) {
     pthread_mutex_unlock(&server->mutex);
     quill__strbuf_release(&response);
     if (n_drained > 0) {
-        QUILL_LOG_INFO("server", "drain answered requests still uploading with 503",
+        QUILL_LOG_INFO("server", "drain sent 503 to requests still uploading",
                        "n_requests=%lld", (long long)n_drained);
     }
 }
