@@ -268,6 +268,8 @@ static void test_models_lists_alias(void **state) {
     assert_string_equal(json_string_at(root, "data.0.id"), "tiny");
     assert_int_equal(json_int_at(root, "data.0.context_length"), 256);
     assert_int_equal(json_int_at(root, "data.0.vocab_size"), 320);
+    /* "created" is when the model started serving, the same in every call. */
+    assert_int_equal(json_int_at(root, "data.0.created"), the_fixture.server->model_created_unix);
     json_object_put(root);
     quill_test_http_reply_release(&reply);
 }
@@ -509,7 +511,7 @@ static void test_errors_cap_usage_tags(void **state) {
     snprintf(body, sizeof(body),
              "{\"prompt\":\"x\",\"max_tokens\":1,\"metadata\":{\"feature\":\"%s\"}}", long_text);
     http_post("/v1/completions", body, &reply);
-    assert_error(&reply, 400, "metadata", NULL);
+    assert_error(&reply, 400, "metadata.feature", NULL);
     assert_error_mentions(&reply, "513 bytes");
     quill_test_http_reply_release(&reply);
 
@@ -591,6 +593,7 @@ static void test_errors_name_the_parameter(void **state) {
          "metadata.feature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"metadata\":{\"feature\":\"_other\"}}",
          "metadata.feature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"metadata\":{\"feature\":5}}", "metadata.feature"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         quill_test_http_reply reply;
@@ -681,6 +684,39 @@ static void test_errors_number_edges(void **state) {
     }
 }
 
+/* A prompt may be a batch of one, of text or of token ids, and gives what the prompt alone
+ * gives. A batch of two is rejected. */
+static void test_completion_prompt_batch_of_one(void **state) {
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"prompt\":[1,300,301],\"max_tokens\":6,\"temperature\":0}",
+        "{\"prompt\":[[1,300,301]],\"max_tokens\":6,\"temperature\":0}",
+        "{\"prompt\":\"ab\",\"max_tokens\":6,\"temperature\":0}",
+        "{\"prompt\":[\"ab\"],\"max_tokens\":6,\"temperature\":0}",
+    };
+    char *texts[4] = {NULL};
+    for (size_t i = 0; i < 4; i++) {
+        quill_test_http_reply reply;
+        http_post("/v1/completions", bodies[i], &reply);
+        assert_int_equal(reply.status, 200);
+        struct json_object *root = parse_json(reply.body);
+        texts[i] = strdup(json_string_at(root, "choices.0.text"));
+        json_object_put(root);
+        quill_test_http_reply_release(&reply);
+    }
+    assert_string_equal(texts[0], texts[1]);
+    assert_string_equal(texts[2], texts[3]);
+    for (size_t i = 0; i < 4; i++) {
+        free(texts[i]);
+    }
+
+    quill_test_http_reply reply;
+    http_post("/v1/completions", "{\"prompt\":[[1,300],[1,301]],\"max_tokens\":1}", &reply);
+    assert_error(&reply, 400, "prompt", NULL);
+    assert_error_mentions(&reply, "one prompt per request");
+    quill_test_http_reply_release(&reply);
+}
+
 static void test_errors_ignored_hints_accepted(void **state) {
     (void)state;
     quill_test_http_reply reply;
@@ -702,6 +738,20 @@ static void test_errors_api_key(void **state) {
     quill_test_http_reply_release(&reply);
     quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
                          "application/json", "wrong-key", body, strlen(body), &reply);
+    assert_error(&reply, 401, NULL, "invalid_api_key");
+    quill_test_http_reply_release(&reply);
+
+    /* Extra spaces or tabs after "Bearer" and at the end of the header value are not part of
+     * the key, but a key that only starts like the right one is wrong. */
+    static const char *const padded[] = {API_KEY " ", " " API_KEY, "\t" API_KEY " \t"};
+    for (size_t i = 0; i < sizeof(padded) / sizeof(padded[0]); i++) {
+        quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+                             "application/json", padded[i], body, strlen(body), &reply);
+        assert_int_equal(reply.status, 200);
+        quill_test_http_reply_release(&reply);
+    }
+    quill_test_http_send(quill_server_port(the_fixture.server), "POST", "/v1/completions",
+                         "application/json", API_KEY "x", body, strlen(body), &reply);
     assert_error(&reply, 401, NULL, "invalid_api_key");
     quill_test_http_reply_release(&reply);
 }
@@ -1949,6 +1999,7 @@ int main(void) {
         cmocka_unit_test(test_errors_cap_usage_tags),
         cmocka_unit_test(test_errors_strict_json),
         cmocka_unit_test(test_errors_number_edges),
+        cmocka_unit_test(test_completion_prompt_batch_of_one),
         cmocka_unit_test(test_errors_ignored_hints_accepted),
         cmocka_unit_test(test_errors_api_key),
         cmocka_unit_test(test_errors_unknown_model_and_path),

@@ -175,8 +175,9 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
     if (source == NULL) {
         source = quill_chat_default_template();
         origin = "default";
-        QUILL_LOG_INFO("server", "the model has no chat template; using ChatML",
-                       "model=%s", info->name);
+        char quoted_name[256];
+        QUILL_LOG_INFO("server", "the model has no chat template; using ChatML", "model=%s",
+                       quill__log_quote(info->name, quoted_name, (int)sizeof(quoted_name)));
     }
     quill_status status = quill_chat_template_create(source, strlen(source),
                                                      &server->chat_template);
@@ -209,9 +210,12 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
         }
         /* The model's own template: plain chats may still work, and completions do, so the
          * server starts. */
+        char quoted_name[256];
+        char quoted_detail[1100];
         QUILL_LOG_WARN("server", "the model's chat template may fail chat requests",
-                       "model=%s error=\"%s\" hint=\"pass --chat-template-file\"", info->name,
-                       detail);
+                       "model=%s error=%s hint=\"pass --chat-template-file\"",
+                       quill__log_quote(info->name, quoted_name, (int)sizeof(quoted_name)),
+                       quill__log_quote(detail, quoted_detail, (int)sizeof(quoted_detail)));
     }
 
     server->model_id = quill__strdup(server->model_alias != NULL ? server->model_alias
@@ -221,6 +225,7 @@ quill_status quill_server_set_engine(quill_server *server, quill_engine *engine)
         server->chat_template = NULL;
         return quill_error_set(QUILL_ERR_NOMEM, "server: out of memory");
     }
+    server->model_created_unix = quill__clock_unix_seconds();
     server->engine = engine;
     server->model = model;
     atomic_store(&server->is_ready, true);
@@ -329,9 +334,9 @@ void quill__server_count_generation_end(quill_server *server, int64_t n_generati
     pthread_mutex_unlock(&server->mutex);
 }
 
-/* Compares without an early exit, so the time taken does not reveal the key's prefix. */
-static bool equals_constant_time(const char *given, const char *expected) {
-    size_t n_given = strlen(given);
+/* Compares the n_given bytes at given with expected without an early exit, so the time taken
+ * does not reveal the key's prefix. */
+static bool equals_constant_time(const char *given, size_t n_given, const char *expected) {
     size_t n_expected = strlen(expected);
     unsigned char difference = n_given == n_expected ? 0 : 1;
     for (size_t i = 0; i < n_expected; i++) {
@@ -347,10 +352,21 @@ static bool is_authorized(quill_exchange *exchange) {
     }
     const char *header = MHD_lookup_connection_value(exchange->connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_AUTHORIZATION);
-    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0) {
+    if (header == NULL || strncasecmp(header, "Bearer", 6) != 0 ||
+        (header[6] != ' ' && header[6] != '\t')) {
         return false;
     }
-    return equals_constant_time(header + 7, expected);
+    /* The scheme and the token are separated by one or more spaces, and a header value ends
+     * without whitespace (RFC 9110), which proxies and clients sometimes leave in. */
+    const char *token = header + 6;
+    while (*token == ' ' || *token == '\t') {
+        token++;
+    }
+    size_t n_token = strlen(token);
+    while (n_token > 0 && (token[n_token - 1] == ' ' || token[n_token - 1] == '\t')) {
+        n_token--;
+    }
+    return equals_constant_time(token, n_token, expected);
 }
 
 static bool is_json_content(quill_exchange *exchange) {
@@ -379,7 +395,7 @@ static void append_model(quill_server *server, quill_strbuf *body) {
     quill__strbuf_appendf(body,
                           ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"quill\","
                           "\"context_length\":%lld,\"vocab_size\":%d,\"architecture\":",
-                          (long long)quill__clock_unix_seconds(),
+                          (long long)server->model_created_unix,
                           (long long)quill_engine_n_ctx(server->engine), info->n_vocab);
     quill__openai_append_text(body, info->arch_name, strlen(info->arch_name));
     quill__strbuf_append_char(body, '}');

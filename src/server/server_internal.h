@@ -73,6 +73,7 @@ struct quill_server {
     quill_chat_template *chat_template;
     quill_tool_call_format tool_call_format; /* how chat_template writes tool calls */
     char *model_id;                /* id in /v1/models and responses */
+    int64_t model_created_unix;    /* "created" in /v1/models: when the model was served */
     atomic_bool is_ready;
     atomic_bool is_stopping;       /* destroy started: nothing suspends any more */
     atomic_bool is_quiesced;       /* the listening socket is closed (drain started) */
