@@ -703,8 +703,9 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
  *
  * Some requests never reach on_access: a bad request line, a Content-Length that is not a
  * decimal number (such as -5), or one above 2^64 - 1. MHD responds to them while it parses the
- * headers, with its own HTML page (400, or 413 for the overflow), and closes the connection. libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that response's status line and
- * headers twice for both Content-Length cases. The duplicate comes from its error path, not
+ * headers, with its own HTML page (400, or 413 for the overflow), and closes the connection.
+ * libmicrohttpd 0.9.75 (Debian 0.9.75-6) writes that response's status line and headers twice
+ * for both Content-Length cases. The duplicate comes from its error path, not
  * from Quill, and Quill has no hook that runs between header parsing and that response. */
 static void log_mhd_message(void *cls, const char *fmt, va_list args) {
     (void)cls;
@@ -830,8 +831,8 @@ static quill_status write_drain_response(quill_strbuf *response) {
  * socket itself. That is safe because MHD writes nothing while it receives a body, apart from
  * "100 Continue" right after the headers. In the short window before MHD sends it, the 503 can
  * go out first, and the client then finds the 100 after a response that closes the connection,
- * which it ignores. Shutting down the reading side makes MHD read end-of-file, so it closes the connection (sending FIN
- * after the 503) and calls on_completed. server->mutex is held across the non-blocking send and
+ * which it ignores. Shutting down the reading side makes MHD read end-of-file, so it closes the
+ * connection (sending FIN after the 503) and calls on_completed. server->mutex is held across the non-blocking send and
  * the shutdown, so on_completed cannot unlink the exchange, and MHD cannot close the socket, in
  * between. */
 static void drain_uploads(quill_server *server) {

@@ -129,8 +129,9 @@ typedef struct quill_exchange {
     struct quill_exchange *next_upload; /* in server->uploads; guarded by server->mutex */
     struct quill_exchange *prev_upload; /* in server->uploads; guarded by server->mutex */
     bool is_upload_listed;              /* in server->uploads; guarded by server->mutex */
-    bool is_drained;                    /* the drain sent a 503 on the socket itself and shut it
-                                           down, so MHD must send nothing; guarded by server->mutex */
+    bool is_drained;                    /* the drain sent a 503 on the socket itself and shut
+                                           it down, so MHD must send nothing; guarded by
+                                           server->mutex */
 } quill_exchange;
 
 /* Takes a waker from the pool (or allocates one) bound to connection; NULL on NOMEM. */
