@@ -9,6 +9,7 @@
  */
 #include "test_support.h"
 #include "test_http.h"
+#include "engine_gate.h"
 #include "tiny_model.h"
 
 #include <fcntl.h>
@@ -68,6 +69,11 @@ static quill_server *create_server(void) {
     return server;
 }
 
+/* The gates of hold_engine, released in the teardown after the engine. */
+enum { MAX_ENGINE_HOLDS = 4 };
+static quill_test_gate engine_gates[MAX_ENGINE_HOLDS];
+static int n_engine_holds;
+
 static int group_setup(void **state) {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -98,6 +104,9 @@ static int group_teardown(void **state) {
     (void)state;
     quill_server_destroy(the_fixture.server);
     quill_engine_destroy(the_fixture.engine);
+    for (int i = 0; i < n_engine_holds; i++) {
+        quill_test_gate_release(&engine_gates[i]);
+    }
     quill_model_destroy(the_fixture.model);
     if (the_fixture.model_path != NULL) {
         remove(the_fixture.model_path);
@@ -467,54 +476,30 @@ static void test_expect_with_libcurl(void **state) {
     assert_non_null(strstr(reply.body, "invalid_api_key"));
 }
 
-/* The engine gate: a request whose first event callback blocks the engine thread until the
- * test opens the gate, so that requests sent meanwhile wait in the engine's queue. */
-typedef struct engine_gate {
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    bool is_entered; /* the engine thread waits in the callback; guarded by mutex */
-    bool is_open;    /* guarded by mutex */
+/* Holds of the fixture's engine: a request whose first event callback blocks the engine thread
+ * at a gate until the test opens it, so that requests sent meanwhile wait in the engine's queue.
+ * Each hold has its own gate, released in the teardown after the engine, because the holding
+ * request's later callbacks still pass through its gate after the test opens it. */
+typedef struct engine_hold {
+    quill_test_gate *gate;
     quill_request *request;
-} engine_gate;
+} engine_hold;
 
-static void wait_at_gate(void *user_data) {
-    engine_gate *gate = user_data;
-    pthread_mutex_lock(&gate->mutex);
-    gate->is_entered = true;
-    pthread_cond_broadcast(&gate->cond);
-    while (!gate->is_open) {
-        pthread_cond_wait(&gate->cond, &gate->mutex);
-    }
-    pthread_mutex_unlock(&gate->mutex);
-}
-
-static void gate_close(engine_gate *gate) {
-    memset(gate, 0, sizeof(*gate));
-    pthread_mutex_init(&gate->mutex, NULL);
-    pthread_cond_init(&gate->cond, NULL);
+static void hold_engine(engine_hold *hold) {
+    assert_true(n_engine_holds < MAX_ENGINE_HOLDS);
+    hold->gate = &engine_gates[n_engine_holds++];
+    quill_test_gate_init(hold->gate);
     int32_t prompt[] = {1, QUILL_TEST_TINY_FIRST_PIECE};
     quill_request_params params = quill_request_params_default();
     params.prompt_tokens = prompt;
     params.n_prompt_tokens = 2;
     params.max_tokens = 2;
-    params.on_event = wait_at_gate;
-    params.user_data = gate;
-    assert_int_equal(quill_engine_submit(the_fixture.engine, &params, &gate->request), QUILL_OK);
-    pthread_mutex_lock(&gate->mutex);
-    while (!gate->is_entered) {
-        pthread_cond_wait(&gate->cond, &gate->mutex);
-    }
-    pthread_mutex_unlock(&gate->mutex);
+    hold->request = quill_test_submit_holding(the_fixture.engine, &params, hold->gate);
 }
 
-static void gate_open(engine_gate *gate) {
-    pthread_mutex_lock(&gate->mutex);
-    gate->is_open = true;
-    pthread_cond_broadcast(&gate->cond);
-    pthread_mutex_unlock(&gate->mutex);
-    quill_request_destroy(gate->request);
-    pthread_cond_destroy(&gate->cond);
-    pthread_mutex_destroy(&gate->mutex);
+static void release_engine(engine_hold *hold) {
+    quill_test_gate_open(hold->gate);
+    quill_request_destroy(hold->request);
 }
 
 /* Sends a non-streamed completion on a new connection and returns once the server has
@@ -623,8 +608,8 @@ static void test_drain_refuses_new_request_on_open_connection(void **state) {
 static void test_drain_finishes_accepted_request(void **state) {
     (void)state;
     quill_server *server = create_server();
-    engine_gate gate;
-    gate_close(&gate);
+    engine_hold hold;
+    hold_engine(&hold);
     int fd = send_generation(server);
 
     /* The drain starts while the request waits in the engine, and waits for it. */
@@ -635,7 +620,7 @@ static void test_drain_finishes_accepted_request(void **state) {
         pause_briefly();
     }
     assert_true(atomic_load(&server->is_quiesced));
-    gate_open(&gate);
+    release_engine(&hold);
 
     char response[8192] = "";
     assert_true(read_until_close(fd, response, sizeof(response)));
@@ -718,12 +703,12 @@ static void test_log_client_gone_while_waiting_is_debug(void **state) {
     capture_stderr(&capture);
 
     /* The client leaves while its non-streamed request waits in the engine. */
-    engine_gate gate;
-    gate_close(&gate);
+    engine_hold hold;
+    hold_engine(&hold);
     int fd = send_generation(the_fixture.server);
     close(fd);
     char *text = wait_for_capture(&capture, "Application reported internal error");
-    gate_open(&gate);
+    release_engine(&hold);
     for (int i = 0; i < RECEIVE_TIMEOUT_S * 200; i++) {
         quill_server_stats stats;
         quill_server_get_stats(the_fixture.server, &stats);
