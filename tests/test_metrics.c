@@ -681,6 +681,48 @@ static void test_metrics_set_gauges_rejects_invalid(void **state) {
 
 /* ---- /v1/stats ---- */
 
+/* Users past max_users share the "_other" entry, yet each still counts as an active user, also
+ * when enough of them arrive to grow the table that tracks them. Users leave the count with the
+ * window. */
+static void test_stats_json_counts_users_past_cap(void **state) {
+    (void)state;
+    fake_clock clock = {.now_us = 0};
+    quill_metrics_params params = quill_metrics_params_default();
+    params.clock_us = fake_clock_now;
+    params.clock_user_data = &clock;
+    params.max_users = 2;
+    quill_metrics *metrics = NULL;
+    assert_int_equal(quill_metrics_create(&params, &metrics), QUILL_OK);
+
+    enum { N_USERS = 3000 };
+    for (int i = 0; i < N_USERS; i++) {
+        char user[32];
+        snprintf(user, sizeof(user), "user-%d", i);
+        quill_request_record record = ok_record("qwen", 100000);
+        record.user = user;
+        assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+        if (i % 7 == 0) { /* a repeated user counts once */
+            assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+        }
+    }
+    json_object *root = render_stats(metrics);
+    json_object *window = JSON_AT(root, "users_last_5_minutes");
+    assert_int_equal(json_object_get_int64(JSON_AT(window, "active_users")), N_USERS);
+    assert_int_equal(json_object_object_length(JSON_AT(root, "users")), 3);
+    json_object_put(root);
+
+    /* After the window, only a new user is active. */
+    clock.now_us += 400 * 1000000LL;
+    quill_request_record record = ok_record("qwen", 100000);
+    record.user = "late";
+    assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+    root = render_stats(metrics);
+    assert_int_equal(json_object_get_int64(JSON_AT(root, "users_last_5_minutes", "active_users")),
+                     1);
+    json_object_put(root);
+    quill_metrics_destroy(metrics);
+}
+
 static void test_stats_json_rates_and_users(void **state) {
     (void)state;
     fake_clock clock = {.now_us = 0};
@@ -850,6 +892,7 @@ int main(void) {
         cmocka_unit_test(test_prometheus_parsed_counts),
         cmocka_unit_test(test_metrics_set_gauges_rejects_invalid),
         cmocka_unit_test(test_stats_json_rates_and_users),
+        cmocka_unit_test(test_stats_json_counts_users_past_cap),
         cmocka_unit_test(test_stats_json_outcomes_by_side),
         cmocka_unit_test(test_metrics_threads_record_concurrently),
     };

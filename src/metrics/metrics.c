@@ -266,6 +266,7 @@ void quill_metrics_destroy(quill_metrics *metrics) {
         quill__free(metrics->users[i].name);
     }
     quill__free(metrics->users);
+    quill__free(metrics->overflow_users);
     quill__free(metrics->models);
     pthread_mutex_destroy(&metrics->mutex);
     quill__free(metrics);
@@ -324,6 +325,107 @@ static quill__metrics_named_tokens *find_or_add_named(quill__metrics_named_token
         name = overflow_name;
     }
     return NULL;
+}
+
+/* Returns the 64-bit FNV-1a hash of name, never 0 (0 marks a free slot). Two users whose
+ * hashes collide count as one, which at 64 bits is negligible. */
+static uint64_t name_hash(const char *name) {
+    uint64_t hash = 14695981039346656037ull;
+    for (const unsigned char *c = (const unsigned char *)name; *c != '\0'; c++) {
+        hash = (hash ^ *c) * 1099511628211ull;
+    }
+    return hash != 0 ? hash : 1;
+}
+
+static bool is_seen_in_window(int64_t last_seen_us, int64_t now_us) {
+    return quill__quantile_epoch_is_live(last_seen_us / QUILL__METRICS_SLICE_US,
+                                         now_us / QUILL__METRICS_SLICE_US);
+}
+
+/* Puts (hash, last_seen_us) into slots, a table of n_slots (a power of two) with a free slot,
+ * updating the entry of the same hash. Returns true when it took a free slot. */
+static bool put_recent_user(quill__metrics_recent_user *slots, size_t n_slots, uint64_t hash,
+                            int64_t last_seen_us) {
+    size_t at = (size_t)hash & (n_slots - 1);
+    while (slots[at].name_hash != 0 && slots[at].name_hash != hash) {
+        at = (at + 1) & (n_slots - 1);
+    }
+    bool is_new = slots[at].name_hash == 0;
+    slots[at].name_hash = hash;
+    slots[at].last_seen_us = last_seen_us;
+    return is_new;
+}
+
+/* Moves the users seen in the window into a new table of n_slots, dropping the others. Returns
+ * false, keeping the old table, when allocation fails. */
+static bool rebuild_overflow_users(quill_metrics *metrics, size_t n_slots, int64_t now_us) {
+    quill__metrics_recent_user *slots = quill__calloc(n_slots, sizeof(*slots));
+    if (slots == NULL) {
+        return false;
+    }
+    size_t n_users = 0;
+    for (size_t i = 0; i < metrics->n_overflow_slots; i++) {
+        const quill__metrics_recent_user *user = &metrics->overflow_users[i];
+        if (user->name_hash != 0 && is_seen_in_window(user->last_seen_us, now_us)) {
+            put_recent_user(slots, n_slots, user->name_hash, user->last_seen_us);
+            n_users++;
+        }
+    }
+    quill__free(metrics->overflow_users);
+    metrics->overflow_users = slots;
+    metrics->n_overflow_slots = n_slots;
+    metrics->n_overflow_users = n_users;
+    return true;
+}
+
+/* Notes a request from a user counted under "_other", for the active-user count. The table
+ * stays at most half full: when it would pass that, users outside the window are dropped, and
+ * the table doubles if that is not enough. Once it is at its largest and half full of users in
+ * the window, or when memory runs out, new users are not noted. Called with the mutex held. */
+static void note_overflow_user(quill_metrics *metrics, const char *name, int64_t now_us) {
+    if (2 * (metrics->n_overflow_users + 1) > metrics->n_overflow_slots) {
+        size_t n_slots = metrics->n_overflow_slots > 0 ? metrics->n_overflow_slots : 1024;
+        if (!rebuild_overflow_users(metrics, n_slots, now_us)) {
+            return;
+        }
+        if (2 * (metrics->n_overflow_users + 1) > n_slots) {
+            if (n_slots >= QUILL__METRICS_MAX_OVERFLOW_SLOTS ||
+                !rebuild_overflow_users(metrics, 2 * n_slots, now_us)) {
+                return;
+            }
+        }
+    }
+    if (put_recent_user(metrics->overflow_users, metrics->n_overflow_slots, name_hash(name),
+                        now_us)) {
+        metrics->n_overflow_users++;
+    }
+}
+
+int64_t quill__metrics_count_active_users(const quill_metrics *metrics, int64_t now_us) {
+    int64_t n_active = 0;
+    bool is_other_active = false;
+    for (size_t i = 0; i < metrics->n_users; i++) {
+        if (!is_seen_in_window(metrics->users[i].last_seen_us, now_us)) {
+            continue;
+        }
+        if (strcmp(metrics->users[i].name, overflow_name) == 0) {
+            is_other_active = true;
+        } else {
+            n_active++;
+        }
+    }
+    int64_t n_overflow_active = 0;
+    for (size_t i = 0; i < metrics->n_overflow_slots; i++) {
+        const quill__metrics_recent_user *user = &metrics->overflow_users[i];
+        if (user->name_hash != 0 && is_seen_in_window(user->last_seen_us, now_us)) {
+            n_overflow_active++;
+        }
+    }
+    /* Without a noted user (memory ran out), "_other" counts as at least one. */
+    if (is_other_active && n_overflow_active == 0) {
+        n_overflow_active = 1;
+    }
+    return n_active + n_overflow_active;
 }
 
 /* Returns the request counter for (status, finish reason), adding it. NULL when allocation
@@ -508,6 +610,9 @@ quill_status quill_metrics_record_request(quill_metrics *metrics,
     if (user_entry != NULL) {
         tokens_add(&user_entry->tokens, &tokens);
         user_entry->last_seen_us = now_us;
+        if (strcmp(user_entry->name, overflow_name) == 0) {
+            note_overflow_user(metrics, record->user, now_us);
+        }
         quill__metrics_slice *user_slice = slices_current(metrics->user_slices, now_us);
         user_slice->n_records += 1;
         outcomes_add(&user_slice->outcomes, &outcome);

@@ -92,6 +92,17 @@ typedef struct quill__metrics_model {
     quill_metrics_gauges gauges;
 } quill__metrics_model;
 
+/* A user counted under "_other": the hash of its name (0 marks a free slot) and the registry
+ * time of its latest request. */
+typedef struct quill__metrics_recent_user {
+    uint64_t name_hash;
+    int64_t last_seen_us;
+} quill__metrics_recent_user;
+
+/* Maximum slots of the table of users past max_users: 2 MiB, at most half of them in use, so
+ * 65,536 such users in the window. Past that, active_users is a lower bound. */
+enum { QUILL__METRICS_MAX_OVERFLOW_SLOTS = 1 << 17 };
+
 struct quill_metrics {
     quill_metrics_params params;
     int64_t start_us;                    /* clock at creation; registry time counts from it */
@@ -101,7 +112,15 @@ struct quill_metrics {
     quill__metrics_named_tokens *users;  /* at most max_users + 1 */
     size_t n_users;
     quill__metrics_slice user_slices[QUILL__QUANTILE_N_SLICES]; /* requests with a user tag */
+    quill__metrics_recent_user *overflow_users; /* open addressing by name hash, so that users
+                                                   past max_users still count as active users */
+    size_t n_overflow_slots;                    /* 0 or a power of two */
+    size_t n_overflow_users;                    /* slots in use */
 };
+
+/* Returns the number of users tagged in the window ending at now_us, those past max_users
+ * included. */
+int64_t quill__metrics_count_active_users(const quill_metrics *metrics, int64_t now_us);
 
 /* Returns the registry time in microseconds since creation. Needs no lock. */
 int64_t quill__metrics_now_us(const quill_metrics *metrics);

@@ -183,19 +183,11 @@ static json_object *new_model(const quill__metrics_model *model, int64_t now_us)
 }
 
 /* Cost per active user: the window's cost of requests with a user tag over the users seen in
- * the window. NOTE: users past max_users share the "_other" entry and count as one, so past the
- * cap active_users is a lower bound and the cost per active user an upper bound. */
+ * the window, including those past max_users that share the "_other" entry. */
 static json_object *new_user_window(const quill_metrics *metrics, int64_t now_us) {
     quill__metrics_slice sum;
     quill__metrics_slices_sum(metrics->user_slices, now_us, &sum);
-    int64_t current_epoch = now_us / QUILL__METRICS_SLICE_US;
-    int64_t n_active = 0;
-    for (size_t i = 0; i < metrics->n_users; i++) {
-        int64_t epoch = metrics->users[i].last_seen_us / QUILL__METRICS_SLICE_US;
-        if (quill__quantile_epoch_is_live(epoch, current_epoch)) {
-            n_active += 1;
-        }
-    }
+    int64_t n_active = quill__metrics_count_active_users(metrics, now_us);
 
     json_object *window = json_object_new_object();
     json_object_object_add(window, "active_users", json_object_new_int64(n_active));
