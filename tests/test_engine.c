@@ -51,15 +51,9 @@ static quill_logit_bias letter_bans[N_LETTER_BANS];
 
 static int group_setup(void **state) {
     (void)state;
-    model_path = quill_test_tmp_path("engine-tiny.gguf");
     quill_test_tiny_model_params params = quill_test_tiny_model_params_default();
     params.seed = 7;
-    if (quill_test_write_tiny_model(model_path, &params) != 0) {
-        fprintf(stderr, "cannot write the tiny model: %s\n", quill_error_message());
-        return -1;
-    }
-    if (quill_model_load(model_path, NULL, &model) != QUILL_OK) {
-        fprintf(stderr, "cannot load the tiny model: %s\n", quill_error_message());
+    if (quill_test_load_tiny_model("engine-tiny.gguf", &params, &model_path, &model) != 0) {
         return -1;
     }
     for (int32_t i = 0; i < N_LETTER_BANS; i++) {

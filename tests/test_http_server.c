@@ -77,13 +77,9 @@ static int n_engine_holds;
 static int group_setup(void **state) {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    the_fixture.model_path = quill_test_tmp_path("http-server-tiny.gguf");
     quill_test_tiny_model_params model_params = quill_test_tiny_model_params_default();
-    if (quill_test_write_tiny_model(the_fixture.model_path, &model_params) != 0) {
-        return -1;
-    }
-    quill_model_params load_params = quill_model_params_default();
-    if (quill_model_load(the_fixture.model_path, &load_params, &the_fixture.model) != QUILL_OK) {
+    if (quill_test_load_tiny_model("http-server-tiny.gguf", &model_params, &the_fixture.model_path,
+                                   &the_fixture.model) != 0) {
         return -1;
     }
     quill_engine_params engine_params = quill_engine_params_default();

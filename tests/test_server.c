@@ -182,13 +182,9 @@ static char *ban_special_and_bytes(void) {
 static int group_setup(void **state) {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    the_fixture.model_path = quill_test_tmp_path("server-tiny.gguf");
     quill_test_tiny_model_params model_params = quill_test_tiny_model_params_default();
-    if (quill_test_write_tiny_model(the_fixture.model_path, &model_params) != 0) {
-        return -1;
-    }
-    quill_model_params load_params = quill_model_params_default();
-    if (quill_model_load(the_fixture.model_path, &load_params, &the_fixture.model) != QUILL_OK) {
+    if (quill_test_load_tiny_model("server-tiny.gguf", &model_params, &the_fixture.model_path,
+                                   &the_fixture.model) != 0) {
         return -1;
     }
 
@@ -1172,7 +1168,7 @@ static void *stop_engine(void *engine) {
 }
 
 /* A plain (not streamed) request that a forced shutdown cancels gets the shutdown's 503, with
- * Retry-After, rather than a 500. A gate holds the engine thread in another request's callback,
+ * Retry-After, rather than a 500. A gate blocks the engine thread in another request's callback,
  * so the HTTP request is certainly still open when the engine stops. */
 static void test_forced_stop_answers_503(void **state) {
     (void)state;

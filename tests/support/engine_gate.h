@@ -1,6 +1,6 @@
 /*
  * A gate for tests that must act while a request is certainly still in the engine: a request's
- * on_event callback holds the engine thread until the test opens the gate.
+ * on_event callback blocks the engine thread until the test opens the gate.
  */
 #ifndef QUILL_TEST_ENGINE_GATE_H
 #define QUILL_TEST_ENGINE_GATE_H

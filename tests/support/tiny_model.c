@@ -5,6 +5,8 @@
  */
 #include "tiny_model.h"
 
+#include "test_support.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -413,4 +415,20 @@ int quill_test_write_tiny_model(const char *path, const quill_test_tiny_model_pa
     }
     quill__gguf_writer_destroy(tiny.writer);
     return status;
+}
+
+int quill_test_load_tiny_model(const char *name, const quill_test_tiny_model_params *params,
+                               char **path, quill_model **model) {
+    *path = quill_test_tmp_path(name);
+    *model = NULL;
+    if (*path == NULL || quill_test_write_tiny_model(*path, params) != 0) {
+        fprintf(stderr, "cannot write the tiny model %s: %s\n", name, quill_error_message());
+        return -1;
+    }
+    quill_model_params load_params = quill_model_params_default();
+    if (quill_model_load(*path, &load_params, model) != QUILL_OK) {
+        fprintf(stderr, "cannot load the tiny model %s: %s\n", name, quill_error_message());
+        return -1;
+    }
+    return 0;
 }

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "quill/model.h"
+
 /* Vocabulary written: 0 <unk>, 1 <s> (BOS), 2 </s> (EOS), 3..258 byte tokens <0x00>..<0xFF>,
  * then "▁a", "a", "▁b", "b", ... "▁z", "z", then two-letter pieces "▁aa", "aa", "▁ab", ...
  * until n_vocab ids. Scores fall with the id (-id), so earlier pieces merge first. */
@@ -47,5 +49,11 @@ quill_test_tiny_model_params quill_test_tiny_model_params_default(void);
 /* Writes the model to path. Returns 0 on success; otherwise a quill_status (negative) whose
  * message quill_error_message() holds. */
 int quill_test_write_tiny_model(const char *path, const quill_test_tiny_model_params *params);
+
+/* Writes the model to the scratch file name and loads it with default load parameters. On
+ * success returns 0 with the new path in *path (free it) and the model in *model; on failure
+ * prints why and returns -1. */
+int quill_test_load_tiny_model(const char *name, const quill_test_tiny_model_params *params,
+                               char **path, quill_model **model);
 
 #endif
