@@ -101,8 +101,8 @@ static void *run_worker(void *argument) {
     case MIX_TILE:
         /* 12 vpdpbusd are 1.5 blocks of one token, so two iterations take 3 of each: one in even
          * iterations, two in odd ones. The scale product takes a changing input, as the tile's
-         * d_w times d_x does, so that it cannot move out of the loop; the conversion that makes it
-         * runs on other pipes. */
+         * d_w times d_x does, so that it cannot move out of the loop. The conversion that makes
+         * that input runs on other pipes. */
         RUN_LOOP(f0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a3), s),
                                       _mm512_cvtepi32_ps(a0), f0);
                  if (i & 1) {

@@ -714,10 +714,10 @@ static quill_status stream_tool_text(quill_completion *completion, int32_t index
     return status;
 }
 
-/* The error of a choice that failed in the engine. A request that the engine finds invalid only
+/* Fills error for a choice that failed in the engine. A request that the engine finds invalid only
  * while generating is the client's error: a logit_bias that bans every token the model can
- * produce. One cancelled by a forced shutdown gets the shutdown's 503, which tells the client to
- * retry elsewhere. Others are 500. With several choices, the message names the failed one. */
+ * produce. One cancelled by a forced shutdown gets the shutdown's 503, so that the client retries
+ * elsewhere. Others are 500. With several choices, the message names the failed one. */
 static void choice_error(const quill_completion *completion, int32_t index,
                          quill_http_error *error) {
     const completion_choice *choice = &completion->choices[index];
