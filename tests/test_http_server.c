@@ -306,6 +306,38 @@ static void test_framing_conflicting_lengths_get_400(void **state) {
     assert_int_equal(after.n_generations_started, before.n_generations_started);
 }
 
+/* Header names that libmicrohttpd garbles, whitespace before the colon or a folded second line,
+ * could hide a framing field from the checks while a proxy reads it. Each gets one 400. */
+static void test_framing_malformed_names_get_400(void **state) {
+    (void)state;
+    static const char *const framings[] = {
+        "Content-Length: 4\r\nTransfer-Encoding: identity\r\n chunked\r\n",
+        "Transfer-Encoding : chunked\r\nContent-Length: 4\r\n",
+        "Content-Length\t: 4\r\n",
+        "Content-Length:\r\n 4\r\n",
+    };
+    quill_server_stats before;
+    quill_server_get_stats(the_fixture.server, &before);
+    for (size_t i = 0; i < sizeof(framings) / sizeof(framings[0]); i++) {
+        char request[512];
+        snprintf(request, sizeof(request),
+                 "POST /tokenize HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " API_KEY "\r\n"
+                 "Content-Type: application/json\r\n%s\r\n4\r\nGET / HTTP/1.1\r\n\r\n",
+                 framings[i]);
+        char response[4096];
+        assert_true(raw_exchange(fixture_port(), request, response, sizeof(response)));
+        struct json_object *root =
+            assert_error_response(response, "HTTP/1.1 400", "invalid_framing");
+        assert_non_null(strstr(error_message(root), "malformed header name"));
+        json_object_put(root);
+        /* Nothing after the 400: the bytes that follow were not read as a request. */
+        assert_null(strstr(response + 1, "HTTP/1.1 "));
+    }
+    quill_server_stats after;
+    quill_server_get_stats(the_fixture.server, &after);
+    assert_int_equal(after.n_generations_started, before.n_generations_started);
+}
+
 static void test_framing_repeated_equal_length_accepted(void **state) {
     (void)state;
     char response[8192];
@@ -572,6 +604,29 @@ static void test_drain_answers_stalled_upload(void **state) {
     quill_server_destroy(server);
 }
 
+/* A chunked upload that stalls is shut down without a 503, because libmicrohttpd may be writing
+ * its own error for a bad chunk on the same connection. The client sees the connection close. */
+static void test_drain_closes_stalled_chunked_upload(void **state) {
+    (void)state;
+    quill_server *server = create_server();
+    int fd = connect_raw(quill_server_port(server));
+    send_text(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                  "Authorization: Bearer " API_KEY "\r\nContent-Type: application/json\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\na\r\n{\"prompt\":");
+    wait_for_requests(server, 1);
+
+    drain_call call = {server, QUILL_ERR_IO};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, run_drain, &call), 0);
+    char response[4096] = "";
+    assert_true(read_until_close(fd, response, sizeof(response)));
+    close(fd);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(call.status, QUILL_OK);
+    assert_string_equal(response, "");
+    quill_server_destroy(server);
+}
+
 static void test_drain_refuses_new_request_on_open_connection(void **state) {
     (void)state;
     quill_server *server = create_server();
@@ -730,12 +785,14 @@ int main(void) {
         cmocka_unit_test(test_framing_unknown_transfer_coding_gets_501),
         cmocka_unit_test(test_framing_plain_chunked_accepted),
         cmocka_unit_test(test_framing_conflicting_lengths_get_400),
+        cmocka_unit_test(test_framing_malformed_names_get_400),
         cmocka_unit_test(test_framing_repeated_equal_length_accepted),
         cmocka_unit_test(test_framing_overflowing_length_rejected_by_library),
         cmocka_unit_test(test_expect_errors_precede_continue),
         cmocka_unit_test(test_expect_valid_request_gets_continue),
         cmocka_unit_test(test_expect_with_libcurl),
         cmocka_unit_test(test_drain_answers_stalled_upload),
+        cmocka_unit_test(test_drain_closes_stalled_chunked_upload),
         cmocka_unit_test(test_drain_refuses_new_request_on_open_connection),
         cmocka_unit_test(test_drain_finishes_accepted_request),
         cmocka_unit_test(test_log_client_gone_while_waiting_is_debug),

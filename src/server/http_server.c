@@ -374,6 +374,7 @@ static quill_exchange *exchange_create(quill_server *server, struct MHD_Connecti
 
 /* The headers that frame a request body, as libmicrohttpd received them. */
 typedef struct body_framing {
+    const char *malformed_name;    /* first field name with whitespace or a folded line, or NULL */
     int n_content_length;          /* Content-Length fields */
     const char *content_length;    /* the first one's value (MHD uses only it), or NULL */
     bool has_length_mismatch;      /* a later Content-Length differs from the first */
@@ -386,6 +387,21 @@ static enum MHD_Result collect_framing(void *cls, enum MHD_ValueKind kind, const
     body_framing *framing = cls;
     (void)kind;
     const char *text = value != NULL ? value : "";
+    /* libmicrohttpd 0.9.75 keeps whitespace before the colon in the name, and appends a folded
+     * continuation line to the name: "Transfer-Encoding: identity\r\n chunked" becomes the
+     * name "Transfer-Encodingchunked" with the value "identity". A proxy may read either as a
+     * framing field, so both are rejected (RFC 9112 sections 5.1 and 5.2). */
+    size_t n_content_length = strlen(MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t n_transfer_encoding = strlen(MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    bool is_malformed =
+        strpbrk(key, " \t") != NULL ||
+        (strncasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH, n_content_length) == 0 &&
+         key[n_content_length] != '\0') ||
+        (strncasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING, n_transfer_encoding) == 0 &&
+         key[n_transfer_encoding] != '\0');
+    if (is_malformed && framing->malformed_name == NULL) {
+        framing->malformed_name = key;
+    }
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         if (framing->n_content_length == 0) {
             framing->content_length = text;
@@ -415,6 +431,15 @@ static bool check_framing(quill_exchange *exchange, bool *has_body) {
     *has_body = false;
     MHD_get_connection_values(exchange->connection, MHD_HEADER_KIND, collect_framing, &framing);
 
+    if (framing.malformed_name != NULL) {
+        quill__http_error_set(&exchange->error, 400, NULL, "invalid_framing",
+                              "the request has the malformed header name '%.64s' (whitespace "
+                              "before the colon, or a header folded onto a second line); send "
+                              "each header on one line as 'Name: value'",
+                              framing.malformed_name);
+        return true;
+    }
+
     if (framing.n_transfer_encoding > 0 && framing.n_content_length > 0) {
         quill__http_error_set(&exchange->error, 400, NULL, "invalid_framing",
                               "the request has both Content-Length and Transfer-Encoding, so "
@@ -441,6 +466,7 @@ static bool check_framing(quill_exchange *exchange, bool *has_body) {
             return true;
         }
         *has_body = true;
+        exchange->is_chunked_upload = true;
         return false;
     }
     /* MHD has already rejected a Content-Length that is not a decimal number. */
@@ -666,7 +692,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     pthread_mutex_unlock(&server->mutex);
 
     /* A drained request ends on MHD's side as a client abort, because the drain shut its
-     * socket down. It is recorded as the 503 that the client received. */
+     * socket down. It is recorded as a 503, the shutdown's refusal, also for a chunked upload,
+     * which the drain closes without sending one. */
     bool is_disconnect = termination != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
                          termination != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN && !was_drained;
     if (was_drained) {
@@ -823,18 +850,22 @@ static quill_status write_drain_response(quill_strbuf *response) {
     return status;
 }
 
-/* Sends a 503 to every request whose body is still arriving and shuts its socket down.
+/* Sends a 503 to every request whose body is still arriving with a Content-Length and shuts
+ * its socket down. Chunked uploads are only shut down.
  *
  * libmicrohttpd 0.9.75 queues a response only before a request's body or after all of it, and
  * calls the handler during the body only when bytes arrive. A client that stalls mid-body would
  * otherwise hold the drain until REQUEST_TIMEOUT_S. So the drain writes the response on the
- * socket itself. That is safe because MHD writes nothing while it receives a body, apart from
- * "100 Continue" right after the headers. In the short window before MHD sends it, the 503 can
- * go out first, and the client then finds the 100 after a response that closes the connection,
- * which it ignores. Shutting down the reading side makes MHD read end-of-file, so it closes the
- * connection (sending FIN after the 503) and calls on_completed. server->mutex is held across the non-blocking send and
- * the shutdown, so on_completed cannot unlink the exchange, and MHD cannot close the socket, in
- * between. */
+ * socket itself. During a Content-Length body MHD writes nothing but "100 Continue" right after
+ * the headers. In the short window before MHD sends it, the 503 can go out first, and the client
+ * then finds the 100 after a response that closes the connection, which it ignores. During a
+ * chunked body MHD writes its own 400 or 413 when the chunk framing is invalid, which could
+ * land next to the 503, so those clients see the connection close without a response.
+ *
+ * Shutting down the reading side makes MHD read end-of-file, so it closes the connection (with
+ * FIN, after any 503) and calls on_completed. server->mutex is held across the non-blocking send
+ * and the shutdown, so on_completed cannot unlink the exchange, and MHD cannot close the socket,
+ * in between. */
 static void drain_uploads(quill_server *server) {
     quill_strbuf response;
     quill__strbuf_init(&response);
@@ -854,7 +885,7 @@ static void drain_uploads(quill_server *server) {
         if (info != NULL) {
             /* NOTE: a client whose receive window is full gets only part of the 503, or none,
                and one still sending its body may get a reset before it reads the 503. */
-            if (response.length > 0) {
+            if (response.length > 0 && !exchange->is_chunked_upload) {
                 (void)send(info->connect_fd, response.data, response.length,
                            MSG_DONTWAIT | MSG_NOSIGNAL);
             }

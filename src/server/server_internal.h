@@ -129,6 +129,7 @@ typedef struct quill_exchange {
     struct quill_exchange *next_upload; /* in server->uploads; guarded by server->mutex */
     struct quill_exchange *prev_upload; /* in server->uploads; guarded by server->mutex */
     bool is_upload_listed;              /* in server->uploads; guarded by server->mutex */
+    bool is_chunked_upload;             /* the body arrives with chunked transfer coding */
     bool is_drained;                    /* the drain sent a 503 on the socket itself and shut
                                            it down, so MHD must send nothing; guarded by
                                            server->mutex */
