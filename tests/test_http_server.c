@@ -577,54 +577,50 @@ static void wait_for_requests(quill_server *server, int64_t n_requests) {
              RECEIVE_TIMEOUT_S);
 }
 
-static void test_drain_answers_stalled_upload(void **state) {
-    (void)state;
+/* Sends the request head and the start of its body to a new server, which then waits for the
+ * rest, drains the server, and reads what the client gets until the connection closes. */
+static void drain_during_upload(const char *framing_and_start, char *response,
+                                size_t response_bytes) {
     quill_server *server = create_server();
-
-    /* The client announces 40 bytes, sends 10 and stalls. */
     int fd = connect_raw(quill_server_port(server));
-    send_text(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
-                  "Authorization: Bearer " API_KEY "\r\nContent-Type: application/json\r\n"
-                  "Content-Length: 40\r\n\r\n{\"prompt\":");
+    char request[512];
+    snprintf(request, sizeof(request),
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " API_KEY
+             "\r\nContent-Type: application/json\r\n%s",
+             framing_and_start);
+    send_text(fd, request);
     wait_for_requests(server, 1);
 
     drain_call call = {server, QUILL_ERR_IO};
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, run_drain, &call), 0);
-    char response[4096] = "";
-    assert_true(read_until_close(fd, response, sizeof(response)));
+    response[0] = '\0';
+    assert_true(read_until_close(fd, response, response_bytes));
     close(fd);
     assert_int_equal(pthread_join(thread, NULL), 0);
     assert_int_equal(call.status, QUILL_OK);
+    quill_server_destroy(server);
+}
 
+/* The client announces 40 bytes, sends 10 and stalls: the drain answers with a 503. */
+static void test_drain_answers_stalled_upload(void **state) {
+    (void)state;
+    char response[4096];
+    drain_during_upload("Content-Length: 40\r\n\r\n{\"prompt\":", response, sizeof(response));
     struct json_object *root = assert_error_response(response, "HTTP/1.1 503", "shutting_down");
     json_object_put(root);
     assert_non_null(strstr(response, "\r\nRetry-After: 1\r\n"));
     assert_non_null(strstr(response, "\r\nConnection: close\r\n"));
-    quill_server_destroy(server);
 }
 
 /* A chunked upload that stalls is shut down without a 503, because libmicrohttpd may be writing
  * its own error for a bad chunk on the same connection. The client sees the connection close. */
 static void test_drain_closes_stalled_chunked_upload(void **state) {
     (void)state;
-    quill_server *server = create_server();
-    int fd = connect_raw(quill_server_port(server));
-    send_text(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
-                  "Authorization: Bearer " API_KEY "\r\nContent-Type: application/json\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\na\r\n{\"prompt\":");
-    wait_for_requests(server, 1);
-
-    drain_call call = {server, QUILL_ERR_IO};
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, run_drain, &call), 0);
-    char response[4096] = "";
-    assert_true(read_until_close(fd, response, sizeof(response)));
-    close(fd);
-    assert_int_equal(pthread_join(thread, NULL), 0);
-    assert_int_equal(call.status, QUILL_OK);
+    char response[4096];
+    drain_during_upload("Transfer-Encoding: chunked\r\n\r\na\r\n{\"prompt\":", response,
+                        sizeof(response));
     assert_string_equal(response, "");
-    quill_server_destroy(server);
 }
 
 static void test_drain_refuses_new_request_on_open_connection(void **state) {
