@@ -19,6 +19,7 @@
 #include "metrics/histogram.h"
 #include "metrics/prometheus.h"
 #include "metrics/quantile_window.h"
+#include "metrics/metrics_registry.h"
 #include "quill/metrics.h"
 
 /* ---- helpers ---- */
@@ -723,6 +724,41 @@ static void test_stats_json_counts_users_past_cap(void **state) {
     quill_metrics_destroy(metrics);
 }
 
+/* Past the table's largest size the count stops at 65,536 users past the cap, a lower bound,
+ * and once the window moves on the table takes new users again. */
+static void test_stats_json_user_table_saturates(void **state) {
+    (void)state;
+    fake_clock clock = {.now_us = 0};
+    quill_metrics_params params = quill_metrics_params_default();
+    params.clock_us = fake_clock_now;
+    params.clock_user_data = &clock;
+    params.max_users = 1;
+    quill_metrics *metrics = NULL;
+    assert_int_equal(quill_metrics_create(&params, &metrics), QUILL_OK);
+
+    enum { N_USERS = 70000, N_TRACKED_PAST_CAP = QUILL__METRICS_MAX_OVERFLOW_SLOTS / 2 };
+    quill_request_record record = ok_record("qwen", 100000);
+    for (int i = 0; i < N_USERS; i++) {
+        char user[32];
+        snprintf(user, sizeof(user), "user-%d", i);
+        record.user = user;
+        assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+    }
+    json_object *root = render_stats(metrics);
+    assert_int_equal(json_object_get_int64(JSON_AT(root, "users_last_5_minutes", "active_users")),
+                     1 + N_TRACKED_PAST_CAP);
+    json_object_put(root);
+
+    clock.now_us += 400 * 1000000LL;
+    record.user = "late";
+    assert_int_equal(quill_metrics_record_request(metrics, &record), QUILL_OK);
+    root = render_stats(metrics);
+    assert_int_equal(json_object_get_int64(JSON_AT(root, "users_last_5_minutes", "active_users")),
+                     1);
+    json_object_put(root);
+    quill_metrics_destroy(metrics);
+}
+
 static void test_stats_json_rates_and_users(void **state) {
     (void)state;
     fake_clock clock = {.now_us = 0};
@@ -893,6 +929,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_set_gauges_rejects_invalid),
         cmocka_unit_test(test_stats_json_rates_and_users),
         cmocka_unit_test(test_stats_json_counts_users_past_cap),
+        cmocka_unit_test(test_stats_json_user_table_saturates),
         cmocka_unit_test(test_stats_json_outcomes_by_side),
         cmocka_unit_test(test_metrics_threads_record_concurrently),
     };

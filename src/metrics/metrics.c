@@ -342,18 +342,15 @@ static bool is_seen_in_window(int64_t last_seen_us, int64_t now_us) {
                                          now_us / QUILL__METRICS_SLICE_US);
 }
 
-/* Puts (hash, last_seen_us) into slots, a table of n_slots (a power of two) with a free slot,
- * updating the entry of the same hash. Returns true when it took a free slot. */
-static bool put_recent_user(quill__metrics_recent_user *slots, size_t n_slots, uint64_t hash,
-                            int64_t last_seen_us) {
+/* Returns the slot of hash in slots, a table of n_slots (a power of two) with a free slot, or
+ * the free slot where it belongs. */
+static quill__metrics_recent_user *find_recent_user(quill__metrics_recent_user *slots,
+                                                    size_t n_slots, uint64_t hash) {
     size_t at = (size_t)hash & (n_slots - 1);
     while (slots[at].name_hash != 0 && slots[at].name_hash != hash) {
         at = (at + 1) & (n_slots - 1);
     }
-    bool is_new = slots[at].name_hash == 0;
-    slots[at].name_hash = hash;
-    slots[at].last_seen_us = last_seen_us;
-    return is_new;
+    return &slots[at];
 }
 
 /* Moves the users seen in the window into a new table of n_slots, dropping the others. Returns
@@ -367,7 +364,7 @@ static bool rebuild_overflow_users(quill_metrics *metrics, size_t n_slots, int64
     for (size_t i = 0; i < metrics->n_overflow_slots; i++) {
         const quill__metrics_recent_user *user = &metrics->overflow_users[i];
         if (user->name_hash != 0 && is_seen_in_window(user->last_seen_us, now_us)) {
-            put_recent_user(slots, n_slots, user->name_hash, user->last_seen_us);
+            *find_recent_user(slots, n_slots, user->name_hash) = *user;
             n_users++;
         }
     }
@@ -378,27 +375,41 @@ static bool rebuild_overflow_users(quill_metrics *metrics, size_t n_slots, int64
     return true;
 }
 
-/* Notes a request from a user counted under "_other", for the active-user count. The table
- * stays at most half full: when it would pass that, users outside the window are dropped, and
- * the table doubles if that is not enough. Once it is at its largest and half full of users in
- * the window, or when memory runs out, new users are not noted. Called with the mutex held. */
+/* Notes a request from a user counted under "_other", for the active-user count. A known user
+ * only moves its time. A new one may first make the table, kept at most half full, drop the
+ * users outside the window and double. At its largest size that rebuild runs at most once per
+ * window slice, so a full table does not cost a rebuild per request. When the table stays full
+ * or memory runs out, the new user is not noted. Called with the mutex held. */
 static void note_overflow_user(quill_metrics *metrics, const char *name, int64_t now_us) {
-    if (2 * (metrics->n_overflow_users + 1) > metrics->n_overflow_slots) {
-        size_t n_slots = metrics->n_overflow_slots > 0 ? metrics->n_overflow_slots : 1024;
-        if (!rebuild_overflow_users(metrics, n_slots, now_us)) {
+    uint64_t hash = name_hash(name);
+    if (metrics->n_overflow_slots > 0) {
+        quill__metrics_recent_user *user =
+            find_recent_user(metrics->overflow_users, metrics->n_overflow_slots, hash);
+        if (user->name_hash == hash) {
+            user->last_seen_us = now_us;
             return;
         }
-        if (2 * (metrics->n_overflow_users + 1) > n_slots) {
-            if (n_slots >= QUILL__METRICS_MAX_OVERFLOW_SLOTS ||
-                !rebuild_overflow_users(metrics, 2 * n_slots, now_us)) {
-                return;
-            }
+    }
+    if (2 * (metrics->n_overflow_users + 1) > metrics->n_overflow_slots) {
+        bool can_grow = metrics->n_overflow_slots < QUILL__METRICS_MAX_OVERFLOW_SLOTS;
+        int64_t slice = now_us / QUILL__METRICS_SLICE_US + 1;
+        if (!can_grow && slice == metrics->overflow_rebuilt_slice) {
+            return;
+        }
+        size_t n_slots = metrics->n_overflow_slots == 0 ? 1024
+                         : can_grow                     ? 2 * metrics->n_overflow_slots
+                                                        : metrics->n_overflow_slots;
+        metrics->overflow_rebuilt_slice = slice;
+        if (!rebuild_overflow_users(metrics, n_slots, now_us) ||
+            2 * (metrics->n_overflow_users + 1) > metrics->n_overflow_slots) {
+            return;
         }
     }
-    if (put_recent_user(metrics->overflow_users, metrics->n_overflow_slots, name_hash(name),
-                        now_us)) {
-        metrics->n_overflow_users++;
-    }
+    quill__metrics_recent_user *user =
+        find_recent_user(metrics->overflow_users, metrics->n_overflow_slots, hash);
+    user->name_hash = hash;
+    user->last_seen_us = now_us;
+    metrics->n_overflow_users++;
 }
 
 int64_t quill__metrics_count_active_users(const quill_metrics *metrics, int64_t now_us) {

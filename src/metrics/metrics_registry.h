@@ -116,6 +116,8 @@ struct quill_metrics {
                                                    past max_users still count as active users */
     size_t n_overflow_slots;                    /* 0 or a power of two */
     size_t n_overflow_users;                    /* slots in use */
+    int64_t overflow_rebuilt_slice;             /* window slice of the last rebuild at the
+                                                   largest size, plus 1; 0 before one */
 };
 
 /* Returns the number of users tagged in the window ending at now_us, those past max_users
