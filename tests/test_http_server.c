@@ -602,7 +602,7 @@ static void drain_during_upload(const char *framing_and_start, char *response,
     quill_server_destroy(server);
 }
 
-/* The client announces 40 bytes, sends 10 and stalls: the drain answers with a 503. */
+/* The client announces 40 bytes, sends 10 and stalls: the drain sends it a 503. */
 static void test_drain_answers_stalled_upload(void **state) {
     (void)state;
     char response[4096];

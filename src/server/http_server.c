@@ -494,7 +494,7 @@ static void check_declared_length(quill_exchange *exchange) {
                           declared, exchange->server->max_body_bytes);
 }
 
-/* True when the client waits for "100 Continue" before it sends the body. */
+/* Returns true when the client waits for "100 Continue" before it sends the body. */
 static bool expects_continue(struct MHD_Connection *connection) {
     const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_EXPECT);
@@ -528,9 +528,9 @@ static void unlink_upload(quill_server *server, quill_exchange *exchange) {
 }
 
 /* Admits the request unless the drain has started, and lists it in server->uploads while its
- * body arrives, so that a drain starting meanwhile can respond to it. The check and the link share
- * one hold of server->mutex, so a drain either sees the link or the request sees the drain.
- * Returns false when the drain has started. */
+ * body arrives, so that a drain starting meanwhile can respond to it. The check and the link
+ * share one hold of server->mutex, so either the drain finds the link or the request finds the
+ * drain started. Returns false when the drain has started. */
 static bool admit_request(quill_exchange *exchange, bool has_body) {
     quill_server *server = exchange->server;
     bool is_admitted = false;
@@ -570,7 +570,7 @@ static bool finish_upload(quill_exchange *exchange) {
 /* The first handler call, when only the request line and headers are known. A response queued
  * now goes out before "100 Continue" and makes MHD close the connection after it, without
  * reading the body. That is right for errors, but a successful response queued now would force
- * "Connection: close", so requests that pass are answered after their body. */
+ * "Connection: close", so requests that pass get their response after their body. */
 static enum MHD_Result start_exchange(quill_server *server, struct MHD_Connection *connection,
                                       const char *method, const char *url,
                                       void **request_context) {

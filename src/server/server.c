@@ -334,13 +334,13 @@ void quill__server_count_generation_end(quill_server *server, int64_t n_generati
     pthread_mutex_unlock(&server->mutex);
 }
 
-/* Compares the n_given bytes at given with expected without an early exit, so the time taken
- * does not reveal the key's prefix. */
-static bool equals_constant_time(const char *given, size_t n_given, const char *expected) {
+/* Compares the n_token bytes at token with expected without an early exit, so the time taken
+ * does not reveal the key's prefix. token is NUL-terminated at or after n_token. */
+static bool equals_constant_time(const char *token, size_t n_token, const char *expected) {
     size_t n_expected = strlen(expected);
-    unsigned char difference = n_given == n_expected ? 0 : 1;
+    unsigned char difference = n_token == n_expected ? 0 : 1;
     for (size_t i = 0; i < n_expected; i++) {
-        difference |= (unsigned char)(expected[i] ^ given[i < n_given ? i : 0]);
+        difference |= (unsigned char)(expected[i] ^ token[i < n_token ? i : 0]);
     }
     return difference == 0;
 }
