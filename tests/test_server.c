@@ -599,7 +599,7 @@ static void test_errors_name_the_parameter(void **state) {
     }
 }
 
-/* What json-c's strict mode lets through is still refused as invalid JSON, each message naming
+/* What json-c's strict mode lets through is still rejected as invalid JSON, each message naming
  * the problem, while the same characters written legally pass. */
 static void test_errors_strict_json(void **state) {
     (void)state;
@@ -632,9 +632,9 @@ static void test_errors_strict_json(void **state) {
 }
 
 /* Seeds span both signed and unsigned 64-bit integers, a negative one standing for its two's
- * complement; numbers past either end are refused as sent. Tiny values that single precision
- * turns into an open minimum, a key with a leading space and a value that %g would round are
- * refused with messages that show them. */
+ * complement. Numbers past either end are rejected with the value as sent. Tiny values that
+ * single precision turns into an open minimum, a key with a leading space and a value that %g
+ * would round are rejected with messages that show them. */
 static void test_errors_number_edges(void **state) {
     (void)state;
     static const char *const accepted[] = {"9223372036854775807", "-9223372036854775808",

@@ -157,12 +157,12 @@ int main(int argc, char **argv) {
     int n_threads = argc > 1 ? atoi(argv[1]) : 2;
     double seconds = argc > 2 ? atof(argv[2]) : 0.5;
     if (n_threads < 1 || n_threads > MAX_THREADS) {
-        fprintf(stderr, "bench_vnni: thread count '%s' is out of range: give 1 to %d\n", argv[1],
+        fprintf(stderr, "bench_vnni: invalid thread count '%s'; give 1 to %d\n", argv[1],
                 MAX_THREADS);
         return 2;
     }
     if (!(seconds >= 0.05 && seconds <= 60.0)) {
-        fprintf(stderr, "bench_vnni: '%s' seconds per mix is out of range: give 0.05 to 60\n",
+        fprintf(stderr, "bench_vnni: invalid seconds per mix '%s'; give 0.05 to 60\n",
                 argv[2]);
         return 2;
     }

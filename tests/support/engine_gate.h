@@ -11,10 +11,10 @@
 
 #include "quill/engine.h"
 
-/* Holds the engine thread inside a request's on_event call until the test opens it, so that a
- * long request is certainly still running while the test acts. The first n_calls_to_pass calls
- * return at once and the next one waits. quill_test_gate_pass lets a waiting call go and arms the
- * gate again. */
+/* A gate that blocks the engine thread inside a request's on_event call until the test opens
+ * it, so that a long request is certainly still running while the test acts. The first
+ * n_calls_to_pass calls return at once and the next one waits. quill_test_gate_pass lets a
+ * waiting call go and arms the gate again. */
 typedef struct quill_test_gate {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
